@@ -1,0 +1,1 @@
+"""Block stores: where encrypted blocks rest (local directory, memory, S3, replicated, archive)."""

@@ -1,0 +1,158 @@
+"""Plain values the metadata service hands to the API layer (no ORM objects leak out)."""
+
+import base64
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+NodeType = Literal["file", "dir", "symlink"]
+MoveMode = Literal["replace", "noreplace", "exchange"]
+
+
+def iso_from_ns(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: resolved from the bearer token (and X-Cirrus-Device) on every request."""
+
+    user_id: int
+    user_name: str
+    namespace_id: int
+    device: str | None = None
+
+    @property
+    def author(self) -> str:
+        """The name used for revision authorship and conflicted copies."""
+        return self.device or self.user_name
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    id: int
+    parent_id: int | None
+    name: str
+    path: str
+    type: NodeType
+    mode: int
+    mtime_ns: int
+    size: int
+    rev: int
+    head_rev: int
+    target: str | None = None
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    deleted: bool = False
+
+    @property
+    def status(self) -> str:
+        return "pending" if self.head_rev > self.rev else "uploaded"
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "parent_id": self.parent_id,
+            "name": self.name,
+            "path": self.path,
+            "type": self.type,
+            "mode": self.mode,
+            "mtime_ns": self.mtime_ns,
+            "modified": iso_from_ns(self.mtime_ns),
+            "size": self.size,
+            "rev": self.rev,
+            "head_rev": self.head_rev,
+            "status": self.status,
+            "target": self.target,
+            "xattrs": {k: base64.b64encode(v).decode() for k, v in self.xattrs.items()},
+            "deleted": self.deleted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    hash: str
+    size: int
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BlockList:
+    id: int
+    rev: int
+    size: int
+    blocks: list[BlockRef]
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionInfo:
+    rev: int
+    size: int
+    mtime_ns: int
+    device: str
+    status: str
+    created_ns: int
+
+    def to_json(self) -> dict:
+        return {
+            "rev": self.rev,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "modified": iso_from_ns(self.mtime_ns),
+            "device": self.device,
+            "status": self.status,
+            "created": iso_from_ns(self.created_ns),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    path: str
+    base_rev: int | None
+    size: int
+    blocks: list[BlockRef]
+    mode: int | None = None
+    mtime_ns: int | None = None
+    commit_id: str | None = None
+    overwrite: bool = False  # simple uploads and restores: a new revision, never a conflict
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    node: NodeInfo
+    rev: int
+    missing: list[str]
+    conflict: bool
+    path: str
+
+    @property
+    def status(self) -> str:
+        return "pending" if self.missing else "uploaded"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    cursor: int
+    node: NodeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ChangesPage:
+    entries: list[Change]
+    cursor: int
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPage:
+    cursor: int
+    nodes: list[NodeInfo]
+    has_more: bool
+
+
+class Notifier(Protocol):
+    """Told after every committed transaction that moved a namespace's journal forward.
+
+    publish() is called from worker threads, must not block and must be thread-safe.
+    """
+
+    def publish(self, namespace_id: int, cursor: int) -> None: ...

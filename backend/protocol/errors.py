@@ -1,0 +1,115 @@
+"""Machine-readable error codes of the HTTP API, shared by server and client.
+
+The server answers every failure with `{"error": {"code": CODE, "message": TEXT}}` and the
+HTTP status below; the client maps the code (never the message) back to an exception and, on
+the mount, to an errno. This table is the single place where that correspondence is written.
+
+    CirrusError
+     ├── InvalidRequest      400 invalid_request   (malformed input; EINVAL)
+     ├── InvalidPathError    400 invalid_path      (bad path; EINVAL)
+     ├── NameTooLong         400 name_too_long     (ENAMETOOLONG)
+     ├── Unauthorized        401 unauthorized      (EACCES)
+     ├── Forbidden           403 forbidden         (EACCES)
+     ├── NotFound            404 not_found         (ENOENT)
+     ├── AlreadyExists       409 exists            (EEXIST)
+     ├── NotEmpty            409 not_empty         (ENOTEMPTY)
+     ├── NotADirectory       409 not_a_directory   (ENOTDIR)
+     ├── IsADirectory        409 is_a_directory    (EISDIR)
+     ├── InvalidMove         409 invalid_move      (EINVAL: a folder into itself)
+     ├── RevisionPending     409 revision_pending  (EAGAIN: blocks not all uploaded yet)
+     ├── PayloadTooLarge     413 too_large         (EFBIG)
+     ├── RangeNotSatisfiable 416 bad_range         (EINVAL)
+     └── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
+"""
+
+import errno as _errno
+from typing import ClassVar
+
+
+class CirrusError(Exception):
+    """Base of every error the API reports; subclasses fix the code, status and errno."""
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+    errno: ClassVar[int] = _errno.EIO
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code.replace("_", " "))
+        self.message = message or self.code.replace("_", " ")
+
+    def to_json(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidRequest(CirrusError):
+    code, status, errno = "invalid_request", 400, _errno.EINVAL
+
+
+class InvalidPathError(CirrusError):
+    code, status, errno = "invalid_path", 400, _errno.EINVAL
+
+
+class NameTooLong(CirrusError):
+    code, status, errno = "name_too_long", 400, _errno.ENAMETOOLONG
+
+
+class Unauthorized(CirrusError):
+    code, status, errno = "unauthorized", 401, _errno.EACCES
+
+
+class Forbidden(CirrusError):
+    code, status, errno = "forbidden", 403, _errno.EACCES
+
+
+class NotFound(CirrusError):
+    code, status, errno = "not_found", 404, _errno.ENOENT
+
+
+class AlreadyExists(CirrusError):
+    code, status, errno = "exists", 409, _errno.EEXIST
+
+
+class NotEmpty(CirrusError):
+    code, status, errno = "not_empty", 409, _errno.ENOTEMPTY
+
+
+class NotADirectory(CirrusError):
+    code, status, errno = "not_a_directory", 409, _errno.ENOTDIR
+
+
+class IsADirectory(CirrusError):
+    code, status, errno = "is_a_directory", 409, _errno.EISDIR
+
+
+class InvalidMove(CirrusError):
+    code, status, errno = "invalid_move", 409, _errno.EINVAL
+
+
+class RevisionPending(CirrusError):
+    code, status, errno = "revision_pending", 409, _errno.EAGAIN
+
+
+class PayloadTooLarge(CirrusError):
+    code, status, errno = "too_large", 413, _errno.EFBIG
+
+
+class RangeNotSatisfiable(CirrusError):
+    code, status, errno = "bad_range", 416, _errno.EINVAL
+
+
+class HashMismatch(CirrusError):
+    code, status, errno = "hash_mismatch", 422, _errno.EIO
+
+
+ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
+    cls.code: cls for cls in CirrusError.__subclasses__()
+}
+
+
+def from_json(status: int, body: object) -> CirrusError:
+    """Rebuild the exception a server response describes (unknown codes become CirrusError)."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        code = body["error"].get("code", "")
+        message = str(body["error"].get("message", ""))
+        return ERRORS_BY_CODE.get(code, CirrusError)(message)
+    return CirrusError(f"HTTP {status}")

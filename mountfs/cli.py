@@ -1,0 +1,32 @@
+"""The `cirrus` command: `serve` and `admin` (the server), `mount` and `unmount` (the drive).
+
+Each part registers its own subcommands, imported lazily so that `cirrus mount` never loads
+the server's database layer and `cirrus serve` never loads FUSE.
+"""
+
+import argparse
+import sys
+from importlib.metadata import version
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cirrus", description="Cirrus cloud drive")
+    parser.add_argument("--version", action="version", version=f"cirrus {version('cirrus')}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from backend.cli import register as register_server
+    from mountfs.mount_cli import register as register_mount
+
+    register_server(commands)
+    register_mount(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mountfs.mount_cli import rewrite_mount_helper_argv
+
+    args = build_parser().parse_args(rewrite_mount_helper_argv(sys.argv[1:] if argv is None else argv))
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
