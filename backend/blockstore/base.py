@@ -2,10 +2,14 @@
 
 Keys are block hashes (64 hex digits); values are opaque bytes (already compressed and
 encrypted by the block service). Every operation is idempotent, so wrappers may retry freely.
+Stores refuse a key that is not a block hash, so no key can ever name a path outside a store.
 """
 
 from collections.abc import Iterator
 from typing import Protocol
+
+from backend.protocol.errors import InvalidRequest
+from backend.protocol.hashing import is_block_hash
 
 
 class BlockNotFound(KeyError):
@@ -26,3 +30,10 @@ class BlockStore(Protocol):
 
     def keys(self) -> Iterator[str]:
         """Every key in the store, in no particular order."""
+
+
+def check_key(key: str) -> str:
+    """Return key when it is a block hash; raise InvalidRequest otherwise."""
+    if not isinstance(key, str) or not is_block_hash(key):
+        raise InvalidRequest(f"not a block hash: {key!r:.80}")
+    return key

@@ -1,0 +1,116 @@
+"""A block store in a local directory: the embedded default of `cirrus serve`.
+
+Objects live at `ROOT/ab/cd/<key>` (the first two byte pairs of the hash), so no folder holds
+more than ~1/65,536 of the blocks and listings stay fast at millions of objects. Every write
+goes to a temp file in the target folder, is fsynced, renamed over the name and the folder is
+fsynced: a crash leaves either the old object, the new one, or a stray dot-file that `keys()`
+ignores — never a torn object under a valid name.
+"""
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from backend.blockstore.base import BlockNotFound, check_key
+
+_TEMP_PREFIX = "."
+_TEMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink inside folder durable (the folder's own entry list is data)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data: bytes, *, mode: int = 0o600, replace: bool = True) -> bool:
+    """Write data to path atomically and durably; return False when replace=False and path exists.
+
+    The temp file is created with O_EXCL and the final mode from the start, so the data is never
+    readable by others even for a moment. Without replace, the temp file is hard-linked into
+    place, which fails when the name is taken: concurrent creators agree on one winner.
+    """
+    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if replace:
+            os.replace(temp, path)
+        else:
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                return False
+        fsync_dir(path.parent)
+        return True
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+class LocalBlockStore:
+    """Objects as files under root, fanned out by the first two byte pairs of the key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalBlockStore({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        return self.root / key[0:2] / key[2:4] / key
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        self._make_folders(path.parent)
+        write_durably(path, data)
+
+    def _make_folders(self, folder: Path) -> None:
+        """Create the fan-out folders, fsyncing each parent that gains a new entry."""
+        for level in (folder.parent, folder):
+            if level.is_dir():
+                continue
+            try:
+                level.mkdir()
+            except FileExistsError:
+                continue
+            fsync_dir(level.parent)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise BlockNotFound(key) from None
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(path.parent)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def keys(self) -> Iterator[str]:
+        for first in _subfolders(self.root):
+            for second in _subfolders(first):
+                with os.scandir(second) as entries:
+                    for entry in entries:
+                        if not entry.name.startswith(_TEMP_PREFIX) and entry.is_file():
+                            yield entry.name
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The two-character fan-out folders directly under folder, skipping anything else."""
+    with os.scandir(folder) as entries:
+        return [Path(entry.path) for entry in entries if len(entry.name) == 2 and entry.is_dir()]
