@@ -1,0 +1,204 @@
+"""The disk cache of clean blocks: plaintext copies of blocks the server already stores.
+
+Layout: `ROOT/ab/abcdef…` (the block's hash, fanned out by its first two hex digits so no
+folder holds more than a few hundred files). Everything here can be fetched again, so every
+file is evictable and nothing is fsynced; blocks not yet uploaded live elsewhere (the mount's
+dirty files) and never enter this cache.
+
+Recency: an in-memory LRU index (hash → size), rebuilt at start from a scan of the folder
+ordered by file mtime. A hit moves the entry to the recent end and sets the file's mtime, but
+at most once per TOUCH_INTERVAL per file: the order after a restart is then right to within a
+minute, which is all an LRU cache needs, while a block read many times a second does not write
+its inode each time.
+
+Integrity: a file is checked against its name on every read (BLAKE3 costs ~0.15 ms per 512 KiB
+block); a torn or corrupt file is deleted and reads as a miss, so it is fetched again.
+
+Threads: `get`, `put` and `discard` may run in worker threads at once; `_lock` guards the index
+and the byte count, never file I/O. `get_or_fetch` runs on the trio loop and keeps one fetch in
+flight per hash (singleflight), so many readers of one missing block cost one download.
+"""
+
+import contextlib
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from backend.protocol.hashing import block_hash, is_block_hash
+
+log = logging.getLogger(__name__)
+
+TOUCH_INTERVAL = 60.0
+_TMP_SUFFIX = ".tmp"
+
+
+class _Flight:
+    """One fetch in progress: the waiters' rendezvous with its outcome."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.data: bytes | None = None
+        self.error: BaseException | None = None
+
+
+class BlockCache:
+    """A size-capped LRU cache of verified blocks on disk, named by hash."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._index: OrderedDict[str, int] = OrderedDict()
+        self._touched: dict[str, float] = {}
+        self._total = 0
+        self._flights: dict[str, _Flight] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._load()
+
+    @property
+    def total_bytes(self) -> int:
+        return self._total
+
+    def _path(self, hash: str) -> Path:
+        return self.root / hash[:2] / hash
+
+    def _load(self) -> None:
+        """Rebuild the index from the files on disk, oldest first; drop leftover temp files."""
+        found: list[tuple[int, str, int]] = []
+        for folder in self.root.iterdir():
+            if not folder.is_dir():
+                continue
+            for entry in os.scandir(folder):
+                if entry.name.endswith(_TMP_SUFFIX):
+                    _unlink(Path(entry.path))
+                elif is_block_hash(entry.name) and entry.name[:2] == folder.name:
+                    info = entry.stat()
+                    found.append((info.st_mtime_ns, entry.name, info.st_size))
+        for _, hash, size in sorted(found):
+            self._index[hash] = size
+            self._total += size
+        self._evict()
+
+    def contains(self, hash: str) -> bool:
+        with self._lock:
+            return hash in self._index
+
+    def get(self, hash: str) -> bytes | None:
+        """Return the block if cached and intact (marking it recently used), else None."""
+        if not self.contains(hash):
+            return None
+        path = self._path(hash)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self._forget(hash)
+            return None
+        if block_hash(data) != hash:
+            log.warning("block cache: %s does not match its hash; discarding it", path)
+            self.discard(hash)
+            return None
+        self._mark_used(hash, path)
+        return data
+
+    def _mark_used(self, hash: str, path: Path) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if hash not in self._index:
+                return
+            self._index.move_to_end(hash)
+            stale = now - self._touched.get(hash, 0.0) >= TOUCH_INTERVAL
+            if stale:
+                self._touched[hash] = now
+        if stale:
+            # Evicted meanwhile: the recency of a gone file does not matter.
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    def put(self, hash: str, data: bytes) -> None:
+        """Store a block (atomically: temp file then rename), then evict down to the cap."""
+        if not is_block_hash(hash):
+            raise ValueError(f"not a block hash: {hash!r}")
+        if len(data) > self.max_bytes:
+            return
+        path = self._path(hash)
+        path.parent.mkdir(exist_ok=True)
+        temp = path.with_name(f"{hash}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
+        try:
+            temp.write_bytes(data)
+            os.replace(temp, path)
+        except BaseException:
+            _unlink(temp)
+            raise
+        with self._lock:
+            self._total += len(data) - self._index.get(hash, 0)
+            self._index[hash] = len(data)
+            self._index.move_to_end(hash)
+            self._touched[hash] = time.monotonic()
+        self._evict()
+
+    def discard(self, hash: str) -> None:
+        self._forget(hash)
+        _unlink(self._path(hash))
+
+    def _forget(self, hash: str) -> None:
+        with self._lock:
+            self._total -= self._index.pop(hash, 0)
+            self._touched.pop(hash, None)
+
+    def _evict(self) -> None:
+        """Delete least recently used blocks while the cache is over its cap."""
+        while True:
+            with self._lock:
+                if self._total <= self.max_bytes or not self._index:
+                    return
+                hash, size = self._index.popitem(last=False)
+                self._touched.pop(hash, None)
+                self._total -= size
+            _unlink(self._path(hash))
+
+    async def get_or_fetch(self, hash: str, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Return the block from disk, or fetch it once however many tasks ask at the same time.
+
+        The first task to miss runs `fetch`; the others wait for it and get its data or its
+        exception. If that task is cancelled, a waiter retries rather than inherit another
+        task's cancellation. A failure to store the fetched block only costs a later refetch.
+        """
+        while (flight := self._flights.get(hash)) is not None:
+            await flight.done.wait()
+            if flight.data is not None:
+                return flight.data
+            if isinstance(flight.error, Exception):
+                raise flight.error
+        flight = _Flight()
+        self._flights[hash] = flight
+        try:
+            data = await trio.to_thread.run_sync(self.get, hash)
+            if data is None:
+                data = await fetch()
+                await self._store_quietly(hash, data)
+            flight.data = data
+            return data
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._flights[hash]
+            flight.done.set()
+
+    async def _store_quietly(self, hash: str, data: bytes) -> None:
+        try:
+            await trio.to_thread.run_sync(self.put, hash, data)
+        except OSError as exc:
+            log.warning("block cache: cannot store %s: %s", hash, exc)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

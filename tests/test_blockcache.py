@@ -1,0 +1,230 @@
+"""The disk block cache: LRU eviction under a byte cap, persistence, integrity, singleflight."""
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from backend.protocol.hashing import block_hash
+from cache.blockcache import BlockCache
+
+KIB = 1024
+
+
+def block(seed: int, size: int = 4 * KIB) -> tuple[str, bytes]:
+    data = bytes([seed % 256]) * size
+    return block_hash(data), data
+
+
+def files_on_disk(root: Path) -> set[str]:
+    return {path.name for path in root.glob("*/*")}
+
+
+def test_put_get_round_trip_in_fanout_folder(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    name, data = block(1)
+    assert cache.get(name) is None
+    assert not cache.contains(name)
+    cache.put(name, data)
+    assert cache.contains(name)
+    assert cache.get(name) == data
+    assert cache.total_bytes == len(data)
+    assert (tmp_path / name[:2] / name).read_bytes() == data
+
+
+def test_least_recently_used_is_evicted_first(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=3 * 4 * KIB)
+    (a, da), (b, db), (c, dc), (d, dd) = (block(i) for i in range(4))
+    for name, data in ((a, da), (b, db), (c, dc)):
+        cache.put(name, data)
+    assert cache.get(a) == da  # a becomes the most recent; b is now the oldest
+    cache.put(d, dd)
+    assert not cache.contains(b)
+    assert all(cache.contains(name) for name in (a, c, d))
+    assert files_on_disk(tmp_path) == {a, c, d}
+
+
+def test_cap_is_respected_on_disk(tmp_path: Path) -> None:
+    cap = 10 * 4 * KIB + 100
+    cache = BlockCache(tmp_path, max_bytes=cap)
+    for seed in range(50):
+        cache.put(*block(seed))
+        assert cache.total_bytes <= cap
+    on_disk = sum(path.stat().st_size for path in tmp_path.glob("*/*"))
+    assert on_disk == cache.total_bytes == 10 * 4 * KIB
+
+
+def test_block_larger_than_cap_is_not_kept(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=2 * KIB)
+    small, small_data = block(1, KIB)
+    cache.put(small, small_data)
+    cache.put(*block(2, 4 * KIB))
+    assert cache.contains(small)
+    assert cache.total_bytes == KIB
+
+
+def test_bad_hash_is_refused(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=KIB)
+    with pytest.raises(ValueError, match="not a block hash"):
+        cache.put("../../etc/passwd", b"x")
+    assert files_on_disk(tmp_path) == set()
+
+
+def test_index_and_recency_survive_reopen(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    blocks = [block(i) for i in range(3)]
+    for age, (name, data) in enumerate(blocks):
+        cache.put(name, data)
+        # Distinct, old mtimes: a, b, c from oldest to newest.
+        os.utime(tmp_path / name[:2] / name, (1000 + age, 1000 + age))
+    reopened = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    assert reopened.total_bytes == 3 * 4 * KIB
+    assert reopened.get(blocks[0][0]) == blocks[0][1]  # a hit records itself on disk
+    shrunk = BlockCache(tmp_path, max_bytes=2 * 4 * KIB)
+    assert not shrunk.contains(blocks[1][0])  # b is now the oldest
+    assert shrunk.contains(blocks[0][0]) and shrunk.contains(blocks[2][0])
+    assert files_on_disk(tmp_path) == {blocks[0][0], blocks[2][0]}
+
+
+def test_reopen_removes_temp_files_and_ignores_strangers(tmp_path: Path) -> None:
+    name, data = block(1)
+    folder = tmp_path / name[:2]
+    folder.mkdir()
+    (folder / f"{name}.abc.tmp").write_bytes(data[:10])
+    (folder / "notes.txt").write_bytes(b"hello")
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    assert cache.total_bytes == 0
+    assert not (folder / f"{name}.abc.tmp").exists()
+    assert (folder / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncate"])
+def test_damaged_file_is_discarded_and_refetched(tmp_path: Path, damage: str) -> None:
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    name, data = block(7)
+    cache.put(name, data)
+    path = tmp_path / name[:2] / name
+    path.write_bytes(b"\0" + data[1:] if damage == "corrupt" else data[:100])
+    assert cache.get(name) is None
+    assert not path.exists()
+    assert cache.total_bytes == 0
+    fetches: list[str] = []
+
+    async def fetch() -> bytes:
+        fetches.append(name)
+        return data
+
+    assert trio.run(cache.get_or_fetch, name, fetch) == data
+    assert fetches == [name]
+    assert path.read_bytes() == data
+
+
+def test_concurrent_misses_share_one_fetch(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    name, data = block(3)
+    fetches = 0
+    results: list[bytes] = []
+
+    async def fetch() -> bytes:
+        nonlocal fetches
+        fetches += 1
+        await trio.sleep(0.05)
+        return data
+
+    async def reader() -> None:
+        results.append(await cache.get_or_fetch(name, fetch))
+
+    async def main() -> None:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(reader)
+            # Afterwards the block comes from disk.
+            assert await cache.get_or_fetch(name, fetch) == data
+
+    trio.run(main)
+    assert fetches == 1
+    assert results == [data] * 20
+
+
+def test_fetch_error_reaches_every_waiter_and_is_not_cached(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    name, data = block(4)
+    calls = 0
+    errors: list[BaseException] = []
+
+    async def failing_fetch() -> bytes:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(0.05)
+        raise ConnectionError("server gone")
+
+    async def reader() -> None:
+        try:
+            await cache.get_or_fetch(name, failing_fetch)
+        except ConnectionError as exc:
+            errors.append(exc)
+
+    async def fine_fetch() -> bytes:
+        return data
+
+    async def main() -> bytes:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(reader)
+            return await cache.get_or_fetch(name, fine_fetch)
+
+    assert trio.run(main) == data
+    assert calls == 1
+    assert len(errors) == 5
+    assert all("server gone" in str(exc) for exc in errors)
+
+
+def test_waiter_takes_over_when_the_fetching_task_is_cancelled(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    name, data = block(5)
+    calls = 0
+
+    async def fetch() -> bytes:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(0.1)
+        return data
+
+    async def main() -> bytes:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                leader = trio.CancelScope()
+
+                async def first() -> None:
+                    with leader:
+                        await cache.get_or_fetch(name, fetch)
+
+                nursery.start_soon(first)
+                await trio.sleep(0.02)  # the first task is now fetching
+                waiter_result: list[bytes] = []
+
+                async def second() -> None:
+                    waiter_result.append(await cache.get_or_fetch(name, fetch))
+
+                nursery.start_soon(second)
+                await trio.sleep(0.02)
+                leader.cancel()
+            return waiter_result[0]
+
+    assert trio.run(main) == data
+    assert calls == 2
+
+
+def test_failure_to_store_does_not_fail_the_read(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    name, data = block(6)
+    (tmp_path / name[:2]).write_bytes(b"a file where the fan-out folder should be")
+
+    async def fetch() -> bytes:
+        return data
+
+    assert trio.run(cache.get_or_fetch, name, fetch) == data
+    assert not cache.contains(name)
