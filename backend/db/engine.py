@@ -1,0 +1,81 @@
+"""Opening the metadata database: engine settings, schema migration, sessions.
+
+SQLite (the embedded default) gets:
+- WAL, so readers never block the single writer and the writer never blocks readers;
+- synchronous=FULL: in WAL mode NORMAL keeps the database consistent but may lose the last
+  transactions on power loss, and a commit the API acknowledged must survive that (FULL
+  syncs the WAL at every commit; one fsync per write transaction is the price);
+- foreign_keys=ON (SQLite ignores foreign keys otherwise) and a busy timeout;
+- BEGIN IMMEDIATE for write transactions. pysqlite would begin lazily, at the first write,
+  so two writers that both read first would deadlock-fail with "database is locked" when
+  they upgrade; taking the write lock at BEGIN makes them queue instead. Sessions opened on
+  `writer(engine)` ask for it; other sessions begin DEFERRED and only read.
+
+PostgreSQL needs none of this: writers serialize per drive on the namespace row instead.
+"""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+_WRITE_OPTION = "cirrus_write"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_engine_for(url: str) -> Engine:
+    """Create an engine for a database URL (sqlite:///path or postgresql+psycopg://...)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record) -> None:
+        # Autocommit at the driver level: SQLAlchemy's begin event below issues BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection) -> None:
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine (same pool) whose transactions take SQLite's write lock at BEGIN."""
+    return engine.execution_options(**{_WRITE_OPTION: True})
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (creates it on an empty database).
+
+    Safe to run on every server start: an up-to-date database is left alone.
+    """
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for readers; objects stay usable after commit (expire_on_commit=False)."""
+    return sessionmaker(engine, expire_on_commit=False)

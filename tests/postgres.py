@@ -1,0 +1,134 @@
+"""A throwaway PostgreSQL cluster for tests, started from Debian's binaries.
+
+One cluster serves a whole test session (starting one takes a few seconds); each test that
+wants isolation asks for a fresh database in it with `PostgresServer.create_database()`.
+The cluster listens on 127.0.0.1 at a free port with its socket in its own temporary
+directory, runs as the `postgres` system user when the tests run as root (PostgreSQL refuses
+to run as root) and is always stopped and removed, even when tests fail.
+
+Use from a conftest.py or test module:
+
+    from tests.postgres import postgres_server  # noqa: F401  (the session fixture)
+
+    def test_x(postgres_server):
+        url = postgres_server.create_database()   # postgresql+psycopg://...
+"""
+
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+START_TIMEOUT_S = 60
+
+
+def find_bindir() -> Path | None:
+    """The newest installed PostgreSQL's bin directory, or None when none is installed."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parent.parent.name),
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class PostgresServer:
+    host: str
+    port: int
+    user: str
+    _names: Iterator[int] = field(default_factory=itertools.count)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """Create an empty database and return its SQLAlchemy URL."""
+        name = f"test_{os.getpid()}_{next(self._names)}"
+        dsn = f"host={self.host} port={self.port} user={self.user} dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def _runner() -> tuple[list[str], str]:
+    """The command prefix that runs the server binaries, and the database superuser."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--"], "postgres"
+    return [], pwd.getpwuid(os.geteuid()).pw_name
+
+
+@contextmanager
+def running_postgres(bindir: Path) -> Iterator[PostgresServer]:
+    """Start a fresh cluster in a temporary directory; stop and remove it on exit."""
+    prefix, user = _runner()
+    tmp = Path(tempfile.mkdtemp(prefix="cirrus-pg-"))
+    data = tmp / "data"
+    try:
+        if prefix:
+            shutil.chown(tmp, "postgres", "postgres")
+        subprocess.run(
+            [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", user, "-A", "trust"],
+            check=True,
+            capture_output=True,
+            timeout=START_TIMEOUT_S,
+        )
+        port = _free_port()
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={tmp}"
+            " -c fsync=off -c full_page_writes=off -c max_connections=200"
+        )
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w",
+             "-t", str(START_TIMEOUT_S), "-l", str(tmp / "log"), "start"],
+            check=True,
+            capture_output=True,
+            timeout=START_TIMEOUT_S + 10,
+        )  # fmt: skip
+        try:
+            yield PostgresServer("127.0.0.1", port, user)
+        finally:
+            subprocess.run(
+                [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                capture_output=True,
+                timeout=START_TIMEOUT_S,
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster for the whole test session (skips when none is installed)."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb; see .ci/install.sh)")
+    with running_postgres(bindir) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database, once on a SQLite file and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cirrus.db'}"
+    return request.getfixturevalue("postgres_server").create_database()
