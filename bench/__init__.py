@@ -1,0 +1,1 @@
+"""Hand-run benchmarks of Cirrus (not part of the test suite)."""
