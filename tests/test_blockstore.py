@@ -1,0 +1,255 @@
+"""Block stores: one contract suite run against every implementation, then what each adds."""
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from backend.blockstore.base import BlockNotFound, BlockStore
+from backend.blockstore.local import LocalBlockStore
+from backend.blockstore.memory import MemoryBlockStore
+from backend.blockstore.registry import SCHEMES, open_store, register_scheme
+from backend.blockstore.replicated import ReplicatedBlockStore
+from backend.protocol.errors import InvalidRequest
+from backend.protocol.hashing import block_hash
+
+StoreFactory = Callable[[Path], BlockStore]
+
+FACTORIES: dict[str, StoreFactory] = {
+    "local": lambda root: LocalBlockStore(root / "blocks"),
+    "memory": lambda root: MemoryBlockStore(),
+    "replicated": lambda root: ReplicatedBlockStore(
+        [LocalBlockStore(root / "a"), MemoryBlockStore(), LocalBlockStore(root / "b")]
+    ),
+    "registry-file": lambda root: open_store(f"file://{root}/blocks"),
+    "registry-replicated": lambda root: open_store(f"replicated:{root}/a|memory://"),
+}
+
+
+def key(seed: int) -> str:
+    return block_hash(seed.to_bytes(4, "big"))
+
+
+def stray_files(root: Path) -> list[Path]:
+    """Temp files (dot-files) anywhere under root: a finished write must leave none."""
+    return [path for path in root.rglob(".*") if path.is_file()]
+
+
+@pytest.fixture(params=list(FACTORIES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlockStore]:
+    yield FACTORIES[request.param](tmp_path)
+    assert stray_files(tmp_path) == []
+
+
+def test_put_get_exists_delete(store: BlockStore) -> None:
+    k = key(1)
+    assert not store.exists(k)
+    store.put(k, b"payload")
+    assert store.exists(k)
+    assert store.get(k) == b"payload"
+    store.delete(k)
+    assert not store.exists(k)
+    with pytest.raises(BlockNotFound):
+        store.get(k)
+
+
+def test_missing_key_raises_block_not_found(store: BlockStore) -> None:
+    with pytest.raises(BlockNotFound):
+        store.get(key(2))
+
+
+def test_put_is_idempotent_and_overwrite_replaces(store: BlockStore) -> None:
+    k = key(3)
+    store.put(k, b"first")
+    store.put(k, b"first")
+    assert store.get(k) == b"first"
+    store.put(k, b"second version")
+    assert store.get(k) == b"second version"
+    assert list(store.keys()) == [k]
+
+
+def test_delete_of_absent_key_is_not_an_error(store: BlockStore) -> None:
+    store.delete(key(4))
+    store.put(key(5), b"x")
+    store.delete(key(5))
+    store.delete(key(5))
+    assert list(store.keys()) == []
+
+
+def test_keys_lists_exactly_what_was_put(store: BlockStore) -> None:
+    expected = {key(i) for i in range(20)}
+    for i, k in enumerate(sorted(expected)):
+        store.put(k, bytes([i]) * i)
+    store.delete(key(7))
+    expected.discard(key(7))
+    assert set(store.keys()) == expected
+    assert len(list(store.keys())) == len(expected)
+
+
+def test_empty_and_large_objects_round_trip(store: BlockStore) -> None:
+    large = os.urandom(3 * 1024 * 1024)
+    store.put(key(6), b"")
+    store.put(key(7), large)
+    assert store.get(key(6)) == b""
+    assert store.get(key(7)) == large
+
+
+@pytest.mark.parametrize(
+    "bad", ["../../etc/passwd", "AB" * 32, "ab" * 31, "", "ab" * 32 + "/x", "zz" * 32]
+)
+def test_a_key_that_is_not_a_hash_is_refused(store: BlockStore, bad: str) -> None:
+    for call in (lambda: store.put(bad, b"x"), lambda: store.get(bad), lambda: store.delete(bad)):
+        with pytest.raises(InvalidRequest):
+            call()
+    with pytest.raises(InvalidRequest):
+        store.exists(bad)
+    assert list(store.keys()) == []
+
+
+def test_concurrent_writers_of_one_key_leave_one_whole_object(store: BlockStore) -> None:
+    k = key(8)
+    values = [bytes([i]) * 200_000 for i in range(4)]
+    threads = [threading.Thread(target=store.put, args=(k, value)) for value in values]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert store.get(k) in values
+
+
+# --- local directory ---------------------------------------------------------------------
+
+
+def test_local_store_fans_out_and_survives_reopen(tmp_path: Path) -> None:
+    k = key(10)
+    LocalBlockStore(tmp_path).put(k, b"durable")
+    assert (tmp_path / k[:2] / k[2:4] / k).read_bytes() == b"durable"
+    reopened = LocalBlockStore(tmp_path)
+    assert reopened.get(k) == b"durable"
+    assert list(reopened.keys()) == [k]
+
+
+def test_local_store_keys_ignore_stray_temp_files_and_foreign_entries(tmp_path: Path) -> None:
+    store = LocalBlockStore(tmp_path)
+    k = key(11)
+    store.put(k, b"x")
+    (tmp_path / k[:2] / k[2:4] / f".{k}.0123abcd.tmp").write_bytes(b"torn")
+    (tmp_path / "README").write_text("not a block")
+    (tmp_path / "lost+found").mkdir()
+    assert list(store.keys()) == [k]
+
+
+# --- replicated --------------------------------------------------------------------------
+
+
+def broken_local_store(root: Path) -> LocalBlockStore:
+    """A local store whose directory has been replaced by a file: every call fails with OSError."""
+    store = LocalBlockStore(root)
+    root.rmdir()
+    root.write_bytes(b"not a directory")
+    return store
+
+
+def test_replicated_put_reaches_every_replica(tmp_path: Path) -> None:
+    replicas = [LocalBlockStore(tmp_path / "a"), LocalBlockStore(tmp_path / "b")]
+    ReplicatedBlockStore(replicas).put(key(20), b"both")
+    assert [replica.get(key(20)) for replica in replicas] == [b"both", b"both"]
+
+
+def test_replicated_put_fails_when_a_replica_fails(tmp_path: Path) -> None:
+    store = ReplicatedBlockStore([MemoryBlockStore(), broken_local_store(tmp_path / "b")])
+    with pytest.raises(OSError):
+        store.put(key(21), b"x")
+
+
+def test_replicated_get_repairs_replicas_that_lack_the_object(tmp_path: Path) -> None:
+    near, far = LocalBlockStore(tmp_path / "near"), LocalBlockStore(tmp_path / "far")
+    far.put(key(22), b"only far")
+    store = ReplicatedBlockStore([near, far])
+    assert store.get(key(22)) == b"only far"
+    assert near.get(key(22)) == b"only far"
+
+
+def test_replicated_get_reads_around_a_failed_replica(tmp_path: Path) -> None:
+    healthy = MemoryBlockStore()
+    healthy.put(key(23), b"still here")
+    store = ReplicatedBlockStore([broken_local_store(tmp_path / "down"), healthy])
+    assert store.get(key(23)) == b"still here"
+
+
+def test_replicated_get_reports_the_failure_rather_than_not_found(tmp_path: Path) -> None:
+    store = ReplicatedBlockStore([MemoryBlockStore(), broken_local_store(tmp_path / "down")])
+    with pytest.raises(OSError):
+        store.get(key(24))
+
+
+def test_replicated_delete_removes_from_every_replica() -> None:
+    replicas = [MemoryBlockStore(), MemoryBlockStore()]
+    replicas[1].put(key(25), b"x")
+    store = ReplicatedBlockStore(replicas)
+    store.put(key(26), b"y")
+    store.delete(key(25))
+    store.delete(key(26))
+    assert [list(replica.keys()) for replica in replicas] == [[], []]
+
+
+def test_replicated_keys_are_the_union_without_duplicates() -> None:
+    a, b = MemoryBlockStore(), MemoryBlockStore()
+    a.put(key(27), b"1")
+    b.put(key(28), b"2")
+    ReplicatedBlockStore([a, b]).put(key(29), b"3")
+    assert sorted(ReplicatedBlockStore([a, b]).keys()) == sorted([key(27), key(28), key(29)])
+
+
+# --- registry ----------------------------------------------------------------------------
+
+
+def test_registry_opens_local_from_url_or_plain_path(tmp_path: Path) -> None:
+    open_store(f"file://{tmp_path}/x").put(key(30), b"url")
+    assert open_store(str(tmp_path / "x")).get(key(30)) == b"url"
+    assert open_store(f"file://localhost{tmp_path}/x").get(key(30)) == b"url"
+    assert isinstance(open_store("memory://"), MemoryBlockStore)
+
+
+def test_registry_builds_replicated_stores_in_order(tmp_path: Path) -> None:
+    store = open_store(f"replicated:file://{tmp_path}/a|{tmp_path}/b|memory://")
+    assert isinstance(store, ReplicatedBlockStore)
+    kinds = [type(replica) for replica in store.stores]
+    assert kinds == [LocalBlockStore, LocalBlockStore, MemoryBlockStore]
+    assert store.stores[1].root == tmp_path / "b"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("s3://bucket/prefix", "unknown block store scheme 's3'"),
+        ("ftp://host/x", "unknown block store scheme 'ftp'"),
+        ("", "empty"),
+        ("file://otherhost/x", "names host"),
+        ("file://relative", "names host"),
+        ("memory://name", "takes no path"),
+        ("replicated:memory://", "at least two"),
+        ("replicated:memory://|", "at least two"),
+        ("replicated:memory://|replicated:memory://", "cannot be nested"),
+    ],
+)
+def test_registry_refuses_bad_urls_with_a_reason(url: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        open_store(url)
+
+
+def test_registry_accepts_a_new_scheme() -> None:
+    made: list[str] = []
+
+    def factory(url: str) -> BlockStore:
+        made.append(url)
+        return MemoryBlockStore()
+
+    register_scheme("test-s3", factory)
+    try:
+        assert isinstance(open_store("test-s3://bucket/prefix"), MemoryBlockStore)
+    finally:
+        del SCHEMES["test-s3"]
+    assert made == ["test-s3://bucket/prefix"]
