@@ -16,6 +16,7 @@ disk is reported as `HashMismatch` and never reaches a reader.
 import base64
 import errno as _errno
 import math
+import os
 from typing import Any
 
 import httpx
@@ -98,6 +99,8 @@ class RemoteDrive:
         if device is not None:
             headers["X-Cirrus-Device"] = device
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        # Compression and hashing hold a core each: more threads than cores only queue up.
+        self._cpu = trio.CapacityLimiter(os.cpu_count() or 1)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/v1",
             headers=headers,
@@ -220,7 +223,7 @@ class RemoteDrive:
     async def put_block(self, hash: str, data: bytes) -> None:
         """Upload one block; the caller names it (the server recomputes and refuses a lie)."""
         _check_hash(hash)
-        frame = await trio.to_thread.run_sync(_compress, data)
+        frame = await trio.to_thread.run_sync(_compress, data, limiter=self._cpu)
         await self._send(
             "PUT",
             f"/blocks/{hash}",
@@ -232,7 +235,9 @@ class RemoteDrive:
         """Download one block and verify it against its name (HashMismatch otherwise)."""
         _check_hash(hash)
         response = await self._send("GET", f"/blocks/{hash}")
-        return await trio.to_thread.run_sync(_decode_block, hash, response.content)
+        return await trio.to_thread.run_sync(
+            _decode_block, hash, response.content, limiter=self._cpu
+        )
 
     async def commit(
         self,
