@@ -1,0 +1,80 @@
+"""Workload 2 (and the small-files half of 3): untar a real source tree, stat it, delete it.
+
+Untar speed is files per second until `tar` returns; the harness then waits until the backend
+holds every file. `stat` walks the tree with the kernel's dentry and inode caches dropped, so
+every lookup reaches the filesystem; `rm -rf` deletes it all.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+from bench.context import Bench
+from bench.procs import drop_kernel_caches
+from bench.source_tree import fetch_tarball, manifest
+from bench.stats import median, timed
+from bench.targets import Target
+
+WORKLOAD = "2 small files"
+
+
+def run(bench: Bench) -> None:
+    """Every target, `bench.runs` times each."""
+    tar = fetch_tarball(bench.cache_dir)
+    for target in bench.targets:
+        try:
+            measure(bench, target, tar)
+        except Exception as exc:
+            bench.table.note(f"{target.name}: small-files workload failed: {exc}")
+
+
+def stat_tree(top: Path) -> int:
+    """lstat every entry below `top` (what `find -ls` or a file manager does); the count."""
+    count = 0
+    for folder, dirs, files in os.walk(top):
+        for name in dirs + files:
+            os.lstat(os.path.join(folder, name))
+            count += 1
+    return count
+
+
+def measure(bench: Bench, target: Target, tar: Path) -> None:
+    """untar → wait for sync → cold stat → rm -rf, repeated; medians into the table."""
+    rates, lags, stats, removals = [], [], [], []
+    for i in range(bench.runs):
+        dest = target.root / f"tree-{i}"
+        dest.mkdir()
+        files = manifest(tar, dest.name)
+        with timed() as untar:
+            subprocess.run(["tar", "-xf", str(tar), "-C", str(dest)], check=True)
+        rates.append(len(files) / untar.seconds)
+        lags.append(target.wait_synced(files, bench.sizes.sync_timeout))
+        drop_kernel_caches()
+        with timed() as walk:
+            stat_tree(dest)
+        stats.append(walk.seconds)
+        with timed() as rm:
+            subprocess.run(["rm", "-rf", str(dest)], check=True)
+        removals.append(rm.seconds)
+    label = f"{len(files):,} files"
+    table = bench.table
+    table.record(WORKLOAD, f"untar {tar.name} ({label})", "files/s", target.name, median(rates))
+    table.record(
+        "3 in sync",
+        "untar: backend has every file after",
+        "s",
+        target.name,
+        median(lags),
+        higher_better=False,
+    )
+    table.record(
+        WORKLOAD,
+        "stat every entry (os.walk + lstat, cold)",
+        "s",
+        target.name,
+        median(stats),
+        higher_better=False,
+    )
+    table.record(
+        WORKLOAD, "rm -rf the tree", "s", target.name, median(removals), higher_better=False
+    )
