@@ -1,0 +1,75 @@
+"""What every handler depends on: the services, the caller (from the bearer token), valid paths."""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from backend.blocks import BlockService
+from backend.config import ServerConfig
+from backend.metadata.service import MetadataService
+from backend.metadata.types import Principal
+from backend.notify import LocalNotifier
+from backend.protocol import paths
+from backend.protocol.errors import InvalidPathError, InvalidRequest, NameTooLong, Unauthorized
+from backend.uploads import UploadManager
+
+MAX_DEVICE_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    config: ServerConfig
+    metadata: MetadataService
+    blocks: BlockService
+    uploads: UploadManager
+    notifier: LocalNotifier
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `cirrus admin create-user`")
+
+
+def _check_device(device: str | None) -> str | None:
+    if device is None:
+        return None
+    if not 1 <= len(device) <= MAX_DEVICE_LENGTH or not device.isprintable():
+        raise InvalidRequest(f"X-Cirrus-Device must be 1-{MAX_DEVICE_LENGTH} printable characters")
+    return device
+
+
+def get_principal(
+    services: Annotated[Services, Depends(get_services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    x_cirrus_device: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """Resolve the caller; a plain `def` so the token lookup runs in the threadpool."""
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("missing bearer token")
+    device = _check_device(x_cirrus_device)
+    return services.metadata.authenticate(credentials.credentials, device)
+
+
+def check_path(path: str) -> str:
+    """Validate a drive path from a request: 400 invalid_path, or name_too_long for length."""
+    try:
+        return paths.normalize(path)
+    except paths.InvalidPath as exc:
+        if _too_long(path):
+            raise NameTooLong(f"{exc}: {path[:64]!r}...") from None
+        raise InvalidPathError(f"{exc}: {path[:200]!r}") from None
+
+
+def _too_long(path: str) -> bool:
+    encoded = path.encode("utf-8", "surrogatepass")
+    return len(encoded) > paths.PATH_MAX or any(
+        len(part) > paths.NAME_MAX for part in encoded.split(b"/")
+    )
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,105 @@
+"""Request bodies of the API, with the limits that keep every input inside what we can store.
+
+Integers are bounded to 64 bits (what the database holds), strings and lists are capped, so a
+malformed or hostile body is refused with 400 before any handler runs. Paths are only typed
+here; their rules are checked by deps.check_path, which answers invalid_path/name_too_long.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from backend.protocol.chunking import MAX_BLOCK_SIZE, MIN_CHUNK
+from backend.uploads import MAX_FILE_SIZE
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_MISSING_QUERY = 10_000
+MAX_XATTR_VALUE = 64 * 1024
+# A file of MAX_FILE_SIZE cut at the smallest chunk size, plus its short tail.
+MAX_BLOCKS_PER_FILE = MAX_FILE_SIZE // MIN_CHUNK + 1
+
+# OpenAPI description of an upload body: raw bytes, not JSON.
+RAW_BODY = {
+    "requestBody": {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    }
+}
+
+
+def _storable(text: str) -> str:
+    """Refuse what no database column can hold: NUL bytes and lone surrogates."""
+    if "\0" in text:
+        raise ValueError("NUL bytes are not allowed")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid UTF-8") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+BlockHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Mode = Annotated[int, Field(ge=0, le=0o7777)]
+TimeNs = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+Revision = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class BlockIn(BaseModel):
+    hash: BlockHash
+    size: int = Field(ge=1, le=MAX_BLOCK_SIZE)
+
+
+class CommitIn(BaseModel):
+    path: str
+    base_rev: Revision | None = None
+    size: int = Field(ge=0, le=MAX_FILE_SIZE)
+    mode: Mode | None = None
+    mtime_ns: TimeNs | None = None
+    commit_id: Text | None = Field(None, min_length=1, max_length=64)
+    blocks: list[BlockIn] = Field(max_length=MAX_BLOCKS_PER_FILE)
+
+
+class RestoreIn(BaseModel):
+    path: str
+    rev: Revision
+
+
+class MissingIn(BaseModel):
+    hashes: list[BlockHash] = Field(max_length=MAX_MISSING_QUERY)
+
+
+class MkdirIn(BaseModel):
+    path: str
+    mode: Mode | None = None
+    mtime_ns: TimeNs | None = None
+    parents: bool = False
+
+
+class SymlinkIn(BaseModel):
+    path: str
+    target: Text = Field(min_length=1, max_length=4096)
+    mtime_ns: TimeNs | None = None
+
+
+class MoveIn(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+    mode: Literal["replace", "noreplace", "exchange"] = "replace"
+
+
+class DeleteIn(BaseModel):
+    path: str
+    recursive: bool = False
+
+
+class SetattrIn(BaseModel):
+    path: str
+    mode: Mode | None = None
+    mtime_ns: TimeNs | None = None
+
+
+class XattrIn(BaseModel):
+    path: str
+    name: Text = Field(min_length=6, max_length=255, pattern=r"^user\.")
+    # base64 of at most MAX_XATTR_VALUE bytes
+    value: str | None = Field(None, max_length=(MAX_XATTR_VALUE + 2) // 3 * 4)

@@ -1,0 +1,82 @@
+"""The drive's tree: stat, list, and the POSIX-shaped changes the mount makes to it."""
+
+import base64
+import binascii
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from backend.api.deps import PrincipalDep, ServicesDep, check_path
+from backend.api.models import (
+    MAX_XATTR_VALUE,
+    DeleteIn,
+    MkdirIn,
+    MoveIn,
+    SetattrIn,
+    SymlinkIn,
+    XattrIn,
+)
+from backend.protocol.errors import InvalidRequest
+
+router = APIRouter(prefix="/v1/tree", tags=["tree"])
+
+
+@router.get("/stat")
+def stat(who: PrincipalDep, services: ServicesDep, path: str) -> dict:
+    return services.metadata.stat(who, check_path(path)).to_json()
+
+
+@router.get("/list")
+def list_dir(who: PrincipalDep, services: ServicesDep, path: str) -> dict:
+    path = check_path(path)
+    entries = services.metadata.list_dir(who, path)
+    return {"path": path, "entries": [node.to_json() for node in entries]}
+
+
+@router.post("/mkdir", status_code=201)
+def mkdir(who: PrincipalDep, services: ServicesDep, body: MkdirIn) -> JSONResponse:
+    path = check_path(body.path)
+    node, created = services.metadata.mkdir(who, path, body.mode, body.mtime_ns, body.parents)
+    return JSONResponse(node.to_json(), status_code=201 if created else 200)
+
+
+@router.post("/symlink", status_code=201)
+def symlink(who: PrincipalDep, services: ServicesDep, body: SymlinkIn) -> dict:
+    path = check_path(body.path)
+    return services.metadata.symlink(who, path, body.target, body.mtime_ns).to_json()
+
+
+@router.post("/move")
+def move(who: PrincipalDep, services: ServicesDep, body: MoveIn) -> dict:
+    src, dst = check_path(body.from_), check_path(body.to)
+    node, replaced = services.metadata.move(who, src, dst, body.mode)
+    return {"node": node.to_json(), "replaced": replaced.to_json() if replaced else None}
+
+
+@router.post("/delete")
+def delete(who: PrincipalDep, services: ServicesDep, body: DeleteIn) -> dict:
+    return {"deleted": services.metadata.delete(who, check_path(body.path), body.recursive)}
+
+
+@router.post("/setattr")
+def setattr(who: PrincipalDep, services: ServicesDep, body: SetattrIn) -> dict:
+    path = check_path(body.path)
+    return services.metadata.setattr(who, path, body.mode, body.mtime_ns).to_json()
+
+
+@router.post("/xattr")
+def xattr(who: PrincipalDep, services: ServicesDep, body: XattrIn) -> dict:
+    if len(body.name.encode()) > 255:
+        raise InvalidRequest("extended attribute names are limited to 255 bytes")
+    value = None if body.value is None else _decode(body.value)
+    return services.metadata.set_xattr(who, check_path(body.path), body.name, value).to_json()
+
+
+def _decode(text: str) -> bytes:
+    try:
+        value = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("value must be base64") from None
+    if len(value) > MAX_XATTR_VALUE:
+        raise InvalidRequest(f"extended attribute values are limited to {MAX_XATTR_VALUE} bytes")
+    return value

@@ -1,0 +1,37 @@
+"""Fixtures for the whole suite: real server processes, and the slow-test switch."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import ServerProcess
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def _run_server(data_dir: Path) -> Iterator[ServerProcess]:
+    """Start a server; always stop it; fail the test if the server logged a traceback."""
+    server = ServerProcess(data_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+    errors = server.errors_logged()
+    if errors:
+        pytest.fail(f"the server logged {len(errors)} error(s):\n{server.log_tail(80)}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A fresh `cirrus serve` on an empty data directory, for one test."""
+    yield from _run_server(tmp_path / "server")
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for a whole module, for tests that isolate themselves by user."""
+    yield from _run_server(tmp_path_factory.mktemp("shared") / "server")
