@@ -125,9 +125,12 @@ class BlockCache:
         """Store a block (atomically: temp file then rename), then evict down to the cap."""
         if not is_block_hash(hash):
             raise ValueError(f"not a block hash: {hash!r}")
+        path = self._path(hash)
         if len(data) > self.max_bytes:
             return
-        path = self._path(hash)
+        if self.contains(hash):  # same name, same content: only the recency changes
+            self._mark_used(hash, path)
+            return
         path.parent.mkdir(exist_ok=True)
         temp = path.with_name(f"{hash}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
         try:

@@ -45,6 +45,19 @@ def test_least_recently_used_is_evicted_first(tmp_path: Path) -> None:
     assert files_on_disk(tmp_path) == {a, c, d}
 
 
+def test_putting_a_cached_block_again_refreshes_it_without_counting_it_twice(
+    tmp_path: Path,
+) -> None:
+    cache = BlockCache(tmp_path, max_bytes=3 * 4 * KIB)
+    (a, da), (b, db), (c, dc), (d, dd) = (block(i) for i in range(4))
+    for name, data in ((a, da), (b, db), (c, dc), (a, da)):
+        cache.put(name, data)
+    assert cache.total_bytes == 3 * 4 * KIB
+    cache.put(d, dd)
+    assert not cache.contains(b)
+    assert cache.contains(a)
+
+
 def test_cap_is_respected_on_disk(tmp_path: Path) -> None:
     cap = 10 * 4 * KIB + 100
     cache = BlockCache(tmp_path, max_bytes=cap)

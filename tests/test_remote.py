@@ -48,10 +48,10 @@ def run(url: str, token: str, body: Body, **options: object) -> object:
 
 
 @pytest.fixture
-def alice(server) -> Callable[..., object]:
+def alice(shared_server) -> Callable[..., object]:
     """Run a body as a new user of the shared test server (each test gets its own drive)."""
-    token = server.create_user(f"alice{os.urandom(4).hex()}")
-    return lambda body, **options: run(server.url, token, body, **options)
+    token = shared_server.create_user(f"alice{os.urandom(4).hex()}")
+    return lambda body, **options: run(shared_server.url, token, body, **options)
 
 
 def file_blocks(data: bytes) -> list[tuple[str, bytes]]:
@@ -73,9 +73,9 @@ def test_account_names_the_user(alice) -> None:
     assert isinstance(account["cursor"], int)
 
 
-def test_wrong_token_is_unauthorized(server) -> None:
+def test_wrong_token_is_unauthorized(shared_server) -> None:
     with pytest.raises(Unauthorized):
-        run(server.url, "not-a-token", lambda remote: remote.account())
+        run(shared_server.url, "not-a-token", lambda remote: remote.account())
 
 
 def test_tree_operations(alice) -> None:
