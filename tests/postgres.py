@@ -29,6 +29,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import Engine
+
+from backend.db import create_engine_for, migrate
 
 START_TIMEOUT_S = 60
 
@@ -132,3 +135,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'cirrus.db'}"
     return request.getfixturevalue("postgres_server").create_database()
+
+
+@pytest.fixture
+def migrated_engine(database_url: str) -> Iterator[Engine]:
+    """An engine on an empty database (SQLite and PostgreSQL) with the schema migrated."""
+    engine = create_engine_for(database_url)
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()

@@ -89,8 +89,8 @@ class Namespace(Base):
     # The cursor of the newest change-journal entry; 0 before the first. Only grows, by one
     # per entry, in the transaction that writes the entry (so there are no gaps).
     cursor: Mapped[int] = mapped_column(BigInteger, default=0)
-    # Plaintext bytes of blocks this drive actually uploaded (a block the drive had already
-    # is not counted again): what delta sync saves shows here.
+    # Plaintext bytes of every block upload this drive made (record_block), re-uploads
+    # included: the traffic delta sync is meant to save shows here.
     bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
 
 

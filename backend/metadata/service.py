@@ -1,14 +1,23 @@
 """The metadata service's public face: every operation the API layer may ask for.
 
-INTERFACE CONTRACT (implementation in progress): method names, arguments and return types
-here are what backend/api codes against. Each method runs one database transaction; a
-method that changes the tree writes its change-journal entries in the same transaction and,
-after commit, calls notifier.publish(namespace_id, new_cursor). Errors are raised as the
-exceptions in backend.protocol.errors (NotFound, AlreadyExists, ...), never as ORM errors.
+Method names, arguments and return types here are what backend/api codes against. Each
+method runs one database transaction; a method that changes the tree writes its
+change-journal entries in the same transaction and, after commit, calls
+notifier.publish(namespace_id, new_cursor). Errors are raised as the exceptions in
+backend.protocol.errors (NotFound, AlreadyExists, ...), never as ORM errors.
+
+The work is done by one module per concern (users, tree, revisions, blockrefs, journal);
+this class only routes to them. The engine must come from backend.db.create_engine_for and
+its schema from backend.db.migrate.
 """
 
 from sqlalchemy.engine import Engine
 
+from backend.metadata.blockrefs import BlockRefs
+from backend.metadata.journal import Journal
+from backend.metadata.revisions import Revisions
+from backend.metadata.tree import TreeOps
+from backend.metadata.txn import Database
 from backend.metadata.types import (
     BlockList,
     ChangesPage,
@@ -21,91 +30,111 @@ from backend.metadata.types import (
     RevisionInfo,
     SnapshotPage,
 )
+from backend.metadata.users import Users
 
 
 class MetadataService:
     def __init__(self, engine: Engine, notifier: Notifier) -> None:
         self.engine = engine
         self.notifier = notifier
+        db = Database(engine, notifier)
+        self._users = Users(db)
+        self._tree = TreeOps(db)
+        self._revisions = Revisions(db)
+        self._blocks = BlockRefs(db)
+        self._journal = Journal(db)
 
     # users and tokens
     def create_user(self, name: str) -> str:
         """Create a user with their namespace (root folder) and return a new API token."""
-        raise NotImplementedError
+        return self._users.create_user(name)
 
     def authenticate(self, token: str, device: str | None) -> Principal:
         """Resolve a bearer token (stored hashed); raise Unauthorized when unknown."""
-        raise NotImplementedError
+        return self._users.authenticate(token, device)
 
     def account(self, who: Principal) -> dict:
-        """{"user", "namespace_id", "cursor", "used_bytes", "files"}."""
-        raise NotImplementedError
+        """{"user", "namespace_id", "cursor", "used_bytes", "files", "bytes_received"}."""
+        return self._users.account(who)
 
     # tree
-    def stat(self, who: Principal, path: str) -> NodeInfo: ...
-    def stat_id(self, who: Principal, node_id: int) -> NodeInfo: ...
-    def list_dir(self, who: Principal, path: str) -> list[NodeInfo]: ...
+    def stat(self, who: Principal, path: str) -> NodeInfo:
+        return self._tree.stat(who, path)
+
+    def stat_id(self, who: Principal, node_id: int) -> NodeInfo:
+        return self._tree.stat_id(who, node_id)
+
+    def list_dir(self, who: Principal, path: str) -> list[NodeInfo]:
+        """Children sorted by name; NotADirectory for a file."""
+        return self._tree.list_dir(who, path)
 
     def mkdir(
         self, who: Principal, path: str, mode: int | None, mtime_ns: int | None, parents: bool
     ) -> tuple[NodeInfo, bool]:
         """Return (node, created)."""
-        raise NotImplementedError
+        return self._tree.mkdir(who, path, mode, mtime_ns, parents)
 
     def symlink(self, who: Principal, path: str, target: str, mtime_ns: int | None) -> NodeInfo:
-        raise NotImplementedError
+        return self._tree.symlink(who, path, target, mtime_ns)
 
     def move(
         self, who: Principal, src: str, dst: str, mode: MoveMode
     ) -> tuple[NodeInfo, NodeInfo | None]:
         """Return (moved node, replaced-or-exchanged node)."""
-        raise NotImplementedError
+        return self._tree.move(who, src, dst, mode)
 
     def delete(self, who: Principal, path: str, recursive: bool) -> list[int]:
-        raise NotImplementedError
+        return self._tree.delete(who, path, recursive)
 
     def setattr(
         self, who: Principal, path: str, mode: int | None, mtime_ns: int | None
     ) -> NodeInfo:
-        raise NotImplementedError
+        return self._tree.setattr(who, path, mode, mtime_ns)
 
     def set_xattr(self, who: Principal, path: str, name: str, value: bytes | None) -> NodeInfo:
-        raise NotImplementedError
+        return self._tree.set_xattr(who, path, name, value)
 
     # files and revisions
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
-        raise NotImplementedError
+        return self._revisions.commit(who, request)
 
     def block_list(
         self, who: Principal, path: str | None, node_id: int | None, rev: int | None
     ) -> BlockList:
         """Blocks of the current uploaded revision (or rev); RevisionPending if not uploaded."""
-        raise NotImplementedError
+        return self._revisions.block_list(who, path, node_id, rev)
 
     def history(self, who: Principal, path: str, limit: int) -> list[RevisionInfo]:
-        raise NotImplementedError
+        """Revisions newest first, at most limit (1..1000)."""
+        return self._revisions.history(who, path, limit)
 
     def restore(self, who: Principal, path: str, rev: int) -> NodeInfo:
-        raise NotImplementedError
+        """Make an uploaded revision current again, as a new revision."""
+        return self._revisions.restore(who, path, rev).node
 
     # blocks
     def missing_blocks(self, who: Principal, hashes: list[str]) -> list[str]:
         """Hashes this user has neither uploaded nor referenced (never looks at other users)."""
-        raise NotImplementedError
+        return self._blocks.missing_blocks(who, hashes)
 
     def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> None:
         """After the block store holds the block: note it, give this user a reference, and
         complete (mark uploaded, journal) every pending revision of the user now whole."""
-        raise NotImplementedError
+        self._blocks.record_block(who, hash, size, stored_size)
 
     def block_known(self, hash: str) -> bool:
         """True when the block is already stored (by anyone): the upload may skip the store."""
-        raise NotImplementedError
+        return self._blocks.block_known(hash)
 
     def may_read_block(self, who: Principal, hash: str) -> bool:
-        raise NotImplementedError
+        return self._blocks.may_read_block(who, hash)
 
     # changes
-    def changes(self, who: Principal, cursor: int, limit: int) -> ChangesPage: ...
-    def current_cursor(self, namespace_id: int) -> int: ...
-    def snapshot(self, who: Principal, after_id: int, limit: int) -> SnapshotPage: ...
+    def changes(self, who: Principal, cursor: int, limit: int) -> ChangesPage:
+        return self._journal.changes(who, cursor, limit)
+
+    def current_cursor(self, namespace_id: int) -> int:
+        return self._journal.current_cursor(namespace_id)
+
+    def snapshot(self, who: Principal, after_id: int, limit: int) -> SnapshotPage:
+        return self._journal.snapshot(who, after_id, limit)

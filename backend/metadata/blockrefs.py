@@ -1,0 +1,140 @@
+"""Block bookkeeping: shared refcounts, each drive's own blocks, and upload completion.
+
+Storage is deduplicated across users, but knowledge is not: a drive may skip uploading a
+block, and may read one, only when it uploaded that block itself (namespace_blocks). So
+/blocks/missing and block reads reveal nothing about what other users store.
+
+A commit whose blocks the drive does not all have leaves its revision PENDING with one
+pending_blocks row per missing hash; record_block() deletes the rows of the arriving hash
+and completes each revision left with none: O(1) work per block and waiting revision.
+"""
+
+from collections import Counter
+
+from sqlalchemy import delete, exists, select, update
+
+from backend.db.models import (
+    HOT,
+    UPLOADED,
+    Block,
+    NamespaceBlock,
+    Node,
+    PendingBlock,
+    Revision,
+)
+from backend.metadata.txn import Database, Txn, insert_ignore
+from backend.metadata.types import BlockRef, Principal
+from backend.protocol.chunking import MAX_BLOCK_SIZE
+from backend.protocol.errors import InvalidRequest
+from backend.protocol.hashing import is_block_hash
+
+MAX_HASHES = 10_000
+_IN_BATCH = 500
+
+
+def check_hash(value: object) -> str:
+    if not isinstance(value, str) or not is_block_hash(value):
+        raise InvalidRequest(f"not a block hash (64 lower-case hex digits): {value!r:.80}")
+    return value
+
+
+def owned_hashes(session, namespace_id: int, hashes: list[str]) -> set[str]:
+    """The subset of hashes this drive has uploaded."""
+    owned: set[str] = set()
+    for start in range(0, len(hashes), _IN_BATCH):
+        batch = hashes[start : start + _IN_BATCH]
+        query = select(NamespaceBlock.hash).where(
+            NamespaceBlock.namespace_id == namespace_id, NamespaceBlock.hash.in_(batch)
+        )
+        owned.update(session.scalars(query))
+    return owned
+
+
+def add_references(tx: Txn, blocks: list[BlockRef]) -> None:
+    """Count one reference per listed block (rows for unseen hashes appear, unstored)."""
+    sizes = {block.hash: block.size for block in blocks}
+    rows = [
+        {"hash": h, "size": s, "stored_size": None, "refcount": 0, "tier": HOT,
+         "last_used": tx.now_ns}
+        for h, s in sorted(sizes.items())
+    ]  # fmt: skip
+    insert_ignore(tx.session, Block, rows)
+    by_count: dict[int, list[str]] = {}
+    for block_hash, count in Counter(block.hash for block in blocks).items():
+        by_count.setdefault(count, []).append(block_hash)
+    for count, hashes in by_count.items():
+        hashes.sort()  # a stable lock order between concurrent drives on PostgreSQL
+        for start in range(0, len(hashes), _IN_BATCH):
+            tx.session.execute(
+                update(Block)
+                .where(Block.hash.in_(hashes[start : start + _IN_BATCH]))
+                .values(refcount=Block.refcount + count, last_used=tx.now_ns)
+            )
+
+
+def complete_revision(tx: Txn, revision: Revision) -> None:
+    """Mark a revision whose blocks are all stored uploaded, and show it if it is newest."""
+    revision.status = UPLOADED
+    node = tx.session.get(Node, revision.node_id)
+    if revision.number > node.rev:  # rev only moves forward
+        node.rev = revision.number
+        node.size = revision.size
+        if not node.deleted:
+            tx.journal(node)
+
+
+class BlockRefs:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def missing_blocks(self, who: Principal, hashes: list[str]) -> list[str]:
+        if not isinstance(hashes, list) or len(hashes) > MAX_HASHES:
+            raise InvalidRequest(f"ask about at most {MAX_HASHES} hashes at once")
+        wanted = list(dict.fromkeys(check_hash(h) for h in hashes))
+        with self.db.read() as session:
+            owned = owned_hashes(session, who.namespace_id, wanted)
+        return [h for h in wanted if h not in owned]
+
+    def block_known(self, hash: str) -> bool:
+        check_hash(hash)
+        with self.db.read() as session:
+            stored = session.scalar(select(Block.stored_size).where(Block.hash == hash))
+        return stored is not None
+
+    def may_read_block(self, who: Principal, hash: str) -> bool:
+        check_hash(hash)
+        with self.db.read() as session:
+            return bool(session.scalar(select(exists().where(
+                NamespaceBlock.namespace_id == who.namespace_id, NamespaceBlock.hash == hash
+            ))))  # fmt: skip
+
+    def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> None:
+        check_hash(hash)
+        for value, limit in ((size, MAX_BLOCK_SIZE), (stored_size, 2 * MAX_BLOCK_SIZE)):
+            if type(value) is not int or not 0 <= value <= limit:
+                raise InvalidRequest(f"a block size is an integer from 0 to {limit}")
+        with self.db.write(who.namespace_id) as tx:
+            row = {"hash": hash, "size": size, "stored_size": stored_size, "refcount": 0,
+                   "tier": HOT, "last_used": tx.now_ns}  # fmt: skip
+            insert_ignore(tx.session, Block, [row])
+            tx.session.execute(
+                update(Block)
+                .where(Block.hash == hash)
+                .values(size=size, last_used=tx.now_ns, stored_size=stored_size)
+            )
+            insert_ignore(tx.session, NamespaceBlock, [{"namespace_id": tx.namespace_id,
+                                                         "hash": hash}])  # fmt: skip
+            tx.namespace.bytes_received += size
+            waiting = select(PendingBlock.revision_id).where(
+                PendingBlock.namespace_id == tx.namespace_id, PendingBlock.hash == hash
+            )
+            revision_ids = list(tx.session.scalars(waiting))
+            tx.session.execute(
+                delete(PendingBlock).where(
+                    PendingBlock.namespace_id == tx.namespace_id, PendingBlock.hash == hash
+                )
+            )
+            for revision_id in sorted(revision_ids):
+                still_waiting = exists().where(PendingBlock.revision_id == revision_id)
+                if not tx.session.scalar(select(still_waiting)):
+                    complete_revision(tx, tx.session.get(Revision, revision_id))

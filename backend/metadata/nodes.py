@@ -1,0 +1,183 @@
+"""Reading the drive tree inside one transaction: path lookup, full paths, NodeInfo values.
+
+`Tree` is bound to a session and a namespace, so a lookup can never wander into another
+user's drive. Full paths are computed by walking parents and cached per transaction.
+"""
+
+import base64
+
+from sqlalchemy import exists, false, select
+from sqlalchemy.orm import Session
+
+from backend.db.models import DIR, Node
+from backend.metadata.types import NodeInfo
+from backend.protocol.errors import (
+    InvalidPathError,
+    InvalidRequest,
+    NameTooLong,
+    NotADirectory,
+    NotFound,
+)
+from backend.protocol.paths import NAME_MAX, PATH_MAX, InvalidPath, split_path
+
+MODE_MASK = 0o7777
+INT64_MAX = 2**63 - 1
+
+
+def parse_path(path: object) -> list[str]:
+    """The components of a canonical drive path, or the API's path error."""
+    try:
+        return split_path(path)  # type: ignore[arg-type]
+    except InvalidPath as exc:
+        names = path.split("/") if isinstance(path, str) else []
+        if any(len(n.encode("utf-8", "surrogatepass")) > NAME_MAX for n in names):
+            raise NameTooLong(f"a name in the path is longer than {NAME_MAX} bytes") from exc
+        raise InvalidPathError(str(exc)) from exc
+
+
+def format_path(parts: list[str]) -> str:
+    return "/" + "/".join(parts)
+
+
+def check_mode(mode: object) -> int:
+    if type(mode) is not int or not 0 <= mode <= MODE_MASK:
+        raise InvalidRequest(f"mode must be an integer between 0 and 0o7777, not {mode!r}")
+    return mode
+
+
+def check_mtime(mtime_ns: object) -> int:
+    if type(mtime_ns) is not int or not -INT64_MAX <= mtime_ns <= INT64_MAX:
+        raise InvalidRequest(f"mtime_ns must be a 64-bit integer, not {mtime_ns!r}")
+    return mtime_ns
+
+
+def node_info(node: Node, path: str) -> NodeInfo:
+    return NodeInfo(
+        id=node.id,
+        parent_id=node.parent_id,
+        name=node.name,
+        path=path,
+        type=node.type,  # type: ignore[arg-type]
+        mode=node.mode,
+        mtime_ns=node.mtime_ns,
+        size=node.size,
+        rev=node.rev,
+        head_rev=node.head_rev,
+        target=node.target,
+        xattrs={k: base64.b64decode(v) for k, v in (node.xattrs or {}).items()},
+        deleted=node.deleted,
+    )
+
+
+def node_info_from_json(data: dict) -> NodeInfo:
+    """Rebuild a journaled snapshot (NodeInfo.to_json) into a NodeInfo."""
+    return NodeInfo(
+        id=data["id"],
+        parent_id=data["parent_id"],
+        name=data["name"],
+        path=data["path"],
+        type=data["type"],
+        mode=data["mode"],
+        mtime_ns=data["mtime_ns"],
+        size=data["size"],
+        rev=data["rev"],
+        head_rev=data["head_rev"],
+        target=data["target"],
+        xattrs={k: base64.b64decode(v) for k, v in data["xattrs"].items()},
+        deleted=data["deleted"],
+    )
+
+
+class Tree:
+    """The live tree of one namespace, seen through one session."""
+
+    def __init__(self, session: Session, namespace_id: int) -> None:
+        self.session = session
+        self.namespace_id = namespace_id
+        self._paths: dict[int, str] = {}
+
+    def root(self) -> Node:
+        query = select(Node).where(Node.namespace_id == self.namespace_id, Node.parent_id.is_(None))
+        return self.session.scalars(query).one()
+
+    def child(self, parent: Node, name: str) -> Node | None:
+        query = select(Node).where(
+            Node.namespace_id == self.namespace_id,
+            Node.parent_id == parent.id,
+            Node.name == name,
+            Node.deleted == false(),
+        )
+        return self.session.scalars(query).one_or_none()
+
+    def children(self, parent: Node) -> list[Node]:
+        query = (
+            select(Node)
+            .where(Node.parent_id == parent.id, Node.deleted == false())
+            .order_by(Node.name)
+        )
+        return list(self.session.scalars(query))
+
+    def has_children(self, parent: Node) -> bool:
+        query = select(exists().where(Node.parent_id == parent.id, Node.deleted == false()))
+        return bool(self.session.scalar(query))
+
+    def lookup(self, parts: list[str]) -> Node:
+        """The live node at a parsed path; NotADirectory when a file is in the way."""
+        node = self.root()
+        for depth, name in enumerate(parts):
+            if node.type != DIR:
+                raise NotADirectory(f"not a folder: {format_path(parts[:depth])}")
+            found = self.child(node, name)
+            if found is None:
+                raise NotFound(f"no such file or folder: {format_path(parts[: depth + 1])}")
+            node = found
+        return node
+
+    def lookup_dir(self, parts: list[str]) -> Node:
+        node = self.lookup(parts)
+        if node.type != DIR:
+            raise NotADirectory(f"not a folder: {format_path(parts)}")
+        return node
+
+    def by_id(self, node_id: object, *, deleted_ok: bool = False) -> Node:
+        """A node of this namespace by id (ids of other drives look absent)."""
+        if type(node_id) is not int:
+            raise InvalidRequest("a node id must be an integer")
+        node = self.session.get(Node, node_id) if 0 < node_id <= INT64_MAX else None
+        if node is None or node.namespace_id != self.namespace_id:
+            raise NotFound(f"no such node: {node_id}")
+        if node.deleted and not deleted_ok:
+            raise NotFound(f"node {node_id} was deleted")
+        return node
+
+    def is_within(self, node: Node, ancestor: Node) -> bool:
+        """True when node is ancestor itself or lies somewhere below it."""
+        current: Node | None = node
+        for _ in range(PATH_MAX):
+            if current is None:
+                return False
+            if current.id == ancestor.id:
+                return True
+            current = self.session.get(Node, current.parent_id) if current.parent_id else None
+        raise AssertionError("the tree has a cycle")
+
+    def path_of(self, node: Node) -> str:
+        chain: list[Node] = []
+        current = node
+        for _ in range(PATH_MAX):
+            if current.parent_id is None or current.id in self._paths:
+                break
+            chain.append(current)
+            current = self.session.get(Node, current.parent_id)
+        path = "/" if current.parent_id is None else self._paths[current.id]
+        for below in reversed(chain):
+            path = f"/{below.name}" if path == "/" else f"{path}/{below.name}"
+            self._paths[below.id] = path
+        return path
+
+    def forget_paths(self) -> None:
+        """Drop cached paths after a move changed some."""
+        self._paths.clear()
+
+    def info(self, node: Node) -> NodeInfo:
+        return node_info(node, self.path_of(node))

@@ -1,0 +1,293 @@
+"""File revisions: commits (with conflicted copies), block lists, history and restore.
+
+A commit records the revision and its journal entry at once (the seed's upload flow): it is
+UPLOADED immediately when the drive already holds every block, else PENDING until
+record_block() has seen the last one. A commit never overwrites a file whose head moved
+past the client's base_rev: it lands beside it as a conflicted copy, as Dropbox does.
+"""
+
+import os
+from datetime import UTC, datetime
+
+from sqlalchemy import false, insert, select
+
+from backend.db.models import (
+    DIR,
+    FILE,
+    PENDING,
+    SYMLINK,
+    UPLOADED,
+    Node,
+    PendingBlock,
+    Revision,
+    RevisionBlock,
+)
+from backend.metadata.blockrefs import add_references, check_hash, owned_hashes
+from backend.metadata.nodes import INT64_MAX, Tree, check_mode, check_mtime, parse_path
+from backend.metadata.txn import Database, Txn
+from backend.metadata.types import (
+    BlockList,
+    BlockRef,
+    CommitRequest,
+    CommitResult,
+    Principal,
+    RevisionInfo,
+)
+from backend.protocol.chunking import MAX_BLOCK_SIZE
+from backend.protocol.errors import (
+    AlreadyExists,
+    InvalidRequest,
+    IsADirectory,
+    NotFound,
+    RevisionPending,
+)
+from backend.protocol.paths import NAME_MAX
+
+DEFAULT_FILE_MODE = 0o644
+MAX_COMMIT_ID = 64
+MAX_HISTORY = 1000
+MAX_CONFLICT_COPIES = 1000
+
+
+class Revisions:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
+        parts, blocks = _check_commit(request)
+        with self.db.write(who.namespace_id) as tx:
+            if request.commit_id is not None:
+                query = select(Revision).where(
+                    Revision.namespace_id == tx.namespace_id,
+                    Revision.commit_id == request.commit_id,
+                )
+                prior = tx.session.scalars(query).one_or_none()
+                if prior is not None:
+                    return _result_of(tx, prior)
+            return commit_in(tx, who, parts, request, blocks)
+
+    def restore(self, who: Principal, path: str, rev: int) -> CommitResult:
+        parts = parse_path(path)
+        with self.db.write(who.namespace_id) as tx:
+            node = _file_at(tx, parts)
+            revision = _revision(tx, node, rev)
+            blocks = _blocks_of(tx, revision)
+            request = CommitRequest(
+                path=path,
+                base_rev=node.head_rev,
+                size=revision.size,
+                blocks=blocks,
+                mtime_ns=revision.mtime_ns,
+                overwrite=True,
+            )
+            return commit_in(tx, who, parts, request, blocks)
+
+    def block_list(
+        self, who: Principal, path: str | None, node_id: int | None, rev: int | None
+    ) -> BlockList:
+        if (path is None) == (node_id is None):
+            raise InvalidRequest("give either a path or a node id")
+        with self.db.read() as session:
+            tree = Tree(session, who.namespace_id)
+            # By id, a deleted file still reads: a mount may hold it open after an unlink.
+            node = tree.by_id(node_id, deleted_ok=True) if path is None else None
+            node = _file_at(tree, parse_path(path)) if node is None else _check_file(node)
+            if rev is None and node.rev == 0:
+                return BlockList(node.id, 0, 0, [])
+            revision = _revision(tree, node, node.rev if rev is None else rev)
+            return BlockList(node.id, revision.number, revision.size, _blocks_of(tree, revision))
+
+    def history(self, who: Principal, path: str, limit: int) -> list[RevisionInfo]:
+        parts = parse_path(path)
+        if type(limit) is not int or not 1 <= limit <= MAX_HISTORY:
+            raise InvalidRequest(f"limit is an integer from 1 to {MAX_HISTORY}")
+        with self.db.read() as session:
+            node = _file_at(Tree(session, who.namespace_id), parts)
+            query = (
+                select(Revision)
+                .where(Revision.node_id == node.id)
+                .order_by(Revision.number.desc())
+                .limit(limit)
+            )
+            return [
+                RevisionInfo(r.number, r.size, r.mtime_ns, r.device, r.status, r.created)
+                for r in session.scalars(query)
+            ]
+
+
+def commit_in(
+    tx: Txn, who: Principal, parts: list[str], request: CommitRequest, blocks: list[BlockRef]
+) -> CommitResult:
+    """Record a checked commit inside an open write transaction."""
+    parent = tx.make_dirs(parts[:-1])
+    name = parts[-1]
+    node = tx.child(parent, name)
+    conflict = False
+    if node is not None:
+        if node.type == DIR:
+            raise IsADirectory(f"a folder is in the way: {request.path}")
+        if request.overwrite and node.type == SYMLINK:
+            tx.remove(node)
+            node = None
+        elif not request.overwrite and (node.type != FILE or request.base_rev != node.head_rev):
+            name, node, conflict = _conflicted_name(tx, parent, name, who.author), None, True
+    if node is None:
+        node = tx.create(parent, name, FILE, request.mode or DEFAULT_FILE_MODE, None)
+    elif request.mode is not None:
+        node.mode = request.mode
+    node.mtime_ns = tx.now_ns if request.mtime_ns is None else request.mtime_ns
+    revision = _add_revision(tx, node, who, request, blocks, conflict)
+    missing = _mark_missing(tx, revision, blocks)
+    node.head_rev = revision.number
+    if not missing:
+        revision.status = UPLOADED
+        node.rev, node.size = revision.number, revision.size
+    info = tx.journal(node)
+    return CommitResult(info, revision.number, missing, conflict, info.path)
+
+
+def _add_revision(
+    tx: Txn,
+    node: Node,
+    who: Principal,
+    request: CommitRequest,
+    blocks: list[BlockRef],
+    conflict: bool,
+) -> Revision:
+    revision = Revision(
+        namespace_id=tx.namespace_id,
+        node_id=node.id,
+        number=node.head_rev + 1,
+        size=request.size,
+        mtime_ns=node.mtime_ns,
+        device=who.author,
+        created=tx.now_ns,
+        status=PENDING,
+        commit_id=request.commit_id,
+        conflict=conflict,
+    )
+    tx.session.add(revision)
+    tx.session.flush()
+    if blocks:
+        rows = [
+            {"revision_id": revision.id, "seq": seq, "offset": b.offset, "hash": b.hash,
+             "size": b.size}
+            for seq, b in enumerate(blocks)
+        ]  # fmt: skip
+        tx.session.execute(insert(RevisionBlock), rows)
+        add_references(tx, blocks)
+    return revision
+
+
+def _mark_missing(tx: Txn, revision: Revision, blocks: list[BlockRef]) -> list[str]:
+    """The hashes the drive has yet to upload, each noted as awaited by the revision."""
+    distinct = list(dict.fromkeys(b.hash for b in blocks))
+    owned = owned_hashes(tx.session, tx.namespace_id, distinct)
+    missing = [h for h in distinct if h not in owned]
+    if missing:
+        rows = [
+            {"revision_id": revision.id, "hash": h, "namespace_id": tx.namespace_id}
+            for h in missing
+        ]
+        tx.session.execute(insert(PendingBlock), rows)
+    return missing
+
+
+def _result_of(tx: Txn, revision: Revision) -> CommitResult:
+    """The answer a repeated commit gets: the revision its first attempt made."""
+    node = tx.session.get(Node, revision.node_id)
+    query = select(PendingBlock.hash).where(PendingBlock.revision_id == revision.id)
+    missing = list(tx.session.scalars(query))
+    info = tx.info(node)
+    return CommitResult(info, revision.number, missing, revision.conflict, info.path)
+
+
+def _conflicted_name(tx: Txn, parent: Node, name: str, author: str) -> str:
+    """`stem (AUTHOR's conflicted copy YYYY-MM-DD).ext`, then ` (1)`, ` (2)` ... if taken."""
+    stem, ext = os.path.splitext(name)
+    day = datetime.fromtimestamp(tx.now_ns / 1e9, UTC).strftime("%Y-%m-%d")
+    label = f" ({author.replace('/', '_')}'s conflicted copy {day})"
+    head = _fit(stem, f"{label} ({MAX_CONFLICT_COPIES}){ext}")  # the shortest stem used
+    query = select(Node.name).where(
+        Node.parent_id == parent.id,
+        Node.deleted == false(),
+        Node.name.startswith(head, autoescape=True),
+    )
+    taken = set(tx.session.scalars(query))
+    for number in range(MAX_CONFLICT_COPIES):
+        suffix = label + (f" ({number})" if number else "") + ext
+        candidate = _fit(stem, suffix) + suffix
+        if candidate not in taken:
+            return candidate
+    raise AlreadyExists(f"too many conflicted copies of {name}")
+
+
+def _fit(stem: str, suffix: str) -> str:
+    """The stem, shortened so that stem + suffix stays within NAME_MAX bytes."""
+    budget = NAME_MAX - len(suffix.encode("utf-8"))
+    encoded = stem.encode("utf-8")
+    if len(encoded) <= budget:
+        return stem
+    return encoded[: max(budget, 1)].decode("utf-8", "ignore") or "_"
+
+
+def _check_commit(request: CommitRequest) -> tuple[list[str], list[BlockRef]]:
+    """Validate a commit request; return its path parts and its blocks with offsets."""
+    parts = parse_path(request.path)
+    if not parts:
+        raise IsADirectory("the root is a folder")
+    if request.base_rev is not None and (type(request.base_rev) is not int or request.base_rev < 0):
+        raise InvalidRequest("base_rev is null or a revision number")
+    if type(request.size) is not int or not 0 <= request.size <= INT64_MAX:
+        raise InvalidRequest("size is a non-negative integer")
+    if request.mode is not None:
+        check_mode(request.mode)
+    if request.mtime_ns is not None:
+        check_mtime(request.mtime_ns)
+    if request.commit_id is not None and (
+        not isinstance(request.commit_id, str) or not 0 < len(request.commit_id) <= MAX_COMMIT_ID
+    ):
+        raise InvalidRequest(f"commit_id has 1 to {MAX_COMMIT_ID} characters")
+    blocks, offset = [], 0
+    for block in request.blocks:
+        check_hash(block.hash)
+        if type(block.size) is not int or not 0 < block.size <= MAX_BLOCK_SIZE:
+            raise InvalidRequest(f"a block has 1 to {MAX_BLOCK_SIZE} bytes")
+        blocks.append(BlockRef(block.hash, block.size, offset))
+        offset += block.size
+    if offset != request.size:
+        raise InvalidRequest(f"the blocks add up to {offset} bytes, not size {request.size}")
+    return parts, blocks
+
+
+def _check_file(node: Node) -> Node:
+    if node.type == DIR:
+        raise IsADirectory("a folder has no content")
+    if node.type != FILE:
+        raise InvalidRequest("a symlink has no content")
+    return node
+
+
+def _file_at(tree: Tree, parts: list[str]) -> Node:
+    return _check_file(tree.lookup(parts))
+
+
+def _revision(tree: Tree, node: Node, number: object) -> Revision:
+    if type(number) is not int or not 0 < number <= INT64_MAX:
+        raise NotFound(f"no revision {number!r}")
+    query = select(Revision).where(Revision.node_id == node.id, Revision.number == number)
+    revision = tree.session.scalars(query).one_or_none()
+    if revision is None:
+        raise NotFound(f"no revision {number} of {tree.path_of(node)}")
+    if revision.status != UPLOADED:
+        raise RevisionPending(f"revision {number} is still being uploaded")
+    return revision
+
+
+def _blocks_of(tree: Tree, revision: Revision) -> list[BlockRef]:
+    query = (
+        select(RevisionBlock)
+        .where(RevisionBlock.revision_id == revision.id)
+        .order_by(RevisionBlock.seq)
+    )
+    return [BlockRef(b.hash, b.size, b.offset) for b in tree.session.scalars(query)]

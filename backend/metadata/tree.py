@@ -1,0 +1,222 @@
+"""Tree operations with POSIX semantics: stat, list, mkdir, symlink, rename, delete, attrs.
+
+Each change journals the snapshot of every node it touched, in its own transaction. Moves
+follow rename(2) (and renameat2's RENAME_NOREPLACE / RENAME_EXCHANGE).
+"""
+
+import base64
+
+from backend.db.models import DIR, SYMLINK, Node
+from backend.metadata.nodes import (
+    Tree,
+    check_mode,
+    check_mtime,
+    parse_path,
+)
+from backend.metadata.txn import DEFAULT_DIR_MODE, Database, Txn
+from backend.metadata.types import MoveMode, NodeInfo, Principal
+from backend.protocol.errors import (
+    AlreadyExists,
+    Forbidden,
+    InvalidMove,
+    InvalidRequest,
+    IsADirectory,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    PayloadTooLarge,
+)
+from backend.protocol.paths import NAME_MAX, PATH_MAX
+
+SYMLINK_MODE = 0o777
+XATTR_PREFIX = "user."
+XATTR_VALUE_MAX = 64 * 1024
+MOVE_MODES = ("replace", "noreplace", "exchange")
+
+
+class TreeOps:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def stat(self, who: Principal, path: str) -> NodeInfo:
+        parts = parse_path(path)
+        with self.db.read() as session:
+            tree = Tree(session, who.namespace_id)
+            return tree.info(tree.lookup(parts))
+
+    def stat_id(self, who: Principal, node_id: int) -> NodeInfo:
+        with self.db.read() as session:
+            tree = Tree(session, who.namespace_id)
+            return tree.info(tree.by_id(node_id))
+
+    def list_dir(self, who: Principal, path: str) -> list[NodeInfo]:
+        parts = parse_path(path)
+        with self.db.read() as session:
+            tree = Tree(session, who.namespace_id)
+            folder = tree.lookup_dir(parts)
+            return [tree.info(child) for child in tree.children(folder)]
+
+    def mkdir(
+        self, who: Principal, path: str, mode: int | None, mtime_ns: int | None, parents: bool
+    ) -> tuple[NodeInfo, bool]:
+        parts = parse_path(path)
+        mode = DEFAULT_DIR_MODE if mode is None else check_mode(mode)
+        mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
+        with self.db.write(who.namespace_id) as tx:
+            if not parts:
+                if parents:
+                    return tx.info(tx.root()), False
+                raise AlreadyExists("the root folder exists")
+            parent = tx.make_dirs(parts[:-1]) if parents else tx.lookup_dir(parts[:-1])
+            existing = tx.child(parent, parts[-1])
+            if existing is not None:
+                if parents and existing.type == DIR:
+                    return tx.info(existing), False
+                raise AlreadyExists(f"already exists: {path}")
+            node = tx.create(parent, parts[-1], DIR, mode, mtime_ns)
+            return tx.journal(node), True
+
+    def symlink(self, who: Principal, path: str, target: str, mtime_ns: int | None) -> NodeInfo:
+        parts = parse_path(path)
+        if not parts:
+            raise AlreadyExists("the root folder exists")
+        if not isinstance(target, str) or not target or "\0" in target:
+            raise InvalidRequest("a symlink target is a non-empty string without NUL bytes")
+        if len(target.encode("utf-8", "surrogatepass")) > PATH_MAX:
+            raise InvalidRequest(f"a symlink target has at most {PATH_MAX} bytes")
+        mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
+        with self.db.write(who.namespace_id) as tx:
+            parent = tx.lookup_dir(parts[:-1])
+            if tx.child(parent, parts[-1]) is not None:
+                raise AlreadyExists(f"already exists: {path}")
+            node = tx.create(parent, parts[-1], SYMLINK, SYMLINK_MODE, mtime_ns, target)
+            return tx.journal(node)
+
+    def delete(self, who: Principal, path: str, recursive: bool) -> list[int]:
+        parts = parse_path(path)
+        if not parts:
+            raise Forbidden("the root folder cannot be deleted")
+        with self.db.write(who.namespace_id) as tx:
+            node = tx.lookup(parts)
+            if node.type == DIR and not recursive and tx.has_children(node):
+                raise NotEmpty(f"folder not empty: {path}")
+            doomed = _subtree(tx, node)
+            for victim in reversed(doomed):  # children before their folder
+                tx.remove(victim)
+            return [victim.id for victim in reversed(doomed)]
+
+    def setattr(
+        self, who: Principal, path: str, mode: int | None, mtime_ns: int | None
+    ) -> NodeInfo:
+        parts = parse_path(path)
+        mode = None if mode is None else check_mode(mode)
+        mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
+        with self.db.write(who.namespace_id) as tx:
+            node = tx.lookup(parts)
+            if mode is not None:
+                node.mode = mode
+            if mtime_ns is not None:
+                node.mtime_ns = mtime_ns
+            return tx.journal(node)
+
+    def set_xattr(self, who: Principal, path: str, name: str, value: bytes | None) -> NodeInfo:
+        parts = parse_path(path)
+        _check_xattr(name, value)
+        with self.db.write(who.namespace_id) as tx:
+            node = tx.lookup(parts)
+            xattrs = dict(node.xattrs or {})
+            if value is None:
+                if xattrs.pop(name, None) is None:
+                    raise NotFound(f"no extended attribute {name!r} on {path}")
+            else:
+                xattrs[name] = base64.b64encode(value).decode("ascii")
+            node.xattrs = xattrs  # a new dict, so the JSON column sees the change
+            return tx.journal(node)
+
+    def move(
+        self, who: Principal, src: str, dst: str, mode: MoveMode
+    ) -> tuple[NodeInfo, NodeInfo | None]:
+        src_parts, dst_parts = parse_path(src), parse_path(dst)
+        if mode not in MOVE_MODES:
+            raise InvalidRequest(f"move mode must be one of {', '.join(MOVE_MODES)}")
+        if not src_parts or not dst_parts:
+            raise Forbidden("the root folder cannot be moved or replaced")
+        with self.db.write(who.namespace_id) as tx:
+            node = tx.lookup(src_parts)
+            new_parent = tx.lookup_dir(dst_parts[:-1])
+            new_name = dst_parts[-1]
+            target = tx.child(new_parent, new_name)
+            if target is not None and target.id == node.id:
+                return tx.info(node), None
+            if node.type == DIR and tx.is_within(new_parent, node):
+                raise InvalidMove(f"cannot move {src} into itself")
+            if target is None:
+                if mode == "exchange":
+                    raise NotFound(f"nothing to exchange with at {dst}")
+                return _relocate(tx, node, new_parent, new_name), None
+            if mode == "noreplace":
+                raise AlreadyExists(f"already exists: {dst}")
+            if mode == "exchange":
+                return _exchange(tx, node, target)
+            _check_replace(tx, node, target, dst)
+            replaced = tx.remove(target)
+            return _relocate(tx, node, new_parent, new_name), replaced
+
+
+def _check_xattr(name: object, value: object) -> None:
+    if not isinstance(name, str) or not name.startswith(XATTR_PREFIX) or name == XATTR_PREFIX:
+        raise InvalidRequest(f"extended attribute names start with {XATTR_PREFIX!r}")
+    if "\0" in name or len(name.encode("utf-8", "surrogatepass")) > NAME_MAX:
+        raise InvalidRequest(f"extended attribute names have at most {NAME_MAX} bytes, no NUL")
+    if value is not None and not isinstance(value, bytes):
+        raise InvalidRequest("an extended attribute value is bytes")
+    if value is not None and len(value) > XATTR_VALUE_MAX:
+        raise PayloadTooLarge(f"extended attribute values have at most {XATTR_VALUE_MAX} bytes")
+
+
+def _check_replace(tx: Txn, node: Node, target: Node, dst: str) -> None:
+    """rename(2)'s rules for replacing an existing target."""
+    if node.type == DIR and target.type != DIR:
+        raise NotADirectory(f"cannot replace the non-folder {dst} with a folder")
+    if node.type != DIR and target.type == DIR:
+        raise IsADirectory(f"cannot replace the folder {dst} with a non-folder")
+    if target.type == DIR and tx.has_children(target):
+        raise NotEmpty(f"folder not empty: {dst}")
+
+
+def _relocate(tx: Txn, node: Node, parent: Node, name: str) -> NodeInfo:
+    node.parent_id = parent.id
+    node.name = name
+    tx.session.flush()
+    tx.forget_paths()
+    return tx.journal(node)
+
+
+def _exchange(tx: Txn, node: Node, target: Node) -> tuple[NodeInfo, NodeInfo]:
+    """Swap two nodes' places; neither may end up inside itself."""
+    node_parent = tx.session.get(Node, node.parent_id)
+    target_parent = tx.session.get(Node, target.parent_id)
+    if target.type == DIR and tx.is_within(node_parent, target):
+        raise InvalidMove(f"cannot move {tx.path_of(target)} into itself")
+    if node.type == DIR and tx.is_within(target_parent, node):
+        raise InvalidMove(f"cannot move {tx.path_of(node)} into itself")
+    node_place, target_place = (node.parent_id, node.name), (target.parent_id, target.name)
+    # Step aside from the live-name index while the names cross.
+    node.deleted = True
+    tx.session.flush()
+    target.parent_id, target.name = node_place
+    tx.session.flush()
+    node.parent_id, node.name = target_place
+    node.deleted = False
+    tx.session.flush()
+    tx.forget_paths()
+    return tx.journal(node), tx.journal(target)
+
+
+def _subtree(tx: Txn, node: Node) -> list[Node]:
+    """The node and every live node below it, parents before children."""
+    found = [node]
+    for current in found:  # grows while iterating: a breadth-first walk
+        if current.type == DIR:
+            found.extend(tx.children(current))
+    return found

@@ -1,0 +1,116 @@
+"""Users, their API tokens and devices: who is asking, and what their drive holds."""
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+
+from sqlalchemy import false, func, select
+
+from backend.db.models import DEVICE_LEN, DIR, FILE, Device, Namespace, Node, Token, User
+from backend.metadata.txn import Database, insert_ignore
+from backend.metadata.types import Principal
+from backend.protocol.errors import AlreadyExists, InvalidRequest, Unauthorized
+
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_MAX_TOKEN_LEN = 256
+ROOT_MODE = 0o755
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_device(device: object) -> str | None:
+    if device is None:
+        return None
+    if not isinstance(device, str) or not 1 <= len(device) <= DEVICE_LEN:
+        raise InvalidRequest(f"a device name has 1 to {DEVICE_LEN} characters")
+    if not device.isprintable():
+        raise InvalidRequest("a device name has printable characters only")
+    return device
+
+
+class Users:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        # (user id, device) pairs known to be recorded: spares a query per request.
+        self._devices: set[tuple[int, str]] = set()
+        self._lock = threading.Lock()
+
+    def create_user(self, name: str) -> str:
+        if not isinstance(name, str) or not _USER_NAME.fullmatch(name):
+            raise InvalidRequest("a user name has 1-64 letters, digits, '.', '_', '@' or '-'")
+        token = secrets.token_urlsafe(32)
+        now = time.time_ns()
+        with self.db.write_session() as session:
+            if session.scalar(select(User.id).where(User.name == name)) is not None:
+                raise AlreadyExists(f"user {name!r} exists")
+            user = User(name=name, created=now)
+            session.add(user)
+            session.flush()
+            namespace = Namespace(user_id=user.id, cursor=0, bytes_received=0)
+            session.add(namespace)
+            session.add(Token(user_id=user.id, token_hash=hash_token(token), created=now))
+            session.flush()
+            root = Node(
+                namespace_id=namespace.id,
+                parent_id=None,
+                name="",
+                type=DIR,
+                mode=ROOT_MODE,
+                mtime_ns=now,
+                xattrs={},
+                deleted=False,
+            )
+            session.add(root)
+        return token
+
+    def authenticate(self, token: str, device: str | None) -> Principal:
+        if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN_LEN:
+            raise Unauthorized("unknown token")
+        device = check_device(device)
+        with self.db.read() as session:
+            query = (
+                select(User.id, User.name, Namespace.id)
+                .join(Token, Token.user_id == User.id)
+                .join(Namespace, Namespace.user_id == User.id)
+                .where(Token.token_hash == hash_token(token))
+            )
+            row = session.execute(query).one_or_none()
+        if row is None:
+            raise Unauthorized("unknown token")
+        user_id, user_name, namespace_id = row
+        if device is not None:
+            self._remember_device(user_id, device)
+        return Principal(user_id, user_name, namespace_id, device)
+
+    def _remember_device(self, user_id: int, device: str) -> None:
+        with self._lock:
+            if (user_id, device) in self._devices:
+                return
+        row = {"user_id": user_id, "name": device, "created": time.time_ns()}
+        with self.db.write_session() as session:
+            insert_ignore(session, Device, [row])
+        with self._lock:
+            self._devices.add((user_id, device))
+
+    def account(self, who: Principal) -> dict:
+        with self.db.read() as session:
+            namespace = session.get(Namespace, who.namespace_id)
+            used, files = session.execute(
+                select(func.coalesce(func.sum(Node.size), 0), func.count(Node.id)).where(
+                    Node.namespace_id == who.namespace_id,
+                    Node.type == FILE,
+                    Node.deleted == false(),
+                )
+            ).one()
+        return {
+            "user": who.user_name,
+            "namespace_id": who.namespace_id,
+            "cursor": namespace.cursor,
+            "used_bytes": int(used),
+            "files": int(files),
+            "bytes_received": namespace.bytes_received,
+        }
