@@ -44,6 +44,7 @@ class LocalNotifier:
         self._lock = threading.Lock()  # guards _cursors (written by worker threads)
         self._cursors: dict[int, int] = {}
         self._channels: dict[int, _Channel] = {}  # touched on the event loop only
+        self._loading: dict[int, asyncio.Future[int]] = {}  # one cursor read per namespace
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def publish(self, namespace_id: int, cursor: int) -> None:
@@ -65,13 +66,24 @@ class LocalNotifier:
         with self._lock:
             return self._cursors.get(namespace_id)
 
+    def waiting(self) -> int:
+        """How many long polls are waiting now, over all namespaces (for monitoring)."""
+        return sum(channel.waiters for channel in self._channels.values())
+
     async def current(self, namespace_id: int) -> int:
         """The namespace's cursor, read from the journal only the first time."""
         self._loop = asyncio.get_running_loop()
         known = self.latest(namespace_id)
         if known is not None:
             return known
-        loaded = await anyio.to_thread.run_sync(self._load_cursor, namespace_id)
+        loading = self._loading.get(namespace_id)
+        if loading is None:  # the first of many concurrent waiters reads for all of them
+            loading = asyncio.ensure_future(
+                anyio.to_thread.run_sync(self._load_cursor, namespace_id)
+            )
+            self._loading[namespace_id] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(namespace_id, None))
+        loaded = await asyncio.shield(loading)
         with self._lock:  # a publish may have raced the load: keep the larger
             cursor = max(loaded, self._cursors.get(namespace_id, -1))
             self._cursors[namespace_id] = cursor
