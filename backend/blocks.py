@@ -46,8 +46,8 @@ NONCE_SIZE = 12
 TAG_SIZE = 16
 HEADER_SIZE = 1 + NONCE_SIZE
 
-# Level 1 by measurement (bench/pipeline.py): on text it keeps ~95% of level 3's savings at
-# about twice the speed, and the write pipeline must not fall under the disk and network.
+# Level 1 by measurement (bench/pipeline.py): on text it keeps ~90% of level 3's savings at
+# ~1.7x the speed; compression is the one stage that bounds the pipeline on text.
 COMPRESS_LEVEL = 1
 # A block is stored compressed only when a sample shrinks below this fraction of its size.
 PROBE_RATIO = 0.9
