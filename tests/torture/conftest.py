@@ -34,3 +34,15 @@ def drive(tmp_path: Path) -> Iterator[Drive]:
         local.close()
         return
     pytest.skip("the mount fixtures are not available yet")
+
+
+@pytest.fixture
+def drive_pair(tmp_path: Path) -> Iterator[tuple[Drive, Drive]]:
+    """Two mounts (two devices, two cache directories) of one user's drive on one server."""
+    if wanted_target() == "local":
+        pair = (LocalDrive(tmp_path / "first"), LocalDrive(tmp_path / "second"))
+        yield pair
+        for local in pair:
+            local.close()
+        return
+    pytest.skip("the mount fixtures are not available yet")

@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from unittest import mock
+
+from tests.support import server as server_support
 
 from .harness import ServerView
 
@@ -79,3 +82,41 @@ def wanted_target() -> str:
     if target not in ("mount", "local"):
         raise ValueError(f"CIRRUS_TORTURE_TARGET must be 'mount' or 'local', not {target!r}")
     return target
+
+
+class MountDrive:
+    """A real `cirrus mount` of one user's drive on a real `cirrus serve`.
+
+    `mount` is the mount fixture's process object (mount/unmount/kill9/path); `server` the
+    ServerProcess. Restarting the server keeps its address, since the mount knows only that."""
+
+    def __init__(self, server: Any, mount: Any, token: str) -> None:
+        self.server = server
+        self.mount = mount
+        self.view = ServerView(server.url, token)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.mount.path)
+
+    def remount(self) -> None:
+        self.mount.unmount()
+        self.mount.mount()
+
+    def kill_mount(self) -> None:
+        self.mount.kill9()
+
+    def start_mount(self) -> None:
+        self.mount.mount()
+
+    def kill_server(self) -> None:
+        self.server.kill()
+
+    def stop_server(self) -> None:
+        self.server.stop()
+
+    def start_server(self) -> None:
+        port = self.server.port
+        with mock.patch.object(server_support, "free_port", lambda: port):
+            self.server.start()
+        assert self.server.url == self.view.url, "the server came back on another address"

@@ -93,7 +93,11 @@ class ServerView:
     def _get(self, route: str, **params: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}"}
         return httpx.get(
-            f"{self.url}{route}", params=params, headers=headers, timeout=self.timeout_s
+            f"{self.url}{route}",
+            params=params,
+            headers=headers,
+            timeout=self.timeout_s,
+            trust_env=False,
         )
 
     def list(self, path: str) -> list[dict]:
