@@ -48,19 +48,29 @@ class VersionedWriter:
         self.rng = random.Random(self.seed)
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
+        self.root_fd = -1
 
     def write_one(self) -> None:
-        """Overwrite one file in place (O_TRUNC) with a new full version, sometimes fsynced."""
+        """Overwrite one file in place (O_TRUNC) with a new full version, sometimes fsynced.
+
+        Files are opened relative to a descriptor of the mount's root taken at start(): after
+        the mount is killed and lazily unmounted, writes fail (ENOTCONN) instead of landing
+        in the bare directory under the mount point and counting as acknowledged."""
         name = self.rng.choice(self.names)
         self.number += 1
         size = self.rng.choice([0, 100, 5000, self.rng.randrange(self.max_size)])
         data = version_bytes(self.tag, name, self.number, size)
         self.written.setdefault(name, {})[digest(data)] = self.number
-        with open(self.root / name, "wb") as out:
-            out.write(data)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        fd = os.open(name, flags, 0o644, dir_fd=self.root_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if self.rng.random() < 0.3:
-                out.flush()
-                os.fsync(out.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         self.acked[name] = self.number
         self.acked_digests.setdefault(name, []).append(digest(data))
 
@@ -74,6 +84,7 @@ class VersionedWriter:
             self.stop_event.wait(pause_s)
 
     def start(self, pause_s: float = 0.0) -> None:
+        self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         self.stop_event.clear()
         self.thread = threading.Thread(target=self.run, args=(pause_s,), daemon=True)
         self.thread.start()
@@ -84,6 +95,7 @@ class VersionedWriter:
             self.thread.join(timeout_s)
             assert not self.thread.is_alive(), "the writer is stuck in a file-system call"
             self.thread = None
+            os.close(self.root_fd)
 
 
 def known_versions(writers: list[VersionedWriter], name: str) -> dict[str, str]:
