@@ -186,6 +186,20 @@ def wait_server_matches(
     return wait_until(lambda: describe_diff(expected, view.snapshot(server_root, skip)), timeout_s)
 
 
+def unsynced_files(root: Path) -> list[str]:
+    """Files below root whose `user.cirrus.status` attribute does not say "synced"."""
+    problems = []
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                continue
+            status = os.getxattr(full, STATUS_XATTR).decode()
+            if status != "synced":
+                problems.append(f"{os.path.relpath(full, root)}: {status}")
+    return problems
+
+
 def env_int(name: str, default: int) -> int:
     """A size knob of a torture test, overridable from the environment for long runs."""
     return int(os.environ.get(name, default))

@@ -31,7 +31,16 @@ from hypothesis.stateful import (
 )
 
 from .drives import Drive
-from .harness import attempt, describe_diff, env_int, local_snapshot, report, wait_server_matches
+from .harness import (
+    attempt,
+    describe_diff,
+    env_int,
+    local_snapshot,
+    report,
+    unsynced_files,
+    wait_server_matches,
+    wait_until,
+)
 
 NAMES = ("a", "b", "c")
 # Every path of depth 1 to 3 over three names: small enough that operations collide often
@@ -282,6 +291,8 @@ class DriveVersusModel(RuleBasedStateMachine):
         self.close_all()
         self.compare_trees()
         if self.drive.view is not None:
+            pending = wait_until(lambda: unsynced_files(self.real), SYNC_TIMEOUT_S)
+            assert not pending, f"files never reported synced: {pending}"
             expected = local_snapshot(self.model)
             problems = wait_server_matches(
                 self.drive.view, "/" + self.name, expected, SYNC_TIMEOUT_S
