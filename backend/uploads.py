@@ -176,10 +176,9 @@ class UploadManager:
         return result.node
 
     def _store_block(self, who: Principal, data: bytes, offset: int) -> BlockRef:
+        """Store a block unless this drive already uploaded it (then it is known stored)."""
         name = block_hash(data)
-        if self._metadata.block_known(name):
-            self._metadata.record_block(who, name, len(data), 0)
-        else:
+        if self._metadata.missing_blocks(who, [name]):
             stored = self._blocks.put_plain(data)
             self._metadata.record_block(who, name, stored.size, stored.stored_size)
         return BlockRef(name, len(data), offset)

@@ -1,8 +1,10 @@
 """Fixtures for the whole suite: real server processes, and the slow-test switch."""
 
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.server import ServerProcess
@@ -35,3 +37,23 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for a whole module, for tests that isolate themselves by user."""
     yield from _run_server(tmp_path_factory.mktemp("shared") / "server")
+
+
+@pytest.fixture
+def new_user(shared_server: ServerProcess) -> Iterator[Callable[..., httpx.Client]]:
+    """Make a new user of the shared server and return an API client for them (closed after).
+
+    new_user() or new_user(device="laptop"); each call is a separate user with an empty drive.
+    """
+    clients: list[httpx.Client] = []
+
+    def make(device: str | None = None) -> httpx.Client:
+        token = shared_server.create_user(f"user-{secrets.token_hex(6)}")
+        clients.append(shared_server.client(token, device=device))
+        return clients[-1]
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            client.close()
