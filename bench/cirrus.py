@@ -8,6 +8,7 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -48,13 +49,13 @@ class CirrusServer:
 
     def create_user(self, name: str) -> str:
         """A new user's bearer token (the last word `cirrus admin create-user` prints)."""
-        out = subprocess.run(
-            [cirrus_command(), "admin", "create-user", name, "--data", str(self.data)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.split()[-1]
+        cmd = [cirrus_command(), "admin", "create-user", name, "--data", str(self.data)]
+        for _ in range(5):  # the server may still hold the database while it starts
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if out.returncode == 0:
+                return out.stdout.split()[-1]
+            time.sleep(0.5)
+        raise RuntimeError(f"cirrus admin create-user failed: {out.stderr.strip()}")
 
     def stop(self) -> None:
         procs.stop(self.proc)

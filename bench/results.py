@@ -46,6 +46,8 @@ class Table:
     ) -> None:
         """Store one target's figure for a metric."""
         self.metric(workload, name, unit, higher_better).values[target] = value
+        if target not in self.targets:  # a Cirrus-only row still gets its column
+            self.targets.append(target)
 
     def note(self, text: str) -> None:
         """Add a line printed under the table (skips, failures, caveats)."""
