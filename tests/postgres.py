@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from backend.db import create_engine_for, migrate
+from backend.metadata.service import MetadataService
 
 START_TIMEOUT_S = 60
 
@@ -146,3 +148,26 @@ def migrated_engine(database_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+class RecordingNotifier:
+    """A Notifier that remembers every publish, for asserting what was announced."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+
+    def publish(self, namespace_id: int, cursor: int) -> None:
+        with self._lock:
+            self.published.append((namespace_id, cursor))
+
+
+@pytest.fixture
+def notifier() -> RecordingNotifier:
+    return RecordingNotifier()
+
+
+@pytest.fixture
+def metadata(migrated_engine: Engine, notifier: RecordingNotifier) -> MetadataService:
+    """The metadata service on a fresh database, once per database kind."""
+    return MetadataService(migrated_engine, notifier)
