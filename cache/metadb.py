@@ -1,0 +1,334 @@
+"""The mount's local metadata mirror and its durable journal of pending operations.
+
+Both live in ONE SQLite database in the cache directory so that a local change and the journal
+entry that will replay it on the server commit in the same transaction (synchronous=FULL): after
+a crash either both exist or neither does. The mount answers every metadata request from here,
+without a network round trip, and keeps working offline.
+
+Schema (every column's special values):
+
+    nodes       one row per local inode; inode 1 is the root (pyfuse3.ROOT_INODE).
+      inode     local inode number, never reused (AUTOINCREMENT), so the kernel never confuses
+                a new file with a forgotten one.
+      remote_id the server's node id; NULL until the server has the node (its creation is
+                still in the journal).
+      parent    parent inode; NULL for the root and for a *detached* node: unlinked or
+                replaced while the kernel still knows it (deleted in forget).
+      name      the node's name in its parent ('' for the root).
+      type      'file' | 'dir' | 'symlink'.
+      mode      permission bits only (0o7777); the type is in `type`.
+      size      bytes of the content the mount shows (the dirty file's when dirty).
+      rev       the server revision the content comes from; 0 = no uploaded revision (empty).
+      head_rev  newest server revision known, the base_rev of the next commit; NULL when the
+                server has no revision of this file from us (the next commit creates it).
+      target    the text of a symlink, else NULL.
+      xattrs    JSON object: `user.` name -> base64 value.
+      dirty     1 while the content lives in the local dirty file cache/dirty/<inode>; such a
+                file is never evicted and is what the uploader reads.
+      conflict  1 after a commit of ours became a conflicted copy on the server.
+    blocklists  (remote_id, rev) -> JSON [[offset, size, hash], ...]: the block list a read of
+                that revision uses; revisions are immutable so entries never go stale.
+    journal     pending operations in replay order (seq). `inode` is the node the entry is
+                about, `other` a second one (the replaced target of a rename); `args` is JSON
+                with the server paths as they were when the operation happened.
+    state       key/value: `cursor` (last change applied), `client_id` (random, per cache).
+"""
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+ROOT_INODE = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    inode     INTEGER PRIMARY KEY AUTOINCREMENT,
+    remote_id INTEGER UNIQUE,
+    parent    INTEGER,
+    name      TEXT NOT NULL,
+    type      TEXT NOT NULL,
+    mode      INTEGER NOT NULL,
+    size      INTEGER NOT NULL DEFAULT 0,
+    mtime_ns  INTEGER NOT NULL,
+    ctime_ns  INTEGER NOT NULL,
+    rev       INTEGER NOT NULL DEFAULT 0,
+    head_rev  INTEGER,
+    target    TEXT,
+    xattrs    TEXT NOT NULL DEFAULT '{}',
+    dirty     INTEGER NOT NULL DEFAULT 0,
+    conflict  INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_by_name ON nodes(parent, name) WHERE parent IS NOT NULL;
+CREATE TABLE IF NOT EXISTS blocklists (
+    remote_id INTEGER NOT NULL,
+    rev       INTEGER NOT NULL,
+    blocks    TEXT NOT NULL,
+    PRIMARY KEY (remote_id, rev)
+);
+CREATE TABLE IF NOT EXISTS journal (
+    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+    op    TEXT NOT NULL,
+    inode INTEGER NOT NULL,
+    other INTEGER,
+    args  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_by_inode ON journal(inode);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_NODE_COLUMNS = (
+    "inode, remote_id, parent, name, type, mode, size, mtime_ns, ctime_ns, rev, head_rev, "
+    "target, xattrs, dirty, conflict"
+)
+
+
+@dataclass(slots=True)
+class Node:
+    inode: int
+    remote_id: int | None
+    parent: int | None
+    name: str
+    type: str
+    mode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    rev: int
+    head_rev: int | None
+    target: str | None
+    xattrs: dict[str, str] = field(default_factory=dict)
+    dirty: bool = False
+    conflict: bool = False
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == "dir"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    seq: int
+    op: str
+    inode: int
+    other: int | None
+    args: dict[str, Any]
+
+
+def _node(row: tuple) -> Node:
+    values = list(row)
+    values[12] = json.loads(values[12])
+    values[13] = bool(values[13])
+    values[14] = bool(values[14])
+    return Node(*values)
+
+
+class MetaDB:
+    """The mirror and journal; every method is synchronous and short (local disk only)."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._depth = 0
+        if self.get(ROOT_INODE) is None:
+            now = time.time_ns()
+            self._db.execute(
+                "INSERT INTO nodes (inode, parent, name, type, mode, mtime_ns, ctime_ns) "
+                "VALUES (?, NULL, '', 'dir', ?, ?, ?)",
+                (ROOT_INODE, 0o755, now, now),
+            )
+        if self.get_state("client_id") is None:
+            self.set_state("client_id", uuid.uuid4().hex)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group changes so they reach the disk together (nested uses join the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- nodes --------------------------------------------------------------------------------
+
+    def _one(self, where: str, params: tuple) -> Node | None:
+        row = self._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE {where}", params
+        ).fetchone()
+        return None if row is None else _node(row)
+
+    def get(self, inode: int) -> Node | None:
+        return self._one("inode = ?", (inode,))
+
+    def by_remote(self, remote_id: int) -> Node | None:
+        return self._one("remote_id = ?", (remote_id,))
+
+    def child(self, parent: int, name: str) -> Node | None:
+        return self._one("parent = ? AND name = ?", (parent, name))
+
+    def children(self, parent: int, after_inode: int = 0, limit: int = 1000) -> list[Node]:
+        """Children in inode order: a stable position for readdir across concurrent changes."""
+        rows = self._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND inode > ? "
+            "ORDER BY inode LIMIT ?",
+            (parent, after_inode, limit),
+        )
+        return [_node(row) for row in rows]
+
+    def has_children(self, parent: int) -> bool:
+        row = self._db.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (parent,))
+        return row.fetchone() is not None
+
+    def insert(self, parent: int, name: str, type: str, mode: int, **fields: Any) -> Node:
+        now = time.time_ns()
+        values = {"mtime_ns": now, "ctime_ns": now, **fields}
+        if "xattrs" in values:
+            values["xattrs"] = json.dumps(values["xattrs"])
+        columns = ["parent", "name", "type", "mode", *values]
+        cursor = self._db.execute(
+            f"INSERT INTO nodes ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            (parent, name, type, mode, *values.values()),
+        )
+        node = self.get(cursor.lastrowid)
+        assert node is not None
+        return node
+
+    def update(self, inode: int, **fields: Any) -> None:
+        if "xattrs" in fields:
+            fields["xattrs"] = json.dumps(fields["xattrs"])
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self._db.execute(
+            f"UPDATE nodes SET {assignments} WHERE inode = ?", (*fields.values(), inode)
+        )
+
+    def delete(self, inode: int) -> None:
+        self._db.execute("DELETE FROM nodes WHERE inode = ?", (inode,))
+
+    def detached(self) -> list[int]:
+        rows = self._db.execute("SELECT inode FROM nodes WHERE parent IS NULL AND inode != ?", (1,))
+        return [row[0] for row in rows]
+
+    def dirty_inodes(self) -> list[int]:
+        return [row[0] for row in self._db.execute("SELECT inode FROM nodes WHERE dirty = 1")]
+
+    def path(self, inode: int) -> str:
+        """The server path of an attached node (walks up the parents)."""
+        parts: list[str] = []
+        while inode != ROOT_INODE:
+            row = self._db.execute("SELECT parent, name FROM nodes WHERE inode = ?", (inode,))
+            found = row.fetchone()
+            if found is None or found[0] is None:
+                raise LookupError(f"inode {inode} is not attached to the tree")
+            inode = found[0]
+            parts.append(found[1])
+        return "/" + "/".join(reversed(parts))
+
+    def is_ancestor(self, ancestor: int, inode: int) -> bool:
+        """True when `ancestor` is `inode` or one of its parents."""
+        current: int | None = inode
+        while current is not None:
+            if current == ancestor:
+                return True
+            row = self._db.execute("SELECT parent FROM nodes WHERE inode = ?", (current,))
+            found = row.fetchone()
+            current = None if found is None else found[0]
+        return False
+
+    def totals(self) -> tuple[int, int]:
+        """(node count, total file bytes), for statfs."""
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM nodes").fetchone()
+        return row[0], row[1]
+
+    # -- block lists --------------------------------------------------------------------------
+
+    def blocklist(self, remote_id: int, rev: int) -> list[tuple[int, int, str]] | None:
+        row = self._db.execute(
+            "SELECT blocks FROM blocklists WHERE remote_id = ? AND rev = ?", (remote_id, rev)
+        ).fetchone()
+        return None if row is None else [tuple(item) for item in json.loads(row[0])]
+
+    def put_blocklist(self, remote_id: int, rev: int, blocks: list[tuple[int, int, str]]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO blocklists (remote_id, rev, blocks) VALUES (?, ?, ?)",
+            (remote_id, rev, json.dumps(blocks)),
+        )
+
+    # -- journal ------------------------------------------------------------------------------
+
+    def append(self, op: str, inode: int, args: dict[str, Any], other: int | None = None) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO journal (op, inode, other, args) VALUES (?, ?, ?, ?)",
+            (op, inode, other, json.dumps(args)),
+        )
+        return cursor.lastrowid
+
+    def first_entry(self) -> JournalEntry | None:
+        row = self._db.execute(
+            "SELECT seq, op, inode, other, args FROM journal ORDER BY seq LIMIT 1"
+        ).fetchone()
+        return None if row is None else JournalEntry(*row[:4], json.loads(row[4]))
+
+    def last_entry_for(self, inode: int) -> JournalEntry | None:
+        row = self._db.execute(
+            "SELECT seq, op, inode, other, args FROM journal WHERE inode = ? OR other = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (inode, inode),
+        ).fetchone()
+        return None if row is None else JournalEntry(*row[:4], json.loads(row[4]))
+
+    def next_entry_for(self, inode: int, after_seq: int) -> JournalEntry | None:
+        row = self._db.execute(
+            "SELECT seq, op, inode, other, args FROM journal WHERE (inode = ? OR other = ?) "
+            "AND seq > ? ORDER BY seq LIMIT 1",
+            (inode, inode, after_seq),
+        ).fetchone()
+        return None if row is None else JournalEntry(*row[:4], json.loads(row[4]))
+
+    def remove_entry(self, seq: int) -> None:
+        self._db.execute("DELETE FROM journal WHERE seq = ?", (seq,))
+
+    def has_pending(self, inode: int) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM journal WHERE inode = ? OR other = ? LIMIT 1", (inode, inode)
+        )
+        return row.fetchone() is not None
+
+    def journal_length(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
+
+    # -- state --------------------------------------------------------------------------------
+
+    def get_state(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_state(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+
+
+def open_metadb(cache_dir: str) -> MetaDB:
+    os.makedirs(cache_dir, exist_ok=True)
+    return MetaDB(os.path.join(cache_dir, "metadata.db"))

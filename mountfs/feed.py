@@ -1,0 +1,125 @@
+"""Applying the server's view to the mirror: the initial snapshot and the changes feed.
+
+Each change entry is the full node after the change, so applying one is idempotent. The
+journal wins: a node with pending local operations is left alone until they are replayed
+(their own echoes then bring the final state), and so is a local node, not yet on the server,
+whose name a remote node would take. Every visible change is passed on to the kernel.
+"""
+
+import base64
+import logging
+from typing import Any
+
+from cache.metadb import ROOT_INODE, MetaDB, Node
+from mountfs.kernel import Kernel
+from mountfs.vfs import VFS
+
+log = logging.getLogger(__name__)
+
+
+def remote_fields(remote: dict[str, Any], with_content: bool = True) -> dict[str, Any]:
+    """Mirror columns for a server Node (content columns only when the local copy is clean)."""
+    fields: dict[str, Any] = {
+        "remote_id": remote["id"],
+        "mode": remote["mode"] & 0o7777,
+        "head_rev": remote["head_rev"] if remote["type"] == "file" else None,
+        "target": remote.get("target"),
+        "xattrs": remote.get("xattrs") or {},
+    }
+    if with_content:
+        fields.update(size=remote["size"], rev=remote["rev"], mtime_ns=remote["mtime_ns"])
+    return fields
+
+
+def decode_xattrs(remote: dict[str, Any]) -> dict[str, bytes]:
+    return {name: base64.b64decode(value) for name, value in (remote.get("xattrs") or {}).items()}
+
+
+class Feed:
+    """Applies server nodes to the mirror and reports what the kernel must forget."""
+
+    def __init__(self, db: MetaDB, vfs: VFS, kernel: Kernel) -> None:
+        self._db = db
+        self._vfs = vfs
+        self._kernel = kernel
+
+    def apply(self, remote: dict[str, Any]) -> bool:
+        """Apply one node; False when its parent is not known yet (retry after others)."""
+        local = self._db.by_remote(remote["id"])
+        if local is not None and self._db.has_pending(local.inode):
+            return True
+        if remote.get("deleted"):
+            if local is not None and local.parent is not None:
+                self._kernel.forget_entry(local.parent, local.name)
+                self._vfs.detach(local)
+            return True
+        if remote["parent_id"] is None:
+            self._apply_root(remote)
+            return True
+        parent = self._db.by_remote(remote["parent_id"])
+        if parent is None or (parent.parent is None and parent.inode != ROOT_INODE):
+            return False
+        occupant = self._db.child(parent.inode, remote["name"])
+        if occupant is not None and (local is None or occupant.inode != local.inode):
+            if occupant.remote_id is None or self._db.has_pending(occupant.inode):
+                return True
+            self._kernel.forget_entry(parent.inode, occupant.name)
+            self._vfs.detach(occupant)
+        if local is None:
+            self._db.insert(parent.inode, remote["name"], remote["type"], **_insert_fields(remote))
+            self._kernel.forget_entry(parent.inode, remote["name"])
+        else:
+            self._update(local, parent.inode, remote)
+        return True
+
+    def _apply_root(self, remote: dict[str, Any]) -> None:
+        root = self._db.get(ROOT_INODE)
+        assert root is not None
+        if root.remote_id not in (None, remote["id"]):
+            holder = self._db.by_remote(remote["id"])
+            if holder is not None:
+                return
+        fields = remote_fields(remote)
+        fields.pop("size")
+        self._db.update(ROOT_INODE, **fields)
+
+    def _update(self, local: Node, parent: int, remote: dict[str, Any]) -> None:
+        clean = not local.dirty
+        fields = remote_fields(remote, with_content=clean)
+        if not clean:
+            fields.pop("head_rev")
+        moved = (local.parent, local.name) != (parent, remote["name"])
+        content_changed = clean and local.type == "file" and local.rev != remote["rev"]
+        self._db.update(local.inode, parent=parent, name=remote["name"], **fields)
+        if moved and local.parent is not None:
+            self._kernel.forget_entry(local.parent, local.name)
+            self._kernel.forget_entry(parent, remote["name"])
+        if content_changed:
+            self._vfs.stale.add(local.inode)
+            self._vfs.content.forget_revision(remote["id"])
+            self._kernel.forget_inode(local.inode)
+        elif _visible_change(local, remote):
+            self._kernel.forget_inode(local.inode, attr_only=True)
+
+    def apply_all(self, nodes: list[dict[str, Any]]) -> None:
+        """Apply nodes in any order (a snapshot lists a moved child before its new parent)."""
+        waiting = nodes
+        while waiting:
+            left = [node for node in waiting if not self.apply(node)]
+            if len(left) == len(waiting):
+                log.warning("%d nodes have no known parent; skipped", len(left))
+                return
+            waiting = left
+
+
+def _insert_fields(remote: dict[str, Any]) -> dict[str, Any]:
+    fields = remote_fields(remote)
+    return {"mode": fields.pop("mode"), **fields}
+
+
+def _visible_change(local: Node, remote: dict[str, Any]) -> bool:
+    return (
+        local.mode != remote["mode"] & 0o7777
+        or local.mtime_ns != remote["mtime_ns"]
+        or local.size != remote["size"]
+    )

@@ -1,0 +1,187 @@
+"""The pyfuse3 Operations: thin adapters from FUSE requests to the VFS.
+
+Each handler converts arguments, calls one VFS method and converts the answer; errors become
+errno values in one place (`fuse_errors`). Hard links are refused with EPERM: a drive node has
+exactly one path (the API has no link), as on FAT or many network filesystems.
+"""
+
+import errno
+import os
+import stat
+
+import pyfuse3
+
+from cache.metadb import Node
+from mountfs.errors import FsError, fuse_errors
+from mountfs.vfs import VFS
+
+ATTR_TIMEOUT = 1.0
+BLOCK_SIZE = 4096
+# statfs: a drive has no fixed size here; report a large capacity and the files the mirror knows.
+REPORTED_CAPACITY = 1 << 50
+REPORTED_INODES = 1 << 32
+_TYPE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+_RENAME_MODES = {
+    0: "replace",
+    pyfuse3.RENAME_NOREPLACE: "noreplace",
+    pyfuse3.RENAME_EXCHANGE: "exchange",
+}
+
+
+class CirrusOperations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, vfs: VFS) -> None:
+        super().__init__()
+        self._vfs = vfs
+        self._uid = os.getuid()
+        self._gid = os.getgid()
+
+    def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = node.inode
+        entry.generation = 0
+        entry.entry_timeout = ATTR_TIMEOUT
+        entry.attr_timeout = ATTR_TIMEOUT
+        entry.st_mode = _TYPE_BITS[node.type] | node.mode
+        entry.st_nlink = 1
+        entry.st_uid = self._uid
+        entry.st_gid = self._gid
+        entry.st_size = BLOCK_SIZE if node.is_dir else node.size
+        entry.st_blksize = BLOCK_SIZE
+        entry.st_blocks = (entry.st_size + 511) // 512
+        entry.st_atime_ns = node.mtime_ns
+        entry.st_mtime_ns = node.mtime_ns
+        entry.st_ctime_ns = node.ctime_ns
+        return entry
+
+    @fuse_errors
+    async def lookup(self, parent_inode, name, ctx):
+        return self._entry(self._vfs.lookup(parent_inode, name))
+
+    async def forget(self, inode_list):
+        for inode, count in inode_list:
+            self._vfs.forget(inode, count)
+
+    @fuse_errors
+    async def getattr(self, inode, ctx):
+        return self._entry(self._vfs.attrs(inode))
+
+    @fuse_errors
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        mode = attr.st_mode if fields.update_mode else None
+        size = attr.st_size if fields.update_size else None
+        mtime = attr.st_mtime_ns if fields.update_mtime else None
+        return self._entry(await self._vfs.setattr(inode, mode, size, mtime))
+
+    @fuse_errors
+    async def opendir(self, inode, ctx):
+        self._vfs.opendir(inode)
+        return inode
+
+    @fuse_errors
+    async def readdir(self, fh, start_id, token):
+        while nodes := self._vfs.readdir(fh, start_id):
+            for node in nodes:
+                if not pyfuse3.readdir_reply(
+                    token, node.name.encode(), self._entry(node), node.inode
+                ):
+                    return
+                self._vfs.readdir_remember(node.inode)
+                start_id = node.inode
+
+    @fuse_errors
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        return self._entry(self._vfs.mkdir(parent_inode, name, mode))
+
+    @fuse_errors
+    async def rmdir(self, parent_inode, name, ctx):
+        self._vfs.rmdir(parent_inode, name)
+
+    @fuse_errors
+    async def unlink(self, parent_inode, name, ctx):
+        self._vfs.unlink(parent_inode, name)
+
+    @fuse_errors
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        mode = _RENAME_MODES.get(flags)
+        if mode is None:
+            raise FsError(errno.EINVAL, f"unsupported rename flags {flags:#x}")
+        self._vfs.rename(parent_inode_old, name_old, parent_inode_new, name_new, mode)
+
+    @fuse_errors
+    async def symlink(self, parent_inode, name, target, ctx):
+        return self._entry(self._vfs.symlink(parent_inode, name, target))
+
+    @fuse_errors
+    async def readlink(self, inode, ctx):
+        return self._vfs.readlink(inode)
+
+    @fuse_errors
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        raise FsError(errno.EPERM, "hard links are not supported")
+
+    @fuse_errors
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        raise FsError(errno.EPERM, "only files, folders and symlinks can be stored")
+
+    @fuse_errors
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        if not stat.S_ISREG(mode):
+            raise FsError(errno.EPERM, "only regular files can be created")
+        fh, node = self._vfs.create(parent_inode, name, mode, flags)
+        return pyfuse3.FileInfo(fh=fh), self._entry(node)
+
+    @fuse_errors
+    async def open(self, inode, flags, ctx):
+        fh, keep_cache = await self._vfs.open(inode, flags)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
+
+    @fuse_errors
+    async def read(self, fh, off, size):
+        return await self._vfs.read(fh, off, size)
+
+    @fuse_errors
+    async def write(self, fh, off, buf):
+        return await self._vfs.write(fh, off, buf)
+
+    @fuse_errors
+    async def flush(self, fh):
+        await self._vfs.flush(fh)
+
+    @fuse_errors
+    async def fsync(self, fh, datasync):
+        await self._vfs.flush(fh)
+
+    @fuse_errors
+    async def release(self, fh):
+        await self._vfs.release(fh)
+
+    @fuse_errors
+    async def statfs(self, ctx):
+        files, used = self._vfs.statfs()
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = BLOCK_SIZE
+        data.f_blocks = max(REPORTED_CAPACITY, used * 2) // BLOCK_SIZE
+        data.f_bfree = data.f_bavail = data.f_blocks - (used + BLOCK_SIZE - 1) // BLOCK_SIZE
+        data.f_files = REPORTED_INODES
+        data.f_ffree = data.f_favail = REPORTED_INODES - files
+        data.f_namemax = 255
+        return data
+
+    @fuse_errors
+    async def getxattr(self, inode, name, ctx):
+        return self._vfs.getxattr(inode, name)
+
+    @fuse_errors
+    async def listxattr(self, inode, ctx):
+        return self._vfs.listxattr(inode)
+
+    @fuse_errors
+    async def setxattr(self, inode, name, value, ctx):
+        self._vfs.setxattr(inode, name, value)
+
+    @fuse_errors
+    async def removexattr(self, inode, name, ctx):
+        self._vfs.setxattr(inode, name, None)

@@ -1,0 +1,220 @@
+"""Replaying journal entries on the server, one at a time, in order.
+
+The paths in an entry are the ones the operation had when it happened locally, so replaying
+in order meets the server in the state the next entry expects. Each entry's mirror update and
+its removal from the journal commit together. Retries are safe: mkdir asks for `parents`
+(an existing folder is a success), deletes of what is gone succeed, and commits carry a
+`commit_id` derived from the entry and its blocks, so a repeat returns the first answer.
+
+`ServerUnreachable` (and a refused token) propagate: the sync engine waits and retries the
+same entry. Any other refusal is logged and the entry dropped, since sending it again would
+fail the same way; the local copy of the data stays where it is.
+"""
+
+import base64
+import contextlib
+import logging
+from typing import Any
+
+import blake3
+import trio
+
+from backend.protocol.errors import AlreadyExists, CirrusError, NotFound, Unauthorized
+from cache.blockcache import BlockCache
+from cache.metadb import JournalEntry, MetaDB
+from mountfs.feed import remote_fields
+from mountfs.kernel import Kernel
+from mountfs.remote import RemoteDrive, ServerUnreachable
+from mountfs.upload import ContentChanged, upload_blocks
+from mountfs.vfs import VFS
+
+log = logging.getLogger(__name__)
+
+UPLOAD_ATTEMPTS = 3
+
+
+class Replayer:
+    """Sends journal entries to the server and folds the answers into the mirror."""
+
+    def __init__(
+        self, db: MetaDB, vfs: VFS, remote: RemoteDrive, blocks: BlockCache, kernel: Kernel
+    ) -> None:
+        self._db = db
+        self._vfs = vfs
+        self._remote = remote
+        self._blocks = blocks
+        self._kernel = kernel
+        self._limiter = trio.CapacityLimiter(2)
+
+    async def replay(self, entry: JournalEntry) -> None:
+        handler = getattr(self, f"_{entry.op}")
+        try:
+            await handler(entry)
+        except (ServerUnreachable, Unauthorized):
+            raise
+        except CirrusError as exc:
+            log.warning("server refused %s %s: %s", entry.op, entry.args, exc)
+            self._done(entry)
+
+    def _done(self, entry: JournalEntry, **updates: Any) -> None:
+        with self._db.transaction():
+            if updates and self._db.get(entry.inode) is not None:
+                self._claim(entry.inode, updates.get("remote_id"))
+                self._db.update(entry.inode, **updates)
+            self._db.remove_entry(entry.seq)
+
+    def _claim(self, inode: int, remote_id: int | None) -> None:
+        """Give `remote_id` to `inode`, detaching a stale local twin that holds it."""
+        if remote_id is None:
+            return
+        holder = self._db.by_remote(remote_id)
+        if holder is not None and holder.inode != inode:
+            self._db.update(holder.inode, remote_id=None)
+            if holder.parent is not None:
+                self._kernel.forget_entry(holder.parent, holder.name)
+            self._vfs.detach(holder)
+
+    def _superseded(self, entry: JournalEntry) -> bool:
+        """A create or upload followed by another upload of the same file can be skipped."""
+        later = self._db.next_entry_for(entry.inode, entry.seq)
+        return later is not None and later.op == "upload"
+
+    # -- one method per journal operation -----------------------------------------------------
+
+    async def _mkdir(self, entry: JournalEntry) -> None:
+        args = entry.args
+        node = await self._remote.mkdir(args["path"], args["mode"], args["mtime_ns"], parents=True)
+        self._done(entry, remote_id=node["id"])
+
+    async def _symlink(self, entry: JournalEntry) -> None:
+        args = entry.args
+        try:
+            node = await self._remote.symlink(args["path"], args["target"], args["mtime_ns"])
+        except AlreadyExists:
+            node = await self._remote.stat(args["path"])
+        self._done(entry, remote_id=node["id"])
+
+    async def _rename(self, entry: JournalEntry) -> None:
+        args = entry.args
+        try:
+            await self._remote.move(args["src"], args["dst"], args["mode"])
+        except NotFound:
+            log.info("rename of %s: gone on the server", args["src"])
+        self._done(entry)
+
+    async def _unlink(self, entry: JournalEntry) -> None:
+        with contextlib.suppress(NotFound):
+            await self._remote.delete(entry.args["path"])
+        self._done(entry)
+
+    _rmdir = _unlink
+
+    async def _setattr(self, entry: JournalEntry) -> None:
+        args = entry.args
+        await self._remote.setattr(args["path"], args.get("mode"), args.get("mtime_ns"))
+        self._done(entry)
+
+    async def _xattr(self, entry: JournalEntry) -> None:
+        args = entry.args
+        value = None if args["value"] is None else base64.b64decode(args["value"])
+        try:
+            await self._remote.set_xattr(args["path"], args["name"], value)
+        except NotFound:
+            if value is not None:
+                raise
+        self._done(entry)
+
+    async def _create(self, entry: JournalEntry) -> None:
+        if self._superseded(entry):
+            self._done(entry)
+            return
+        args = entry.args
+        commit_id = self._commit_id(entry, [])
+        answer = await self._remote.commit(
+            args["path"], None, 0, [], args["mode"], args["mtime_ns"], commit_id
+        )
+        await self._committed(entry, answer, self._vfs.generation(entry.inode), [])
+
+    async def _upload(self, entry: JournalEntry) -> None:
+        node = self._db.get(entry.inode)
+        dirty = self._vfs.content.dirty
+        if (
+            self._superseded(entry)
+            or node is None
+            or not node.dirty
+            or not dirty.exists(node.inode)
+        ):
+            self._done(entry)
+            return
+        for attempt in range(UPLOAD_ATTEMPTS):
+            generation = self._vfs.generation(entry.inode)
+            try:
+                manifest = await upload_blocks(
+                    self._remote, self._blocks, dirty.path(entry.inode), self._limiter
+                )
+                break
+            except ContentChanged:
+                log.info("%s changed during upload (attempt %d)", entry.args["path"], attempt + 1)
+                await trio.sleep(0.2)
+        else:
+            raise ServerUnreachable("the file keeps changing; upload postponed")
+        node = self._db.get(entry.inode)
+        if node is None:
+            self._done(entry)
+            return
+        hashes = [(name, size) for _offset, size, name in manifest.blocks]
+        answer = await self._remote.commit(
+            entry.args["path"],
+            node.head_rev,
+            manifest.size,
+            hashes,
+            node.mode,
+            node.mtime_ns,
+            self._commit_id(entry, hashes),
+        )
+        await self._committed(entry, answer, generation, manifest.blocks)
+
+    def _commit_id(self, entry: JournalEntry, hashes: list[tuple[str, int]]) -> str:
+        digest = blake3.blake3(f"{self._db.get_state('client_id')}:{entry.seq}".encode())
+        for name, size in hashes:
+            digest.update(f"{name}:{size},".encode())
+        return digest.hexdigest()[:64]
+
+    async def _committed(
+        self, entry: JournalEntry, answer: dict, generation: int, blocks: list
+    ) -> None:
+        """Fold a commit's answer into the mirror; drop the dirty copy when it is safe."""
+        if answer.get("conflict"):
+            await self._conflicted(entry, answer)
+            return
+        node = answer["node"]
+        inode = entry.inode
+        clean = (
+            self._vfs.generation(inode) == generation
+            and not self._vfs.has_handles(inode)
+            and self._db.next_entry_for(inode, entry.seq) is None
+        )
+        updates = {"remote_id": node["id"], "head_rev": answer["rev"]}
+        if clean:
+            updates.update(rev=answer["rev"], size=node["size"], dirty=0)
+            self._db.put_blocklist(node["id"], answer["rev"], [tuple(b) for b in blocks])
+        self._done(entry, **updates)
+        if clean:
+            self._vfs.content.dirty.remove(inode)
+
+    async def _conflicted(self, entry: JournalEntry, answer: dict) -> None:
+        """Our version became a conflicted copy: show the server's version at our path."""
+        log.warning("conflict on %s: our version is %s", entry.args["path"], answer["path"])
+        inode = entry.inode
+        try:
+            server = await self._remote.stat(entry.args["path"])
+        except NotFound:
+            self._done(entry, head_rev=None, conflict=1)
+            return
+        if self._vfs.has_handles(inode) or self._db.next_entry_for(inode, entry.seq):
+            self._done(entry, remote_id=server["id"], head_rev=server["head_rev"], conflict=1)
+            return
+        self._done(entry, dirty=0, conflict=1, **remote_fields(server))
+        self._vfs.content.dirty.remove(inode)
+        self._vfs.stale.add(inode)
+        self._kernel.forget_inode(inode)

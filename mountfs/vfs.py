@@ -1,0 +1,444 @@
+"""The virtual filesystem behind the FUSE handlers: inodes, lookup counts, handles.
+
+Every operation applies to the local mirror at once and, when it changes the drive, appends
+the journal entry that will replay it on the server in the same transaction; the sync engine
+does the network part later. So the mount answers without a round trip and works offline.
+
+Lifetimes: a node the kernel still knows (lookup count > 0) or that has open handles is not
+deleted when it is unlinked or replaced, only *detached* (parent NULL); `forget` and the last
+`release` delete it. Write generations (`_gens`) count writes per inode so that a close
+journals an upload only when something changed, and so that the uploader can tell whether the
+dirty copy changed under it.
+"""
+
+import base64
+import errno
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from backend.protocol.errors import (
+    AlreadyExists,
+    InvalidPathError,
+    IsADirectory,
+    NameTooLong,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+)
+from backend.protocol.paths import NAME_MAX, check_name
+from cache.metadb import MetaDB, Node
+from mountfs.content import Content
+from mountfs.errors import FsError
+
+STATUS_XATTR = "user.cirrus.status"
+_RESERVED_XATTR_PREFIX = "user.cirrus."
+XATTR_VALUE_MAX = 64 * 1024
+
+
+def decode_name(raw: bytes) -> str:
+    """A FUSE name as the drive stores it (UTF-8, checked by the shared path rules)."""
+    if len(raw) > NAME_MAX:
+        raise NameTooLong(f"name is longer than {NAME_MAX} bytes")
+    try:
+        return check_name(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidPathError("name is not valid UTF-8") from None
+
+
+@dataclass(slots=True)
+class Handle:
+    inode: int
+    writable: bool
+    next_offset: int = -1
+
+
+class VFS:
+    """Namespace and file operations over the mirror; no SQL, HTTP or FUSE types here."""
+
+    def __init__(self, db: MetaDB, content: Content, on_journal: Callable[[], None]) -> None:
+        self._db = db
+        self.content = content
+        self._on_journal = on_journal
+        self._lookups: dict[int, int] = {}
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self._gens: dict[int, int] = {}
+        self._flushed: dict[int, int] = {}
+        self._mtimes: dict[int, int] = {}
+        self.stale: set[int] = set()
+        for inode in db.detached():
+            self._purge(inode)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def node(self, inode: int) -> Node:
+        node = self._db.get(inode)
+        if node is None:
+            raise NotFound(f"inode {inode} does not exist")
+        return node
+
+    def attrs(self, inode: int) -> Node:
+        """The node as the kernel should see it (a dirty copy's live size and mtime)."""
+        node = self.node(inode)
+        if node.dirty and self.content.dirty.exists(inode):
+            node = replace(node, size=self.content.dirty.size(inode))
+            node.mtime_ns = self._mtimes.get(inode, node.mtime_ns)
+        return node
+
+    def _dir(self, inode: int) -> Node:
+        node = self.node(inode)
+        if not node.is_dir:
+            raise NotADirectory(f"inode {inode} is not a folder")
+        return node
+
+    def _child(self, parent: int, raw: bytes) -> Node:
+        self._dir(parent)
+        node = self._db.child(parent, decode_name(raw))
+        if node is None:
+            raise NotFound(f"no entry {raw!r}")
+        return node
+
+    def _journal(self, op: str, inode: int, args: dict, other: int | None = None) -> None:
+        self._db.append(op, inode, args, other)
+        self._on_journal()
+
+    def _remember(self, node: Node) -> Node:
+        self._lookups[node.inode] = self._lookups.get(node.inode, 0) + 1
+        return node
+
+    def _new_name(self, parent: int, raw: bytes) -> str:
+        self._dir(parent)
+        name = decode_name(raw)
+        if self._db.child(parent, name) is not None:
+            raise AlreadyExists(f"{name} exists")
+        return name
+
+    def generation(self, inode: int) -> int:
+        return self._gens.get(inode, 0)
+
+    def has_handles(self, inode: int) -> bool:
+        return any(handle.inode == inode for handle in self._handles.values())
+
+    # -- lookup counts and deletion -----------------------------------------------------------
+
+    def lookup(self, parent: int, raw: bytes) -> Node:
+        return self._remember(self.attrs(self._child(parent, raw).inode))
+
+    def readdir_remember(self, inode: int) -> None:
+        """Count the lookup the kernel makes for each entry readdir reported."""
+        self._lookups[inode] = self._lookups.get(inode, 0) + 1
+
+    def forget(self, inode: int, count: int) -> None:
+        left = self._lookups.get(inode, 0) - count
+        if left > 0:
+            self._lookups[inode] = left
+            return
+        self._lookups.pop(inode, None)
+        node = self._db.get(inode)
+        if node is not None and node.parent is None and inode != 1:
+            self._purge(inode)
+
+    def detach(self, node: Node) -> None:
+        """Take a node out of the tree; delete it now unless the kernel or a handle holds it."""
+        if node.is_dir:
+            for child in self._db.children(node.inode, limit=1_000_000):
+                self.detach(child)
+        self._db.update(node.inode, parent=None, ctime_ns=time.time_ns())
+        if node.inode not in self._lookups and not self.has_handles(node.inode):
+            self._purge(node.inode)
+
+    def _purge(self, inode: int) -> None:
+        if self.has_handles(inode):
+            return
+        self._db.delete(inode)
+        self.content.dirty.remove(inode)
+        for table in (self._gens, self._flushed, self._mtimes):
+            table.pop(inode, None)
+
+    # -- attributes ---------------------------------------------------------------------------
+
+    async def setattr(
+        self, inode: int, mode: int | None, size: int | None, mtime_ns: int | None
+    ) -> Node:
+        node = self.node(inode)
+        if size is not None:
+            await self._truncate(node, size)
+        changes: dict = {}
+        if mode is not None:
+            changes["mode"] = stat.S_IMODE(mode)
+        if mtime_ns is not None:
+            changes["mtime_ns"] = mtime_ns
+            self._mtimes.pop(inode, None)
+        if changes:
+            with self._db.transaction():
+                self._db.update(inode, ctime_ns=time.time_ns(), **changes)
+                if self._db.get(inode).parent is not None:
+                    self._journal("setattr", inode, {"path": self._db.path(inode), **changes})
+        return self.attrs(inode)
+
+    async def _truncate(self, node: Node, size: int) -> None:
+        if node.is_dir:
+            raise IsADirectory("cannot truncate a folder")
+        if node.type != "file":
+            raise FsError(errno.EINVAL, "not a regular file")
+        async with self.content.lock(node.inode):
+            await self.content.materialise(self.node(node.inode), keep=size > 0)
+            self._db.update(node.inode, dirty=1)
+            self.content.truncate(node.inode, size)
+            self._touch(node.inode)
+        await self.commit_content(node.inode)
+
+    def _touch(self, inode: int) -> None:
+        self._gens[inode] = self._gens.get(inode, 0) + 1
+        self._mtimes[inode] = time.time_ns()
+
+    # -- directories --------------------------------------------------------------------------
+
+    def opendir(self, inode: int) -> None:
+        self._dir(inode)
+
+    def readdir(self, inode: int, after: int) -> list[Node]:
+        return [self.attrs(node.inode) for node in self._db.children(inode, after, limit=256)]
+
+    def mkdir(self, parent: int, raw: bytes, mode: int) -> Node:
+        name = self._new_name(parent, raw)
+        with self._db.transaction():
+            node = self._db.insert(parent, name, "dir", stat.S_IMODE(mode))
+            args = {"path": self._db.path(node.inode), "mode": node.mode, "mtime_ns": node.mtime_ns}
+            self._journal("mkdir", node.inode, args)
+        return self._remember(node)
+
+    def rmdir(self, parent: int, raw: bytes) -> None:
+        node = self._child(parent, raw)
+        if not node.is_dir:
+            raise NotADirectory(f"{node.name} is not a folder")
+        if self._db.has_children(node.inode):
+            raise NotEmpty(f"{node.name} is not empty")
+        with self._db.transaction():
+            self._journal("rmdir", node.inode, {"path": self._db.path(node.inode)})
+            self.detach(node)
+
+    def unlink(self, parent: int, raw: bytes) -> None:
+        node = self._child(parent, raw)
+        if node.is_dir:
+            raise IsADirectory(f"{node.name} is a folder")
+        with self._db.transaction():
+            self._journal("unlink", node.inode, {"path": self._db.path(node.inode)})
+            self.detach(node)
+
+    def symlink(self, parent: int, raw: bytes, target: bytes) -> Node:
+        name = self._new_name(parent, raw)
+        try:
+            text = target.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidPathError("symlink target is not valid UTF-8") from None
+        with self._db.transaction():
+            node = self._db.insert(parent, name, "symlink", 0o777, target=text, size=len(target))
+            args = {"path": self._db.path(node.inode), "target": text, "mtime_ns": node.mtime_ns}
+            self._journal("symlink", node.inode, args)
+        return self._remember(node)
+
+    def readlink(self, inode: int) -> bytes:
+        node = self.node(inode)
+        if node.type != "symlink" or node.target is None:
+            raise FsError(errno.EINVAL, "not a symlink")
+        return node.target.encode("utf-8")
+
+    # -- rename -------------------------------------------------------------------------------
+
+    def rename(
+        self, old_parent: int, old_raw: bytes, new_parent: int, new_raw: bytes, mode: str
+    ) -> None:
+        """rename(2): mode is 'replace', 'noreplace' or 'exchange', as the API names them."""
+        source = self._child(old_parent, old_raw)
+        self._dir(new_parent)
+        new_name = decode_name(new_raw)
+        target = self._db.child(new_parent, new_name)
+        if target is not None and target.inode == source.inode:
+            return
+        if mode == "noreplace" and target is not None:
+            raise AlreadyExists(f"{new_name} exists")
+        if mode == "exchange" and target is None:
+            raise NotFound(f"no entry {new_name}")
+        if source.is_dir and self._db.is_ancestor(source.inode, new_parent):
+            raise FsError(errno.EINVAL, "cannot move a folder into itself")
+        if mode == "exchange":
+            if target.is_dir and self._db.is_ancestor(target.inode, old_parent):
+                raise FsError(errno.EINVAL, "cannot move a folder into itself")
+            self._exchange(source, target)
+            return
+        if target is not None:
+            self._check_replace(source, target)
+        with self._db.transaction():
+            args = {
+                "src": self._db.path(source.inode),
+                "dst": self._db.path(new_parent).rstrip("/") + "/" + new_name,
+                "mode": mode,
+            }
+            self._journal("rename", source.inode, args, other=target and target.inode)
+            if target is not None:
+                self.detach(target)
+            self._db.update(source.inode, parent=new_parent, name=new_name, ctime_ns=time.time_ns())
+
+    def _check_replace(self, source: Node, target: Node) -> None:
+        if target.is_dir and not source.is_dir:
+            raise IsADirectory(f"{target.name} is a folder")
+        if source.is_dir and not target.is_dir:
+            raise NotADirectory(f"{target.name} is not a folder")
+        if target.is_dir and self._db.has_children(target.inode):
+            raise NotEmpty(f"{target.name} is not empty")
+
+    def _exchange(self, source: Node, target: Node) -> None:
+        with self._db.transaction():
+            args = {
+                "src": self._db.path(source.inode),
+                "dst": self._db.path(target.inode),
+                "mode": "exchange",
+            }
+            self._journal("rename", source.inode, args, other=target.inode)
+            now = time.time_ns()
+            self._db.update(target.inode, parent=None)
+            self._db.update(source.inode, parent=target.parent, name=target.name, ctime_ns=now)
+            self._db.update(target.inode, parent=source.parent, name=source.name, ctime_ns=now)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def create(self, parent: int, raw: bytes, mode: int, flags: int) -> tuple[int, Node]:
+        name = self._new_name(parent, raw)
+        with self._db.transaction():
+            node = self._db.insert(parent, name, "file", stat.S_IMODE(mode), dirty=1)
+            self.content.dirty.create_empty(node.inode)
+            args = {"path": self._db.path(node.inode), "mode": node.mode, "mtime_ns": node.mtime_ns}
+            self._journal("create", node.inode, args)
+        return self._open_handle(node.inode, writable=True), self._remember(node)
+
+    async def open(self, inode: int, flags: int) -> tuple[int, bool]:
+        """Open a file; answers (handle, keep_cache). O_TRUNC arrives here (atomic_o_trunc)."""
+        node = self.node(inode)
+        if node.is_dir:
+            raise IsADirectory("cannot open a folder as a file")
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if writable and flags & os.O_TRUNC and node.type == "file":
+            await self._truncate(node, 0)
+        keep_cache = inode not in self.stale
+        self.stale.discard(inode)
+        return self._open_handle(inode, writable), keep_cache
+
+    def _open_handle(self, inode: int, writable: bool) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = Handle(inode, writable)
+        self.content.dirty.acquire(inode)
+        return fh
+
+    def _handle(self, fh: int) -> Handle:
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise FsError(errno.EBADF, "unknown file handle")
+        return handle
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        handle = self._handle(fh)
+        sequential = offset == handle.next_offset
+        data = await self.content.read(self.node(handle.inode), offset, size, sequential)
+        handle.next_offset = offset + len(data)
+        return data
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle = self._handle(fh)
+        if not handle.writable:
+            raise FsError(errno.EBADF, "file not open for writing")
+        node = self.node(handle.inode)
+        if not node.dirty:
+            async with self.content.lock(node.inode):
+                node = self.node(handle.inode)
+                if not node.dirty:
+                    await self.content.materialise(node, keep=True)
+                    self._db.update(node.inode, dirty=1)
+        written = self.content.write(handle.inode, offset, data)
+        self._touch(handle.inode)
+        return written
+
+    async def flush(self, fh: int) -> None:
+        await self.commit_content(self._handle(fh).inode)
+
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is None:
+            return
+        try:
+            await self.commit_content(handle.inode)
+        finally:
+            self.content.dirty.release(handle.inode)
+            node = self._db.get(handle.inode)
+            if node is not None and node.parent is None and handle.inode not in self._lookups:
+                self._purge(handle.inode)
+
+    async def commit_content(self, inode: int) -> None:
+        """Make written data durable and journal its upload: what close() promises."""
+        generation = self._gens.get(inode, 0)
+        if self._flushed.get(inode, 0) == generation:
+            return
+        await self.content.sync(inode)
+        node = self._db.get(inode)
+        if node is None:
+            return
+        size = self.content.dirty.size(inode)
+        mtime_ns = self._mtimes.pop(inode, node.mtime_ns)
+        with self._db.transaction():
+            self._db.update(inode, size=size, mtime_ns=mtime_ns, ctime_ns=time.time_ns(), dirty=1)
+            if node.parent is not None:
+                self._journal("upload", inode, {"path": self._db.path(inode)})
+        self._flushed[inode] = generation
+
+    # -- extended attributes ------------------------------------------------------------------
+
+    def getxattr(self, inode: int, raw: bytes) -> bytes:
+        node = self.node(inode)
+        name = raw.decode("utf-8", "surrogateescape")
+        if name == STATUS_XATTR:
+            return self.status(node).encode()
+        if name not in node.xattrs:
+            raise FsError(errno.ENODATA, f"no attribute {name}")
+        return base64.b64decode(node.xattrs[name])
+
+    def listxattr(self, inode: int) -> list[bytes]:
+        return [name.encode("utf-8") for name in self.node(inode).xattrs]
+
+    def setxattr(self, inode: int, raw: bytes, value: bytes | None) -> None:
+        """Set (or with None remove) a `user.` attribute; the server stores it."""
+        node = self.node(inode)
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FsError(errno.EINVAL, "attribute name is not UTF-8") from None
+        if not name.startswith("user.") or len(raw) > NAME_MAX:
+            raise FsError(errno.EOPNOTSUPP if len(raw) <= NAME_MAX else errno.ERANGE)
+        if name.startswith(_RESERVED_XATTR_PREFIX):
+            raise FsError(errno.EPERM, f"{name} is read-only")
+        if value is not None and len(value) > XATTR_VALUE_MAX:
+            raise FsError(errno.E2BIG, "attribute value too large")
+        if value is None and name not in node.xattrs:
+            raise FsError(errno.ENODATA, f"no attribute {name}")
+        xattrs = dict(node.xattrs)
+        encoded = None if value is None else base64.b64encode(value).decode("ascii")
+        if encoded is None:
+            del xattrs[name]
+        else:
+            xattrs[name] = encoded
+        with self._db.transaction():
+            self._db.update(inode, xattrs=xattrs, ctime_ns=time.time_ns())
+            if node.parent is not None or inode == 1:
+                args = {"path": self._db.path(inode), "name": name, "value": encoded}
+                self._journal("xattr", inode, args)
+
+    def status(self, node: Node) -> str:
+        if self._db.has_pending(node.inode):
+            return "pending"
+        return "conflict" if node.conflict else "synced"
+
+    def statfs(self) -> tuple[int, int]:
+        return self._db.totals()
