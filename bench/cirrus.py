@@ -127,14 +127,23 @@ class Api:
                 return nodes
             after = page["nodes"][-1]["id"]
 
-    def uploaded(self, path: str, size: int) -> bool:
-        """True when the file's current revision is fully uploaded with the expected size."""
+    def node(self, path: str) -> dict | None:
+        """The file's Node, or None while the server does not know it."""
         answer = self.client.get("/v1/tree/stat", params={"path": path})
         if answer.status_code == 404:
-            return False
+            return None
         answer.raise_for_status()
-        node = answer.json()
-        return node["status"] == "uploaded" and node["size"] == size
+        return answer.json()
+
+    def uploaded(self, path: str, size: int, after_rev: int = 0) -> bool:
+        """True when a revision newer than `after_rev` is fully uploaded with the given size."""
+        node = self.node(path)
+        return (
+            node is not None
+            and node["status"] == "uploaded"
+            and node["size"] == size
+            and node["rev"] > after_rev
+        )
 
     def holds(self, manifest: dict[str, int]) -> bool:
         """True when the server has every file of `manifest` (absolute drive paths) uploaded."""
