@@ -158,10 +158,16 @@ def _mount_command(args: argparse.Namespace) -> int:
         return _fail("mount", str(exc))
     level = logging.DEBUG if args.debug else logging.INFO
     if args.foreground:
-        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        _setup_logging(level)
         error = _run(options, lambda message: None)
         return _fail("mount", error) if error else 0
     return _daemonize(options, level)
+
+
+def _setup_logging(level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _run(options, ready) -> str | None:
@@ -195,7 +201,7 @@ def _child(options, level: int, pipe: int) -> int:
     os.dup2(null, 0)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _setup_logging(level)
 
     def ready(message: str | None) -> None:
         os.write(pipe, b"ok" if message is None else message.encode())
