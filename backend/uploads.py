@@ -202,7 +202,7 @@ class UploadManager:
             updated=now,
             expires=now + SESSION_LIFETIME_NS,
         )
-        with Session(self._writer) as session, session.begin():
+        with self._transaction() as session, session.begin():
             session.add(row)
         return UploadState(upload_id, 0, total, row.expires)
 
@@ -251,7 +251,7 @@ class UploadManager:
     def _advance(self, row: UploadSession, received: int) -> None:
         now = time.time_ns()
         values = {"received": received, "updated": now, "expires": now + SESSION_LIFETIME_NS}
-        with Session(self._writer) as session, session.begin():
+        with self._transaction() as session, session.begin():
             done = session.execute(
                 update(UploadSession)
                 .where(UploadSession.id == row.id, UploadSession.received == row.received)
@@ -265,7 +265,7 @@ class UploadManager:
         """The caller's live session, its spool reconciled with the committed offset."""
         if not _SESSION_ID.fullmatch(upload_id):
             raise NotFound(f"no such upload: {upload_id[:64]}")
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+        with self._transaction() as session, session.begin():
             row = session.get(UploadSession, upload_id)
             if row is None or row.namespace_id != who.namespace_id:
                 raise NotFound(f"no such upload: {upload_id}")
@@ -287,19 +287,19 @@ class UploadManager:
         author = Principal(who.user_id, who.user_name, who.namespace_id, row.device)
         request = CommitRequest(row.path, None, 0, [], commit_id=f"upload:{row.id}")
         node = self._store_and_commit(author, request, self._spool(row.id))
-        with Session(self._writer) as session, session.begin():
+        with self._transaction() as session, session.begin():
             self._discard(session, row.id)
         return UploadState(row.id, row.received, row.total_size, row.expires, node)
 
     def cancel(self, who: Principal, upload_id: str) -> None:
         row = self._load(who, upload_id)
-        with Session(self._writer) as session, session.begin():
+        with self._transaction() as session, session.begin():
             self._discard(session, row.id)
 
     def sweep_expired(self) -> int:
         """Delete sessions past their expiry and spools without a session; return how many."""
         now = time.time_ns()
-        with Session(self._writer) as session, session.begin():
+        with self._transaction() as session, session.begin():
             expired = session.scalars(
                 select(UploadSession.id).where(UploadSession.expires < now)
             ).all()
@@ -314,6 +314,10 @@ class UploadManager:
     def _discard(self, session: Session, upload_id: str) -> None:
         session.execute(delete(UploadSession).where(UploadSession.id == upload_id))
         self._spool(upload_id).unlink(missing_ok=True)
+
+    def _transaction(self) -> Session:
+        """A write session (SQLite's lock taken at BEGIN); rows stay readable after commit."""
+        return Session(self._writer, expire_on_commit=False)
 
     def _spool(self, upload_id: str) -> Path:
         return self._spool_dir / upload_id

@@ -57,11 +57,11 @@ class ServerProcess:
         return [*args, "--db", self.db_url] if self.db_url else args
 
     def start(self, timeout: float = START_TIMEOUT_S) -> "ServerProcess":
-        """Start (or restart) the server and wait until /v1/health answers."""
+        """Start (or restart, on the same port) the server; wait until /v1/health answers."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("server is already running")
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self.port or free_port()
         command = [cirrus_executable(), "serve", *self._storage_args(), "--port", str(self.port)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
