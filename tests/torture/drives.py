@@ -13,9 +13,6 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
-from unittest import mock
-
-from tests.support import server as server_support
 
 from .harness import ServerView
 
@@ -87,8 +84,8 @@ def wanted_target() -> str:
 class MountDrive:
     """A real `cirrus mount` of one user's drive on a real `cirrus serve`.
 
-    `mount` is the mount fixture's process object (mount/unmount/kill9/path); `server` the
-    ServerProcess. Restarting the server keeps its address, since the mount knows only that."""
+    `mount` is a tests.support.mount.MountProcess, `server` the ServerProcess it talks to;
+    a restarted server keeps its address, since the mount knows only that."""
 
     def __init__(self, server: Any, mount: Any, token: str) -> None:
         self.server = server
@@ -116,7 +113,5 @@ class MountDrive:
         self.server.stop()
 
     def start_server(self) -> None:
-        port = self.server.port
-        with mock.patch.object(server_support, "free_port", lambda: port):
-            self.server.start()
+        self.server.start()
         assert self.server.url == self.view.url, "the server came back on another address"
