@@ -47,10 +47,10 @@ def run(url: str, token: str, body: Body, **options: object) -> object:
     return trio.run(main)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def alice(shared_server) -> Callable[..., object]:
-    """Run a body as a new user of the shared test server (each test gets its own drive)."""
-    token = shared_server.create_user(f"alice{os.urandom(4).hex()}")
+    """Run a body as alice on the module's server; each test works under its own paths."""
+    token = shared_server.create_user("alice")
     return lambda body, **options: run(shared_server.url, token, body, **options)
 
 
@@ -69,7 +69,7 @@ def free_port() -> int:
 
 def test_account_names_the_user(alice) -> None:
     account = alice(lambda remote: remote.account())
-    assert account["user"].startswith("alice")
+    assert account["user"] == "alice"
     assert isinstance(account["cursor"], int)
 
 
