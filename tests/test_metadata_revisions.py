@@ -169,6 +169,7 @@ def test_commit_onto_a_folder_or_with_bad_input_changes_nothing(
         (request("/f", -1), errors.InvalidRequest),
         (request("/f", None, mode=0o20000), errors.InvalidRequest),
         (request("/f", None, commit_id="c" * 65), errors.InvalidRequest),
+        (request("/f", None, commit_id="nul\0"), errors.InvalidRequest),
         (request("/d/sub/../f", None), errors.InvalidPathError),
     ]
     for bad, error in bad_requests:
@@ -298,3 +299,27 @@ def test_record_block_validates_its_input(metadata: MetadataService, alice: Prin
         with pytest.raises(errors.InvalidRequest):
             metadata.record_block(alice, *bad)
     assert metadata.account(alice)["bytes_received"] == 0
+
+
+def test_old_versions_beyond_the_cap_are_dropped(
+    migrated_engine, notifier: postgres.RecordingNotifier
+) -> None:
+    metadata = MetadataService(migrated_engine, notifier, max_revisions=3)
+    alice = metadata.authenticate(metadata.create_user("alice"), None)
+    hashes = [block_hash(bytes([100 + n])) for n in range(8)]
+    upload(metadata, alice, *hashes[:6])
+    for n in range(6):
+        metadata.commit(alice, request("/f", n or None, (hashes[n], 10)))
+    assert [r.rev for r in metadata.history(alice, "/f", 100)] == [6, 5, 4]
+    assert [refcount(metadata, h) for h in hashes[:6]] == [0, 0, 0, 1, 1, 1]
+    # Pending revisions count towards the cap but the revision reads return (6) stays.
+    for n in (6, 7):
+        metadata.commit(alice, request("/f", n, (hashes[n], 10)))
+    assert [(r.rev, r.status) for r in metadata.history(alice, "/f", 100)] == [
+        (8, "pending"),
+        (7, "pending"),
+        (6, "uploaded"),
+    ]
+    assert metadata.block_list(alice, "/f", None, None).rev == 6
+    with pytest.raises(errors.NotFound):
+        metadata.restore(alice, "/f", 1)

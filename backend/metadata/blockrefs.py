@@ -12,6 +12,7 @@ and completes each revision left with none: O(1) work per block and waiting revi
 from collections import Counter
 
 from sqlalchemy import delete, exists, select, update
+from sqlalchemy.orm import Session
 
 from backend.db.models import (
     HOT,
@@ -38,7 +39,7 @@ def check_hash(value: object) -> str:
     return value
 
 
-def owned_hashes(session, namespace_id: int, hashes: list[str]) -> set[str]:
+def owned_hashes(session: Session, namespace_id: int, hashes: list[str]) -> set[str]:
     """The subset of hashes this drive has uploaded."""
     owned: set[str] = set()
     for start in range(0, len(hashes), _IN_BATCH):
@@ -59,16 +60,25 @@ def add_references(tx: Txn, blocks: list[BlockRef]) -> None:
         for h, s in sorted(sizes.items())
     ]  # fmt: skip
     insert_ignore(tx.session, Block, rows)
+    _adjust_refcounts(tx, [block.hash for block in blocks], +1)
+
+
+def drop_references(tx: Txn, hashes: list[str]) -> None:
+    """Release one reference per listed hash (a block at 0 is garbage)."""
+    _adjust_refcounts(tx, hashes, -1)
+
+
+def _adjust_refcounts(tx: Txn, hashes: list[str], sign: int) -> None:
     by_count: dict[int, list[str]] = {}
-    for block_hash, count in Counter(block.hash for block in blocks).items():
+    for block_hash, count in Counter(hashes).items():
         by_count.setdefault(count, []).append(block_hash)
-    for count, hashes in by_count.items():
-        hashes.sort()  # a stable lock order between concurrent drives on PostgreSQL
-        for start in range(0, len(hashes), _IN_BATCH):
+    for count, group in by_count.items():
+        group.sort()  # a stable lock order between concurrent drives on PostgreSQL
+        for start in range(0, len(group), _IN_BATCH):
             tx.session.execute(
                 update(Block)
-                .where(Block.hash.in_(hashes[start : start + _IN_BATCH]))
-                .values(refcount=Block.refcount + count, last_used=tx.now_ns)
+                .where(Block.hash.in_(group[start : start + _IN_BATCH]))
+                .values(refcount=Block.refcount + sign * count, last_used=tx.now_ns)
             )
 
 

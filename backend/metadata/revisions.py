@@ -24,6 +24,7 @@ from backend.db.models import (
 )
 from backend.metadata.blockrefs import add_references, check_hash, owned_hashes
 from backend.metadata.nodes import INT64_MAX, Tree, check_mode, check_mtime, parse_path
+from backend.metadata.retention import prune_revisions
 from backend.metadata.txn import Database, Txn
 from backend.metadata.types import (
     BlockList,
@@ -50,8 +51,9 @@ MAX_CONFLICT_COPIES = 1000
 
 
 class Revisions:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, max_revisions: int) -> None:
         self.db = db
+        self.max_revisions = max_revisions
 
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
         parts, blocks = _check_commit(request)
@@ -64,7 +66,7 @@ class Revisions:
                 prior = tx.session.scalars(query).one_or_none()
                 if prior is not None:
                     return _result_of(tx, prior)
-            return commit_in(tx, who, parts, request, blocks)
+            return commit_in(tx, who, parts, request, blocks, self.max_revisions)
 
     def restore(self, who: Principal, path: str, rev: int) -> CommitResult:
         parts = parse_path(path)
@@ -80,7 +82,7 @@ class Revisions:
                 mtime_ns=revision.mtime_ns,
                 overwrite=True,
             )
-            return commit_in(tx, who, parts, request, blocks)
+            return commit_in(tx, who, parts, request, blocks, self.max_revisions)
 
     def block_list(
         self, who: Principal, path: str | None, node_id: int | None, rev: int | None
@@ -116,9 +118,14 @@ class Revisions:
 
 
 def commit_in(
-    tx: Txn, who: Principal, parts: list[str], request: CommitRequest, blocks: list[BlockRef]
+    tx: Txn,
+    who: Principal,
+    parts: list[str],
+    request: CommitRequest,
+    blocks: list[BlockRef],
+    keep: int,
 ) -> CommitResult:
-    """Record a checked commit inside an open write transaction."""
+    """Record a checked commit inside an open write transaction, keeping `keep` versions."""
     parent = tx.make_dirs(parts[:-1])
     name = parts[-1]
     node = tx.child(parent, name)
@@ -142,6 +149,7 @@ def commit_in(
     if not missing:
         revision.status = UPLOADED
         node.rev, node.size = revision.number, revision.size
+    prune_revisions(tx, node, keep)
     info = tx.journal(node)
     return CommitResult(info, revision.number, missing, conflict, info.path)
 
@@ -245,9 +253,11 @@ def _check_commit(request: CommitRequest) -> tuple[list[str], list[BlockRef]]:
     if request.mtime_ns is not None:
         check_mtime(request.mtime_ns)
     if request.commit_id is not None and (
-        not isinstance(request.commit_id, str) or not 0 < len(request.commit_id) <= MAX_COMMIT_ID
+        not isinstance(request.commit_id, str)
+        or not 0 < len(request.commit_id) <= MAX_COMMIT_ID
+        or not request.commit_id.isprintable()
     ):
-        raise InvalidRequest(f"commit_id has 1 to {MAX_COMMIT_ID} characters")
+        raise InvalidRequest(f"commit_id has 1 to {MAX_COMMIT_ID} printable characters")
     blocks, offset = [], 0
     for block in request.blocks:
         check_hash(block.hash)

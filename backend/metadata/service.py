@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.journal import Journal
+from backend.metadata.retention import DEFAULT_MAX_REVISIONS
 from backend.metadata.revisions import Revisions
 from backend.metadata.tree import TreeOps
 from backend.metadata.txn import Database
@@ -34,13 +35,18 @@ from backend.metadata.users import Users
 
 
 class MetadataService:
-    def __init__(self, engine: Engine, notifier: Notifier) -> None:
+    def __init__(
+        self, engine: Engine, notifier: Notifier, max_revisions: int = DEFAULT_MAX_REVISIONS
+    ) -> None:
+        """max_revisions: versions kept per file (the oldest beyond it are dropped)."""
+        if max_revisions < 1:
+            raise ValueError("a file keeps at least one revision")
         self.engine = engine
         self.notifier = notifier
         db = Database(engine, notifier)
         self._users = Users(db)
         self._tree = TreeOps(db)
-        self._revisions = Revisions(db)
+        self._revisions = Revisions(db, max_revisions)
         self._blocks = BlockRefs(db)
         self._journal = Journal(db)
 
