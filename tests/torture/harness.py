@@ -155,7 +155,8 @@ class ServerView:
                 snap[rel] = ("pending", node["head_rev"])
             else:
                 data = self.content(node["path"], node["rev"]) if node["rev"] else b""
-                snap[rel] = ("file", node["mode"] & 0o7777, data)
+                mode = node["mode"] & 0o7777
+                snap[rel] = ("unreadable", node["rev"]) if data is None else ("file", mode, data)
         return snap
 
 
