@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster for tests, started from Debian's binaries.
+"""A throwaway PostgreSQL cluster for tests, started from Debian's binaries, and fixtures.
 
 One cluster serves a whole test session (starting one takes a few seconds); each test that
 wants isolation asks for a fresh database in it with `PostgresServer.create_database()`.
@@ -6,12 +6,11 @@ The cluster listens on 127.0.0.1 at a free port with its socket in its own tempo
 directory, runs as the `postgres` system user when the tests run as root (PostgreSQL refuses
 to run as root) and is always stopped and removed, even when tests fail.
 
-Use from a conftest.py or test module:
-
-    from tests.postgres import postgres_server  # noqa: F401  (the session fixture)
-
-    def test_x(postgres_server):
-        url = postgres_server.create_database()   # postgresql+psycopg://...
+Fixtures (bind them in a test module, e.g. `postgres_server = postgres.postgres_server`):
+- postgres_server: the session's cluster; skips when PostgreSQL is not installed.
+- database_url: an empty database, parametrized over a SQLite file and PostgreSQL.
+- migrated_engine: an engine on database_url with the schema migrated.
+- notifier, metadata: a recording Notifier and a MetadataService on migrated_engine.
 """
 
 import glob
@@ -24,7 +23,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,13 +120,45 @@ def running_postgres(bindir: Path) -> Iterator[PostgresServer]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class _SharedCluster:
+    """One cluster for the whole process, however many modules import the fixture.
+
+    A fixture imported into several test modules is a separate fixture in each, so a plain
+    session fixture would start one cluster per module. Each of them takes a reference
+    here instead; the first starts the cluster and the last, at session end, stops it.
+    """
+
+    def __init__(self) -> None:
+        self._stack: ExitStack | None = None
+        self._server: PostgresServer | None = None
+        self._users = 0
+
+    @contextmanager
+    def use(self, bindir: Path) -> Iterator[PostgresServer]:
+        if self._users == 0:
+            stack = ExitStack()
+            self._server = stack.enter_context(running_postgres(bindir))
+            self._stack = stack
+        self._users += 1
+        try:
+            yield self._server
+        finally:
+            self._users -= 1
+            if self._users == 0:
+                stack, self._stack, self._server = self._stack, None, None
+                stack.close()
+
+
+_CLUSTER = _SharedCluster()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster for the whole test session (skips when none is installed)."""
     bindir = find_bindir()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed (no initdb; see .ci/install.sh)")
-    with running_postgres(bindir) as server:
+    with _CLUSTER.use(bindir) as server:
         yield server
 
 
