@@ -2,11 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import PrincipalDep, ServicesDep
+from backend.api.deps import PrincipalDep, Services, ServicesDep, declared_length
 from backend.api.models import MissingIn
 from backend.metadata.types import Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
@@ -17,8 +17,13 @@ router = APIRouter(prefix="/v1/blocks", tags=["blocks"])
 # A zstd frame of incompressible data is a little larger than the data; this leaves room.
 MAX_WIRE_SIZE = MAX_BLOCK_SIZE + 64 * 1024
 HashPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="BLAKE3 hex digest")]
+# Clients send `Content-Type: application/zstd`; the schema says octet-stream so generic
+# OpenAPI tools can produce a body (the server reads the bytes whatever the type says).
 _ZSTD_BODY = {
-    "requestBody": {"content": {"application/zstd": {"schema": {"type": "string"}}}},
+    "requestBody": {
+        "description": "one zstd frame holding the block",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
 }
 
 
@@ -33,10 +38,9 @@ async def put_block(
     request: Request,
     who: PrincipalDep,
     services: ServicesDep,
-    content_length: Annotated[int | None, Header(ge=0)] = None,
 ) -> dict:
     """Store one zstd-framed block; the body is refused (413) before it grows past the cap."""
-    if content_length is not None and content_length > MAX_WIRE_SIZE:
+    if declared_length(request) > MAX_WIRE_SIZE:
         raise PayloadTooLarge(f"a block frame may be at most {MAX_WIRE_SIZE} bytes")
     wire = bytearray()
     async for piece in request.stream():
@@ -47,7 +51,7 @@ async def put_block(
     return {"hash": hash, "size": size}
 
 
-def _store(services, who: Principal, hash: str, wire: bytes) -> int:
+def _store(services: Services, who: Principal, hash: str, wire: bytes) -> int:
     stored = services.blocks.put_wire(hash, wire)
     services.metadata.record_block(who, hash, stored.size, stored.stored_size)
     return stored.size

@@ -71,5 +71,17 @@ def _too_long(path: str) -> bool:
     )
 
 
+def declared_length(request: Request) -> int:
+    """The body size the client announced (Content-Length), -1 when unknown or unreadable.
+
+    Read from the raw headers rather than declared as a parameter: it describes the transfer,
+    not the call, and the HTTP server already refuses a body that disagrees with it.
+    """
+    try:
+        return int(request.headers.get("content-length", "-1"))
+    except ValueError:
+        return -1
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from backend.protocol.errors import CirrusError
 
@@ -54,6 +55,12 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
 
+async def _client_gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+    """The client hung up mid-body: nothing was changed and nobody reads the answer."""
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return error_response(400, "invalid_request", "the request body ended early")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal", "internal server error")
@@ -63,4 +70,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CirrusError, _cirrus_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

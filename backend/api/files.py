@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import PrincipalDep, ServicesDep, check_path
+from backend.api.deps import PrincipalDep, ServicesDep, check_path, declared_length
 from backend.api.download import file_response
 from backend.api.models import RAW_BODY, CommitIn, Mode, RestoreIn, Revision, TimeNs
 from backend.metadata.types import BlockRef, CommitRequest, iso_from_ns
@@ -28,7 +28,6 @@ async def upload(
     mode: Mode | None = None,
     mtime_ns: TimeNs | None = None,
     x_upload_content_length: Annotated[int | None, Header(ge=0)] = None,
-    content_length: Annotated[int | None, Header(ge=0)] = None,
 ) -> Response:
     """Simple upload (the body is the file) or the start of a resumable upload session."""
     path = check_path(path)
@@ -40,7 +39,7 @@ async def upload(
         body = {"upload_id": state.upload_id, "location": location}
         body["expires"] = iso_from_ns(state.expires_ns)
         return JSONResponse(body, headers={"Location": location})
-    if content_length is not None and content_length > MAX_FILE_SIZE:
+    if declared_length(request) > MAX_FILE_SIZE:
         raise PayloadTooLarge(f"files are limited to {MAX_FILE_SIZE} bytes")
     node = await services.uploads.receive_whole(who, path, request.stream(), mode, mtime_ns)
     return JSONResponse(node.to_json(), status_code=201)
