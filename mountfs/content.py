@@ -15,7 +15,6 @@ from functools import partial
 
 import trio
 
-from backend.protocol.errors import CirrusError
 from cache.blockcache import BlockCache
 from cache.dirty import DirtyFiles
 from cache.metadb import MetaDB, Node
@@ -111,7 +110,7 @@ class Content:
             return
         try:
             await self._blocks.get_or_fetch(name, partial(self._remote.get_block, name))
-        except CirrusError as exc:
+        except Exception as exc:  # a background task must never take the mount down
             log.debug("read-ahead of %s failed: %s", name, exc)
 
     def lock(self, inode: int) -> trio.Lock:

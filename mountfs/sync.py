@@ -82,12 +82,15 @@ class SyncEngine:
                 self.online = True
                 backoff = BACKOFF_FIRST
                 await self._wait_for_news()
+                continue
             except (ServerUnreachable, Unauthorized) as exc:
                 if self.online:
                     log.warning("server unreachable, working offline: %s", exc)
                 self.online = False
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception:
+                log.exception("sync failed; retrying")
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def replay_all(self) -> None:
         """Replay the journal until it is empty (raises when the server goes away)."""
@@ -112,10 +115,14 @@ class SyncEngine:
         if self._db.first_entry() is not None:
             return
         cursor = int(self._db.get_state("cursor") or 0)
+        failures: list[Exception] = []
         async with trio.open_nursery() as nursery:
 
             async def poll() -> None:
-                await self._remote.poll(cursor, POLL_SECONDS)
+                try:
+                    await self._remote.poll(cursor, POLL_SECONDS)
+                except (ServerUnreachable, Unauthorized) as exc:
+                    failures.append(exc)
                 nursery.cancel_scope.cancel()
 
             async def local() -> None:
@@ -124,6 +131,8 @@ class SyncEngine:
 
             nursery.start_soon(poll)
             nursery.start_soon(local)
+        if failures:
+            raise failures[0]
 
     async def drain(self, seconds: float) -> bool:
         """Try to send what is pending before the mount exits; True when nothing is left."""

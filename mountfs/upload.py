@@ -64,15 +64,23 @@ async def upload_blocks(
     keep = manifest.size <= CACHE_UPLOADED_UP_TO
     slots = trio.Semaphore(UPLOAD_CONCURRENCY)
 
+    failures: list[Exception] = []
+
     async def send(name: str) -> None:
-        async with slots:
-            offset, size = unique[name]
-            data = await trio.to_thread.run_sync(_read_block, path, offset, size, name)
-            await remote.put_block(name, data)
-            if keep:
-                await trio.to_thread.run_sync(blocks.put, name, data)
+        try:
+            async with slots:
+                offset, size = unique[name]
+                data = await trio.to_thread.run_sync(_read_block, path, offset, size, name)
+                await remote.put_block(name, data)
+                if keep:
+                    await trio.to_thread.run_sync(blocks.put, name, data)
+        except Exception as exc:  # the first failure stops the others and is raised as is
+            failures.append(exc)
+            nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         for name in missing:
             nursery.start_soon(send, name)
+    if failures:
+        raise failures[0]
     return manifest

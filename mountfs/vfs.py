@@ -179,7 +179,8 @@ class VFS:
                     self._journal("setattr", inode, {"path": self._db.path(inode), **changes})
         return self.attrs(inode)
 
-    async def _truncate(self, node: Node, size: int) -> None:
+    async def _truncate(self, node: Node, size: int, commit: bool = True) -> None:
+        """Truncate; `commit` journals the upload now (an open's O_TRUNC leaves it to close)."""
         if node.is_dir:
             raise IsADirectory("cannot truncate a folder")
         if node.type != "file":
@@ -189,7 +190,8 @@ class VFS:
             self._db.update(node.inode, dirty=1)
             self.content.truncate(node.inode, size)
             self._touch(node.inode)
-        await self.commit_content(node.inode)
+        if commit:
+            await self.commit_content(node.inode)
 
     def _touch(self, inode: int) -> None:
         self._gens[inode] = self._gens.get(inode, 0) + 1
@@ -322,7 +324,7 @@ class VFS:
             raise IsADirectory("cannot open a folder as a file")
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         if writable and flags & os.O_TRUNC and node.type == "file":
-            await self._truncate(node, 0)
+            await self._truncate(node, 0, commit=False)
         keep_cache = inode not in self.stale
         self.stale.discard(inode)
         return self._open_handle(inode, writable), keep_cache

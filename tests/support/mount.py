@@ -5,7 +5,8 @@
         drive.unmount(); drive.mount()                # remount on the same cache
         drive.kill9()                                 # crash: nothing acknowledged may be lost
 
-Fixtures (import them into a test module): `mount_factory(name="a")` makes mounts on the
+Fixtures (bind them in a test module: `mount_factory = mount_fixtures.mount_factory`, with
+`from tests.support import mount as mount_fixtures`): `mount_factory(name="a")` makes mounts on the
 `server` fixture that are unmounted after the test whatever happens; `drive` is one mount for
 a fresh user; `drive_user` is that user's token. Every wait is bounded, and a mount that
 cannot be unmounted politely is detached lazily (`fusermount3 -uz`) so a test never hangs CI.
@@ -19,7 +20,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-import httpx
 import pytest
 
 from tests.support.server import ServerProcess, cirrus_executable
@@ -194,6 +194,3 @@ def mount_factory(server: ServerProcess, drive_user: str, tmp_path: Path) -> Ite
 @pytest.fixture
 def drive(mount_factory: MountFactory) -> MountProcess:
     return mount_factory("a")
-
-
-__all__ = ["drive", "drive_user", "httpx", "mount_factory"]

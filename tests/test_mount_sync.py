@@ -1,0 +1,151 @@
+"""Synchronisation through real mounts: between clients, delta sync, offline work, crashes."""
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from tests.support import mount as mount_fixtures
+from tests.support.mount import MountFactory, account, server_file, wait_until
+from tests.support.server import ServerProcess
+
+drive_user = mount_fixtures.drive_user
+mount_factory = mount_fixtures.mount_factory
+
+MIB = 1024 * 1024
+
+
+def synced(path: Path) -> bool:
+    return os.getxattr(path, "user.cirrus.status") == b"synced"
+
+
+def test_file_written_on_one_mount_is_read_on_another(mount_factory: MountFactory) -> None:
+    first, second = mount_factory("a"), mount_factory("b")
+    payload = os.urandom(3 * MIB + 17)
+    (first.path / "docs").mkdir()
+    (first.path / "docs" / "big.bin").write_bytes(payload)
+    wait_until(lambda: (second.path / "docs" / "big.bin").exists())
+    wait_until(lambda: (second.path / "docs" / "big.bin").stat().st_size == len(payload))
+    assert (second.path / "docs" / "big.bin").read_bytes() == payload
+
+
+def test_change_is_seen_on_the_other_mount_within_a_second(
+    mount_factory: MountFactory,
+) -> None:
+    first, second = mount_factory("a"), mount_factory("b")
+    (first.path / "note.txt").write_text("one")
+    wait_until(lambda: (second.path / "note.txt").exists())
+    wait_until(lambda: (second.path / "note.txt").read_text() == "one")
+    for version in ("two", "three, longer"):
+        started = time.monotonic()
+        (first.path / "note.txt").write_text(version)
+        wait_until(lambda v=version: (second.path / "note.txt").read_text() == v, timeout=5)
+        assert time.monotonic() - started < 1.0
+    started = time.monotonic()
+    os.rename(first.path / "note.txt", first.path / "renamed.txt")
+    wait_until(lambda: not (second.path / "note.txt").exists(), timeout=5)
+    assert (second.path / "renamed.txt").read_text() == "three, longer"
+    assert time.monotonic() - started < 1.0
+    os.unlink(second.path / "renamed.txt")
+    wait_until(lambda: not (first.path / "renamed.txt").exists(), timeout=5)
+
+
+def _write_random(path: Path, size: int, seed: bytes) -> str:
+    """Write `size` pseudo-random bytes in 1 MiB pieces; return their SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as file:
+        for index in range(size // MIB):
+            piece = hashlib.shake_256(seed + index.to_bytes(4, "big")).digest(MIB)
+            digest.update(piece)
+            file.write(piece)
+    return digest.hexdigest()
+
+
+def test_delta_sync_sends_under_one_percent(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory, tmp_path: Path
+) -> None:
+    size = 200 * MIB
+    drive = mount_factory("a")
+    path = drive.path / "big.bin"
+    _write_random(path, size, b"delta")
+    wait_until(lambda: synced(path), timeout=120)
+    before = account(server, drive_user)["bytes_received"]
+    assert before >= size
+    # An editor's save: read the file, insert one byte near the start, write it all back.
+    with open(path, "rb") as file:
+        head = file.read(1000)
+        tail = file.read()
+    with open(path, "wb") as file:
+        file.write(head + b"!" + tail)
+    wait_until(lambda: synced(path), timeout=120)
+    sent = account(server, drive_user)["bytes_received"] - before
+    assert sent < size // 100, f"{sent} bytes sent for a 1-byte insert"
+    wanted = hashlib.sha256(head + b"!" + tail).hexdigest()
+    assert hashlib.sha256(server_file(server, drive_user, "/big.bin")).hexdigest() == wanted
+
+
+def test_server_down_while_writing_then_back(
+    server: ServerProcess,
+    drive_user: str,
+    mount_factory: MountFactory,
+) -> None:
+    drive = mount_factory("a")
+    (drive.path / "before.txt").write_text("before")
+    wait_until(lambda: synced(drive.path / "before.txt"))
+    server.stop()
+    files = {f"dir/file{i}.bin": os.urandom(1000 * i + 1) for i in range(12)}
+    (drive.path / "dir").mkdir()
+    for name, data in files.items():
+        (drive.path / name).write_bytes(data)
+    os.rename(drive.path / "before.txt", drive.path / "dir" / "moved.txt")
+    assert (drive.path / "dir" / "moved.txt").read_text() == "before"  # cached, offline
+    assert os.getxattr(drive.path / "dir" / "file3.bin", "user.cirrus.status") == b"pending"
+    server.start()
+    for name, data in files.items():
+        wait_until(lambda n=name, d=data: server_file(server, drive_user, f"/{n}") == d, 30)
+    assert server_file(server, drive_user, "/dir/moved.txt") == b"before"
+    assert server_file(server, drive_user, "/before.txt") is None
+
+
+def test_kill_9_after_close_loses_nothing(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    drive = mount_factory("a")
+    server.stop()  # keep the data local so the crash happens before any upload
+    payload = os.urandom(2 * MIB + 5)
+    (drive.path / "precious.bin").write_bytes(payload)
+    drive.kill9()
+    server.start()
+    drive.mount()
+    wait_until(lambda: server_file(server, drive_user, "/precious.bin") == payload, 30)
+    assert (drive.path / "precious.bin").read_bytes() == payload
+
+
+def test_unmount_keeps_pending_work_for_the_next_mount(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    drive = mount_factory("a")
+    server.stop()
+    (drive.path / "later.txt").write_text("sent on the next mount")
+    started = time.monotonic()
+    drive.unmount()
+    assert time.monotonic() - started < 20  # bounded flush attempt
+    server.start()
+    assert server_file(server, drive_user, "/later.txt") is None
+    drive.mount()
+    wait_until(lambda: server_file(server, drive_user, "/later.txt") == b"sent on the next mount")
+
+
+def test_conflicting_edits_keep_both_versions(mount_factory: MountFactory) -> None:
+    first, second = mount_factory("a"), mount_factory("b")
+    (first.path / "shared.txt").write_text("base")
+    wait_until(lambda: (second.path / "shared.txt").exists())
+    wait_until(lambda: synced(second.path / "shared.txt"))
+    with open(first.path / "shared.txt", "w") as a, open(second.path / "shared.txt", "w") as b:
+        a.write("from a")
+        b.write("from b")
+    names = lambda: sorted(os.listdir(first.path))  # noqa: E731
+    wait_until(lambda: len(names()) == 2, timeout=15)
+    contents = {(first.path / name).read_text() for name in names()}
+    assert contents == {"from a", "from b"}
+    assert any("conflicted copy" in name for name in names())
