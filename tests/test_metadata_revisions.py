@@ -261,12 +261,20 @@ def test_restore_of_a_pending_revision_is_refused(
         metadata.restore(alice, "/f", 1)
 
 
-def test_deleted_files_stay_readable_by_id(metadata: MetadataService, alice: Principal) -> None:
-    upload(metadata, alice, H1)
-    node = metadata.commit(alice, request("/f", None, (H1, 10))).node
-    metadata.delete(alice, "/f", False)
-    assert metadata.block_list(alice, None, node.id, None).blocks[0].hash == H1
-    assert metadata.commit(alice, request("/f", 1, (H1, 10))).node.id != node.id
+def test_deleted_files_keep_their_history(metadata: MetadataService, alice: Principal) -> None:
+    upload(metadata, alice, H1, H2)
+    node = metadata.commit(alice, request("/d/f", None, (H1, 10))).node
+    metadata.commit(alice, request("/d/f", 1, (H2, 10)))
+    metadata.delete(alice, "/d/f", False)
+    assert metadata.block_list(alice, None, node.id, None).blocks[0].hash == H2
+    with pytest.raises(errors.NotFound):
+        metadata.block_list(alice, "/d/f", None, None)
+    assert [r.rev for r in metadata.history(alice, "/d/f", 10)] == [2, 1]
+    undeleted = metadata.restore(alice, "/d/f", 1)
+    assert undeleted.id != node.id and (undeleted.rev, undeleted.size) == (1, 10)
+    assert [b.hash for b in metadata.block_list(alice, "/d/f", None, None).blocks] == [H1]
+    with pytest.raises(errors.NotFound):
+        metadata.history(alice, "/d/never", 10)
 
 
 def test_changes_and_snapshot_paging(metadata: MetadataService, alice: Principal) -> None:

@@ -114,7 +114,7 @@ def test_symlinks(metadata: MetadataService, alice: Principal) -> None:
     )
     with pytest.raises(errors.AlreadyExists):
         metadata.symlink(alice, "/l", "y", None)
-    for bad_target in ("", "a\0b", "x" * 4097):
+    for bad_target in ("", "a\0b", "x" * 4097, "\udcff"):
         with pytest.raises(errors.InvalidRequest):
             metadata.symlink(alice, "/m", bad_target, None)
     with pytest.raises(errors.NotFound):
@@ -151,7 +151,7 @@ def test_setattr_and_xattrs(metadata: MetadataService, alice: Principal) -> None
     assert metadata.set_xattr(alice, "/d", "user.color", None).xattrs == {}
     with pytest.raises(errors.NotFound):
         metadata.set_xattr(alice, "/d", "user.color", None)
-    for bad in ("security.x", "user.", "user." + "x" * 251, "trusted.y"):
+    for bad in ("security.x", "user.", "user." + "x" * 251, "trusted.y", "user.\udcff", 5):
         with pytest.raises(errors.InvalidRequest):
             metadata.set_xattr(alice, "/d", bad, b"v")
     with pytest.raises(errors.PayloadTooLarge):

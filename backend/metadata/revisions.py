@@ -9,7 +9,7 @@ past the client's base_rev: it lands beside it as a conflicted copy, as Dropbox 
 import os
 from datetime import UTC, datetime
 
-from sqlalchemy import false, insert, select
+from sqlalchemy import false, insert, select, true
 
 from backend.db.models import (
     DIR,
@@ -71,7 +71,7 @@ class Revisions:
     def restore(self, who: Principal, path: str, rev: int) -> CommitResult:
         parts = parse_path(path)
         with self.db.write(who.namespace_id) as tx:
-            node = _file_at(tx, parts)
+            node = _file_or_deleted_at(tx, parts)  # restoring a deleted file undeletes it
             revision = _revision(tx, node, rev)
             blocks = _blocks_of(tx, revision)
             request = CommitRequest(
@@ -104,7 +104,7 @@ class Revisions:
         if type(limit) is not int or not 1 <= limit <= MAX_HISTORY:
             raise InvalidRequest(f"limit is an integer from 1 to {MAX_HISTORY}")
         with self.db.read() as session:
-            node = _file_at(Tree(session, who.namespace_id), parts)
+            node = _file_or_deleted_at(Tree(session, who.namespace_id), parts)
             query = (
                 select(Revision)
                 .where(Revision.node_id == node.id)
@@ -280,6 +280,32 @@ def _check_file(node: Node) -> Node:
 
 def _file_at(tree: Tree, parts: list[str]) -> Node:
     return _check_file(tree.lookup(parts))
+
+
+def _file_or_deleted_at(tree: Tree, parts: list[str]) -> Node:
+    """The live file at parts, else the file most recently deleted there (its history
+    stays readable after the deletion)."""
+    try:
+        return _file_at(tree, parts)
+    except NotFound:
+        if not parts:
+            raise
+        parent = tree.lookup_dir(parts[:-1])
+        query = (
+            select(Node)
+            .where(
+                Node.parent_id == parent.id,
+                Node.name == parts[-1],
+                Node.type == FILE,
+                Node.deleted == true(),
+            )
+            .order_by(Node.id.desc())
+            .limit(1)
+        )
+        node = tree.session.scalars(query).first()
+        if node is None:
+            raise
+        return node
 
 
 def _revision(tree: Tree, node: Node, number: object) -> Revision:

@@ -82,7 +82,7 @@ class TreeOps:
             raise AlreadyExists("the root folder exists")
         if not isinstance(target, str) or not target or "\0" in target:
             raise InvalidRequest("a symlink target is a non-empty string without NUL bytes")
-        if len(target.encode("utf-8", "surrogatepass")) > PATH_MAX:
+        if len(_utf8(target, "a symlink target")) > PATH_MAX:
             raise InvalidRequest(f"a symlink target has at most {PATH_MAX} bytes")
         mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
         with self.db.write(who.namespace_id) as tx:
@@ -163,10 +163,17 @@ class TreeOps:
             return _relocate(tx, node, new_parent, new_name), replaced
 
 
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(f"{what} is not valid UTF-8") from exc
+
+
 def _check_xattr(name: object, value: object) -> None:
     if not isinstance(name, str) or not name.startswith(XATTR_PREFIX) or name == XATTR_PREFIX:
         raise InvalidRequest(f"extended attribute names start with {XATTR_PREFIX!r}")
-    if "\0" in name or len(name.encode("utf-8", "surrogatepass")) > NAME_MAX:
+    if "\0" in name or len(_utf8(name, "an extended attribute name")) > NAME_MAX:
         raise InvalidRequest(f"extended attribute names have at most {NAME_MAX} bytes, no NUL")
     if value is not None and not isinstance(value, bytes):
         raise InvalidRequest("an extended attribute value is bytes")
