@@ -10,7 +10,8 @@ Fixtures (bind them in a test module, e.g. `postgres_server = postgres.postgres_
 - postgres_server: the session's cluster; skips when PostgreSQL is not installed.
 - database_url: an empty database, parametrized over a SQLite file and PostgreSQL.
 - migrated_engine: an engine on database_url with the schema migrated.
-- notifier, metadata: a recording Notifier and a MetadataService on migrated_engine.
+- notifier, metadata: a recording Notifier and a MetadataService on migrated_engine;
+  metadata checks the database's consistency after the test.
 """
 
 import glob
@@ -32,6 +33,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from backend.db import create_engine_for, migrate
+from backend.metadata.consistency import find_problems
 from backend.metadata.service import MetadataService
 
 START_TIMEOUT_S = 60
@@ -199,6 +201,8 @@ def notifier() -> RecordingNotifier:
 
 
 @pytest.fixture
-def metadata(migrated_engine: Engine, notifier: RecordingNotifier) -> MetadataService:
-    """The metadata service on a fresh database, once per database kind."""
-    return MetadataService(migrated_engine, notifier)
+def metadata(migrated_engine: Engine, notifier: RecordingNotifier) -> Iterator[MetadataService]:
+    """The metadata service on a fresh database, once per database kind. After the test,
+    the database must pass the consistency check (the oracle for every metadata test)."""
+    yield MetadataService(migrated_engine, notifier)
+    assert find_problems(migrated_engine) == []
