@@ -331,3 +331,21 @@ def test_old_versions_beyond_the_cap_are_dropped(
     assert metadata.block_list(alice, "/f", None, None).rev == 6
     with pytest.raises(errors.NotFound):
         metadata.restore(alice, "/f", 1)
+
+
+class BrokenNotifier:
+    """A notifier whose fan-out is down (a fault a test cannot cause otherwise)."""
+
+    def publish(self, namespace_id: int, cursor: int) -> None:
+        raise ConnectionError("notification hub unreachable")
+
+
+def test_a_failing_notifier_does_not_undo_or_fail_a_change(
+    migrated_engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    metadata = MetadataService(migrated_engine, BrokenNotifier())
+    alice = metadata.authenticate(metadata.create_user("alice"), None)
+    node, created = metadata.mkdir(alice, "/d", None, None, False)
+    assert created and metadata.stat(alice, "/d").id == node.id
+    assert metadata.changes(alice, 0, 10).cursor == 1
+    assert "could not publish cursor 1" in caplog.text

@@ -11,6 +11,7 @@ Database errors never leave this module as ORM exceptions: a constraint violatio
 AlreadyExists, a value the database refuses becomes InvalidRequest.
 """
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from backend.db.models import DIR, ChangeEntry, Namespace, Node
 from backend.metadata.nodes import Tree, format_path
 from backend.metadata.types import NodeInfo, Notifier
 from backend.protocol.errors import AlreadyExists, InvalidRequest, NotADirectory, NotFound
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DIR_MODE = 0o755
 _INSERT_BATCH = 500
@@ -139,7 +142,15 @@ class Database:
                 first_cursor = namespace.cursor
                 yield Txn(session, namespace)
             if namespace.cursor != first_cursor:
-                self.notifier.publish(namespace_id, namespace.cursor)
+                self._publish(namespace_id, namespace.cursor)
+
+    def _publish(self, namespace_id: int, cursor: int) -> None:
+        """Tell subscribers; the change is committed already, so a failing notifier must
+        not turn it into an error (pollers still see the cursor at their next poll)."""
+        try:
+            self.notifier.publish(namespace_id, cursor)
+        except Exception:
+            log.exception("could not publish cursor %d of drive %d", cursor, namespace_id)
 
 
 def insert_ignore(session: Session, model: type, rows: list[dict]) -> None:
