@@ -14,12 +14,21 @@ from pathlib import Path
 import pytest
 
 from mountfs.mount_cli import parse_size, rewrite_mount_helper_argv
-from tests.support import mount as mount_fixtures
 from tests.support.mount import fusermount_unmount, is_mounted, server_file, wait_until
 from tests.support.server import ServerProcess, cirrus_executable, free_port
 
-drive_user = mount_fixtures.drive_user
 COMMAND_TIMEOUT_S = 60
+
+
+@pytest.fixture
+def server(shared_server: ServerProcess) -> ServerProcess:
+    """One server for the module: these tests isolate themselves by user."""
+    return shared_server
+
+
+@pytest.fixture
+def drive_user(shared_server: ServerProcess, request: pytest.FixtureRequest) -> str:
+    return shared_server.create_user(request.node.name[:40].replace("_", "-"))
 
 
 @pytest.fixture
