@@ -61,9 +61,6 @@ class DirtyFiles:
             self._fds[inode] = (fd, refs)
         return fd
 
-    def is_open(self, inode: int) -> bool:
-        return inode in self._fds
-
     def size(self, inode: int) -> int:
         return os.stat(self.path(inode)).st_size
 

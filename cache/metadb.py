@@ -291,14 +291,6 @@ class MetaDB:
         ).fetchone()
         return None if row is None else JournalEntry(*row[:4], json.loads(row[4]))
 
-    def last_entry_for(self, inode: int) -> JournalEntry | None:
-        row = self._db.execute(
-            "SELECT seq, op, inode, other, args FROM journal WHERE inode = ? OR other = ? "
-            "ORDER BY seq DESC LIMIT 1",
-            (inode, inode),
-        ).fetchone()
-        return None if row is None else JournalEntry(*row[:4], json.loads(row[4]))
-
     def next_entry_for(self, inode: int, after_seq: int) -> JournalEntry | None:
         row = self._db.execute(
             "SELECT seq, op, inode, other, args FROM journal WHERE (inode = ? OR other = ?) "

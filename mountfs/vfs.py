@@ -69,8 +69,18 @@ class VFS:
         self._flushed: dict[int, int] = {}
         self._mtimes: dict[int, int] = {}
         self.stale: set[int] = set()
-        for inode in db.detached():
+        self._recover()
+
+    def _recover(self) -> None:
+        """After a crash: drop nodes nobody holds any more, and queue the upload of dirty
+        copies written but never closed (better sent late than silently diverging)."""
+        for inode in self._db.detached():
             self._purge(inode)
+        for inode in self._db.dirty_inodes():
+            node = self._db.get(inode)
+            if node and node.parent is not None and not self._db.has_pending(inode):
+                if self.content.dirty.exists(inode):
+                    self._journal("upload", inode, {"path": self._db.path(inode)})
 
     # -- helpers ------------------------------------------------------------------------------
 
