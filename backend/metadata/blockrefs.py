@@ -23,7 +23,7 @@ from backend.db.models import (
     PendingBlock,
     Revision,
 )
-from backend.metadata.txn import Database, Txn, insert_ignore
+from backend.metadata.txn import Database, Txn, insert_ignore, upsert
 from backend.metadata.types import BlockRef, Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import InvalidRequest
@@ -126,25 +126,20 @@ class BlockRefs:
         with self.db.write(who.namespace_id) as tx:
             row = {"hash": hash, "size": size, "stored_size": stored_size, "refcount": 0,
                    "tier": HOT, "last_used": tx.now_ns}  # fmt: skip
-            insert_ignore(tx.session, Block, [row])
-            tx.session.execute(
-                update(Block)
-                .where(Block.hash == hash)
-                .values(size=size, last_used=tx.now_ns, stored_size=stored_size)
-            )
+            upsert(tx.session, Block, row, ["hash"], ["size", "stored_size", "last_used"])
             insert_ignore(tx.session, NamespaceBlock, [{"namespace_id": tx.namespace_id,
                                                          "hash": hash}])  # fmt: skip
             tx.namespace.bytes_received += size
-            waiting = select(PendingBlock.revision_id).where(
-                PendingBlock.namespace_id == tx.namespace_id, PendingBlock.hash == hash
-            )
-            revision_ids = list(tx.session.scalars(waiting))
-            tx.session.execute(
-                delete(PendingBlock).where(
-                    PendingBlock.namespace_id == tx.namespace_id, PendingBlock.hash == hash
-                )
-            )
-            for revision_id in sorted(revision_ids):
-                still_waiting = exists().where(PendingBlock.revision_id == revision_id)
-                if not tx.session.scalar(select(still_waiting)):
-                    complete_revision(tx, tx.session.get(Revision, revision_id))
+            _complete_waiting(tx, hash)
+
+
+def _complete_waiting(tx: Txn, hash: str) -> None:
+    """Strike the hash off every revision of the drive awaiting it; complete those done."""
+    struck = (
+        delete(PendingBlock)
+        .where(PendingBlock.namespace_id == tx.namespace_id, PendingBlock.hash == hash)
+        .returning(PendingBlock.revision_id)
+    )
+    for revision_id in sorted(tx.session.scalars(struck)):
+        if not tx.session.scalar(select(exists().where(PendingBlock.revision_id == revision_id))):
+            complete_revision(tx, tx.session.get(Revision, revision_id))

@@ -153,12 +153,24 @@ class Database:
             log.exception("could not publish cursor %d of drive %d", cursor, namespace_id)
 
 
+def _dialect_insert(session: Session):
+    """The INSERT construct with ON CONFLICT support of the session's database."""
+    return sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+
+
 def insert_ignore(session: Session, model: type, rows: list[dict]) -> None:
     """INSERT rows, skipping those whose key exists (races between drives are harmless)."""
-    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+    insert = _dialect_insert(session)
     for start in range(0, len(rows), _INSERT_BATCH):
         batch = rows[start : start + _INSERT_BATCH]
         session.execute(insert(model).values(batch).on_conflict_do_nothing())
+
+
+def upsert(session: Session, model: type, row: dict, keys: list[str], update: list[str]) -> None:
+    """INSERT the row, or UPDATE the `update` columns of the row with the same keys."""
+    statement = _dialect_insert(session)(model).values(row)
+    changes = {column: statement.excluded[column] for column in update}
+    session.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))
 
 
 @contextmanager
