@@ -3,7 +3,7 @@ a workload runs on the mount. The workload applies each operation to the mount a
 local directory (the model); at the end the server holds exactly what the model holds
 (conflicted copies aside), and no operation on the mount failed for lack of a server.
 
-Sizes: CIRRUS_TORTURE_FLAP_SECONDS of workload (20 in CI, 300 with --runslow).
+Sizes: CIRRUS_TORTURE_FLAP_SECONDS of workload (12 in CI, 300 with --runslow).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def run_flapping(drive: Drive, tmp_path: Path, seconds: float) -> None:
 
 
 def test_flapping_short(drive: Drive, tmp_path: Path) -> None:
-    run_flapping(drive, tmp_path, env_int("CIRRUS_TORTURE_FLAP_SECONDS", 20))
+    run_flapping(drive, tmp_path, env_int("CIRRUS_TORTURE_FLAP_SECONDS", 12))
 
 
 @pytest.mark.slow

@@ -337,7 +337,7 @@ def run_model(drive: Drive, tmp_path: Path, examples: int, steps: int) -> Counte
 
 def test_model_short(drive: Drive, tmp_path: Path) -> None:
     """A few thousand operations: the CI version."""
-    examples = env_int("CIRRUS_TORTURE_MODEL_EXAMPLES", 25)
+    examples = env_int("CIRRUS_TORTURE_MODEL_EXAMPLES", 20)
     counters = run_model(drive, tmp_path, examples, env_int("CIRRUS_TORTURE_MODEL_STEPS", 80))
     assert counters.operations >= examples * 20
 

@@ -31,7 +31,8 @@ class VersionedWriter:
     """Writes whole versions of a few files on a drive, in a thread, until told to stop.
 
     `written[name]` maps the digest of every version ever started to its number;
-    `acked[name]` is the newest version whose close() (and fsync, when used) returned."""
+    `acked[name]` is the newest version whose close() (and fsync, when used) returned;
+    `started[name]` the newest one whose O_TRUNC open was attempted."""
 
     root: Path
     tag: str
@@ -40,6 +41,7 @@ class VersionedWriter:
     seed: int
     written: dict[str, dict[str, int]] = field(default_factory=dict)
     acked: dict[str, int] = field(default_factory=dict)
+    started: dict[str, int] = field(default_factory=dict)
     acked_digests: dict[str, list[str]] = field(default_factory=dict)
     failures: int = 0
     number: int = 0
@@ -61,6 +63,7 @@ class VersionedWriter:
         size = self.rng.choice([0, 100, 5000, self.rng.randrange(self.max_size)])
         data = version_bytes(self.tag, name, self.number, size)
         self.written.setdefault(name, {})[digest(data)] = self.number
+        self.started[name] = self.number
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         fd = os.open(name, flags, 0o644, dir_fd=self.root_fd)
         try:
