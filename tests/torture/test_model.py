@@ -355,4 +355,4 @@ def test_model_short(drive: Drive, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_model_long(drive: Drive, tmp_path: Path) -> None:
     """About 100,000 operations, by hand (--runslow)."""
-    run_model(drive, tmp_path, env_int("CIRRUS_TORTURE_MODEL_EXAMPLES", 500), 200)
+    run_model(drive, tmp_path, env_int("CIRRUS_TORTURE_MODEL_EXAMPLES", 750), 200)
