@@ -48,7 +48,7 @@ def new_user(shared_server: ServerProcess) -> Iterator[Callable[..., httpx.Clien
     clients: list[httpx.Client] = []
 
     def make(device: str | None = None) -> httpx.Client:
-        token = shared_server.create_user(f"user-{secrets.token_hex(6)}")
+        token = shared_server.add_user(f"user-{secrets.token_hex(6)}")
         clients.append(shared_server.client(token, device=device))
         return clients[-1]
 

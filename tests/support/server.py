@@ -47,6 +47,7 @@ class ServerProcess:
         self.port = 0
         self.process: subprocess.Popen | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        self._metadata = None  # in-process access to the database, for add_user
 
     @property
     def url(self) -> str:
@@ -89,6 +90,9 @@ class ServerProcess:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM, then SIGKILL if it does not exit in time; return the exit status."""
+        if self._metadata is not None:
+            self._metadata.engine.dispose()
+            self._metadata = None
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGTERM)
@@ -115,6 +119,18 @@ class ServerProcess:
         if result.returncode != 0:
             raise RuntimeError(f"create-user {name} failed: {result.stderr.strip()}")
         return result.stdout.strip().splitlines()[-1]
+
+    def add_user(self, name: str) -> str:
+        """Create a user directly in the server's database: what create_user does, without
+        starting a process (tests that need many users)."""
+        if self._metadata is None:
+            from backend.db import create_engine_for
+            from backend.metadata.service import MetadataService
+            from backend.notify import LocalNotifier
+
+            url = self.db_url or f"sqlite:///{self.data_dir / 'metadata.db'}"
+            self._metadata = MetadataService(create_engine_for(url), LocalNotifier(lambda _: 0))
+        return self._metadata.create_user(name)
 
     def client(
         self, token: str | None = None, device: str | None = None, **options
