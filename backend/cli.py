@@ -10,11 +10,16 @@ import argparse
 import logging
 import resource
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from backend.config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, ServerConfig
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("cirrus")
 
@@ -103,10 +108,13 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
     parser.error = error  # type: ignore[method-assign]
 
 
-def _fail_in_one_line(command: str):
+Command = Callable[[argparse.Namespace], int]
+
+
+def _fail_in_one_line(command: str) -> Callable[[Command], Command]:
     """Run a command function, turning operator errors into one line and exit status 1."""
 
-    def decorate(function):
+    def decorate(function: Command) -> Command:
         def run(args: argparse.Namespace) -> int:
             try:
                 return function(args)
@@ -150,11 +158,11 @@ def serve_command(args: argparse.Namespace) -> int:
     return _run_server(create_app(services), config)
 
 
-def _run_server(app, config: ServerConfig) -> int:
+def _run_server(app: "FastAPI", config: ServerConfig) -> int:
     import uvicorn
 
     class Server(uvicorn.Server):
-        async def startup(self, sockets=None) -> None:
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
                 host, port = self.servers[0].sockets[0].getsockname()[:2]
