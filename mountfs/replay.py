@@ -153,6 +153,9 @@ class Replayer:
                     self._remote, self._blocks, dirty.path(entry.inode), self._limiter
                 )
                 break
+            except FileNotFoundError:  # deleted meanwhile; its later entries say so
+                self._done(entry)
+                return
             except ContentChanged:
                 log.info("%s changed during upload (attempt %d)", entry.args["path"], attempt + 1)
                 await trio.sleep(0.2)

@@ -78,9 +78,9 @@ class VFS:
             self._purge(inode)
         for inode in self._db.dirty_inodes():
             node = self._db.get(inode)
-            if node and node.parent is not None and not self._db.has_pending(inode):
-                if self.content.dirty.exists(inode):
-                    self._journal("upload", inode, {"path": self._db.path(inode)})
+            orphaned = node is not None and node.parent is not None
+            if orphaned and not self._db.has_pending(inode) and self.content.dirty.exists(inode):
+                self._journal("upload", inode, {"path": self._db.path(inode)})
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -139,8 +139,9 @@ def test_unmount_keeps_pending_work_for_the_next_mount(
 def test_conflicting_edits_keep_both_versions(mount_factory: MountFactory) -> None:
     first, second = mount_factory("a"), mount_factory("b")
     (first.path / "shared.txt").write_text("base")
+    wait_until(lambda: synced(first.path / "shared.txt"))
     wait_until(lambda: (second.path / "shared.txt").exists())
-    wait_until(lambda: synced(second.path / "shared.txt"))
+    wait_until(lambda: (second.path / "shared.txt").read_text() == "base")
     with open(first.path / "shared.txt", "w") as a, open(second.path / "shared.txt", "w") as b:
         a.write("from a")
         b.write("from b")
