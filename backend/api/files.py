@@ -11,7 +11,7 @@ from backend.api.download import file_response
 from backend.api.models import RAW_BODY, CommitIn, Mode, RestoreIn, Revision, TimeNs
 from backend.metadata.types import BlockRef, CommitRequest, iso_from_ns
 from backend.protocol.errors import InvalidRequest, PayloadTooLarge
-from backend.uploads import MAX_FILE_SIZE, check_file_size
+from backend.uploads import MAX_FILE_SIZE
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
@@ -95,7 +95,6 @@ def restore(who: PrincipalDep, services: ServicesDep, body: RestoreIn) -> dict:
 
 @router.post("/commit", status_code=201)
 def commit(who: PrincipalDep, services: ServicesDep, body: CommitIn) -> dict:
-    check_file_size(body.size)
     blocks, offset = [], 0
     for block in body.blocks:
         blocks.append(BlockRef(block.hash, block.size, offset))
