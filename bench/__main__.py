@@ -118,6 +118,7 @@ def main(argv: list[str]) -> int:
         for name in names:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             importlib.import_module(WORKLOADS[name]).run(bench)
+            print(table.render_text() + "\n", file=sys.stderr, flush=True)  # partial results
     finally:
         for target in reversed(bench.targets):
             target.stop()
