@@ -299,6 +299,9 @@ class MetaDB:
         ).fetchone()
         return None if row is None else JournalEntry(*row[:4], json.loads(row[4]))
 
+    def set_entry_args(self, seq: int, args: dict[str, Any]) -> None:
+        self._db.execute("UPDATE journal SET args = ? WHERE seq = ?", (json.dumps(args), seq))
+
     def remove_entry(self, seq: int) -> None:
         self._db.execute("DELETE FROM journal WHERE seq = ?", (seq,))
 

@@ -28,6 +28,13 @@ _RENAME_MODES = {
 }
 
 
+def _size(node: Node) -> int:
+    """st_size as Linux reports it: a symlink's is the length of its target."""
+    if node.type == "symlink":
+        return len((node.target or "").encode("utf-8"))
+    return BLOCK_SIZE if node.is_dir else node.size
+
+
 class CirrusOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
@@ -48,7 +55,7 @@ class CirrusOperations(pyfuse3.Operations):
         entry.st_nlink = 1
         entry.st_uid = self._uid
         entry.st_gid = self._gid
-        entry.st_size = BLOCK_SIZE if node.is_dir else node.size
+        entry.st_size = _size(node)
         entry.st_blksize = BLOCK_SIZE
         entry.st_blocks = (entry.st_size + 511) // 512
         entry.st_atime_ns = node.mtime_ns

@@ -76,6 +76,8 @@ class Replayer:
 
     def _superseded(self, entry: JournalEntry) -> bool:
         """A create or upload followed by another upload of the same file can be skipped."""
+        if "commit_id" in entry.args:  # an attempt may have landed: settle it first
+            return False
         later = self._db.next_entry_for(entry.inode, entry.seq)
         return later is not None and later.op == "upload"
 
@@ -129,10 +131,7 @@ class Replayer:
             self._done(entry)
             return
         args = entry.args
-        commit_id = self._commit_id(entry, [])
-        answer = await self._remote.commit(
-            args["path"], None, 0, [], args["mode"], args["mtime_ns"], commit_id
-        )
+        answer = await self._commit(entry, 0, [], args["mode"], args["mtime_ns"], None)
         await self._committed(entry, answer, self._vfs.generation(entry.inode), [])
 
     async def _upload(self, entry: JournalEntry) -> None:
@@ -166,16 +165,38 @@ class Replayer:
             self._done(entry)
             return
         hashes = [(name, size) for _offset, size, name in manifest.blocks]
-        answer = await self._remote.commit(
-            entry.args["path"],
-            node.head_rev,
-            manifest.size,
-            hashes,
-            node.mode,
-            node.mtime_ns,
-            self._commit_id(entry, hashes),
+        log.debug("upload #%d %s: base_rev %s", entry.seq, entry.args["path"], node.head_rev)
+        answer = await self._commit(
+            entry, manifest.size, hashes, node.mode, node.mtime_ns, node.head_rev
         )
         await self._committed(entry, answer, generation, manifest.blocks)
+
+    async def _commit(
+        self,
+        entry: JournalEntry,
+        size: int,
+        hashes: list[tuple[str, int]],
+        mode: int,
+        mtime_ns: int,
+        base_rev: int | None,
+    ) -> dict:
+        """Commit so that a lost answer (crash, cancelled unmount) never turns into a conflict
+        with ourselves: the id of an attempt is recorded before it is sent, and a later try
+        with other content first settles that attempt (the server repeats its answer if it
+        landed) and then commits on top of the revision it made."""
+        path = entry.args["path"]
+        commit_id = self._commit_id(entry, hashes)
+        previous = entry.args.get("commit_id")
+        if previous is not None and previous != commit_id:
+            answer = await self._remote.commit(
+                path, base_rev, size, hashes, mode, mtime_ns, previous
+            )
+            if answer.get("conflict"):
+                return answer
+            base_rev = answer["rev"]
+        with self._db.transaction():
+            self._db.set_entry_args(entry.seq, {**entry.args, "commit_id": commit_id})
+        return await self._remote.commit(path, base_rev, size, hashes, mode, mtime_ns, commit_id)
 
     def _commit_id(self, entry: JournalEntry, hashes: list[tuple[str, int]]) -> str:
         digest = blake3.blake3(f"{self._db.get_state('client_id')}:{entry.seq}".encode())
@@ -187,6 +208,7 @@ class Replayer:
         self, entry: JournalEntry, answer: dict, generation: int, blocks: list
     ) -> None:
         """Fold a commit's answer into the mirror; drop the dirty copy when it is safe."""
+        log.debug("%s #%d %s: rev %s", entry.op, entry.seq, entry.args["path"], answer["rev"])
         if answer.get("conflict"):
             await self._conflicted(entry, answer)
             return

@@ -69,6 +69,7 @@ class MountProcess:
             cirrus_executable(), "mount", self.server_url, str(self.path),
             "--token-file", str(self.token_file), "--cache-dir", str(self.cache_dir),
             "--foreground", *self.extra_args,
+            *(["--debug"] if os.environ.get("CIRRUS_TEST_MOUNT_DEBUG") else []),
         ]  # fmt: skip
 
     def mount(self, timeout: float = MOUNT_TIMEOUT_S) -> "MountProcess":
