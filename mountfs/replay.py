@@ -62,6 +62,9 @@ class Replayer:
                 self._claim(entry.inode, updates.get("remote_id"))
                 self._db.update(entry.inode, **updates)
             self._db.remove_entry(entry.seq)
+            for inode in (entry.inode, entry.other):
+                if inode is not None:
+                    self._vfs.collect(inode)
 
     def _claim(self, inode: int, remote_id: int | None) -> None:
         """Give `remote_id` to `inode`, detaching a stale local twin that holds it."""

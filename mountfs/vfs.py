@@ -29,7 +29,7 @@ from backend.protocol.errors import (
     NotFound,
 )
 from backend.protocol.paths import NAME_MAX, check_name
-from cache.metadb import MetaDB, Node
+from cache.metadb import ROOT_INODE, MetaDB, Node
 from mountfs.content import Content
 from mountfs.errors import FsError
 
@@ -147,9 +147,7 @@ class VFS:
             self._lookups[inode] = left
             return
         self._lookups.pop(inode, None)
-        node = self._db.get(inode)
-        if node is not None and node.parent is None and inode != 1:
-            self._purge(inode)
+        self.collect(inode)
 
     def detach(self, node: Node) -> None:
         """Take a node out of the tree; delete it now unless the kernel or a handle holds it."""
@@ -160,8 +158,16 @@ class VFS:
         if node.inode not in self._lookups and not self.has_handles(node.inode):
             self._purge(node.inode)
 
+    def collect(self, inode: int) -> None:
+        """Delete a detached node once nothing holds it: no kernel lookup, handle or journal
+        entry (a row kept for its pending entries shields it from stale remote echoes)."""
+        node = self._db.get(inode)
+        detached = node is not None and node.parent is None and inode != ROOT_INODE
+        if detached and inode not in self._lookups:
+            self._purge(inode)
+
     def _purge(self, inode: int) -> None:
-        if self.has_handles(inode):
+        if self.has_handles(inode) or self._db.has_pending(inode):
             return
         self._db.delete(inode)
         self.content.dirty.remove(inode)
