@@ -6,7 +6,6 @@ journal wins: a node with pending local operations is left alone until they are 
 whose name a remote node would take. Every visible change is passed on to the kernel.
 """
 
-import base64
 import logging
 from typing import Any
 
@@ -29,10 +28,6 @@ def remote_fields(remote: dict[str, Any], with_content: bool = True) -> dict[str
     if with_content:
         fields.update(size=remote["size"], rev=remote["rev"], mtime_ns=remote["mtime_ns"])
     return fields
-
-
-def decode_xattrs(remote: dict[str, Any]) -> dict[str, bytes]:
-    return {name: base64.b64decode(value) for name, value in (remote.get("xattrs") or {}).items()}
 
 
 class Feed:
@@ -73,12 +68,6 @@ class Feed:
         return True
 
     def _apply_root(self, remote: dict[str, Any]) -> None:
-        root = self._db.get(ROOT_INODE)
-        assert root is not None
-        if root.remote_id not in (None, remote["id"]):
-            holder = self._db.by_remote(remote["id"])
-            if holder is not None:
-                return
         fields = remote_fields(remote)
         fields.pop("size")
         self._db.update(ROOT_INODE, **fields)

@@ -17,6 +17,11 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mountfs.daemon import MountOptions
 
 READY_TIMEOUT_S = 300.0
 UNMOUNT_WAIT_S = 30.0
@@ -136,7 +141,8 @@ def _check_mountpoint(path: str) -> str:
     return os.path.realpath(path)
 
 
-def _options(args: argparse.Namespace):
+def _options(args: argparse.Namespace) -> "MountOptions":
+
     from mountfs.daemon import MountOptions
 
     if not args.server_url.startswith(("http://", "https://")):
@@ -170,13 +176,13 @@ def _setup_logging(level: int) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _run(options, ready) -> str | None:
+def _run(options: "MountOptions", ready: Callable[[str | None], None]) -> str | None:
     from mountfs.daemon import run
 
     return run(options, ready)
 
 
-def _daemonize(options, level: int) -> int:
+def _daemonize(options: "MountOptions", level: int) -> int:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -191,7 +197,7 @@ def _daemonize(options, level: int) -> int:
     return _fail("mount", message or "the mount process exited without mounting")
 
 
-def _child(options, level: int, pipe: int) -> int:
+def _child(options: "MountOptions", level: int, pipe: int) -> int:
     os.setsid()
     os.makedirs(options.cache_dir, exist_ok=True)
     log_fd = os.open(

@@ -150,3 +150,18 @@ def test_conflicting_edits_keep_both_versions(mount_factory: MountFactory) -> No
     contents = {(first.path / name).read_text() for name in names()}
     assert contents == {"from a", "from b"}
     assert any("conflicted copy" in name for name in names())
+
+
+def test_mount_starts_offline_from_a_filled_cache(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    drive = mount_factory("a")
+    (drive.path / "kept.txt").write_text("cached")
+    wait_until(lambda: synced(drive.path / "kept.txt"))
+    drive.unmount()
+    server.stop()
+    drive.mount()  # no server: the mirror and the block cache are enough
+    assert (drive.path / "kept.txt").read_text() == "cached"
+    (drive.path / "offline.txt").write_text("made offline")
+    server.start()
+    wait_until(lambda: server_file(server, drive_user, "/offline.txt") == b"made offline", 30)
