@@ -96,7 +96,7 @@ class CirrusMount:
         procs.unmount(self.mountpoint, [cirrus_command(), "unmount", str(self.mountpoint)])
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(60)
+                self.proc.wait(30)
         procs.stop(self.proc)
         self.proc = None
 
@@ -235,6 +235,11 @@ class CirrusTarget(Target):
         self.drop_mount(self.main)
         self.main = self.new_mount(self.root)
         super().cold()
+
+    def settle(self) -> None:
+        """Remount with a fresh cache directory: any upload still queued is abandoned, so a
+        slow workload's backlog does not stall the next one's measurement."""
+        self.cold()
 
     def wait_synced(self, manifest: Manifest, timeout: float) -> float:
         assert self.api is not None

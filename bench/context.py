@@ -21,6 +21,8 @@ class Sizes:
     latency_samples: int = 100
     long_polls: int = 10_000
     sync_timeout: float = 600.0
+    small_sync_timeout: float = 300.0
+    small_budget: float = 240.0
 
     @classmethod
     def quick(cls) -> "Sizes":

@@ -4,6 +4,7 @@ Every benchmark leaves the machine as it found it, even on a failure or Ctrl-C: 
 stopped and FUSE mounts detached (a normal unmount first, a lazy one when something is busy).
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -87,9 +88,10 @@ def unmount(path: Path, first: list[str] | None = None) -> None:
     for cmd in attempts:
         if not listed_in_mounts(path):
             return
-        subprocess.run(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False
-        )
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a busy mount: try harder
+            subprocess.run(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, check=False
+            )
         time.sleep(0.1)
 
 

@@ -45,6 +45,10 @@ class Target(ABC):
         """Seconds until the backend holds every file of `manifest` (0 for a local directory)."""
         return 0.0
 
+    def settle(self) -> None:
+        """After a workload: leave no backlog that would slow the next one (nothing to do here)."""
+        return None
+
 
 class LocalTarget(Target):
     """A directory on the local disk: the upper bound every other target is compared with."""
