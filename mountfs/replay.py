@@ -31,6 +31,7 @@ from mountfs.vfs import VFS
 log = logging.getLogger(__name__)
 
 UPLOAD_ATTEMPTS = 3
+CREATE_GRACE_SECONDS = 1.0
 
 
 class Replayer:
@@ -130,6 +131,11 @@ class Replayer:
         self._done(entry)
 
     async def _create(self, entry: JournalEntry) -> None:
+        # A file still being written usually closes soon; its upload then supersedes this
+        # entry, which saves a commit and spares other clients the sight of an empty file.
+        with trio.move_on_after(CREATE_GRACE_SECONDS):
+            while self._vfs.has_writers(entry.inode) and not self._superseded(entry):
+                await trio.sleep(0.02)
         if self._superseded(entry):
             self._done(entry)
             return

@@ -132,6 +132,9 @@ class VFS:
     def has_handles(self, inode: int) -> bool:
         return any(handle.inode == inode for handle in self._handles.values())
 
+    def has_writers(self, inode: int) -> bool:
+        return any(h.inode == inode and h.writable for h in self._handles.values())
+
     # -- lookup counts and deletion -----------------------------------------------------------
 
     def lookup(self, parent: int, raw: bytes) -> Node:
