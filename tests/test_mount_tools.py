@@ -73,7 +73,7 @@ def assert_same_tree(left: Path, right: Path) -> None:
 
 
 def test_safe_save_replaces_atomically(d: Path, tools_env: tuple) -> None:
-    drive, token, server = tools_env
+    _drive, token, server = tools_env
     target = d / "doc.txt"
     target.write_text("version 1")
     for version in range(2, 5):
@@ -143,7 +143,7 @@ def test_rsync_a_then_incremental(d: Path, tmp_path: Path) -> None:
 
 
 def test_sqlite_database_on_the_mount(d: Path, tools_env: tuple) -> None:
-    drive, token, server = tools_env
+    _drive, token, server = tools_env
     path = d / "app.db"
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
