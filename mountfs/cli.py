@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mountfs.mount_cli import rewrite_mount_helper_argv
 
-    args = build_parser().parse_args(rewrite_mount_helper_argv(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(
+        rewrite_mount_helper_argv(sys.argv[1:] if argv is None else argv)
+    )
     return int(args.func(args) or 0)
 
 
