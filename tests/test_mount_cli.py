@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from mountfs.mount_cli import parse_size, rewrite_mount_helper_argv
-from tests.support.mount import fusermount_unmount, is_mounted, server_file, wait_until
+from tests.support.mount import (
+    MountProcess,
+    fusermount_unmount,
+    is_mounted,
+    server_file,
+    wait_until,
+)
 from tests.support.server import ServerProcess, cirrus_executable, free_port
 
 COMMAND_TIMEOUT_S = 60
@@ -190,3 +196,18 @@ def test_unknown_mount_option_is_a_one_line_error(places: dict[str, Path]) -> No
     assert result.returncode != 0
     assert "bogus" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_unmounts_and_flushes(
+    server: ServerProcess, drive_user: str, places: dict[str, Path]
+) -> None:
+    """What systemd does to stop a foreground mount."""
+    drive = MountProcess(server.url, drive_user, places["mnt"], places["cache"]).mount()
+    try:
+        (drive.path / "term.txt").write_text("flushed on SIGTERM")
+        drive.process.terminate()
+        assert drive.process.wait(COMMAND_TIMEOUT_S) == 0
+        assert not is_mounted(places["mnt"])
+        assert server_file(server, drive_user, "/term.txt") == b"flushed on SIGTERM"
+    finally:
+        drive.unmount()
