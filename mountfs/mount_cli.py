@@ -133,7 +133,7 @@ def _check_mountpoint(path: str) -> str:
     from mountfs.daemon import is_mounted
 
     if is_mounted(path):
-        raise UsageError(f"{path} is already a mount point")
+        raise UsageError(f"{path} is already a mount point (a crashed mount? `cirrus unmount` it)")
     if not os.path.isdir(path):
         raise UsageError(f"mount point {path} does not exist or is not a directory")
     if os.listdir(path):
