@@ -1,5 +1,8 @@
 """The migrations build exactly the schema the models describe, on SQLite and PostgreSQL."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -42,3 +45,23 @@ def test_sqlite_connections_are_durable_and_enforce_foreign_keys(tmp_path) -> No
         assert pragmas["busy_timeout"] > 0
     finally:
         engine.dispose()
+
+
+def test_servers_starting_together_migrate_once(database_url: str) -> None:
+    engines = [create_engine_for(database_url) for _ in range(4)]
+    try:
+        barrier = threading.Barrier(len(engines), timeout=30)
+
+        def start(engine) -> None:
+            barrier.wait()
+            migrate(engine)
+
+        with ThreadPoolExecutor(len(engines)) as pool:
+            for future in [pool.submit(start, engine) for engine in engines]:
+                future.result(timeout=120)
+        with engines[0].connect() as conn:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        assert versions == [("0001",)]
+    finally:
+        for engine in engines:
+            engine.dispose()

@@ -18,12 +18,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 _WRITE_OPTION = "cirrus_write"
+_MIGRATION_LOCK = 0x43697272  # "Cirr": the advisory lock key of schema migrations
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -68,10 +69,14 @@ def alembic_config() -> Config:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (creates it on an empty database).
 
-    Safe to run on every server start: an up-to-date database is left alone.
+    Safe to run on every server start, by several servers at once: an up-to-date database
+    is left alone, and concurrent starts take turns (SQLite's write lock, taken at BEGIN;
+    a transaction-scoped advisory lock on PostgreSQL) so only the first one migrates.
     """
     config = alembic_config()
-    with engine.begin() as connection:
+    with writer(engine).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
