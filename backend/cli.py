@@ -168,6 +168,10 @@ def _run_server(app: "FastAPI", config: ServerConfig) -> int:
                 host, port = self.servers[0].sockets[0].getsockname()[:2]
                 print(f"cirrus serve: listening on http://{host}:{port}", flush=True)
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            app.state.services.notifier.release_all()  # idle polls would hold the stop
+            await super().shutdown(sockets)
+
     server = Server(
         uvicorn.Config(
             app,

@@ -46,6 +46,7 @@ class LocalNotifier:
         self._channels: dict[int, _Channel] = {}  # touched on the event loop only
         self._loading: dict[int, asyncio.Future[int]] = {}  # one cursor read per namespace
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False  # set at shutdown: every poll answers "no change" at once
 
     def publish(self, namespace_id: int, cursor: int) -> None:
         with self._lock:
@@ -61,6 +62,16 @@ class LocalNotifier:
         if channel is not None:
             channel.event.set()
             channel.event = asyncio.Event()
+
+    def release_all(self) -> None:
+        """Answer every waiting poll now (with no change), and any later one at once.
+
+        Called when the server stops: clients reconnect elsewhere instead of holding the
+        shutdown until their polls time out.
+        """
+        self._closing = True
+        for channel in self._channels.values():
+            channel.event.set()
 
     def latest(self, namespace_id: int) -> int | None:
         with self._lock:
@@ -98,7 +109,7 @@ class LocalNotifier:
         channel = self._channels.setdefault(namespace_id, _Channel())
         channel.waiters += 1
         try:
-            while cursor <= after_cursor:
+            while cursor <= after_cursor and not self._closing:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
