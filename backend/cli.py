@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from backend.config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, ServerConfig
 
@@ -70,8 +70,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name", help="user name (unique)")
     _add_storage_options(create)
     create.set_defaults(func=create_user_command)
-    for parser in (serve, admin, create):
-        _one_line_errors(parser)
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -97,15 +95,6 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
     return port
-
-
-def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Report usage errors as `cirrus serve: error: ...` alone (the usage is in --help)."""
-
-    def error(message: str) -> NoReturn:
-        parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
-
-    parser.error = error  # type: ignore[method-assign]
 
 
 Command = Callable[[argparse.Namespace], int]

@@ -7,10 +7,21 @@ the server's database layer and `cirrus serve` never loads FUSE.
 import argparse
 import sys
 from importlib.metadata import version
+from typing import NoReturn
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors as one line, `cirrus serve: error: ...` (the usage itself is in --help).
+
+    Subcommand parsers inherit the class, so every command reports errors the same way.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cirrus", description="Cirrus cloud drive")
+    parser = OneLineErrorParser(prog="cirrus", description="Cirrus cloud drive")
     parser.add_argument("--version", action="version", version=f"cirrus {version('cirrus')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from backend.cli import register as register_server
