@@ -4,10 +4,19 @@ One file per inode under `<cache>/dirty/`. They are staging data, never evicted:
 of acknowledged writes until the server has them. An open descriptor per inode is shared by
 all handles of that inode (reference counted), so writes through one handle are visible
 through every other at once, as on a local filesystem.
+
+A *preserved* copy (`<inode>.acked`) keeps acknowledged content that is not uploaded yet while
+the dirty copy is being changed again: after a crash it is what the file goes back to, and it
+is what the uploader sends. It is a reflink (FICLONE) where the filesystem shares extents, so
+keeping it costs no data copy; elsewhere a plain copy.
 """
 
 import contextlib
+import fcntl
 import os
+import shutil
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 
 class DirtyFiles:
@@ -33,6 +42,46 @@ class DirtyFiles:
         with open(self.path(inode), "wb"):
             pass
         self._reopen(inode)
+
+    def preserved_path(self, inode: int) -> str:
+        return os.path.join(self._root, f"{inode}.acked")
+
+    def has_preserved(self, inode: int) -> bool:
+        return os.path.exists(self.preserved_path(inode))
+
+    def preserve(self, inode: int) -> None:
+        """Keep the dirty copy's current content as the preserved copy, durably (blocking:
+        run it in a worker thread). Called before the first change after an acknowledgement."""
+        self._clone(self.path(inode), self.preserved_path(inode), inode)
+
+    def drop_preserved(self, inode: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.preserved_path(inode))
+
+    def restore_preserved(self, inode: int) -> None:
+        """Make the dirty copy a copy of the preserved one again (crash recovery). The
+        preserved copy stays until the caller has recorded the restoration."""
+        self._clone(self.preserved_path(inode), self.path(inode), inode)
+        self._reopen(inode)
+
+    def _clone(self, source_path: str, target_path: str, inode: int) -> None:
+        """Durably replace `target_path` with a copy of `source_path` (reflink if possible)."""
+        temp = self.temp_path(inode)
+        with open(source_path, "rb") as source, open(temp, "wb") as target:
+            try:
+                fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
+            except OSError:
+                shutil.copyfileobj(source, target, 1 << 20)
+            os.fsync(target.fileno())
+        os.replace(temp, target_path)
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def temp_path(self, inode: int) -> str:
         return os.path.join(self._root, f"{inode}.part")
@@ -65,9 +114,11 @@ class DirtyFiles:
         return os.stat(self.path(inode)).st_size
 
     def remove(self, inode: int) -> None:
-        """Drop the dirty copy (open descriptors keep reading the unlinked file)."""
+        """Drop the dirty copy and any preserved one (open descriptors keep reading the
+        unlinked file)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(inode))
+        self.drop_preserved(inode)
 
     def _reopen(self, inode: int) -> None:
         if inode in self._fds:

@@ -26,6 +26,9 @@ Schema (every column's special values):
       dirty     1 while the content lives in the local dirty file cache/dirty/<inode>; such a
                 file is never evicted and is what the uploader reads.
       conflict  1 after a commit of ours became a conflicted copy on the server.
+      modified  1 while the dirty file holds changes made since the last acknowledgement
+                (close/fsync) or since it was made; set once per write cycle, not per write.
+                After a crash such a file is put back to its acknowledged state (docs/client.md).
     blocklists  (remote_id, rev) -> JSON [[offset, size, hash], ...]: the block list a read of
                 that revision uses; revisions are immutable so entries never go stale.
     journal     pending operations in replay order (seq). `inode` is the node the entry is
@@ -62,7 +65,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     target    TEXT,
     xattrs    TEXT NOT NULL DEFAULT '{}',
     dirty     INTEGER NOT NULL DEFAULT 0,
-    conflict  INTEGER NOT NULL DEFAULT 0
+    conflict  INTEGER NOT NULL DEFAULT 0,
+    modified  INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS nodes_by_name ON nodes(parent, name) WHERE parent IS NOT NULL;
 CREATE TABLE IF NOT EXISTS blocklists (
@@ -84,7 +88,7 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 _NODE_COLUMNS = (
     "inode, remote_id, parent, name, type, mode, size, mtime_ns, ctime_ns, rev, head_rev, "
-    "target, xattrs, dirty, conflict"
+    "target, xattrs, dirty, conflict, modified"
 )
 
 
@@ -105,6 +109,7 @@ class Node:
     xattrs: dict[str, str] = field(default_factory=dict)
     dirty: bool = False
     conflict: bool = False
+    modified: bool = False
 
     @property
     def is_dir(self) -> bool:
@@ -125,6 +130,7 @@ def _node(row: tuple) -> Node:
     values[12] = json.loads(values[12])
     values[13] = bool(values[13])
     values[14] = bool(values[14])
+    values[15] = bool(values[15])
     return Node(*values)
 
 
@@ -136,6 +142,7 @@ class MetaDB:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._depth = 0
         if self.get(ROOT_INODE) is None:
             now = time.time_ns()
@@ -146,6 +153,12 @@ class MetaDB:
             )
         if self.get_state("client_id") is None:
             self.set_state("client_id", uuid.uuid4().hex)
+
+    def _migrate(self) -> None:
+        """Bring a cache made by an older version up to the current schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(nodes)")}
+        if "modified" not in columns:
+            self._db.execute("ALTER TABLE nodes ADD COLUMN modified INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -246,6 +259,15 @@ class MetaDB:
             parts.append(found[1])
         return "/" + "/".join(reversed(parts))
 
+    def at_path(self, path: str) -> Node | None:
+        """The attached node at a server path, if the mirror has one."""
+        node = self.get(ROOT_INODE)
+        for name in [part for part in path.split("/") if part]:
+            if node is None:
+                return None
+            node = self.child(node.inode, name)
+        return node
+
     def is_ancestor(self, ancestor: int, inode: int) -> bool:
         """True when `ancestor` is `inode` or one of its parents."""
         current: int | None = inode
@@ -304,6 +326,13 @@ class MetaDB:
 
     def remove_entry(self, seq: int) -> None:
         self._db.execute("DELETE FROM journal WHERE seq = ?", (seq,))
+
+    def has_pending_upload(self, inode: int) -> bool:
+        """Whether acknowledged content of `inode` is still waiting to be uploaded."""
+        row = self._db.execute(
+            "SELECT 1 FROM journal WHERE inode = ? AND op = 'upload' LIMIT 1", (inode,)
+        )
+        return row.fetchone() is not None
 
     def has_pending(self, inode: int) -> bool:
         row = self._db.execute(

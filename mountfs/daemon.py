@@ -123,7 +123,8 @@ async def serve(opts: MountOptions, ready: Callable[[str | None], None]) -> None
             )
             vfs = VFS(db, content, wakeup.set)
             feed = Feed(db, vfs, kernel)
-            engine = SyncEngine(db, remote, feed, Replayer(db, vfs, remote, blocks, kernel), wakeup)
+            replayer = Replayer(db, vfs, remote, blocks, kernel, feed)
+            engine = SyncEngine(db, remote, feed, replayer, wakeup)
             fresh = not engine.has_cursor
             await _check_server(remote, fresh, opts.server_url)
             if fresh:

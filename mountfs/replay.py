@@ -7,8 +7,10 @@ its removal from the journal commit together. Retries are safe: mkdir asks for `
 `commit_id` derived from the entry and its blocks, so a repeat returns the first answer.
 
 `ServerUnreachable` (and a refused token) propagate: the sync engine waits and retries the
-same entry. Any other refusal is logged and the entry dropped, since sending it again would
-fail the same way; the local copy of the data stays where it is.
+same entry. Any other refusal (a 4xx: another client took the name meanwhile ...) is logged
+and the entry dropped, since sending it again would fail the same way; then the server's state
+at the paths the entry touched is read back and the mirror follows it, so the mount never
+shows something the server will never have.
 """
 
 import base64
@@ -21,11 +23,11 @@ import trio
 
 from backend.protocol.errors import AlreadyExists, CirrusError, NotFound, Unauthorized
 from cache.blockcache import BlockCache
-from cache.metadb import JournalEntry, MetaDB
-from mountfs.feed import remote_fields
+from cache.metadb import ROOT_INODE, JournalEntry, MetaDB
+from mountfs.feed import Feed, remote_fields
 from mountfs.kernel import Kernel
 from mountfs.remote import RemoteDrive, ServerUnreachable
-from mountfs.upload import ContentChanged, upload_blocks
+from mountfs.upload import ContentChanged, Manifest, upload_blocks
 from mountfs.vfs import VFS
 
 log = logging.getLogger(__name__)
@@ -38,9 +40,16 @@ class Replayer:
     """Sends journal entries to the server and folds the answers into the mirror."""
 
     def __init__(
-        self, db: MetaDB, vfs: VFS, remote: RemoteDrive, blocks: BlockCache, kernel: Kernel
+        self,
+        db: MetaDB,
+        vfs: VFS,
+        remote: RemoteDrive,
+        blocks: BlockCache,
+        kernel: Kernel,
+        feed: Feed,
     ) -> None:
         self._db = db
+        self._feed = feed
         self._vfs = vfs
         self._remote = remote
         self._blocks = blocks
@@ -55,7 +64,38 @@ class Replayer:
             raise
         except CirrusError as exc:
             log.warning("server refused %s %s: %s", entry.op, entry.args, exc)
-            self._done(entry)
+            await self._reconcile(entry)
+
+    async def _reconcile(self, entry: JournalEntry) -> None:
+        """Drop a refused entry and make the mirror show what the server has at its paths
+        (the source of a move first, so a node moved back frees its new name)."""
+        paths = [entry.args[key] for key in ("src", "path", "dst") if key in entry.args]
+        found = {path: await self._server_node(path) for path in paths}
+        with self._db.transaction():
+            self._db.remove_entry(entry.seq)
+            for path in paths:
+                self._align(path, found[path])
+            for inode in (entry.inode, entry.other):
+                if inode is not None:
+                    self._vfs.collect(inode)
+
+    async def _server_node(self, path: str) -> dict | None:
+        try:
+            return await self._remote.stat(path)
+        except (ServerUnreachable, Unauthorized):
+            raise
+        except CirrusError:  # absent, or below something that is not a folder
+            return None
+
+    def _align(self, path: str, server: dict | None) -> None:
+        """Local node at `path` ← the server's (none, or another node: the local one goes)."""
+        local = self._db.at_path(path)
+        stale = local is not None and (server is None or local.remote_id != server["id"])
+        if stale and local.inode != ROOT_INODE and not self._db.has_pending(local.inode):
+            self._kernel.forget_entry(local.parent, local.name)
+            self._vfs.detach(local)
+        if server is not None:
+            self._feed.apply(server)
 
     def _done(self, entry: JournalEntry, **updates: Any) -> None:
         with self._db.transaction():
@@ -154,21 +194,11 @@ class Replayer:
         ):
             self._done(entry)
             return
-        for attempt in range(UPLOAD_ATTEMPTS):
-            generation = self._vfs.generation(entry.inode)
-            try:
-                manifest = await upload_blocks(
-                    self._remote, self._blocks, dirty.path(entry.inode), self._limiter
-                )
-                break
-            except FileNotFoundError:  # deleted meanwhile; its later entries say so
-                self._done(entry)
-                return
-            except ContentChanged:
-                log.info("%s changed during upload (attempt %d)", entry.args["path"], attempt + 1)
-                await trio.sleep(0.2)
-        else:
-            raise ServerUnreachable("the file keeps changing; upload postponed")
+        uploaded = await self._upload_acknowledged(entry)
+        if uploaded is None:
+            self._done(entry)
+            return
+        generation, manifest = uploaded
         node = self._db.get(entry.inode)
         if node is None:
             self._done(entry)
@@ -179,6 +209,30 @@ class Replayer:
             entry, manifest.size, hashes, node.mode, node.mtime_ns, node.head_rev
         )
         await self._committed(entry, answer, generation, manifest.blocks)
+
+    async def _upload_acknowledged(self, entry: JournalEntry) -> tuple[int, Manifest] | None:
+        """Send the blocks of the acknowledged content: the preserved copy when the file was
+        changed again since, else the dirty copy, which must then not change during the
+        upload (a change means a preserved copy now exists: try again with it). None when
+        the file went away (a deletion or a newer acknowledgement says what comes next)."""
+        dirty = self._vfs.content.dirty
+        for attempt in range(UPLOAD_ATTEMPTS):
+            generation = self._vfs.generation(entry.inode)
+            preserved = dirty.has_preserved(entry.inode)
+            source = dirty.preserved_path(entry.inode) if preserved else dirty.path(entry.inode)
+            try:
+                manifest = await upload_blocks(self._remote, self._blocks, source, self._limiter)
+                if preserved or self._vfs.generation(entry.inode) == generation:
+                    return generation, manifest
+            except FileNotFoundError:
+                return None
+            except ContentChanged:
+                pass
+            log.info("%s changed during upload (attempt %d)", entry.args["path"], attempt + 1)
+            if self._superseded(entry):
+                return None
+            await trio.sleep(0.2)
+        raise ServerUnreachable("the file keeps changing; upload postponed")
 
     async def _commit(
         self,
@@ -228,13 +282,17 @@ class Replayer:
             and not self._vfs.has_handles(inode)
             and self._db.next_entry_for(inode, entry.seq) is None
         )
-        updates = {"remote_id": node["id"], "head_rev": answer["rev"]}
+        # The acknowledged content is now revision `rev`: a crash recovery can go back to it.
+        updates = {"remote_id": node["id"], "head_rev": answer["rev"], "rev": answer["rev"]}
+        self._db.put_blocklist(node["id"], answer["rev"], [tuple(b) for b in blocks])
         if clean:
-            updates.update(rev=answer["rev"], size=node["size"], dirty=0)
-            self._db.put_blocklist(node["id"], answer["rev"], [tuple(b) for b in blocks])
+            updates.update(size=node["size"], dirty=0, modified=0)
+        last = self._db.next_entry_for(inode, entry.seq) is None
         self._done(entry, **updates)
         if clean:
             self._vfs.content.dirty.remove(inode)
+        elif last:
+            self._vfs.content.dirty.drop_preserved(inode)
 
     async def _conflicted(self, entry: JournalEntry, answer: dict) -> None:
         """Our version became a conflicted copy: show the server's version at our path."""

@@ -9,6 +9,12 @@ deleted when it is unlinked or replaced, only *detached* (parent NULL); `forget`
 `release` delete it. Write generations (`_gens`) count writes per inode so that a close
 journals an upload only when something changed, and so that the uploader can tell whether the
 dirty copy changed under it.
+
+Crash semantics: what close()/fsync() acknowledged is never lost and never replaced by a
+partial write. The first change after an acknowledgement sets the node's durable `modified`
+flag (one transaction per write cycle) and, when the acknowledged content is not uploaded yet,
+keeps it as a preserved copy first. After a crash, a modified dirty copy goes back to the
+acknowledged state: the preserved copy, else the server revision the mirror names.
 """
 
 import base64
@@ -18,6 +24,8 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+
+import trio
 
 from backend.protocol.errors import (
     AlreadyExists,
@@ -72,15 +80,34 @@ class VFS:
         self._recover()
 
     def _recover(self) -> None:
-        """After a crash: drop nodes nobody holds any more, and queue the upload of dirty
-        copies written but never closed (better sent late than silently diverging)."""
+        """After a crash: drop nodes nobody holds any more, put files changed since their last
+        acknowledgement back to it, and queue the upload of acknowledged dirty copies that
+        have no pending entry (better sent late than silently diverging)."""
         for inode in self._db.detached():
             self._purge(inode)
+        for inode in self._db.dirty_inodes():
+            node = self._db.get(inode)
+            if node is not None and node.modified:
+                self._restore_acknowledged(node)
+            else:
+                self.content.dirty.drop_preserved(inode)
         for inode in self._db.dirty_inodes():
             node = self._db.get(inode)
             orphaned = node is not None and node.parent is not None
             if orphaned and not self._db.has_pending(inode) and self.content.dirty.exists(inode):
                 self._journal("upload", inode, {"path": self._db.path(inode)})
+
+    def _restore_acknowledged(self, node: Node) -> None:
+        """Undo changes made after the last acknowledgement; each step can be redone if the
+        mount dies again meanwhile (the preserved copy goes only once the flag is cleared)."""
+        dirty = self.content.dirty
+        if dirty.has_preserved(node.inode):
+            dirty.restore_preserved(node.inode)
+            self._db.update(node.inode, modified=0)
+            dirty.drop_preserved(node.inode)
+        else:
+            dirty.remove(node.inode)
+            self._db.update(node.inode, dirty=0, modified=0)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -204,13 +231,27 @@ class VFS:
             raise IsADirectory("cannot truncate a folder")
         if node.type != "file":
             raise FsError(errno.EINVAL, "not a regular file")
+        await self._start_writing(node.inode, keep=size > 0)
         async with self.content.lock(node.inode):
-            await self.content.materialise(self.node(node.inode), keep=size > 0)
-            self._db.update(node.inode, dirty=1)
             self.content.truncate(node.inode, size)
             self._touch(node.inode)
         if commit:
             await self.commit_content(node.inode)
+
+    async def _start_writing(self, inode: int, keep: bool) -> None:
+        """Before the first change after an acknowledgement: give a clean file its dirty copy
+        (with its content when `keep`), keep acknowledged content that is not uploaded yet,
+        and note durably that the dirty copy is being changed."""
+        async with self.content.lock(inode):
+            node = self.node(inode)
+            if node.dirty and node.modified:
+                return
+            if not node.dirty:
+                await self.content.materialise(node, keep)
+            elif self._db.has_pending_upload(inode) and self.content.dirty.exists(inode):
+                await trio.to_thread.run_sync(self.content.dirty.preserve, inode)
+            with self._db.transaction():
+                self._db.update(inode, dirty=1, modified=1)
 
     def _touch(self, inode: int) -> None:
         self._gens[inode] = self._gens.get(inode, 0) + 1
@@ -330,7 +371,7 @@ class VFS:
     def create(self, parent: int, raw: bytes, mode: int, flags: int) -> tuple[int, Node]:
         name = self._new_name(parent, raw)
         with self._db.transaction():
-            node = self._db.insert(parent, name, "file", stat.S_IMODE(mode), dirty=1)
+            node = self._db.insert(parent, name, "file", stat.S_IMODE(mode), dirty=1, modified=1)
             self.content.dirty.create_empty(node.inode)
             args = {"path": self._db.path(node.inode), "mode": node.mode, "mtime_ns": node.mtime_ns}
             self._journal("create", node.inode, args)
@@ -373,12 +414,8 @@ class VFS:
         if not handle.writable:
             raise FsError(errno.EBADF, "file not open for writing")
         node = self.node(handle.inode)
-        if not node.dirty:
-            async with self.content.lock(node.inode):
-                node = self.node(handle.inode)
-                if not node.dirty:
-                    await self.content.materialise(node, keep=True)
-                    self._db.update(node.inode, dirty=1)
+        if not (node.dirty and node.modified):
+            await self._start_writing(handle.inode, keep=True)
         written = self.content.write(handle.inode, offset, data)
         self._touch(handle.inode)
         return written
@@ -409,10 +446,12 @@ class VFS:
             return
         size = self.content.dirty.size(inode)
         mtime_ns = self._mtimes.pop(inode, node.mtime_ns)
+        now = time.time_ns()
         with self._db.transaction():
-            self._db.update(inode, size=size, mtime_ns=mtime_ns, ctime_ns=time.time_ns(), dirty=1)
+            self._db.update(inode, size=size, mtime_ns=mtime_ns, ctime_ns=now, dirty=1, modified=0)
             if node.parent is not None:
                 self._journal("upload", inode, {"path": self._db.path(inode)})
+        self.content.dirty.drop_preserved(inode)
         self._flushed[inode] = generation
 
     # -- extended attributes ------------------------------------------------------------------

@@ -167,15 +167,6 @@ def server_differs(drive: Drive, expected: bytes) -> list[str]:
     return [f"server has {len(got)} bytes, differing at {first_difference(got, expected)}"]
 
 
-KNOWN_BUG = pytest.mark.xfail(
-    strict=False,
-    reason="mount bug: after writes, close+reopen and more writes, a remount shows an older, "
-    "shorter file (e.g. 467281 bytes instead of 992147): content acknowledged by close() "
-    "before the unmount is lost",
-)
-
-
-@KNOWN_BUG
 def test_fsx_short(drive: Drive) -> None:
     run_fsx(
         drive,
@@ -185,7 +176,6 @@ def test_fsx_short(drive: Drive) -> None:
     )
 
 
-@KNOWN_BUG
 @pytest.mark.slow
 def test_fsx_long(drive: Drive) -> None:
     run_fsx(

@@ -108,20 +108,10 @@ def run_kill_cycles(drive: Drive, cycles: int, max_size: int) -> None:
     report(f"kill9 seed={seed}: {cycles} cycles, kills {kills}, all acknowledged files intact")
 
 
-KNOWN_BUG = pytest.mark.xfail(
-    strict=False,
-    reason="mount bug: after a kill -9 during a write (O_TRUNC + partial write, no close), "
-    "the restarted mount uploads the partial file as a new revision, replacing the "
-    "acknowledged version",
-)
-
-
-@KNOWN_BUG
 def test_kill9_short(drive: Drive) -> None:
     run_kill_cycles(drive, env_int("CIRRUS_TORTURE_KILL_CYCLES", 3), 2 << 20)
 
 
-@KNOWN_BUG
 @pytest.mark.slow
 def test_kill9_long(drive: Drive) -> None:
     run_kill_cycles(drive, env_int("CIRRUS_TORTURE_KILL_CYCLES", 100), 4 << 20)

@@ -335,15 +335,6 @@ def run_model(drive: Drive, tmp_path: Path, examples: int, steps: int) -> Counte
     return counters
 
 
-KNOWN_BUG = pytest.mark.xfail(
-    strict=False,
-    reason="mount bug: one mount alone makes conflicted copies of its own files across a "
-    "remount (the file reads empty, its written content lands in "
-    "'NAME (device's conflicted copy DATE)')",
-)
-
-
-@KNOWN_BUG
 def test_model_short(drive: Drive, tmp_path: Path) -> None:
     """A few thousand operations: the CI version."""
     examples = env_int("CIRRUS_TORTURE_MODEL_EXAMPLES", 20)
@@ -351,7 +342,6 @@ def test_model_short(drive: Drive, tmp_path: Path) -> None:
     assert counters.operations >= examples * 20
 
 
-@KNOWN_BUG
 @pytest.mark.slow
 def test_model_long(drive: Drive, tmp_path: Path) -> None:
     """About 100,000 operations, by hand (--runslow)."""

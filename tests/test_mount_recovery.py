@@ -1,0 +1,104 @@
+"""Crash recovery and refused changes, through real mounts and a real server.
+
+After a kill -9, a file changed since its last close()/fsync() goes back to what that call
+acknowledged (never to a partial write); a change the server refuses is dropped and the mount
+shows the server's state instead.
+"""
+
+import os
+
+from tests.support import mount as mount_fixtures
+from tests.support.mount import MountFactory, server_file, server_stat, wait_until
+from tests.support.server import ServerProcess
+
+drive_user = mount_fixtures.drive_user
+mount_factory = mount_fixtures.mount_factory
+
+
+def synced(path: os.PathLike) -> bool:
+    return os.getxattr(path, "user.cirrus.status") == b"synced"
+
+
+def history(server: ServerProcess, token: str, path: str) -> list[dict]:
+    with server.client(token) as client:
+        answer = client.get("/v1/files/history", params={"path": path})
+    return answer.raise_for_status().json()["revisions"]
+
+
+def rewrite_without_closing(path: os.PathLike, data: bytes) -> int:
+    """Start a new version (O_TRUNC) and write part of it; the descriptor stays open."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, data)
+    return fd
+
+
+def close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:  # the mount behind it was killed
+        pass
+
+
+def test_uploaded_version_comes_back_after_a_crash_mid_rewrite(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    drive = mount_factory("a")
+    path = drive.path / "report.txt"
+    path.write_bytes(b"acknowledged version\n" * 1000)
+    wait_until(lambda: synced(path))
+    revisions = len(history(server, drive_user, "/report.txt"))
+    fd = rewrite_without_closing(path, b"partial")
+    try:
+        drive.kill9()
+    finally:
+        close_quietly(fd)
+    drive.mount()
+    assert path.read_bytes() == b"acknowledged version\n" * 1000
+    wait_until(lambda: synced(path))
+    assert server_file(server, drive_user, "/report.txt") == b"acknowledged version\n" * 1000
+    assert len(history(server, drive_user, "/report.txt")) == revisions
+
+
+def test_unsent_version_comes_back_after_a_crash_mid_rewrite(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    drive = mount_factory("a")
+    server.stop()  # the acknowledged version stays local: it must be preserved, not uploaded
+    path = drive.path / "notes.bin"
+    acknowledged = os.urandom(300_000)
+    path.write_bytes(acknowledged)
+    fd = rewrite_without_closing(path, b"torn" * 100)
+    try:
+        drive.kill9()
+    finally:
+        close_quietly(fd)
+    server.start()
+    drive.mount()
+    assert path.read_bytes() == acknowledged
+    wait_until(lambda: server_file(server, drive_user, "/notes.bin") == acknowledged, 30)
+    wait_until(lambda: synced(path))
+    assert [r["size"] for r in history(server, drive_user, "/notes.bin")] == [len(acknowledged)]
+
+
+def test_folder_refused_by_the_server_gives_way_to_the_server_file(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    drive = mount_factory("a")
+    server.stop()
+    (drive.path / "plans").mkdir()
+    (drive.path / "plans" / "inner.txt").write_text("written offline")
+    drive.kill9()  # the journal keeps the mkdir and the upload for the next mount
+    server.start()
+    with server.client(drive_user) as client:  # meanwhile another client takes the name
+        answer = client.post(
+            "/v1/files", params={"uploadType": "media", "path": "/plans"}, content=b"a file"
+        )
+        answer.raise_for_status()
+    drive.mount()
+    plans = drive.path / "plans"
+    wait_until(lambda: plans.is_file(), timeout=30)
+    assert plans.read_bytes() == b"a file"
+    wait_until(lambda: synced(plans))
+    assert os.listdir(drive.path) == ["plans"]
+    assert server_stat(server, drive_user, "/plans")["type"] == "file"
+    assert "refused" in drive.log_tail(200)
