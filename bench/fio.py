@@ -1,6 +1,7 @@
 """Run one fio job and read its JSON summary: fio is the standard yardstick for block I/O."""
 
 import json
+import secrets
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,8 @@ def run_fio(
 ) -> FioResult:
     """One job, one thread, synchronous I/O (what an ordinary program does on a mount).
 
-    `refill_buffers` makes every block random, so nobody's dedup or compression flatters a
-    write figure.
+    `refill_buffers` makes every block random and a fresh `randseed` makes every run's data
+    new (fio's default seed repeats it), so no dedup or compression flatters a write figure.
     """
     cmd = [
         "fio",
@@ -40,6 +41,7 @@ def run_fio(
         "--numjobs=1",
         "--refill_buffers",
         "--output-format=json",
+        f"--randseed={secrets.randbits(63)}",
     ]
     if runtime is not None:
         cmd += [f"--runtime={runtime}", "--time_based"]
