@@ -21,7 +21,10 @@ the master key can later key other things without reusing one AES key across pur
 
 import os
 import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -78,6 +81,19 @@ class _Codecs(threading.local):
 
 
 _codecs = _Codecs()
+T = TypeVar("T")
+R = TypeVar("R")
+# Decompression, hashing and AES release the GIL: a batch of blocks keeps every core busy.
+_WORKERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="blocks")
+
+
+def _each(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """work(item) for every item, over the worker threads when there are several; the first
+    failure (in item order) is raised once every item is done, so none runs on unseen."""
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    futures = [_WORKERS.submit(work, item) for item in items]
+    return [future.result() for future in futures]
 
 
 class BlockService:
@@ -88,19 +104,30 @@ class BlockService:
         self._aead = AESGCM(_derive_block_key(master_key))
 
     def put_wire(self, hash: str, wire: bytes) -> StoredBlock:
-        """Store a block a client sent as a zstd frame under the name it claims.
+        """Store a block a client sent as a zstd frame under the name it claims."""
+        return self.put_wire_many([(hash, wire)])[0]
 
-        The client's frame is kept as-is when it is smaller than the plaintext, so the server
-        never recompresses what a client already compressed.
+    def put_wire_many(self, items: Sequence[tuple[str, bytes]]) -> list[StoredBlock]:
+        """Store blocks clients sent as zstd frames, each under the name it claims.
+
+        Every block is verified and sealed (in parallel threads) before any is stored, so one
+        refused block stores none of the batch; the store then writes them all with its
+        durability shared. The client's frame is kept as-is when it is smaller than the
+        plaintext, so the server never recompresses what a client already compressed.
         """
+        sealed = _each(lambda item: self._seal_wire(*item), items)
+        self.store.put_many([(block.hash, obj) for block, obj in sealed])
+        return [block for block, _obj in sealed]
+
+    def _seal_wire(self, hash: str, wire: bytes) -> tuple[StoredBlock, bytes]:
         _check_hash(hash)
         plain = _decompress(wire, InvalidRequest)
         actual = block_hash(plain)
         if actual != hash:
             raise HashMismatch(f"block content hashes to {actual}, not {hash}")
         if len(wire) < len(plain):
-            return self._store(hash, len(plain), FLAG_ZSTD, wire)
-        return self._store(hash, len(plain), 0, plain)
+            return self._seal(hash, len(plain), FLAG_ZSTD, wire)
+        return self._seal(hash, len(plain), 0, plain)
 
     def put_plain(self, data: bytes) -> StoredBlock:
         """Store a block the server cut itself (a simple or resumable upload)."""
@@ -118,6 +145,10 @@ class BlockService:
         plain = _decompress(payload, CorruptBlock) if flags & FLAG_ZSTD else payload
         _verify(hash, plain)
         return plain
+
+    def get_wire_many(self, hashes: Sequence[str]) -> list[bytes]:
+        """get_wire of every hash, in order, decrypted and verified in parallel threads."""
+        return _each(self.get_wire, hashes)
 
     def get_wire(self, hash: str) -> bytes:
         """Return a block as a zstd frame for a client, verified like get_plain."""
@@ -137,12 +168,17 @@ class BlockService:
         self.store.delete(hash)
 
     def _store(self, hash: str, size: int, flags: int, payload: bytes) -> StoredBlock:
+        block, obj = self._seal(hash, size, flags, payload)
+        self.store.put(hash, obj)
+        return block
+
+    def _seal(self, hash: str, size: int, flags: int, payload: bytes) -> tuple[StoredBlock, bytes]:
+        """The at-rest object of a payload: header, fresh nonce, AES-GCM ciphertext and tag."""
         header = bytes([FORMAT_VERSION << 4 | flags])
         nonce = os.urandom(NONCE_SIZE)
         sealed = self._aead.encrypt(nonce, payload, header + hash.encode("ascii"))
         obj = b"".join((header, nonce, sealed))
-        self.store.put(hash, obj)
-        return StoredBlock(hash=hash, size=size, stored_size=len(obj))
+        return StoredBlock(hash=hash, size=size, stored_size=len(obj)), obj
 
     def _load(self, hash: str) -> tuple[int, bytes]:
         """Fetch and decrypt the object under hash; return its flags and payload."""
@@ -162,6 +198,58 @@ class BlockService:
                 "or written under another master key)"
             ) from None
         return header[0] & 0xF, payload
+
+
+# -- batch framing: several blocks in one request or answer body ---------------------------
+#
+# A batch is the concatenation, for each block, of: the hash as 64 ASCII hex digits, the
+# frame's length as an 8-byte big-endian integer, then that many bytes of zstd frame. No
+# header, no trailer: the body's own length ends it.
+
+BATCH_TYPE = "application/x-cirrus-blocks"
+MAX_BATCH_BLOCKS = 64
+MAX_BATCH_BYTES = 64 * 1024 * 1024  # the whole body, headers included
+# A zstd frame of incompressible data is a little larger than the data; this leaves room.
+MAX_WIRE_SIZE = MAX_BLOCK_SIZE + 64 * 1024
+_HASH_DIGITS = 64
+_LENGTH_SIZE = 8
+BATCH_HEADER_SIZE = _HASH_DIGITS + _LENGTH_SIZE
+
+
+def pack_batch(blocks: Sequence[tuple[str, bytes]]) -> bytes:
+    """The batch body carrying (hash, zstd frame) pairs, in order."""
+    parts: list[bytes] = []
+    for hash, frame in blocks:
+        _check_hash(hash)
+        parts += (hash.encode("ascii"), len(frame).to_bytes(_LENGTH_SIZE, "big"), frame)
+    return b"".join(parts)
+
+
+def unpack_batch(body: bytes, error: type[CirrusError] = InvalidRequest) -> list[tuple[str, bytes]]:
+    """The (hash, zstd frame) pairs of a batch body; `error` for a malformed body.
+
+    More than MAX_BATCH_BLOCKS blocks, or a frame over MAX_WIRE_SIZE, is PayloadTooLarge;
+    the frames themselves are checked by whoever decompresses them.
+    """
+    view, blocks, at = memoryview(body), [], 0
+    while at < len(view):
+        if len(blocks) == MAX_BATCH_BLOCKS:
+            raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_BLOCKS} blocks")
+        header = bytes(view[at : at + BATCH_HEADER_SIZE])
+        if len(header) < BATCH_HEADER_SIZE:
+            raise error("batch ends inside a block header")
+        hash = header[:_HASH_DIGITS].decode("ascii", "replace")
+        if not is_block_hash(hash):
+            raise error(f"batch names a block by something else than a hash: {hash!r:.80}")
+        length = int.from_bytes(header[_HASH_DIGITS:], "big")
+        if length > MAX_WIRE_SIZE:
+            raise PayloadTooLarge(f"a block frame may be at most {MAX_WIRE_SIZE} bytes")
+        at += BATCH_HEADER_SIZE
+        if at + length > len(view):
+            raise error(f"batch ends inside the frame of block {hash}")
+        blocks.append((hash, bytes(view[at : at + length])))
+        at += length
+    return blocks
 
 
 def compress_if_worthwhile(data: bytes) -> bytes | None:

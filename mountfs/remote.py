@@ -23,6 +23,7 @@ import httpx
 import trio
 import zstandard
 
+from backend.blocks import BATCH_TYPE, MAX_BATCH_BLOCKS, pack_batch, unpack_batch
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import CirrusError, HashMismatch, InvalidPathError, InvalidRequest
 from backend.protocol.errors import from_json as error_from_json
@@ -47,6 +48,20 @@ class ServerUnreachable(CirrusError):
 
 def _compress(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+
+
+def _pack(blocks: list[tuple[str, bytes]]) -> bytes:
+    """The batch body of (hash, plaintext) blocks: each compressed, then framed."""
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return pack_batch([(_check_hash(name), compressor.compress(data)) for name, data in blocks])
+
+
+def _unpack(hashes: list[str], body: bytes) -> dict[str, bytes]:
+    """The verified blocks of a fetch answer, which must hold exactly the hashes asked for."""
+    frames = unpack_batch(body, ServerUnreachable)
+    if [name for name, _frame in frames] != hashes:
+        raise ServerUnreachable("the server answered with other blocks than those asked for")
+    return {name: _decode_block(name, frame) for name, frame in frames}
 
 
 def _decode_block(expected: str, frame: bytes) -> bytes:
@@ -222,14 +237,29 @@ class RemoteDrive:
 
     async def put_block(self, hash: str, data: bytes) -> None:
         """Upload one block; the caller names it (the server recomputes and refuses a lie)."""
-        _check_hash(hash)
-        frame = await trio.to_thread.run_sync(_compress, data, limiter=self._cpu)
+        await self.put_blocks([(hash, data)])
+
+    async def put_blocks(self, blocks: list[tuple[str, bytes]]) -> None:
+        """Upload (hash, data) blocks in one request (at most 64 and 64 MiB framed); the
+        server verifies every name and stores none of them if one is a lie."""
+        if len(blocks) > MAX_BATCH_BLOCKS:
+            raise InvalidRequest(f"send at most {MAX_BATCH_BLOCKS} blocks at once")
+        body = await trio.to_thread.run_sync(_pack, blocks, limiter=self._cpu)
         await self._send(
-            "PUT",
-            f"/blocks/{hash}",
-            content=frame,
-            headers={"Content-Type": "application/zstd"},
+            "POST", "/blocks/batch", content=body, headers={"Content-Type": BATCH_TYPE}
         )
+
+    async def get_blocks(self, hashes: list[str]) -> dict[str, bytes]:
+        """Download blocks by hash, up to 64 per request, each verified against its name."""
+        wanted = [_check_hash(name) for name in dict.fromkeys(hashes)]
+        found: dict[str, bytes] = {}
+        for start in range(0, len(wanted), MAX_BATCH_BLOCKS):
+            batch = wanted[start : start + MAX_BATCH_BLOCKS]
+            response = await self._send("POST", "/blocks/fetch", json={"hashes": batch})
+            found |= await trio.to_thread.run_sync(
+                _unpack, batch, response.content, limiter=self._cpu
+            )
+        return found
 
     async def get_block(self, hash: str) -> bytes:
         """Download one block and verify it against its name (HashMismatch otherwise)."""

@@ -1,29 +1,43 @@
 """Sending one dirty file to the server: chunk, ask what is missing, upload that, commit.
 
-Memory stays bounded whatever the file size: chunking runs in a worker thread over a memory
-map and keeps only (offset, size, hash) triples; each missing block is read back from the
-file just before it is sent, at most UPLOAD_CONCURRENCY at a time. Delta sync falls out of
-content-defined chunking: after an edit, only the chunks around it have new names, so only
-they are missing on the server.
+The stages run at once, as a pipeline, so the upload of a large file starts with its first
+blocks rather than after the whole file is chunked:
 
-The file may change while this runs (it is still open for writing elsewhere). A block re-read
-for upload is hashed again; if it no longer matches, the attempt is abandoned with
-`ContentChanged` and retried, so a commit never names blocks that were not sent.
+    chunker thread ──groups of ~8 MiB──▶ sifter ──batches of ~8 MiB──▶ UPLOAD_CONCURRENCY
+    (FastCDC + BLAKE3)                   (/blocks/missing per group)    senders (/blocks/batch)
+
+Memory stays bounded whatever the file size: the channels between stages hold at most one
+item each, so about (3 + UPLOAD_CONCURRENCY) groups of ~8 MiB are alive at a time, and the
+chunker blocks when the uploads fall behind. Delta sync falls out of content-defined chunking:
+after an edit, only the chunks around it have new names, so only they are missing.
+
+A block is uploaded from the very bytes that were hashed to name it, so the server always
+holds what the manifest names, even when the file changes while this runs (the caller then
+sees a new generation and uploads again). `ContentChanged` is raised when the file shrinks
+under the chunker, whose view of it would otherwise be torn.
 """
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
+from backend.blocks import MAX_BATCH_BLOCKS
 from backend.protocol.chunking import iter_file_chunks
 from backend.protocol.hashing import block_hash
 from cache.blockcache import BlockCache
 from mountfs.remote import RemoteDrive
 
 UPLOAD_CONCURRENCY = 4
+# Bytes of blocks per missing check and per upload request: big enough that the server's
+# per-request costs (one flush, one transaction) vanish, small enough to keep memory low.
+BATCH_BYTES = 8 * 1024 * 1024
 # Blocks of files up to this size also go to the clean block cache (cheap re-reads).
 CACHE_UPLOADED_UP_TO = 64 * 1024 * 1024
+
+Block = tuple[str, bytes]
 
 
 class ContentChanged(Exception):
@@ -36,51 +50,101 @@ class Manifest:
     blocks: list[tuple[int, int, str]]  # (offset, size, hash)
 
 
-def _chunk(path: str) -> Manifest:
+def _chunk(path: str, emit: "trio.MemorySendChannel[list[Block]]") -> Manifest:
+    """Cut the file into named blocks (in a worker thread), handing them on in groups."""
+    blocks: list[tuple[int, int, str]] = []
+    group: list[Block] = []
+    group_bytes = 0
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
-        blocks = [
-            (chunk.offset, len(chunk.data), block_hash(chunk.data))
-            for chunk in iter_file_chunks(file)
-        ]
+        for chunk in iter_file_chunks(file):
+            name = block_hash(chunk.data)
+            blocks.append((chunk.offset, len(chunk.data), name))
+            group.append((name, chunk.data))
+            group_bytes += len(chunk.data)
+            if group_bytes >= BATCH_BYTES or len(group) == MAX_BATCH_BLOCKS:
+                trio.from_thread.run(emit.send, group)
+                group, group_bytes = [], 0
+        if os.fstat(file.fileno()).st_size < size:
+            raise ContentChanged(f"{path} shrank during the upload")
+    if group:
+        trio.from_thread.run(emit.send, group)
     return Manifest(size, blocks)
-
-
-def _read_block(path: str, offset: int, size: int, name: str) -> bytes:
-    with open(path, "rb") as file:
-        data = os.pread(file.fileno(), size, offset)
-    if len(data) != size or block_hash(data) != name:
-        raise ContentChanged(f"{path} changed during the upload")
-    return data
 
 
 async def upload_blocks(
     remote: RemoteDrive, blocks: BlockCache, path: str, limiter: trio.CapacityLimiter
 ) -> Manifest:
-    """Chunk the file at `path` and make sure the server has every block; return the list."""
-    manifest = await trio.to_thread.run_sync(_chunk, path, limiter=limiter)
-    unique = {name: (offset, size) for offset, size, name in manifest.blocks}
-    missing = await remote.missing_blocks(list(unique))
-    keep = manifest.size <= CACHE_UPLOADED_UP_TO
-    slots = trio.Semaphore(UPLOAD_CONCURRENCY)
+    """Chunk the file at `path` and make sure the server has every block; return the list.
 
+    The first failure of any stage stops the others and is raised as it is (not wrapped in
+    an exception group), so callers can tell ContentChanged or ServerUnreachable apart.
+    """
+    found_in, found_out = trio.open_memory_channel[list[Block]](1)
+    batch_in, batch_out = trio.open_memory_channel[list[Block]](1)
+    keep = os.stat(path).st_size <= CACHE_UPLOADED_UP_TO
+    manifest: list[Manifest] = []
     failures: list[Exception] = []
 
-    async def send(name: str) -> None:
+    async def stage(work: Callable[[], Awaitable[object]]) -> None:
         try:
-            async with slots:
-                offset, size = unique[name]
-                data = await trio.to_thread.run_sync(_read_block, path, offset, size, name)
-                await remote.put_block(name, data)
-                if keep:
-                    await trio.to_thread.run_sync(blocks.put, name, data)
-        except Exception as exc:  # the first failure stops the others and is raised as is
+            await work()
+        except Exception as exc:
             failures.append(exc)
             nursery.cancel_scope.cancel()
 
+    async def chunker() -> None:
+        async with found_in:
+            manifest.append(await trio.to_thread.run_sync(_chunk, path, found_in, limiter=limiter))
+
     async with trio.open_nursery() as nursery:
-        for name in missing:
-            nursery.start_soon(send, name)
+        nursery.start_soon(stage, chunker)
+        nursery.start_soon(stage, partial(_sift, remote, found_out, batch_in))
+        async with batch_out:
+            for _ in range(UPLOAD_CONCURRENCY):
+                send = partial(_send, remote, blocks if keep else None, batch_out.clone())
+                nursery.start_soon(stage, send)
     if failures:
         raise failures[0]
-    return manifest
+    return manifest[0]
+
+
+async def _sift(
+    remote: RemoteDrive,
+    found: "trio.MemoryReceiveChannel[list[Block]]",
+    batches: "trio.MemorySendChannel[list[Block]]",
+) -> None:
+    """Keep the blocks the server lacks (each name once) and pack them into batches."""
+    seen: set[str] = set()
+    batch: list[Block] = []
+    batch_bytes = 0
+    async with found, batches:
+        async for group in found:
+            fresh = {name: data for name, data in group if name not in seen}
+            seen.update(fresh)
+            for name in await remote.missing_blocks(list(fresh)) if fresh else []:
+                batch.append((name, fresh[name]))
+                batch_bytes += len(fresh[name])
+                if batch_bytes >= BATCH_BYTES or len(batch) == MAX_BATCH_BLOCKS:
+                    await batches.send(batch)
+                    batch, batch_bytes = [], 0
+        if batch:
+            await batches.send(batch)
+
+
+async def _send(
+    remote: RemoteDrive,
+    cache: BlockCache | None,
+    batches: "trio.MemoryReceiveChannel[list[Block]]",
+) -> None:
+    """Upload batches until there are none left; keep small files' blocks in the cache."""
+    async with batches:
+        async for batch in batches:
+            await remote.put_blocks(batch)
+            if cache is not None:
+                await trio.to_thread.run_sync(partial(_cache_all, cache, batch))
+
+
+def _cache_all(cache: BlockCache, batch: list[Block]) -> None:
+    for name, data in batch:
+        cache.put(name, data)

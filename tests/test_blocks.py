@@ -134,6 +134,24 @@ def test_concurrent_puts_and_gets_from_threads(service: BlockService) -> None:
 # --- bad input: refused, nothing stored --------------------------------------------------
 
 
+def test_put_wire_many_stores_every_block_or_none(
+    service: BlockService, store: LocalBlockStore
+) -> None:
+    blocks = [text(200_000, seed) for seed in range(4)] + [os.urandom(300_000)]
+    stored = service.put_wire_many([(block_hash(data), frame(data)) for data in blocks])
+    assert [(s.hash, s.size) for s in stored] == [(block_hash(d), len(d)) for d in blocks]
+    assert [service.get_plain(block_hash(data)) for data in blocks] == blocks
+    wires = service.get_wire_many([block_hash(data) for data in reversed(blocks)])
+    assert [plain_of(wire) for wire in wires] == list(reversed(blocks))
+    fresh = [text(1000, 7), text(1000, 8)]
+    batch = [(block_hash(fresh[0]), frame(fresh[0])), (block_hash(fresh[0]), frame(fresh[1]))]
+    with pytest.raises(HashMismatch):
+        service.put_wire_many(batch)
+    assert not service.exists(block_hash(fresh[0]))
+    with pytest.raises(NotFound):
+        service.get_wire_many([block_hash(blocks[0]), block_hash(fresh[1])])
+
+
 def test_hash_mismatch_is_refused_and_nothing_stored(
     service: BlockService, store: LocalBlockStore
 ) -> None:

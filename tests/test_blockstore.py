@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.blockstore import local as local_module
 from backend.blockstore.base import BlockNotFound, BlockStore
 from backend.blockstore.local import LocalBlockStore
 from backend.blockstore.memory import MemoryBlockStore
@@ -253,3 +254,37 @@ def test_registry_accepts_a_new_scheme() -> None:
     finally:
         del SCHEMES["test-s3"]
     assert made == ["test-s3://bucket/prefix"]
+
+
+def test_put_many_stores_each_object_and_overwrites(store: BlockStore) -> None:
+    items = [(key(100 + i), os.urandom(1000 + i)) for i in range(20)]
+    store.put_many(items[:3])
+    store.put_many([*items, (key(100), b"replaced")])
+    assert store.get(key(100)) == b"replaced"
+    assert all(store.get(k) == data for k, data in items[1:])
+    assert set(store.keys()) == {k for k, _data in items}
+    store.put_many([])
+
+
+def test_put_many_checks_every_key_before_writing(store: BlockStore) -> None:
+    with pytest.raises(InvalidRequest):
+        store.put_many([(key(200), b"fine"), ("../escape", b"x")])
+    if not isinstance(store, MemoryBlockStore | ReplicatedBlockStore):
+        assert not store.exists(key(200))  # a local batch refuses before any write
+
+
+def test_local_put_many_leaves_nothing_when_a_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalBlockStore(tmp_path / "blocks")
+    write_temp = local_module._write_temp
+
+    def failing(path: Path, data: bytes, mode: int = 0o600) -> Path:
+        if data == b"refused":
+            raise OSError(28, "No space left on device")
+        return write_temp(path, data, mode)
+
+    monkeypatch.setattr(local_module, "_write_temp", failing)
+    with pytest.raises(OSError):
+        store.put_many([(key(300), b"ok"), (key(301), b"refused"), (key(302), b"ok too")])
+    assert list(store.keys()) == []  # no object renamed into place, and no temp file left

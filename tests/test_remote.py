@@ -15,6 +15,7 @@ import pytest
 import trio
 import zstandard
 
+from backend.blocks import pack_batch
 from backend.protocol.chunking import MAX_BLOCK_SIZE, iter_chunks
 from backend.protocol.errors import (
     AlreadyExists,
@@ -201,6 +202,28 @@ def test_block_errors(alice) -> None:
     alice(body)
 
 
+def test_blocks_travel_in_batches(alice) -> None:
+    blocks = [(block_hash(data), data) for data in (os.urandom(9_000 + i) for i in range(70))]
+    hashes = [name for name, _data in blocks]
+
+    async def body(remote: RemoteDrive) -> None:
+        await remote.put_blocks(blocks[:64])
+        await remote.put_blocks(blocks[64:])
+        assert await remote.missing_blocks(hashes) == []
+        fetched = await remote.get_blocks([*reversed(hashes), hashes[0]])  # over 64, repeated
+        assert fetched == dict(blocks)
+        liar = (block_hash(b"claimed"), b"sent instead")
+        with pytest.raises(HashMismatch):
+            await remote.put_blocks([(block_hash(b"fine"), b"fine"), liar])
+        assert await remote.missing_blocks([block_hash(b"fine")]) == [block_hash(b"fine")]
+        with pytest.raises(NotFound):
+            await remote.get_blocks([hashes[0], liar[0]])
+        with pytest.raises(InvalidRequest):
+            await remote.put_blocks(blocks[:65])
+
+    alice(body)
+
+
 def test_missing_blocks_are_asked_in_batches(alice) -> None:
     hashes = [block_hash(i.to_bytes(4, "big")) for i in range(22_000)]
     missing = alice(lambda remote: remote.missing_blocks(hashes))
@@ -264,6 +287,10 @@ def canned_server(answer: Canned) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.do_GET()
+
         def log_message(self, *args: object) -> None:
             pass
 
@@ -317,6 +344,34 @@ def test_a_bad_block_on_the_wire_is_refused(frame: bytes) -> None:
 
 def test_a_good_block_on_the_wire_is_accepted() -> None:
     assert ask((200, "application/zstd", zstd(BLOCK)), get_real_block) == BLOCK
+
+
+def get_real_blocks(remote: RemoteDrive) -> Awaitable[dict[str, bytes]]:
+    return remote.get_blocks([block_hash(BLOCK)])
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (pack_batch([(block_hash(BLOCK), zstd(b"another block"))]), HashMismatch),
+        (pack_batch([(block_hash(BLOCK), b"not zstd")]), HashMismatch),
+        (pack_batch([(block_hash(b"other"), zstd(b"other"))]), ServerUnreachable),
+        (pack_batch([(block_hash(BLOCK), zstd(BLOCK))] * 2), ServerUnreachable),
+        (pack_batch([(block_hash(BLOCK), zstd(BLOCK))])[:-4], ServerUnreachable),
+        (b"", ServerUnreachable),
+    ],
+    ids=["wrong-content", "not-zstd", "other-block", "extra-block", "truncated", "empty"],
+)
+def test_a_bad_batch_on_the_wire_is_refused(answer: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        ask((200, "application/x-cirrus-blocks", answer), get_real_blocks)
+
+
+def test_a_good_batch_on_the_wire_is_accepted() -> None:
+    good = pack_batch([(block_hash(BLOCK), zstd(BLOCK))])
+    assert ask((200, "application/x-cirrus-blocks", good), get_real_blocks) == {
+        block_hash(BLOCK): BLOCK
+    }
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])

@@ -5,7 +5,7 @@ encrypted by the block service). Every operation is idempotent, so wrappers may 
 Stores refuse a key that is not a block hash, so no key can ever name a path outside a store.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from backend.protocol.errors import InvalidRequest
@@ -19,6 +19,17 @@ class BlockNotFound(KeyError):
 class BlockStore(Protocol):
     def put(self, key: str, data: bytes) -> None:
         """Store data under key, atomically and durably; overwriting is allowed."""
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Store several objects, each atomically and all durably before returning.
+
+        A store that can share the cost of durability between objects (one directory sync,
+        parallel flushes, one multi-object request) overrides this; the default is one put
+        per object. A failure may leave some of the objects stored, which is harmless:
+        objects are immutable under their name and nothing refers to them yet.
+        """
+        for key, data in items:
+            self.put(key, data)
 
     def get(self, key: str) -> bytes:
         """Return the object under key or raise BlockNotFound."""

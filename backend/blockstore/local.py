@@ -3,19 +3,24 @@
 Objects live at `ROOT/ab/cd/<key>` (the first two byte pairs of the hash), so no folder holds
 more than ~1/65,536 of the blocks and listings stay fast at millions of objects. Every write
 goes to a temp file in the target folder, is fsynced, renamed over the name and the folder is
-fsynced: a crash leaves either the old object, the new one, or a stray dot-file that `keys()`
-ignores — never a torn object under a valid name.
+fsynced (a batch flushes its files in parallel and each folder once): a crash leaves either
+the old object, the new one, or a stray dot-file that `keys()` ignores — never a torn object
+under a valid name.
 """
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from backend.blockstore.base import BlockNotFound, check_key
+from backend.blockstore.base import BlockNotFound, BlockStore, check_key
 
 _TEMP_PREFIX = "."
 _TEMP_SUFFIX = ".tmp"
+# Writing and flushing a file mostly waits for the disk; a few threads let the flushes of one
+# batch overlap (the file system merges them into one journal commit).
+_FLUSHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blockstore-flush")
 
 
 def fsync_dir(folder: Path) -> None:
@@ -34,13 +39,8 @@ def write_durably(path: Path, data: bytes, *, mode: int = 0o600, replace: bool =
     readable by others even for a moment. Without replace, the temp file is hard-linked into
     place, which fails when the name is taken: concurrent creators agree on one winner.
     """
-    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    temp = _write_temp(path, data, mode)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
         if replace:
             os.replace(temp, path)
         else:
@@ -54,7 +54,38 @@ def write_durably(path: Path, data: bytes, *, mode: int = 0o600, replace: bool =
         temp.unlink(missing_ok=True)
 
 
-class LocalBlockStore:
+def _write_temps(targets: list[tuple[Path, bytes]]) -> list[Path]:
+    """Write each (path, data) to its temp file in parallel; on a failure remove them all."""
+    futures = [_FLUSHERS.submit(_write_temp, path, data) for path, data in targets]
+    temps, failure = [], None
+    for future in futures:
+        try:
+            temps.append(future.result())
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+        raise failure
+    return temps
+
+
+def _write_temp(path: Path, data: bytes, mode: int = 0o600) -> Path:
+    """Write data, fsynced, to a fresh dot-file beside path and return its name."""
+    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+class LocalBlockStore(BlockStore):
     """Objects as files under root, fanned out by the first two byte pairs of the key."""
 
     def __init__(self, root: Path) -> None:
@@ -69,20 +100,28 @@ class LocalBlockStore:
         return self.root / key[0:2] / key[2:4] / key
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        self._make_folders(path.parent)
-        write_durably(path, data)
+        self.put_many([(key, data)])
 
-    def _make_folders(self, folder: Path) -> None:
-        """Create the fan-out folders, fsyncing each parent that gains a new entry."""
-        for level in (folder.parent, folder):
-            if level.is_dir():
-                continue
-            try:
-                level.mkdir()
-            except FileExistsError:
-                continue
-            fsync_dir(level.parent)
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Write every object to its temp file in parallel threads (each fsynced), rename them
+        all, then fsync in parallel each touched folder and the parents of the fan-out folders:
+        a batch costs about one round of flushes, not one per object and folder in turn."""
+        targets = [(self._path(key), data) for key, data in items]  # every key checked first
+        folders = {path.parent for path, _data in targets}
+        for folder in sorted(folders):
+            folder.mkdir(parents=True, exist_ok=True)
+        temps = _write_temps(targets)
+        try:
+            for temp, (path, _data) in zip(temps, targets, strict=True):
+                os.replace(temp, path)
+        finally:
+            for temp in temps:
+                temp.unlink(missing_ok=True)
+        # A fan-out folder may be new (made here or by a concurrent writer that has not yet
+        # flushed it): its entry in its parent must be durable too before the answer.
+        touched = folders | {folder.parent for folder in folders} | {self.root}
+        for _ in _FLUSHERS.map(fsync_dir, sorted(touched)):
+            pass
 
     def get(self, key: str) -> bytes:
         try:

@@ -3,10 +3,10 @@
 import threading
 from collections.abc import Iterator
 
-from backend.blockstore.base import BlockNotFound, check_key
+from backend.blockstore.base import BlockNotFound, BlockStore, check_key
 
 
-class MemoryBlockStore:
+class MemoryBlockStore(BlockStore):
     """Objects in process memory, guarded by a lock because calls come from a thread pool."""
 
     def __init__(self) -> None:

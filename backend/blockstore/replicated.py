@@ -15,7 +15,7 @@ from backend.blockstore.base import BlockNotFound, BlockStore, check_key
 log = logging.getLogger(__name__)
 
 
-class ReplicatedBlockStore:
+class ReplicatedBlockStore(BlockStore):
     """Mirror of objects over stores, in order of read preference (nearest first)."""
 
     def __init__(self, stores: Sequence[BlockStore]) -> None:
@@ -27,8 +27,11 @@ class ReplicatedBlockStore:
         return f"ReplicatedBlockStore({self.stores!r})"
 
     def put(self, key: str, data: bytes) -> None:
+        self.put_many([(key, data)])
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         for store in self.stores:
-            store.put(key, data)
+            store.put_many(items)
 
     def get(self, key: str) -> bytes:
         check_key(key)  # a bad key is the caller's error, not a replica failure

@@ -5,8 +5,9 @@ block, and may read one, only when it uploaded that block itself (namespace_bloc
 /blocks/missing and block reads reveal nothing about what other users store.
 
 A commit whose blocks the drive does not all have leaves its revision PENDING with one
-pending_blocks row per missing hash; record_block() deletes the rows of the arriving hash
-and completes each revision left with none: O(1) work per block and waiting revision.
+pending_blocks row per missing hash; record_blocks() deletes the rows of the arriving hashes
+and completes each revision left with none: O(1) work per block and waiting revision, and
+one transaction (one commit to disk) per batch of blocks.
 """
 
 from collections import Counter
@@ -93,17 +94,28 @@ def complete_revision(tx: Txn, revision: Revision) -> None:
             tx.journal(node)
 
 
+def _wanted(hashes: object) -> list[str]:
+    """The distinct hashes of a request, in order; at most MAX_HASHES, all well-formed."""
+    if not isinstance(hashes, list) or len(hashes) > MAX_HASHES:
+        raise InvalidRequest(f"ask about at most {MAX_HASHES} hashes at once")
+    return list(dict.fromkeys(check_hash(h) for h in hashes))
+
+
 class BlockRefs:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def missing_blocks(self, who: Principal, hashes: list[str]) -> list[str]:
-        if not isinstance(hashes, list) or len(hashes) > MAX_HASHES:
-            raise InvalidRequest(f"ask about at most {MAX_HASHES} hashes at once")
-        wanted = list(dict.fromkeys(check_hash(h) for h in hashes))
-        with self.db.read() as session:
-            owned = owned_hashes(session, who.namespace_id, wanted)
+        wanted = _wanted(hashes)
+        owned = self._owned(who, wanted)
         return [h for h in wanted if h not in owned]
+
+    def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
+        return self._owned(who, _wanted(hashes))
+
+    def _owned(self, who: Principal, wanted: list[str]) -> set[str]:
+        with self.db.read() as session:
+            return owned_hashes(session, who.namespace_id, wanted)
 
     def block_known(self, hash: str) -> bool:
         check_hash(hash)
@@ -119,27 +131,50 @@ class BlockRefs:
             ))))  # fmt: skip
 
     def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> None:
-        check_hash(hash)
-        for value, limit in ((size, MAX_BLOCK_SIZE), (stored_size, 2 * MAX_BLOCK_SIZE)):
-            if type(value) is not int or not 0 <= value <= limit:
-                raise InvalidRequest(f"a block size is an integer from 0 to {limit}")
+        self.record_blocks(who, [(hash, size, stored_size)])
+
+    def record_blocks(self, who: Principal, blocks: list[tuple[str, int, int]]) -> None:
+        """Note stored blocks (hash, size, stored_size) for the drive in ONE transaction, and
+        complete the revisions they finish: a batch pays for one commit, not one per block."""
+        if not isinstance(blocks, list) or len(blocks) > MAX_HASHES:
+            raise InvalidRequest(f"record at most {MAX_HASHES} blocks at once")
+        rows = {check_hash(hash): _checked_sizes(size, stored) for hash, size, stored in blocks}
+        if not rows:
+            return
+        ordered = sorted(rows)  # a stable lock order between concurrent drives on PostgreSQL
         with self.db.write(who.namespace_id) as tx:
-            row = {"hash": hash, "size": size, "stored_size": stored_size, "refcount": 0,
-                   "tier": HOT, "last_used": tx.now_ns}  # fmt: skip
-            upsert(tx.session, Block, row, ["hash"], ["size", "stored_size", "last_used"])
-            insert_ignore(tx.session, NamespaceBlock, [{"namespace_id": tx.namespace_id,
-                                                         "hash": hash}])  # fmt: skip
-            tx.namespace.bytes_received += size
-            _complete_waiting(tx, hash)
+            for hash in ordered:
+                size, stored_size = rows[hash]
+                row = {"hash": hash, "size": size, "stored_size": stored_size, "refcount": 0,
+                       "tier": HOT, "last_used": tx.now_ns}  # fmt: skip
+                upsert(tx.session, Block, row, ["hash"], ["size", "stored_size", "last_used"])
+            insert_ignore(tx.session, NamespaceBlock, [
+                {"namespace_id": tx.namespace_id, "hash": hash} for hash in ordered
+            ])  # fmt: skip
+            tx.namespace.bytes_received += sum(size for size, _stored in rows.values())
+            _complete_waiting(tx, ordered)
 
 
-def _complete_waiting(tx: Txn, hash: str) -> None:
-    """Strike the hash off every revision of the drive awaiting it; complete those done."""
-    struck = (
-        delete(PendingBlock)
-        .where(PendingBlock.namespace_id == tx.namespace_id, PendingBlock.hash == hash)
-        .returning(PendingBlock.revision_id)
-    )
-    for revision_id in sorted(tx.session.scalars(struck)):
+def _checked_sizes(size: object, stored_size: object) -> tuple[int, int]:
+    for value, limit in ((size, MAX_BLOCK_SIZE), (stored_size, 2 * MAX_BLOCK_SIZE)):
+        if type(value) is not int or not 0 <= value <= limit:
+            raise InvalidRequest(f"a block size is an integer from 0 to {limit}")
+    return size, stored_size  # type: ignore[return-value]
+
+
+def _complete_waiting(tx: Txn, hashes: list[str]) -> None:
+    """Strike the hashes off every revision of the drive awaiting them; complete those done."""
+    waiting: set[int] = set()
+    for start in range(0, len(hashes), _IN_BATCH):
+        struck = (
+            delete(PendingBlock)
+            .where(
+                PendingBlock.namespace_id == tx.namespace_id,
+                PendingBlock.hash.in_(hashes[start : start + _IN_BATCH]),
+            )
+            .returning(PendingBlock.revision_id)
+        )
+        waiting.update(tx.session.scalars(struck))
+    for revision_id in sorted(waiting):
         if not tx.session.scalar(select(exists().where(PendingBlock.revision_id == revision_id))):
             complete_revision(tx, tx.session.get(Revision, revision_id))

@@ -128,6 +128,14 @@ class MetadataService:
         complete (mark uploaded, journal) every pending revision of the user now whole."""
         self._blocks.record_block(who, hash, size, stored_size)
 
+    def record_blocks(self, who: Principal, blocks: list[tuple[str, int, int]]) -> None:
+        """record_block for several blocks (hash, size, stored_size) in one transaction."""
+        self._blocks.record_blocks(who, blocks)
+
+    def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
+        """The subset of hashes this user may read (may_read_block for many, one query)."""
+        return self._blocks.readable_blocks(who, hashes)
+
     def block_known(self, hash: str) -> bool:
         """True when the block is already stored (by anyone): the upload may skip the store."""
         return self._blocks.block_known(hash)
