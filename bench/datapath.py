@@ -13,6 +13,7 @@ cache drop, is the reference. The copy read back is compared with the source.
 """
 
 import argparse
+import os
 import subprocess
 import tempfile
 import time
@@ -48,6 +49,25 @@ def rate(size: int, seconds: float) -> str:
     return f"{seconds:7.2f} s  {size / MIB / seconds:8.1f} MiB/s"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds the server and a mount spend in a phase: unlike wall time, this does not
+    depend on what else the machine runs, and says what an idle 2-core machine could do."""
+
+    def __init__(self, server: CirrusServer, mount: CirrusMount) -> None:
+        self.pids = {"server": server.proc.pid, "mount": mount.proc.pid}
+        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def report(self) -> str:
+        used = {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+        return "  (CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in used.items()) + ")"
+
+
 def run(scratch: Path, size: int) -> None:
     source = scratch / "source.bin"
     make_source(source, size)
@@ -61,20 +81,22 @@ def run(scratch: Path, size: int) -> None:
         first = CirrusMount(server.url, token_file, scratch / "mnt", scratch / "cache1")
         mounts.append(first)
         first.mount()
+        meter = CpuMeter(server, first)
         started = time.perf_counter()
         written = dd(source, scratch / "mnt" / "big.bin", fsync=True)
         procs.wait_until(lambda: api.uploaded("/big.bin", size), 600, 0.05, "the upload")
         uploaded = time.perf_counter() - started
+        print(f"write (dd conv=fsync)       {rate(size, written)}")
+        print(f"write until on the server   {rate(size, uploaded)}{meter.report()}")
         first.unmount()
         mounts.remove(first)
-        print(f"write (dd conv=fsync)       {rate(size, written)}")
-        print(f"write until on the server   {rate(size, uploaded)}")
         drop_caches()
         second = CirrusMount(server.url, token_file, scratch / "mnt", scratch / "cache2")
         mounts.append(second)
         second.mount()
+        meter = CpuMeter(server, second)
         cold = dd(scratch / "mnt" / "big.bin", "/dev/null")
-        print(f"cold read from the server   {rate(size, cold)}")
+        print(f"cold read from the server   {rate(size, cold)}{meter.report()}")
         drop_caches()
         print(f"local disk read (reference) {rate(size, dd(source, '/dev/null'))}")
         same = subprocess.run(["cmp", str(source), str(scratch / "mnt" / "big.bin")]).returncode

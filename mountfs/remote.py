@@ -23,7 +23,14 @@ import httpx
 import trio
 import zstandard
 
-from backend.blocks import BATCH_TYPE, MAX_BATCH_BLOCKS, pack_batch, unpack_batch
+from backend.blocks import (
+    BATCH_TYPE,
+    MAX_BATCH_BLOCKS,
+    looks_compressible,
+    pack_batch,
+    store_frame,
+    unpack_batch,
+)
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import CirrusError, HashMismatch, InvalidPathError, InvalidRequest
 from backend.protocol.errors import from_json as error_from_json
@@ -46,14 +53,17 @@ class ServerUnreachable(CirrusError):
     code, status, errno = "unreachable", 503, _errno.EIO
 
 
-def _compress(data: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+def _frame(data: bytes) -> bytes:
+    """A block's zstd frame; data that a probe finds incompressible (media, archives) is
+    framed at memory speed instead of going through level 3 for nothing."""
+    if looks_compressible(data):
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+    return store_frame(data)
 
 
 def _pack(blocks: list[tuple[str, bytes]]) -> bytes:
     """The batch body of (hash, plaintext) blocks: each compressed, then framed."""
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return pack_batch([(_check_hash(name), compressor.compress(data)) for name, data in blocks])
+    return pack_batch([(_check_hash(name), _frame(data)) for name, data in blocks])
 
 
 def _unpack(hashes: list[str], body: bytes) -> dict[str, bytes]:

@@ -91,6 +91,8 @@ class LocalBlockStore(BlockStore):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Fan-out folders whose entries in their parents this process has flushed.
+        self._durable: set[Path] = set()
 
     def __repr__(self) -> str:
         return f"LocalBlockStore({str(self.root)!r})"
@@ -104,12 +106,11 @@ class LocalBlockStore(BlockStore):
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Write every object to its temp file in parallel threads (each fsynced), rename them
-        all, then fsync in parallel each touched folder and the parents of the fan-out folders:
-        a batch costs about one round of flushes, not one per object and folder in turn."""
+        all, then fsync in parallel each folder that gained an entry: a batch costs about one
+        round of flushes, not one per object and folder in turn."""
         targets = [(self._path(key), data) for key, data in items]  # every key checked first
         folders = {path.parent for path, _data in targets}
-        for folder in sorted(folders):
-            folder.mkdir(parents=True, exist_ok=True)
+        fresh = self._make_folders(folders)
         temps = _write_temps(targets)
         try:
             for temp, (path, _data) in zip(temps, targets, strict=True):
@@ -117,11 +118,24 @@ class LocalBlockStore(BlockStore):
         finally:
             for temp in temps:
                 temp.unlink(missing_ok=True)
-        # A fan-out folder may be new (made here or by a concurrent writer that has not yet
-        # flushed it): its entry in its parent must be durable too before the answer.
-        touched = folders | {folder.parent for folder in folders} | {self.root}
-        for _ in _FLUSHERS.map(fsync_dir, sorted(touched)):
+        parents = {folder.parent for folder in fresh}
+        for _ in _FLUSHERS.map(fsync_dir, sorted(folders | parents)):
             pass
+        self._durable.update(fresh)
+
+    def _make_folders(self, folders: set[Path]) -> set[Path]:
+        """Create missing fan-out folders; return those whose entries may not be durable yet:
+        every one this process has not seen flushed (a folder that exists may have been made
+        a moment ago by a concurrent writer that has not flushed its parent yet). Flushed
+        folders are remembered, so in a steady state a batch flushes only the folders that
+        receive objects."""
+        fresh: set[Path] = set()
+        for folder in sorted(folders):
+            for level in (folder.parent, folder):
+                if level not in self._durable:
+                    level.mkdir(exist_ok=True)
+                    fresh.add(level)
+        return fresh
 
     def get(self, key: str) -> bytes:
         try:

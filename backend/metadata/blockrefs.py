@@ -24,7 +24,7 @@ from backend.db.models import (
     PendingBlock,
     Revision,
 )
-from backend.metadata.txn import Database, Txn, insert_ignore, upsert
+from backend.metadata.txn import Database, Txn, insert_ignore
 from backend.metadata.types import BlockRef, Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import InvalidRequest
@@ -143,16 +143,26 @@ class BlockRefs:
             return
         ordered = sorted(rows)  # a stable lock order between concurrent drives on PostgreSQL
         with self.db.write(who.namespace_id) as tx:
-            for hash in ordered:
-                size, stored_size = rows[hash]
-                row = {"hash": hash, "size": size, "stored_size": stored_size, "refcount": 0,
-                       "tier": HOT, "last_used": tx.now_ns}  # fmt: skip
-                upsert(tx.session, Block, row, ["hash"], ["size", "stored_size", "last_used"])
+            _upsert_blocks(tx, [(hash, *rows[hash]) for hash in ordered])
             insert_ignore(tx.session, NamespaceBlock, [
                 {"namespace_id": tx.namespace_id, "hash": hash} for hash in ordered
             ])  # fmt: skip
             tx.namespace.bytes_received += sum(size for size, _stored in rows.values())
             _complete_waiting(tx, ordered)
+
+
+def _upsert_blocks(tx: Txn, rows: list[tuple[str, int, int]]) -> None:
+    """Insert the blocks' rows or update their sizes: two statements whatever the count (an
+    INSERT of every new row, then one executemany UPDATE by primary key)."""
+    insert_ignore(tx.session, Block, [
+        {"hash": hash, "size": size, "stored_size": stored_size, "refcount": 0, "tier": HOT,
+         "last_used": tx.now_ns}
+        for hash, size, stored_size in rows
+    ])  # fmt: skip
+    tx.session.execute(update(Block), [
+        {"hash": hash, "size": size, "stored_size": stored_size, "last_used": tx.now_ns}
+        for hash, size, stored_size in rows
+    ])  # fmt: skip
 
 
 def _checked_sizes(size: object, stored_size: object) -> tuple[int, int]:
