@@ -1,8 +1,11 @@
 """The mount's local metadata mirror and its durable journal of pending operations.
 
 Both live in ONE SQLite database in the cache directory so that a local change and the journal
-entry that will replay it on the server commit in the same transaction (synchronous=FULL): after
-a crash either both exist or neither does. The mount answers every metadata request from here,
+entry that will replay it on the server commit in the same transaction: after a crash either
+both exist or neither does. Commits are synchronous=NORMAL (in WAL mode: atomic and ordered, they
+survive a crash of the mount but not necessarily a power loss); what must survive a power loss
+(acknowledgements of close/fsync) is made durable by `sync`, one fsync of the WAL that covers
+every commit before it. The mount answers every metadata request from here,
 without a network round trip, and keeps working offline.
 
 Schema (every column's special values):
@@ -83,6 +86,7 @@ CREATE TABLE IF NOT EXISTS journal (
     args  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS journal_by_inode ON journal(inode);
+CREATE INDEX IF NOT EXISTS journal_by_other ON journal(other) WHERE other IS NOT NULL;
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -140,7 +144,8 @@ class MetaDB:
     def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._path = path
         self._db.executescript(_SCHEMA)
         self._migrate()
         self._depth = 0
@@ -162,6 +167,21 @@ class MetaDB:
 
     def close(self) -> None:
         self._db.close()
+
+    def sync(self) -> None:
+        """Make every commit so far durable (blocking: run it in a worker thread). In WAL mode
+        a commit is in the WAL file, or already checkpointed into the database (which the
+        checkpoint synced), so one fsync of the WAL is enough."""
+        for suffix in ("-wal", ""):
+            try:
+                fd = os.open(self._path + suffix, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

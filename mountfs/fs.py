@@ -15,7 +15,9 @@ from cache.metadb import Node
 from mountfs.errors import FsError, fuse_errors
 from mountfs.vfs import VFS
 
-ATTR_TIMEOUT = 1.0
+# The mirror is authoritative and every remote change invalidates the kernel's copy explicitly
+# (mountfs/kernel.py), so the kernel may keep names and attributes for long.
+ATTR_TIMEOUT = 3600.0
 BLOCK_SIZE = 4096
 # statfs: a drive has no fixed size here; report a large capacity and the files the mirror knows.
 REPORTED_CAPACITY = 1 << 50

@@ -97,8 +97,12 @@ class Replayer:
         if server is not None:
             self._feed.apply(server)
 
-    def _done(self, entry: JournalEntry, **updates: Any) -> None:
+    def _done(self, entry: JournalEntry, sent: dict | None = None, **updates: Any) -> None:
+        """Remove a replayed entry and apply its answer; `sent` (mode and mtime a commit
+        carried) also settles the setattr entries right after it that asked for the same."""
         with self._db.transaction():
+            if sent is not None:
+                self._fold_setattrs(entry, sent)
             if updates and self._db.get(entry.inode) is not None:
                 self._claim(entry.inode, updates.get("remote_id"))
                 self._db.update(entry.inode, **updates)
@@ -106,6 +110,17 @@ class Replayer:
             for inode in (entry.inode, entry.other):
                 if inode is not None:
                     self._vfs.collect(inode)
+
+    def _fold_setattrs(self, entry: JournalEntry, sent: dict) -> None:
+        seq = entry.seq
+        while (following := self._db.next_entry_for(entry.inode, seq)) is not None:
+            if following.op != "setattr" or following.inode != entry.inode:
+                return
+            asked = {key: following.args.get(key) for key in ("mode", "mtime_ns")}
+            if any(value is not None and sent[key] != value for key, value in asked.items()):
+                return
+            self._db.remove_entry(following.seq)
+            seq = following.seq
 
     def _claim(self, inode: int, remote_id: int | None) -> None:
         """Give `remote_id` to `inode`, detaching a stale local twin that holds it."""
@@ -181,7 +196,8 @@ class Replayer:
             return
         args = entry.args
         answer = await self._commit(entry, 0, [], args["mode"], args["mtime_ns"], None)
-        await self._committed(entry, answer, self._vfs.generation(entry.inode), [])
+        sent = {"mode": args["mode"], "mtime_ns": args["mtime_ns"]}
+        await self._committed(entry, answer, self._vfs.generation(entry.inode), [], sent)
 
     async def _upload(self, entry: JournalEntry) -> None:
         node = self._db.get(entry.inode)
@@ -208,7 +224,8 @@ class Replayer:
         answer = await self._commit(
             entry, manifest.size, hashes, node.mode, node.mtime_ns, node.head_rev
         )
-        await self._committed(entry, answer, generation, manifest.blocks)
+        sent = {"mode": node.mode, "mtime_ns": node.mtime_ns}
+        await self._committed(entry, answer, generation, manifest.blocks, sent)
 
     async def _upload_acknowledged(self, entry: JournalEntry) -> tuple[int, Manifest] | None:
         """Send the blocks of the acknowledged content: the preserved copy when the file was
@@ -268,7 +285,7 @@ class Replayer:
         return digest.hexdigest()[:64]
 
     async def _committed(
-        self, entry: JournalEntry, answer: dict, generation: int, blocks: list
+        self, entry: JournalEntry, answer: dict, generation: int, blocks: list, sent: dict
     ) -> None:
         """Fold a commit's answer into the mirror; drop the dirty copy when it is safe."""
         log.debug("%s #%d %s: rev %s", entry.op, entry.seq, entry.args["path"], answer["rev"])
@@ -277,22 +294,28 @@ class Replayer:
             return
         node = answer["node"]
         inode = entry.inode
-        clean = (
-            self._vfs.generation(inode) == generation
-            and not self._vfs.has_handles(inode)
-            and self._db.next_entry_for(inode, entry.seq) is None
-        )
+        clean = self._vfs.generation(inode) == generation and self._settled(entry)
         # The acknowledged content is now revision `rev`: a crash recovery can go back to it.
         updates = {"remote_id": node["id"], "head_rev": answer["rev"], "rev": answer["rev"]}
         self._db.put_blocklist(node["id"], answer["rev"], [tuple(b) for b in blocks])
         if clean:
             updates.update(size=node["size"], dirty=0, modified=0)
         last = self._db.next_entry_for(inode, entry.seq) is None
-        self._done(entry, **updates)
+        self._done(entry, sent, **updates)
         if clean:
             self._vfs.content.dirty.remove(inode)
         elif last:
             self._vfs.content.dirty.drop_preserved(inode)
+
+    def _settled(self, entry: JournalEntry) -> bool:
+        """Whether the dirty copy may go: no handle, no change under way (a truncation holds
+        the content lock), nothing journaled after this entry."""
+        return (
+            self._db.get(entry.inode) is not None
+            and not self._vfs.has_handles(entry.inode)
+            and not self._vfs.content.lock(entry.inode).locked()
+            and self._db.next_entry_for(entry.inode, entry.seq) is None
+        )
 
     async def _conflicted(self, entry: JournalEntry, answer: dict) -> None:
         """Our version became a conflicted copy: show the server's version at our path."""
@@ -303,7 +326,7 @@ class Replayer:
         except NotFound:
             self._done(entry, head_rev=None, conflict=1)
             return
-        if self._vfs.has_handles(inode) or self._db.next_entry_for(inode, entry.seq):
+        if not self._settled(entry):
             self._done(entry, remote_id=server["id"], head_rev=server["head_rev"], conflict=1)
             return
         self._done(entry, dirty=0, conflict=1, **remote_fields(server))

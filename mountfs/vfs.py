@@ -56,6 +56,35 @@ def decode_name(raw: bytes) -> str:
         raise InvalidPathError("name is not valid UTF-8") from None
 
 
+class GroupSync:
+    """Durability of the journal for acknowledgements, shared: concurrent closes wait for one
+    fsync that started after their commit instead of each paying for their own, and the
+    fsync runs in a worker thread so other requests are served meanwhile."""
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self._sync = sync
+        self._requested = 0
+        self._covered = 0
+        self._busy = False
+        self._idle = trio.Event()
+
+    async def __call__(self) -> None:
+        self._requested += 1
+        ticket = self._requested
+        while self._covered < ticket:
+            if self._busy:
+                await self._idle.wait()
+                continue
+            self._busy, start = True, self._requested
+            try:
+                await trio.to_thread.run_sync(self._sync)
+                self._covered = max(self._covered, start)
+            finally:
+                self._busy = False
+                self._idle.set()
+                self._idle = trio.Event()
+
+
 @dataclass(slots=True)
 class Handle:
     inode: int
@@ -77,6 +106,7 @@ class VFS:
         self._flushed: dict[int, int] = {}
         self._mtimes: dict[int, int] = {}
         self.stale: set[int] = set()
+        self._durable = GroupSync(db.sync)
         self._recover()
 
     def _recover(self) -> None:
@@ -213,7 +243,7 @@ class VFS:
         if size is not None:
             await self._truncate(node, size)
         changes: dict = {}
-        if mode is not None:
+        if mode is not None and stat.S_IMODE(mode) != node.mode:  # tar chmods to the same
             changes["mode"] = stat.S_IMODE(mode)
         if mtime_ns is not None:
             changes["mtime_ns"] = mtime_ns
@@ -231,8 +261,8 @@ class VFS:
             raise IsADirectory("cannot truncate a folder")
         if node.type != "file":
             raise FsError(errno.EINVAL, "not a regular file")
-        await self._start_writing(node.inode, keep=size > 0)
         async with self.content.lock(node.inode):
+            await self._begin_change(node.inode, keep=size > 0)
             self.content.truncate(node.inode, size)
             self._touch(node.inode)
         if commit:
@@ -243,15 +273,20 @@ class VFS:
         (with its content when `keep`), keep acknowledged content that is not uploaded yet,
         and note durably that the dirty copy is being changed."""
         async with self.content.lock(inode):
-            node = self.node(inode)
-            if node.dirty and node.modified:
-                return
-            if not node.dirty:
-                await self.content.materialise(node, keep)
-            elif self._db.has_pending_upload(inode) and self.content.dirty.exists(inode):
-                await trio.to_thread.run_sync(self.content.dirty.preserve, inode)
-            with self._db.transaction():
-                self._db.update(inode, dirty=1, modified=1)
+            await self._begin_change(inode, keep)
+
+    async def _begin_change(self, inode: int, keep: bool) -> None:
+        """The body of `_start_writing`, for callers that hold the content lock."""
+        node = self.node(inode)
+        if node.dirty and node.modified:
+            return
+        if not node.dirty:
+            await self.content.materialise(node, keep)
+        elif self._db.has_pending_upload(inode) and self.content.dirty.exists(inode):
+            await trio.to_thread.run_sync(self.content.dirty.preserve, inode)
+        with self._db.transaction():
+            self._db.update(inode, dirty=1, modified=1)
+        await self._durable()
 
     def _touch(self, inode: int) -> None:
         self._gens[inode] = self._gens.get(inode, 0) + 1
@@ -383,11 +418,19 @@ class VFS:
         if node.is_dir:
             raise IsADirectory("cannot open a folder as a file")
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        # The handle exists before the truncation so the uploader never drops the dirty
+        # copy under it.
+        fh = self._open_handle(inode, writable)
         if writable and flags & os.O_TRUNC and node.type == "file":
-            await self._truncate(node, 0, commit=False)
+            try:
+                await self._truncate(node, 0, commit=False)
+            except BaseException:
+                self._handles.pop(fh)
+                self.content.dirty.release(inode)
+                raise
         keep_cache = inode not in self.stale
         self.stale.discard(inode)
-        return self._open_handle(inode, writable), keep_cache
+        return fh, keep_cache
 
     def _open_handle(self, inode: int, writable: bool) -> int:
         fh = self._next_fh
@@ -451,6 +494,7 @@ class VFS:
             self._db.update(inode, size=size, mtime_ns=mtime_ns, ctime_ns=now, dirty=1, modified=0)
             if node.parent is not None:
                 self._journal("upload", inode, {"path": self._db.path(inode)})
+        await self._durable()
         self.content.dirty.drop_preserved(inode)
         self._flushed[inode] = generation
 
