@@ -40,7 +40,8 @@ def run(bench: Bench) -> None:
     )
     figures = whole_pipeline(out.stdout)
     if out.returncode != 0 or not figures:
-        bench.table.note(f"pipeline: bench.pipeline failed: {out.stderr.strip()[-300:]}")
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        bench.table.note(f"pipeline: bench.pipeline failed: {last}")
         return
     for column, rate in figures.items():
         bench.table.record(
