@@ -92,12 +92,16 @@ async def _read_body(request: Request, limit: int, what: str) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed limit."""
     if declared_length(request) > limit:
         raise PayloadTooLarge(f"{what} may be at most {limit} bytes")
-    body = bytearray()
+    pieces: list[bytes] = []
+    received = 0
     async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
+        pieces.append(piece)
+        received += len(piece)
+        if received > limit:
             raise PayloadTooLarge(f"{what} may be at most {limit} bytes")
-    return bytes(body)
+    # One copy at the end: growing a bytearray piece by piece copies it again and again
+    # (it over-allocates by only ~1/8), ~40 reallocations for an 8 MiB body.
+    return b"".join(pieces)
 
 
 @router.get(
