@@ -110,7 +110,7 @@ class BlockService:
         """Store a block a client sent as a zstd frame under the name it claims."""
         return self.put_wire_many([(hash, wire)])[0]
 
-    def put_wire_many(self, items: Sequence[tuple[str, bytes]]) -> list[StoredBlock]:
+    def put_wire_many(self, items: Sequence[tuple[str, bytes | memoryview]]) -> list[StoredBlock]:
         """Store blocks clients sent as zstd frames, each under the name it claims.
 
         Every block is verified and sealed (in parallel threads) before any is stored, so one
@@ -122,7 +122,7 @@ class BlockService:
         self.store.put_many([(block.hash, obj) for block, obj in sealed])
         return [block for block, _obj in sealed]
 
-    def _seal_wire(self, hash: str, wire: bytes) -> tuple[StoredBlock, bytes]:
+    def _seal_wire(self, hash: str, wire: bytes | memoryview) -> tuple[StoredBlock, bytearray]:
         _check_hash(hash)
         plain = _decompress(wire, InvalidRequest)
         actual = block_hash(plain)
@@ -175,12 +175,18 @@ class BlockService:
         self.store.put(hash, obj)
         return block
 
-    def _seal(self, hash: str, size: int, flags: int, payload: bytes) -> tuple[StoredBlock, bytes]:
+    def _seal(
+        self, hash: str, size: int, flags: int, payload: bytes | memoryview
+    ) -> tuple[StoredBlock, bytearray]:
         """The at-rest object of a payload: header, fresh nonce, AES-GCM ciphertext and tag."""
         header = bytes([FORMAT_VERSION << 4 | flags])
         nonce = os.urandom(NONCE_SIZE)
-        sealed = self._aead.encrypt(nonce, payload, header + hash.encode("ascii"))
-        obj = b"".join((header, nonce, sealed))
+        # Encrypted straight into the object's buffer: no second copy of the block.
+        obj = bytearray(HEADER_SIZE + len(payload) + TAG_SIZE)
+        obj[:HEADER_SIZE] = header + nonce
+        with memoryview(obj) as view:
+            aad = header + hash.encode("ascii")
+            self._aead.encrypt_into(nonce, payload, aad, view[HEADER_SIZE:])
         return StoredBlock(hash=hash, size=size, stored_size=len(obj)), obj
 
     def _load(self, hash: str) -> tuple[int, bytes]:
@@ -228,8 +234,11 @@ def pack_batch(blocks: Sequence[tuple[str, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def unpack_batch(body: bytes, error: type[CirrusError] = InvalidRequest) -> list[tuple[str, bytes]]:
-    """The (hash, zstd frame) pairs of a batch body; `error` for a malformed body.
+def unpack_batch(
+    body: bytes, error: type[CirrusError] = InvalidRequest
+) -> list[tuple[str, memoryview]]:
+    """The (hash, zstd frame) pairs of a batch body, each frame a view into body; `error`
+    for a malformed body.
 
     More than MAX_BATCH_BLOCKS blocks, or a frame over MAX_WIRE_SIZE, is PayloadTooLarge;
     the frames themselves are checked by whoever decompresses them.
@@ -250,7 +259,7 @@ def unpack_batch(body: bytes, error: type[CirrusError] = InvalidRequest) -> list
         at += BATCH_HEADER_SIZE
         if at + length > len(view):
             raise error(f"batch ends inside the frame of block {hash}")
-        blocks.append((hash, bytes(view[at : at + length])))
+        blocks.append((hash, view[at : at + length]))  # a view: no copy of the frame
         at += length
     return blocks
 
@@ -299,7 +308,7 @@ def _verify(hash: str, plain: bytes) -> None:
         raise CorruptBlock(f"stored block {hash} decrypts to data with another hash")
 
 
-def _decompress(frame: bytes, error: type[CirrusError]) -> bytes:
+def _decompress(frame: bytes | memoryview, error: type[CirrusError]) -> bytes:
     """Decompress one zstd frame of at most MAX_BLOCK_SIZE bytes, with nothing after it.
 
     The declared size is checked before any allocation, so a tiny frame claiming gigabytes
@@ -322,7 +331,7 @@ def _decompress(frame: bytes, error: type[CirrusError]) -> bytes:
         raise error(f"block is not a valid zstd frame: {exc}") from None
 
 
-def _exceeds_cap(frame: bytes) -> bool:
+def _exceeds_cap(frame: bytes | memoryview) -> bool:
     """True when a frame without a declared size inflates past MAX_BLOCK_SIZE."""
     try:
         with _codecs.decompressor.stream_reader(frame) as reader:

@@ -74,7 +74,7 @@ def _unpack(hashes: list[str], body: bytes) -> dict[str, bytes]:
     return {name: _decode_block(name, frame) for name, frame in frames}
 
 
-def _decode_block(expected: str, frame: bytes) -> bytes:
+def _decode_block(expected: str, frame: bytes | memoryview) -> bytes:
     """Decompress one block frame (never beyond MAX_BLOCK_SIZE) and check its name."""
     try:
         size = zstandard.frame_content_size(frame)
