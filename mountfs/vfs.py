@@ -298,7 +298,9 @@ class VFS:
         self._dir(inode)
 
     def readdir(self, inode: int, after: int) -> list[Node]:
-        return [self.attrs(node.inode) for node in self._db.children(inode, after, limit=256)]
+        """A page of children with their attributes (one query; only dirty files need more)."""
+        nodes = self._db.children(inode, after, limit=256)
+        return [self.attrs(node.inode) if node.dirty else node for node in nodes]
 
     def mkdir(self, parent: int, raw: bytes, mode: int) -> Node:
         name = self._new_name(parent, raw)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from tests.support import mount as mount_fixtures
-from tests.support.mount import MountFactory, account, server_file, wait_until
+from tests.support.mount import MountFactory, account, server_file, server_stat, wait_until
 from tests.support.server import ServerProcess
 
 drive_user = mount_fixtures.drive_user
@@ -165,3 +165,24 @@ def test_mount_starts_offline_from_a_filled_cache(
     (drive.path / "offline.txt").write_text("made offline")
     server.start()
     wait_until(lambda: server_file(server, drive_user, "/offline.txt") == b"made offline", 30)
+
+
+def test_attributes_set_right_after_writing_reach_the_server(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """tar's pattern: write, chmod (often to the mode the file has), close, set the mtime.
+    The commit carries mode and mtime, so the setattrs after it settle with it."""
+    drive = mount_factory("a")
+    stamps = {f"f{i}.txt": 1_600_000_000_000_000_000 + i * 1_000_000_007 for i in range(20)}
+    for name, mtime in stamps.items():
+        path = drive.path / name
+        with open(path, "w") as file:
+            file.write(name)
+            os.fchmod(file.fileno(), 0o644 if name != "f3.txt" else 0o600)
+        os.utime(path, ns=(mtime, mtime))
+    for name, mtime in stamps.items():
+        wait_until(lambda n=name: synced(drive.path / n))
+        node = server_stat(server, drive_user, f"/{name}")
+        assert node["mtime_ns"] == mtime, name
+        assert node["mode"] & 0o777 == (0o600 if name == "f3.txt" else 0o644), name
+        assert server_file(server, drive_user, f"/{name}") == name.encode()
