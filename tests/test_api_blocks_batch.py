@@ -124,6 +124,9 @@ def test_batch_limits_are_413(new_user) -> None:
 
     response = alice.post("/v1/blocks/batch", content=stream(), headers=BATCH_TYPE)
     assert response.status_code == 413 and error_code(response) == "too_large"
+    bomb = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(5 * 1024 * 1024))
+    response = put_batch(alice, pack_batch([(block_hash(b"small"), bomb)]))  # inflates > 4 MiB
+    assert response.status_code == 413 and error_code(response) == "too_large"
     too_many = fetch(alice, [block_hash(data) for data in many])
     assert too_many.status_code == 413 and error_code(too_many) == "too_large"
 
