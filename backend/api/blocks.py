@@ -30,20 +30,19 @@ from backend.protocol.errors import InvalidRequest, NotFound, PayloadTooLarge
 router = APIRouter(prefix="/v1/blocks", tags=["blocks"])
 
 HashPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="BLAKE3 hex digest")]
-# Clients send `Content-Type: application/zstd`; the schema says octet-stream so generic
-# OpenAPI tools can produce a body (the server reads the bytes whatever the type says).
-_ZSTD_BODY = {
-    "requestBody": {
-        "description": "one zstd frame holding the block",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    },
-}
-_BATCH_BODY = {
-    "requestBody": {
-        "description": "blocks framed as [64 hex digits][8-byte big-endian length][zstd frame]",
-        "content": {BATCH_TYPE: {"schema": {"type": "string", "format": "binary"}}},
-    },
-}
+
+
+def _binary_body(description: str) -> dict:
+    """Clients send `application/zstd` or BATCH_TYPE; the schema says octet-stream so generic
+    OpenAPI tools can produce a body (the server reads the bytes whatever the type says)."""
+    content = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    return {"requestBody": {"description": description, "content": content}}
+
+
+_ZSTD_BODY = _binary_body("one zstd frame holding the block")
+_BATCH_BODY = _binary_body(
+    f"blocks framed as [64 hex digits][8-byte big-endian length][zstd frame] ({BATCH_TYPE})"
+)
 
 
 class FetchIn(BaseModel):
