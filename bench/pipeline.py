@@ -23,6 +23,7 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from backend.blocks import BlockService, compress_if_worthwhile
+from backend.blockstore.base import BlockStore
 from backend.protocol.chunking import iter_chunks
 from backend.protocol.hashing import block_hash
 
@@ -31,7 +32,7 @@ TEXT_TILE = 16 * MIB  # unique text, then repeated: too far apart for any block 
 Stage = Callable[[Sequence], object]
 
 
-class DiscardStore:
+class DiscardStore(BlockStore):
     """A block store that keeps nothing."""
 
     def put(self, key: str, data: bytes) -> None:
