@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.blocks import BlockService
@@ -42,16 +43,21 @@ def _check_device(device: str | None) -> str | None:
     return device
 
 
-def get_principal(
+async def get_principal(
     services: Annotated[Services, Depends(get_services)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     x_cirrus_device: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    """Resolve the caller; a plain `def` so the token lookup runs in the threadpool."""
+    """Resolve the caller: from memory on the event loop when the token was seen recently,
+    else with a database lookup in the threadpool."""
     if credentials is None or not credentials.credentials:
         raise Unauthorized("missing bearer token")
     device = _check_device(x_cirrus_device)
-    return services.metadata.authenticate(credentials.credentials, device)
+    token = credentials.credentials
+    known = services.metadata.authenticate_cached(token, device)
+    if known is not None:
+        return known
+    return await run_in_threadpool(services.metadata.authenticate, token, device)
 
 
 def check_path(path: str) -> str:

@@ -59,6 +59,10 @@ class MetadataService:
         """Resolve a bearer token (stored hashed); raise Unauthorized when unknown."""
         return self._users.authenticate(token, device)
 
+    def authenticate_cached(self, token: str, device: str | None) -> Principal | None:
+        """The caller if known from a recent lookup (no I/O: safe on the event loop)."""
+        return self._users.authenticate_cached(token, device)
+
     def account(self, who: Principal) -> dict:
         """{"user", "namespace_id", "cursor", "used_bytes", "files", "bytes_received"}."""
         return self._users.account(who)

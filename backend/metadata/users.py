@@ -16,6 +16,10 @@ from backend.protocol.errors import AlreadyExists, InvalidRequest, Unauthorized
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _MAX_TOKEN_LEN = 256
 ROOT_MODE = 0o755
+# How long a resolved token is trusted without asking the database again. Tokens are never
+# reassigned and there is no revocation yet; a revocation must clear the cache.
+TOKEN_CACHE_S = 60.0
+_TOKEN_CACHE_MAX = 100_000
 
 
 def hash_token(token: str) -> str:
@@ -37,6 +41,9 @@ class Users:
         self.db = db
         # (user id, device) pairs known to be recorded: spares a query per request.
         self._devices: set[tuple[int, str]] = set()
+        # token hash → ((user id, user name, namespace id), expiry): spares the query that
+        # would otherwise run for every request, thousands at once when long polls reconnect.
+        self._tokens: dict[str, tuple[tuple[int, str, int], float]] = {}
         self._lock = threading.Lock()
 
     def create_user(self, name: str) -> str:
@@ -67,16 +74,32 @@ class Users:
             session.add(root)
         return token
 
-    def authenticate(self, token: str, device: str | None) -> Principal:
+    def authenticate_cached(self, token: str, device: str | None) -> Principal | None:
+        """The caller from memory alone, or None when that needs the database (no I/O here,
+        so the event loop may call it directly)."""
         if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN_LEN:
             raise Unauthorized("unknown token")
         device = check_device(device)
+        with self._lock:
+            known = self._tokens.get(hash_token(token))
+            if known is None or known[1] < time.monotonic():
+                return None
+            user_id, user_name, namespace_id = known[0]
+            if device is not None and (user_id, device) not in self._devices:
+                return None
+        return Principal(user_id, user_name, namespace_id, device)
+
+    def authenticate(self, token: str, device: str | None) -> Principal:
+        cached = self.authenticate_cached(token, device)
+        if cached is not None:
+            return cached
+        token_hash = hash_token(token)
         with self.db.read() as session:
             query = (
                 select(User.id, User.name, Namespace.id)
                 .join(Token, Token.user_id == User.id)
                 .join(Namespace, Namespace.user_id == User.id)
-                .where(Token.token_hash == hash_token(token))
+                .where(Token.token_hash == token_hash)
             )
             row = session.execute(query).one_or_none()
         if row is None:
@@ -84,6 +107,10 @@ class Users:
         user_id, user_name, namespace_id = row
         if device is not None:
             self._remember_device(user_id, device)
+        with self._lock:
+            if len(self._tokens) >= _TOKEN_CACHE_MAX:
+                self._tokens.clear()
+            self._tokens[token_hash] = (tuple(row), time.monotonic() + TOKEN_CACHE_S)
         return Principal(user_id, user_name, namespace_id, device)
 
     def _remember_device(self, user_id: int, device: str) -> None:
