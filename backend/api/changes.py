@@ -6,7 +6,7 @@ check before it runs in the threadpool like every other call).
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from backend.api.deps import PrincipalDep, ServicesDep
 
@@ -32,11 +32,12 @@ async def poll(
     services: ServicesDep,
     cursor: Cursor,
     timeout: Annotated[int, Query(ge=1, le=300)] = 60,
-) -> dict:
+) -> Response:
     latest = await services.notifier.wait(who.namespace_id, cursor, timeout)
-    if latest > cursor:
-        return {"changes": True, "cursor": latest}
-    return {"changes": False, "cursor": cursor}
+    # A ready-made response skips FastAPI's serialisation: one change may wake thousands.
+    changed = "true" if latest > cursor else "false"
+    body = f'{{"changes": {changed}, "cursor": {max(latest, cursor)}}}'
+    return Response(body, media_type="application/json")
 
 
 @router.get("/snapshot")
