@@ -2,10 +2,12 @@
 
 A clean file is read through its block list (cached in the mirror) one block at a time, and
 only the blocks a read touches are fetched, through the shared block cache (singleflight).
-The blocks read last stay in memory (RECENT_BYTES), so the several kernel reads that fall in
-one block cost no disk read nor hash check each. On sequential reads the next
-READ_AHEAD_BLOCKS are fetched ahead in the background, FETCH_BATCH per request, several
-requests at once; a read of a block already on its way waits for it. A file being written
+The blocks fetched or read whole last stay in memory (RECENT_BYTES). A block already in the
+disk cache and verified this session is not loaded whole: each read takes just its range from
+the file with one pread on the trio thread (see cache/blockcache.py), so a random 4 KiB read
+costs a page-cache copy rather than a 512 KiB read, a hash and a thread hop. On sequential
+reads the next READ_AHEAD_BLOCKS are fetched ahead in the background, FETCH_BATCH per request,
+several requests at once; a read of a block already on its way waits for it. A file being written
 has a dirty copy (cache/dirty.py) that reads and writes go to; opening a file for writing does
 not copy anything until the first write or a truncation that keeps data ("lazy
 materialisation"), so `open(O_TRUNC)` of a large file costs nothing.
@@ -98,10 +100,9 @@ class Content:
         size = min(size, node.size - offset)
         parts = []
         for block_offset, block_size, name in index.covering(offset, size):
-            data = await self._block(name)
             start = max(offset - block_offset, 0)
             stop = min(offset + size - block_offset, block_size)
-            parts.append(data[start:stop])
+            parts.append(await self._slice(name, start, stop))
         if sequential:
             self._read_ahead(index, offset + size)
         return b"".join(parts)
@@ -118,7 +119,18 @@ class Content:
             index = self._indexes[key] = BlockIndex(blocks)
         return index
 
+    async def _slice(self, name: str, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of a block: from memory, a pread of the disk cache, or else
+        the whole block loaded (verifying it, or fetching it) and kept in memory."""
+        data = self._recent.get(name)
+        if data is None and name not in self._fetching:
+            piece = self._blocks.read(name, start, stop - start)
+            if piece is not None:
+                return piece
+        return (await self._block(name))[start:stop]
+
     async def _block(self, name: str) -> bytes:
+        """The whole block: from memory, a batch on its way, the disk cache or the server."""
         data = self._recent.get(name)
         if data is not None:
             self._recent.move_to_end(name)
@@ -127,9 +139,7 @@ class Content:
         if fetch is not None:
             await fetch.done.wait()
             data = fetch.data.get(name)
-        if data is None:
-            data = await trio.to_thread.run_sync(self._blocks.get, name)
-        if data is None:
+        if data is None:  # get_or_fetch tries the disk cache first, in a worker thread
             data = await self._blocks.get_or_fetch(name, partial(self._remote.get_block, name))
         self._remember(name, data)
         return data

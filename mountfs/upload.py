@@ -15,8 +15,15 @@ A block is uploaded from the very bytes that were hashed to name it, so the serv
 holds what the manifest names, even when the file changes while this runs (the caller then
 sees a new generation and uploads again). `ContentChanged` is raised when the file shrinks
 under the chunker, whose view of it would otherwise be torn.
+
+Once the server holds a block, the block also goes to the clean block cache (the ones it had
+already as soon as /blocks/missing says so, the others once sent): the dirty copy is dropped
+after the upload, and without this a file just written would be fetched back block by block.
+One upload keeps at most CACHE_SHARE of the cache's size, so a huge file does not evict
+everything else; its first blocks are the ones kept.
 """
 
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,14 +41,43 @@ UPLOAD_CONCURRENCY = 4
 # Bytes of blocks per missing check and per upload request: big enough that the server's
 # per-request costs (one flush, one transaction) vanish, small enough to keep memory low.
 BATCH_BYTES = 8 * 1024 * 1024
-# Blocks of files up to this size also go to the clean block cache (cheap re-reads).
-CACHE_UPLOADED_UP_TO = 64 * 1024 * 1024
+# Share of the block cache's size that one upload may fill with the blocks it sent.
+CACHE_SHARE = 0.5
+
+log = logging.getLogger(__name__)
 
 Block = tuple[str, bytes]
 
 
 class ContentChanged(Exception):
     """The dirty file changed during the upload; try again."""
+
+
+class _Keeper:
+    """Puts uploaded blocks into the clean cache, up to this upload's share of it."""
+
+    def __init__(self, cache: BlockCache) -> None:
+        self._cache = cache
+        self._left = int(cache.max_bytes * CACHE_SHARE)
+
+    async def keep(self, blocks: list[Block]) -> None:
+        chosen: list[Block] = []
+        for block in blocks:
+            if len(block[1]) > self._left:
+                self._left = 0  # keep a prefix of the file: its reader starts there
+                break
+            self._left -= len(block[1])
+            chosen.append(block)
+        if chosen:
+            await trio.to_thread.run_sync(self._put_all, chosen)
+
+    def _put_all(self, blocks: list[Block]) -> None:
+        for name, data in blocks:
+            try:
+                self._cache.put(name, data)
+            except OSError as exc:  # the upload went through; a full disk costs a refetch
+                log.debug("could not cache uploaded block %s: %s", name, exc)
+                return
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +118,7 @@ async def upload_blocks(
     """
     found_in, found_out = trio.open_memory_channel[list[Block]](1)
     batch_in, batch_out = trio.open_memory_channel[list[Block]](1)
-    keep = os.stat(path).st_size <= CACHE_UPLOADED_UP_TO
+    keeper = _Keeper(blocks)
     manifest: list[Manifest] = []
     failures: list[Exception] = []
 
@@ -99,10 +135,10 @@ async def upload_blocks(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stage, chunker)
-        nursery.start_soon(stage, partial(_sift, remote, found_out, batch_in))
+        nursery.start_soon(stage, partial(_sift, remote, keeper, found_out, batch_in))
         async with batch_out:
             for _ in range(UPLOAD_CONCURRENCY):
-                send = partial(_send, remote, blocks if keep else None, batch_out.clone())
+                send = partial(_send, remote, keeper, batch_out.clone())
                 nursery.start_soon(stage, send)
     if failures:
         raise failures[0]
@@ -111,10 +147,12 @@ async def upload_blocks(
 
 async def _sift(
     remote: RemoteDrive,
+    keeper: _Keeper,
     found: "trio.MemoryReceiveChannel[list[Block]]",
     batches: "trio.MemorySendChannel[list[Block]]",
 ) -> None:
-    """Keep the blocks the server lacks (each name once) and pack them into batches."""
+    """Keep the blocks the server lacks (each name once) and pack them into batches; cache
+    the ones it has."""
     seen: set[str] = set()
     batch: list[Block] = []
     batch_bytes = 0
@@ -122,7 +160,10 @@ async def _sift(
         async for group in found:
             fresh = {name: data for name, data in group if name not in seen}
             seen.update(fresh)
-            for name in await remote.missing_blocks(list(fresh)) if fresh else []:
+            missing = await remote.missing_blocks(list(fresh)) if fresh else []
+            lacking = set(missing)
+            await keeper.keep([block for block in fresh.items() if block[0] not in lacking])
+            for name in missing:
                 batch.append((name, fresh[name]))
                 batch_bytes += len(fresh[name])
                 if batch_bytes >= BATCH_BYTES or len(batch) == MAX_BATCH_BLOCKS:
@@ -134,17 +175,11 @@ async def _sift(
 
 async def _send(
     remote: RemoteDrive,
-    cache: BlockCache | None,
+    keeper: _Keeper,
     batches: "trio.MemoryReceiveChannel[list[Block]]",
 ) -> None:
-    """Upload batches until there are none left; keep small files' blocks in the cache."""
+    """Upload batches until there are none left, caching each once the server holds it."""
     async with batches:
         async for batch in batches:
             await remote.put_blocks(batch)
-            if cache is not None:
-                await trio.to_thread.run_sync(partial(_cache_all, cache, batch))
-
-
-def _cache_all(cache: BlockCache, batch: list[Block]) -> None:
-    for name, data in batch:
-        cache.put(name, data)
+            await keeper.keep(batch)

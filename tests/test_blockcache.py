@@ -114,11 +114,12 @@ def test_reopen_removes_temp_files_and_ignores_strangers(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("damage", ["corrupt", "truncate"])
 def test_damaged_file_is_discarded_and_refetched(tmp_path: Path, damage: str) -> None:
-    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
     name, data = block(7)
-    cache.put(name, data)
+    BlockCache(tmp_path, max_bytes=1024 * KIB).put(name, data)
     path = tmp_path / name[:2] / name
     path.write_bytes(b"\0" + data[1:] if damage == "corrupt" else data[:100])
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)  # a new session checks it once
+    assert cache.read(name, 0, 10) is None  # not verified yet: no range read
     assert cache.get(name) is None
     assert not path.exists()
     assert cache.total_bytes == 0
@@ -241,3 +242,49 @@ def test_failure_to_store_does_not_fail_the_read(tmp_path: Path) -> None:
 
     assert trio.run(cache.get_or_fetch, name, fetch) == data
     assert not cache.contains(name)
+
+
+def test_range_read_of_a_verified_block(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 16
+    name = block_hash(data)
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    assert cache.read(name, 0, 4) is None
+    cache.put(name, data)
+    assert cache.verified(name)
+    assert cache.read(name, 100, 50) == data[100:150]
+    assert cache.read(name, len(data) - 10, 4096) == data[-10:]  # a read past the end is short
+
+
+def test_block_found_at_start_is_verified_once_then_read_by_range(tmp_path: Path) -> None:
+    name, data = block(3)
+    BlockCache(tmp_path, max_bytes=1024 * KIB).put(name, data)
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    assert cache.contains(name) and not cache.verified(name)
+    assert cache.get(name) == data
+    assert cache.verified(name)
+    # Damage after the one check is not looked for again by content, only by length.
+    path = tmp_path / name[:2] / name
+    path.write_bytes(b"\1" + data[1:])
+    assert cache.read(name, 0, 2) == b"\1" + data[1:2]
+
+
+def test_verified_block_found_short_is_discarded(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    name, data = block(5)
+    cache.put(name, data)
+    path = tmp_path / name[:2] / name
+    path.write_bytes(data[:100])
+    assert cache.read(name, 50, 200) is None
+    assert not path.exists()
+    assert not cache.contains(name) and not cache.verified(name)
+    assert cache.total_bytes == 0
+
+
+def test_evicted_block_is_no_longer_verified(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path, max_bytes=2 * 4 * KIB)
+    (first, _), *rest = [block(i) for i in range(3)]
+    cache.put(first, block(0)[1])
+    for name, data in rest:
+        cache.put(name, data)
+    assert not cache.verified(first)
+    assert cache.read(first, 0, 10) is None
