@@ -36,7 +36,7 @@ async def poll(
     latest = await services.notifier.wait(who.namespace_id, cursor, timeout)
     # A ready-made response skips FastAPI's serialisation: one change may wake thousands.
     changed = "true" if latest > cursor else "false"
-    body = f'{{"changes": {changed}, "cursor": {max(latest, cursor)}}}'
+    body = f'{{"changes":{changed},"cursor":{max(latest, cursor)}}}'
     return Response(body, media_type="application/json")
 
 
