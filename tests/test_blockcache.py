@@ -7,6 +7,7 @@ import pytest
 import trio
 
 from backend.protocol.hashing import block_hash
+from cache import blockcache
 from cache.blockcache import BlockCache
 
 KIB = 1024
@@ -288,3 +289,24 @@ def test_evicted_block_is_no_longer_verified(tmp_path: Path) -> None:
         cache.put(name, data)
     assert not cache.verified(first)
     assert cache.read(first, 0, 10) is None
+
+
+def test_range_reads_keep_a_bounded_set_of_descriptors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blockcache, "MAX_OPEN_FILES", 2)
+    cache = BlockCache(tmp_path, max_bytes=1024 * KIB)
+    blocks = [block(i) for i in range(5)]
+    for name, data in blocks:
+        cache.put(name, data)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(2):
+        for name, data in blocks:
+            assert cache.read(name, 10, 20) == data[10:30]
+    assert len(os.listdir("/proc/self/fd")) - before <= 2
+    cache.discard(blocks[-1][0])  # its descriptor goes with it
+    assert cache.read(blocks[-1][0], 0, 1) is None
+    cache.close()
+    assert len(os.listdir("/proc/self/fd")) <= before
+    assert cache.read(blocks[0][0], 0, 4) == blocks[0][1][:4]  # reopened on demand
+    cache.close()
