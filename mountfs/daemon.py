@@ -154,6 +154,7 @@ async def _run_fuse(
         nursery.start_soon(_on_signals)
         ready(None)
         await pyfuse3.main()
+        log.info("the FUSE session ended (unmounted or signalled); flushing")
     finally:
         kernel.mounted = False
         pyfuse3.close(unmount=is_mounted(opts.mountpoint))
