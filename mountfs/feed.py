@@ -73,7 +73,10 @@ class Feed:
         self._db.update(ROOT_INODE, **fields)
 
     def _update(self, local: Node, parent: int, remote: dict[str, Any]) -> None:
-        clean = not local.dirty
+        # Revisions only grow: an echo older than what the mirror holds (our own commits are
+        # folded in before their echoes arrive) must not roll the content back.
+        stale = local.type == "file" and remote["rev"] < local.rev
+        clean = not local.dirty and not stale
         fields = remote_fields(remote, with_content=clean)
         if not clean:
             fields.pop("head_rev")

@@ -481,24 +481,28 @@ class VFS:
                 self._purge(handle.inode)
 
     async def commit_content(self, inode: int) -> None:
-        """Make written data durable and journal its upload: what close() promises."""
-        generation = self._gens.get(inode, 0)
-        if self._flushed.get(inode, 0) == generation:
-            return
-        await self.content.sync(inode)
-        node = self._db.get(inode)
-        if node is None:
-            return
-        size = self.content.dirty.size(inode)
-        mtime_ns = self._mtimes.pop(inode, node.mtime_ns)
-        now = time.time_ns()
-        with self._db.transaction():
-            self._db.update(inode, size=size, mtime_ns=mtime_ns, ctime_ns=now, dirty=1, modified=0)
-            if node.parent is not None:
-                self._journal("upload", inode, {"path": self._db.path(inode)})
-        await self._durable()
-        self.content.dirty.drop_preserved(inode)
-        self._flushed[inode] = generation
+        """Make written data durable and journal its upload: what close() promises. Holds
+        the content lock throughout, so a flush and the release right after it (or a change
+        starting on another handle) never interleave with an acknowledgement."""
+        async with self.content.lock(inode):
+            generation = self._gens.get(inode, 0)
+            if self._flushed.get(inode, 0) == generation:
+                return
+            await self.content.sync(inode)
+            node = self._db.get(inode)
+            if node is None:
+                return
+            size = self.content.dirty.size(inode)
+            mtime_ns = self._mtimes.pop(inode, node.mtime_ns)
+            now = time.time_ns()
+            with self._db.transaction():
+                self._db.update(inode, size=size, mtime_ns=mtime_ns, ctime_ns=now, dirty=1)
+                self._db.update(inode, modified=0)
+                if node.parent is not None:
+                    self._journal("upload", inode, {"path": self._db.path(inode)})
+            self._flushed[inode] = generation
+            await self._durable()
+            self.content.dirty.drop_preserved(inode)
 
     # -- extended attributes ------------------------------------------------------------------
 
