@@ -420,16 +420,9 @@ class VFS:
         if node.is_dir:
             raise IsADirectory("cannot open a folder as a file")
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
-        # The handle exists before the truncation so the uploader never drops the dirty
-        # copy under it.
-        fh = self._open_handle(inode, writable)
         if writable and flags & os.O_TRUNC and node.type == "file":
-            try:
-                await self._truncate(node, 0, commit=False)
-            except BaseException:
-                self._handles.pop(fh)
-                self.content.dirty.release(inode)
-                raise
+            await self._truncate(node, 0, commit=False)  # holds the content lock meanwhile
+        fh = self._open_handle(inode, writable)
         keep_cache = inode not in self.stale
         self.stale.discard(inode)
         return fh, keep_cache
