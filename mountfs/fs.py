@@ -15,9 +15,10 @@ from cache.metadb import Node
 from mountfs.errors import FsError, fuse_errors
 from mountfs.vfs import VFS
 
-# The mirror is authoritative and every remote change invalidates the kernel's copy explicitly
-# (mountfs/kernel.py), so the kernel may keep names and attributes for long.
-ATTR_TIMEOUT = 3600.0
+# How long the kernel may keep names and attributes. Remote changes invalidate explicitly
+# (mountfs/kernel.py), but a file rewritten over and over showed a stale size with an hour
+# here (some mirror update after a commit does not reach the kernel yet); 1 s until it does.
+ATTR_TIMEOUT = 1.0
 BLOCK_SIZE = 4096
 # statfs: a drive has no fixed size here; report a large capacity and the files the mirror knows.
 REPORTED_CAPACITY = 1 << 50
