@@ -22,6 +22,7 @@ from types import TracebackType
 
 import pytest
 
+from tests.support import logs
 from tests.support.server import ServerProcess, cirrus_executable
 
 MOUNT_TIMEOUT_S = 30.0
@@ -105,17 +106,10 @@ class MountProcess:
         fusermount_unmount(self.path)
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return logs.tail(self.log_path, lines)
 
     def errors_logged(self) -> list[str]:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return []
-        return [line for line in text.splitlines() if line.startswith("Traceback")]
+        return logs.tracebacks(self.log_path)
 
     def __enter__(self) -> "MountProcess":
         return self.mount()

@@ -19,6 +19,8 @@ from types import TracebackType
 
 import httpx
 
+from tests.support import logs
+
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 COMMAND_TIMEOUT_S = 60.0
@@ -146,18 +148,11 @@ class ServerProcess:
         return httpx.Client(base_url=self.url, headers=headers, **options)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return logs.tail(self.log_path, lines)
 
     def errors_logged(self) -> list[str]:
         """Lines of the log that show a server-side bug (an exception with its traceback)."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return []
-        return [line for line in text.splitlines() if line.startswith("Traceback")]
+        return logs.tracebacks(self.log_path)
 
     def __enter__(self) -> "ServerProcess":
         return self.start()
