@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mount import MountProcess, server_file, server_stat, wait_until
+from tests.support.mount import MountProcess, module_drive, server_file, server_stat, wait_until
 from tests.support.server import ServerProcess
 
 
@@ -20,15 +20,8 @@ from tests.support.server import ServerProcess
 def posix_env(
     shared_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[MountProcess, str, ServerProcess]]:
-    token = shared_server.create_user("posix")
-    base = tmp_path_factory.mktemp("posix")
-    drive = MountProcess(shared_server.url, token, base / "mnt", base / "cache")
-    try:
-        drive.mount()
-        yield drive, token, shared_server
-    finally:
-        drive.unmount()
-    assert drive.errors_logged() == [], drive.log_tail()
+    with module_drive(shared_server, tmp_path_factory.mktemp("posix"), "posix") as env:
+        yield env
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mount import MountProcess, server_file, wait_until
+from tests.support.mount import MountProcess, module_drive, server_file, wait_until
 from tests.support.server import ServerProcess
 
 TOOL_TIMEOUT_S = 120
@@ -25,15 +25,8 @@ TOOL_TIMEOUT_S = 120
 def tools_env(
     shared_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[MountProcess, str, ServerProcess]]:
-    token = shared_server.create_user("tools")
-    base = tmp_path_factory.mktemp("tools")
-    drive = MountProcess(shared_server.url, token, base / "mnt", base / "cache")
-    try:
-        drive.mount()
-        yield drive, token, shared_server
-    finally:
-        drive.unmount()
-    assert drive.errors_logged() == [], drive.log_tail()
+    with module_drive(shared_server, tmp_path_factory.mktemp("tools"), "tools") as env:
+        yield env
 
 
 @pytest.fixture

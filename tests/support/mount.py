@@ -12,6 +12,7 @@ a fresh user; `drive_user` is that user's token. Every wait is bounded, and a mo
 cannot be unmounted politely is detached lazily (`fusermount3 -uz`) so a test never hangs CI.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -189,3 +190,19 @@ def mount_factory(server: ServerProcess, drive_user: str, tmp_path: Path) -> Ite
 @pytest.fixture
 def drive(mount_factory: MountFactory) -> MountProcess:
     return mount_factory("a")
+
+
+@contextlib.contextmanager
+def module_drive(
+    server: ServerProcess, base: Path, user: str
+) -> Iterator[tuple[MountProcess, str, ServerProcess]]:
+    """A mount for a new user that a whole test module shares: always unmounted afterwards,
+    and the module fails if the mount logged an unexpected error."""
+    token = server.create_user(user)
+    drive = MountProcess(server.url, token, base / "mnt", base / "cache")
+    try:
+        drive.mount()
+        yield drive, token, server
+    finally:
+        drive.unmount()
+    assert drive.errors_logged() == [], drive.log_tail()
