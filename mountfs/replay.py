@@ -58,6 +58,7 @@ class Replayer:
 
     async def replay(self, entry: JournalEntry) -> None:
         handler = getattr(self, f"_{entry.op}")
+        log.debug("replay #%d %s inode %s %s", entry.seq, entry.op, entry.inode, entry.args)
         try:
             await handler(entry)
         except (ServerUnreachable, Unauthorized):

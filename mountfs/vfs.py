@@ -19,6 +19,7 @@ acknowledged state: the preserved copy, else the server revision the mirror name
 
 import base64
 import errno
+import logging
 import os
 import stat
 import time
@@ -40,6 +41,8 @@ from backend.protocol.paths import NAME_MAX, check_name
 from cache.metadb import ROOT_INODE, MetaDB, Node
 from mountfs.content import Content
 from mountfs.errors import FsError
+
+log = logging.getLogger(__name__)
 
 STATUS_XATTR = "user.cirrus.status"
 _RESERVED_XATTR_PREFIX = "user.cirrus."
@@ -169,7 +172,8 @@ class VFS:
         return node
 
     def _journal(self, op: str, inode: int, args: dict, other: int | None = None) -> None:
-        self._db.append(op, inode, args, other)
+        seq = self._db.append(op, inode, args, other)
+        log.debug("journal #%d %s inode %d other %s %s", seq, op, inode, other, args)
         self._on_journal()
 
     def _remember(self, node: Node) -> Node:
