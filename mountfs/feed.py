@@ -58,9 +58,11 @@ class Feed:
         if occupant is not None and (local is None or occupant.inode != local.inode):
             if occupant.remote_id is None or self._db.has_pending(occupant.inode):
                 return True
+            log.debug("remote %s takes %s from inode %s", remote["id"], remote["name"], occupant)
             self._kernel.forget_entry(parent.inode, occupant.name)
             self._vfs.detach(occupant)
         if local is None:
+            log.debug("remote %s inserted: %s", remote["id"], remote)
             self._db.insert(parent.inode, remote["name"], remote["type"], **_insert_fields(remote))
             self._kernel.forget_entry(parent.inode, remote["name"])
         else:
@@ -92,6 +94,12 @@ class Feed:
             self._kernel.forget_inode(local.inode)
         elif _visible_change(local, remote):
             self._kernel.forget_inode(local.inode, attr_only=True)
+
+    def apply_latest(self, nodes: list[dict[str, Any]]) -> None:
+        """Apply the latest states of changed nodes: deletions first, so the names they free
+        are there for the nodes that take them."""
+        self.apply_all([node for node in nodes if node.get("deleted")])
+        self.apply_all([node for node in nodes if not node.get("deleted")])
 
     def apply_all(self, nodes: list[dict[str, Any]]) -> None:
         """Apply nodes in any order (a snapshot lists a moved child before its new parent)."""

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 30
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 PAGE = 1000
+PULL_PAGES = 50
 
 
 class Wakeup:
@@ -98,16 +99,25 @@ class SyncEngine:
             await self._replayer.replay(entry)
 
     async def _pull(self) -> None:
+        """Apply the changes since the cursor, PULL_PAGES pages per transaction. The feed
+        lists each node as it was at every change; only a node's latest state is applied,
+        because replaying the steps one by one would let a name's former holder (since
+        deleted or moved) push out the local node that holds the name now."""
         cursor = int(self._db.get_state("cursor") or 0)
-        while True:
-            page = await self._remote.changes(cursor, PAGE)
-            with self._db.transaction():
+        more = True
+        while more:
+            latest: dict[int, dict] = {}
+            for _ in range(PULL_PAGES):
+                page = await self._remote.changes(cursor, PAGE)
                 for change in page["entries"]:
-                    self._feed.apply(change["node"])
-                cursor = page["cursor"]
+                    latest.pop(change["node"]["id"], None)  # keep the order of last changes
+                    latest[change["node"]["id"]] = change["node"]
+                cursor, more = page["cursor"], page["has_more"]
+                if not more:
+                    break
+            with self._db.transaction():
+                self._feed.apply_latest(list(latest.values()))
                 self._db.set_state("cursor", str(cursor))
-            if not page["has_more"]:
-                return
 
     async def _wait_for_news(self) -> None:
         """Return when the server has changes or the journal has work, whichever is first."""

@@ -186,3 +186,29 @@ def test_attributes_set_right_after_writing_reach_the_server(
         assert node["mtime_ns"] == mtime, name
         assert node["mode"] & 0o777 == (0o600 if name == "f3.txt" else 0o644), name
         assert server_file(server, drive_user, f"/{name}") == name.encode()
+
+
+def test_a_names_former_holder_never_pushes_out_its_current_one(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """The changes feed lists every past state of a node. After a replay, the mount holds the
+    final state; applying a past one (a file that held the name `Y` before it was deleted and
+    a folder was moved there) must not replace the folder and drop its contents."""
+    drive = mount_factory("a")
+    root = drive.path
+    (root / "Z").mkdir()
+    (root / "Z" / "old.txt").write_bytes(b"kept")
+    wait_until(lambda: synced(root / "Z" / "old.txt"))
+    server.stop()
+    (root / "Y").write_bytes(b"short-lived")
+    os.unlink(root / "Y")
+    os.rename(root / "Z", root / "Y")
+    Path("/proc/sys/vm/drop_caches").write_text("2")  # the kernel forgets the folder
+    server.start()
+    wait_until(lambda: server_stat(server, drive_user, "/Y") is not None, 30)
+    (root / "later").mkdir()  # replayed after the pull of the changes above
+    wait_until(lambda: server_stat(server, drive_user, "/later") is not None, 30)
+    wait_until(lambda: synced(root / "later"))
+    assert sorted(os.listdir(root)) == ["Y", "later"]
+    assert os.listdir(root / "Y") == ["old.txt"]
+    assert (root / "Y" / "old.txt").read_bytes() == b"kept"
