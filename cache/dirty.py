@@ -8,7 +8,9 @@ through every other at once, as on a local filesystem.
 A *preserved* copy (`<inode>.acked`) keeps acknowledged content that is not uploaded yet while
 the dirty copy is being changed again: after a crash it is what the file goes back to, and it
 is what the uploader sends. It is a reflink (FICLONE) where the filesystem shares extents, so
-keeping it costs no data copy; elsewhere a plain copy.
+keeping it costs no data copy; elsewhere a plain copy. A newer acknowledgement *supersedes* it
+at once (the dirty copy is then the content to send) but deletes it only once that
+acknowledgement is durable: until then a power cut would go back to it.
 """
 
 import contextlib
@@ -26,6 +28,7 @@ class DirtyFiles:
         self._root = root
         os.makedirs(root, exist_ok=True)
         self._fds: dict[int, tuple[int, int]] = {}  # inode -> (fd, references)
+        self._superseded: set[int] = set()  # preserved copies kept only until a sync
 
     def path(self, inode: int) -> str:
         return os.path.join(self._root, str(inode))
@@ -47,16 +50,24 @@ class DirtyFiles:
         return os.path.join(self._root, f"{inode}.acked")
 
     def has_preserved(self, inode: int) -> bool:
-        return os.path.exists(self.preserved_path(inode))
+        """Whether a preserved copy holds the acknowledged content (not a superseded one)."""
+        return inode not in self._superseded and os.path.exists(self.preserved_path(inode))
 
     def preserve(self, inode: int) -> None:
         """Keep the dirty copy's current content as the preserved copy, durably (blocking:
         run it in a worker thread). Called before the first change after an acknowledgement."""
         self._clone(self.path(inode), self.preserved_path(inode), inode)
+        self._superseded.discard(inode)
+
+    def supersede_preserved(self, inode: int) -> None:
+        """A newer acknowledgement was recorded: from now on the dirty copy is what an upload
+        sends, although the preserved copy stays on disk until `drop_preserved`."""
+        self._superseded.add(inode)
 
     def drop_preserved(self, inode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.preserved_path(inode))
+        self._superseded.discard(inode)
 
     def restore_preserved(self, inode: int) -> None:
         """Make the dirty copy a copy of the preserved one again (crash recovery). The

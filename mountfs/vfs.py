@@ -497,6 +497,9 @@ class VFS:
                 self._db.update(inode, modified=0)
                 if node.parent is not None:
                     self._journal("upload", inode, {"path": self._db.path(inode)})
+            # Before any await: the replayer may pick the entry up during the fsync, and must
+            # send this content, not the older one preserved for a crash until the fsync ends.
+            self.content.dirty.supersede_preserved(inode)
             self._flushed[inode] = generation
             await self._durable()
             self.content.dirty.drop_preserved(inode)
