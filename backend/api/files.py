@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.api.deps import PrincipalDep, ServicesDep, check_path, declared_length
 from backend.api.download import file_response
 from backend.api.models import RAW_BODY, CommitIn, Mode, RestoreIn, Revision, TimeNs
-from backend.metadata.types import BlockRef, CommitRequest, iso_from_ns
+from backend.metadata.types import BlockRef, CommitRequest, CommitResult, iso_from_ns
 from backend.protocol.errors import InvalidRequest, PayloadTooLarge
 from backend.uploads import MAX_FILE_SIZE
 
@@ -95,13 +95,18 @@ def restore(who: PrincipalDep, services: ServicesDep, body: RestoreIn) -> dict:
 
 @router.post("/commit", status_code=201)
 def commit(who: PrincipalDep, services: ServicesDep, body: CommitIn) -> dict:
+    return commit_answer(services.metadata.commit(who, commit_request(body)))
+
+
+def commit_request(body: CommitIn) -> CommitRequest:
+    """The service's request for a commit body (blocks get their offsets)."""
     blocks, offset = [], 0
     for block in body.blocks:
         blocks.append(BlockRef(block.hash, block.size, offset))
         offset += block.size
     if offset != body.size:
         raise InvalidRequest(f"the blocks add up to {offset} bytes, not size {body.size}")
-    request = CommitRequest(
+    return CommitRequest(
         path=check_path(body.path),
         base_rev=body.base_rev,
         size=body.size,
@@ -110,7 +115,9 @@ def commit(who: PrincipalDep, services: ServicesDep, body: CommitIn) -> dict:
         mtime_ns=body.mtime_ns,
         commit_id=body.commit_id,
     )
-    result = services.metadata.commit(who, request)
+
+
+def commit_answer(result: CommitResult) -> dict:
     return {
         "node": result.node.to_json(),
         "rev": result.rev,

@@ -103,3 +103,46 @@ class XattrIn(BaseModel):
     name: Text = Field(min_length=6, max_length=255, pattern=r"^user\.")
     # base64 of at most MAX_XATTR_VALUE bytes
     value: str | None = Field(None, max_length=(MAX_XATTR_VALUE + 2) // 3 * 4)
+
+
+# -- a batch of namespace operations (POST /v1/batch) -----------------------------------------
+
+
+class MkdirOp(MkdirIn):
+    op: Literal["mkdir"]
+
+
+class SymlinkOp(SymlinkIn):
+    op: Literal["symlink"]
+
+
+class MoveOp(MoveIn):
+    op: Literal["move"]
+
+
+class DeleteOp(DeleteIn):
+    op: Literal["delete"]
+
+
+class SetattrOp(SetattrIn):
+    op: Literal["setattr"]
+
+
+class XattrOp(XattrIn):
+    op: Literal["xattr"]
+
+
+class CommitOp(CommitIn):
+    op: Literal["commit"]
+
+
+BatchOpIn = Annotated[
+    MkdirOp | SymlinkOp | MoveOp | DeleteOp | SetattrOp | XattrOp | CommitOp,
+    Field(discriminator="op"),
+]
+
+
+class BatchIn(BaseModel):
+    # The count is checked by the handler, which answers 413 rather than a validation 400.
+    ops: list[BatchOpIn] = Field(min_length=1)
+    stop_on_error: bool = False

@@ -16,6 +16,7 @@ from backend.api.models import (
     SymlinkIn,
     XattrIn,
 )
+from backend.metadata.types import NodeInfo
 from backend.protocol.errors import InvalidRequest
 
 router = APIRouter(prefix="/v1/tree", tags=["tree"])
@@ -49,7 +50,10 @@ def symlink(who: PrincipalDep, services: ServicesDep, body: SymlinkIn) -> dict:
 @router.post("/move")
 def move(who: PrincipalDep, services: ServicesDep, body: MoveIn) -> dict:
     src, dst = check_path(body.from_), check_path(body.to)
-    node, replaced = services.metadata.move(who, src, dst, body.mode)
+    return move_answer(*services.metadata.move(who, src, dst, body.mode))
+
+
+def move_answer(node: NodeInfo, replaced: NodeInfo | None) -> dict:
     return {"node": node.to_json(), "replaced": replaced.to_json() if replaced else None}
 
 
@@ -66,15 +70,18 @@ def setattr(who: PrincipalDep, services: ServicesDep, body: SetattrIn) -> dict:
 
 @router.post("/xattr")
 def xattr(who: PrincipalDep, services: ServicesDep, body: XattrIn) -> dict:
-    if len(body.name.encode()) > 255:
-        raise InvalidRequest("extended attribute names are limited to 255 bytes")
-    value = None if body.value is None else _decode(body.value)
+    value = xattr_value(body)
     return services.metadata.set_xattr(who, check_path(body.path), body.name, value).to_json()
 
 
-def _decode(text: str) -> bytes:
+def xattr_value(body: XattrIn) -> bytes | None:
+    """The decoded value of an xattr request (None removes); its name's length checked."""
+    if len(body.name.encode()) > 255:
+        raise InvalidRequest("extended attribute names are limited to 255 bytes")
+    if body.value is None:
+        return None
     try:
-        value = base64.b64decode(text, validate=True)
+        value = base64.b64decode(body.value, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest("value must be base64") from None
     if len(value) > MAX_XATTR_VALUE:

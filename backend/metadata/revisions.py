@@ -56,17 +56,9 @@ class Revisions:
         self.max_revisions = max_revisions
 
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
-        parts, blocks = _check_commit(request)
+        parts, blocks = check_commit(request)
         with self.db.write(who.namespace_id) as tx:
-            if request.commit_id is not None:
-                query = select(Revision).where(
-                    Revision.namespace_id == tx.namespace_id,
-                    Revision.commit_id == request.commit_id,
-                )
-                prior = tx.session.scalars(query).one_or_none()
-                if prior is not None:
-                    return _result_of(tx, prior)
-            return commit_in(tx, who, parts, request, blocks, self.max_revisions)
+            return commit_once(tx, who, parts, request, blocks, self.max_revisions)
 
     def restore(self, who: Principal, path: str, rev: int) -> CommitResult:
         parts = parse_path(path)
@@ -115,6 +107,26 @@ class Revisions:
                 RevisionInfo(r.number, r.size, r.mtime_ns, r.device, r.status, r.created)
                 for r in session.scalars(query)
             ]
+
+
+def commit_once(
+    tx: Txn,
+    who: Principal,
+    parts: list[str],
+    request: CommitRequest,
+    blocks: list[BlockRef],
+    keep: int,
+) -> CommitResult:
+    """commit_in, unless a commit with the same commit_id landed already: then its answer."""
+    if request.commit_id is not None:
+        query = select(Revision).where(
+            Revision.namespace_id == tx.namespace_id,
+            Revision.commit_id == request.commit_id,
+        )
+        prior = tx.session.scalars(query).one_or_none()
+        if prior is not None:
+            return _result_of(tx, prior)
+    return commit_in(tx, who, parts, request, blocks, keep)
 
 
 def commit_in(
@@ -239,7 +251,7 @@ def _fit(stem: str, suffix: str) -> str:
     return encoded[: max(budget, 1)].decode("utf-8", "ignore") or "_"
 
 
-def _check_commit(request: CommitRequest) -> tuple[list[str], list[BlockRef]]:
+def check_commit(request: CommitRequest) -> tuple[list[str], list[BlockRef]]:
     """Validate a commit request; return its path parts and its blocks with offsets."""
     parts = parse_path(request.path)
     if not parts:

@@ -13,6 +13,7 @@ its schema from backend.db.migrate.
 
 from sqlalchemy.engine import Engine
 
+from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.journal import Journal
 from backend.metadata.retention import DEFAULT_MAX_REVISIONS
@@ -20,6 +21,7 @@ from backend.metadata.revisions import Revisions
 from backend.metadata.tree import TreeOps
 from backend.metadata.txn import Database
 from backend.metadata.types import (
+    BatchOp,
     BlockList,
     ChangesPage,
     CommitRequest,
@@ -49,6 +51,7 @@ class MetadataService:
         self._revisions = Revisions(db, max_revisions)
         self._blocks = BlockRefs(db)
         self._journal = Journal(db)
+        self._batches = Batches(db, max_revisions)
 
     # users and tokens
     def create_user(self, name: str) -> str:
@@ -103,6 +106,10 @@ class MetadataService:
 
     def set_xattr(self, who: Principal, path: str, name: str, value: bytes | None) -> NodeInfo:
         return self._tree.set_xattr(who, path, name, value)
+
+    def apply_batch(self, who: Principal, ops: list[BatchOp], stop_on_error: bool) -> list[Outcome]:
+        """Apply ops in order in one transaction, each undone alone when refused."""
+        return self._batches.apply(who, ops, stop_on_error)
 
     # files and revisions
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:

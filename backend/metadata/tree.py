@@ -59,108 +59,140 @@ class TreeOps:
     def mkdir(
         self, who: Principal, path: str, mode: int | None, mtime_ns: int | None, parents: bool
     ) -> tuple[NodeInfo, bool]:
-        parts = parse_path(path)
-        mode = DEFAULT_DIR_MODE if mode is None else check_mode(mode)
-        mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
         with self.db.write(who.namespace_id) as tx:
-            if not parts:
-                if parents:
-                    return tx.info(tx.root()), False
-                raise AlreadyExists("the root folder exists")
-            parent = tx.make_dirs(parts[:-1]) if parents else tx.lookup_dir(parts[:-1])
-            existing = tx.child(parent, parts[-1])
-            if existing is not None:
-                if parents and existing.type == DIR:
-                    return tx.info(existing), False
-                raise AlreadyExists(f"already exists: {path}")
-            node = tx.create(parent, parts[-1], DIR, mode, mtime_ns)
-            return tx.journal(node), True
+            return mkdir_in(tx, path, mode, mtime_ns, parents)
 
     def symlink(self, who: Principal, path: str, target: str, mtime_ns: int | None) -> NodeInfo:
-        parts = parse_path(path)
-        if not parts:
-            raise AlreadyExists("the root folder exists")
-        if not isinstance(target, str) or not target or "\0" in target:
-            raise InvalidRequest("a symlink target is a non-empty string without NUL bytes")
-        if len(_utf8(target, "a symlink target")) > PATH_MAX:
-            raise InvalidRequest(f"a symlink target has at most {PATH_MAX} bytes")
-        mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
         with self.db.write(who.namespace_id) as tx:
-            parent = tx.lookup_dir(parts[:-1])
-            if tx.child(parent, parts[-1]) is not None:
-                raise AlreadyExists(f"already exists: {path}")
-            node = tx.create(parent, parts[-1], SYMLINK, SYMLINK_MODE, mtime_ns, target)
-            return tx.journal(node)
+            return symlink_in(tx, path, target, mtime_ns)
 
     def delete(self, who: Principal, path: str, recursive: bool) -> list[int]:
-        parts = parse_path(path)
-        if not parts:
-            raise Forbidden("the root folder cannot be deleted")
         with self.db.write(who.namespace_id) as tx:
-            node = tx.lookup(parts)
-            if node.type == DIR and not recursive and tx.has_children(node):
-                raise NotEmpty(f"folder not empty: {path}")
-            doomed = _subtree(tx, node)
-            for victim in reversed(doomed):  # children before their folder
-                tx.remove(victim)
-            return [victim.id for victim in reversed(doomed)]
+            return delete_in(tx, path, recursive)
 
     def setattr(
         self, who: Principal, path: str, mode: int | None, mtime_ns: int | None
     ) -> NodeInfo:
-        parts = parse_path(path)
-        mode = None if mode is None else check_mode(mode)
-        mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
         with self.db.write(who.namespace_id) as tx:
-            node = tx.lookup(parts)
-            if mode is not None:
-                node.mode = mode
-            if mtime_ns is not None:
-                node.mtime_ns = mtime_ns
-            return tx.journal(node)
+            return setattr_in(tx, path, mode, mtime_ns)
 
     def set_xattr(self, who: Principal, path: str, name: str, value: bytes | None) -> NodeInfo:
-        parts = parse_path(path)
-        _check_xattr(name, value)
         with self.db.write(who.namespace_id) as tx:
-            node = tx.lookup(parts)
-            xattrs = dict(node.xattrs or {})
-            if value is None:
-                if xattrs.pop(name, None) is None:
-                    raise NotFound(f"no extended attribute {name!r} on {path}")
-            else:
-                xattrs[name] = base64.b64encode(value).decode("ascii")
-            node.xattrs = xattrs  # a new dict, so the JSON column sees the change
-            return tx.journal(node)
+            return set_xattr_in(tx, path, name, value)
 
     def move(
         self, who: Principal, src: str, dst: str, mode: MoveMode
     ) -> tuple[NodeInfo, NodeInfo | None]:
-        src_parts, dst_parts = parse_path(src), parse_path(dst)
-        if mode not in MOVE_MODES:
-            raise InvalidRequest(f"move mode must be one of {', '.join(MOVE_MODES)}")
-        if not src_parts or not dst_parts:
-            raise Forbidden("the root folder cannot be moved or replaced")
         with self.db.write(who.namespace_id) as tx:
-            node = tx.lookup(src_parts)
-            new_parent = tx.lookup_dir(dst_parts[:-1])
-            new_name = dst_parts[-1]
-            target = tx.child(new_parent, new_name)
-            if target is not None and target.id == node.id:
-                return tx.info(node), None
-            if node.type == DIR and tx.is_within(new_parent, node):
-                raise InvalidMove(f"cannot move {src} into itself")
-            if target is None:
-                if mode == "exchange":
-                    raise NotFound(f"nothing to exchange with at {dst}")
-                return _relocate(tx, node, new_parent, new_name), None
-            if mode == "noreplace":
-                raise AlreadyExists(f"already exists: {dst}")
-            if mode == "exchange":
-                return _exchange(tx, node, target)
-            _check_replace(tx, node, target, dst)
-            replaced = tx.remove(target)
-            return _relocate(tx, node, new_parent, new_name), replaced
+            return move_in(tx, src, dst, mode)
+
+
+# -- the changes, inside an open write transaction (alone, or one step of a batch) -------------
+
+
+def mkdir_in(
+    tx: Txn, path: str, mode: int | None, mtime_ns: int | None, parents: bool
+) -> tuple[NodeInfo, bool]:
+    """Return (node, created)."""
+    parts = parse_path(path)
+    mode = DEFAULT_DIR_MODE if mode is None else check_mode(mode)
+    mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
+    if not parts:
+        if parents:
+            return tx.info(tx.root()), False
+        raise AlreadyExists("the root folder exists")
+    parent = tx.make_dirs(parts[:-1]) if parents else tx.lookup_dir(parts[:-1])
+    existing = tx.child(parent, parts[-1])
+    if existing is not None:
+        if parents and existing.type == DIR:
+            return tx.info(existing), False
+        raise AlreadyExists(f"already exists: {path}")
+    node = tx.create(parent, parts[-1], DIR, mode, mtime_ns)
+    return tx.journal(node), True
+
+
+def symlink_in(tx: Txn, path: str, target: str, mtime_ns: int | None) -> NodeInfo:
+    parts = parse_path(path)
+    if not parts:
+        raise AlreadyExists("the root folder exists")
+    if not isinstance(target, str) or not target or "\0" in target:
+        raise InvalidRequest("a symlink target is a non-empty string without NUL bytes")
+    if len(_utf8(target, "a symlink target")) > PATH_MAX:
+        raise InvalidRequest(f"a symlink target has at most {PATH_MAX} bytes")
+    mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
+    parent = tx.lookup_dir(parts[:-1])
+    if tx.child(parent, parts[-1]) is not None:
+        raise AlreadyExists(f"already exists: {path}")
+    node = tx.create(parent, parts[-1], SYMLINK, SYMLINK_MODE, mtime_ns, target)
+    return tx.journal(node)
+
+
+def delete_in(tx: Txn, path: str, recursive: bool) -> list[int]:
+    """Delete the node at path (with its subtree when recursive); the ids deleted."""
+    parts = parse_path(path)
+    if not parts:
+        raise Forbidden("the root folder cannot be deleted")
+    node = tx.lookup(parts)
+    if node.type == DIR and not recursive and tx.has_children(node):
+        raise NotEmpty(f"folder not empty: {path}")
+    doomed = _subtree(tx, node)
+    for victim in reversed(doomed):  # children before their folder
+        tx.remove(victim)
+    return [victim.id for victim in reversed(doomed)]
+
+
+def setattr_in(tx: Txn, path: str, mode: int | None, mtime_ns: int | None) -> NodeInfo:
+    parts = parse_path(path)
+    mode = None if mode is None else check_mode(mode)
+    mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
+    node = tx.lookup(parts)
+    if mode is not None:
+        node.mode = mode
+    if mtime_ns is not None:
+        node.mtime_ns = mtime_ns
+    return tx.journal(node)
+
+
+def set_xattr_in(tx: Txn, path: str, name: str, value: bytes | None) -> NodeInfo:
+    parts = parse_path(path)
+    _check_xattr(name, value)
+    node = tx.lookup(parts)
+    xattrs = dict(node.xattrs or {})
+    if value is None:
+        if xattrs.pop(name, None) is None:
+            raise NotFound(f"no extended attribute {name!r} on {path}")
+    else:
+        xattrs[name] = base64.b64encode(value).decode("ascii")
+    node.xattrs = xattrs  # a new dict, so the JSON column sees the change
+    return tx.journal(node)
+
+
+def move_in(tx: Txn, src: str, dst: str, mode: MoveMode) -> tuple[NodeInfo, NodeInfo | None]:
+    """Return (moved node, replaced-or-exchanged node)."""
+    src_parts, dst_parts = parse_path(src), parse_path(dst)
+    if mode not in MOVE_MODES:
+        raise InvalidRequest(f"move mode must be one of {', '.join(MOVE_MODES)}")
+    if not src_parts or not dst_parts:
+        raise Forbidden("the root folder cannot be moved or replaced")
+    node = tx.lookup(src_parts)
+    new_parent = tx.lookup_dir(dst_parts[:-1])
+    new_name = dst_parts[-1]
+    target = tx.child(new_parent, new_name)
+    if target is not None and target.id == node.id:
+        return tx.info(node), None
+    if node.type == DIR and tx.is_within(new_parent, node):
+        raise InvalidMove(f"cannot move {src} into itself")
+    if target is None:
+        if mode == "exchange":
+            raise NotFound(f"nothing to exchange with at {dst}")
+        return _relocate(tx, node, new_parent, new_name), None
+    if mode == "noreplace":
+        raise AlreadyExists(f"already exists: {dst}")
+    if mode == "exchange":
+        return _exchange(tx, node, target)
+    _check_replace(tx, node, target, dst)
+    replaced = tx.remove(target)
+    return _relocate(tx, node, new_parent, new_name), replaced
 
 
 def _utf8(text: str, what: str) -> bytes:

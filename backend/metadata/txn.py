@@ -97,6 +97,19 @@ class Txn(Tree):
             node = found
         return node
 
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """One operation of a batch, in a SAVEPOINT: when it fails, it alone is undone
+        (its journal cursors too) and the operations before it stay."""
+        cursor = self.namespace.cursor
+        try:
+            with _mapped_errors(), self.session.begin_nested():
+                yield
+        except BaseException:
+            self.namespace.cursor = cursor
+            self.forget_paths()
+            raise
+
     def remove(self, node: Node) -> NodeInfo:
         """Mark one node deleted and journal the removal."""
         node.deleted = True

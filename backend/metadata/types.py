@@ -3,7 +3,7 @@
 import base64
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 NodeType = Literal["file", "dir", "symlink"]
 MoveMode = Literal["replace", "noreplace", "exchange"]
@@ -127,6 +127,15 @@ class CommitResult:
     @property
     def status(self) -> str:
         return "pending" if self.missing else "uploaded"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOp:
+    """One operation of a batch: `kind` names the single call, `args` its checked arguments
+    (keyword names of the matching *_in function; a commit carries its CommitRequest)."""
+
+    kind: Literal["mkdir", "symlink", "move", "delete", "setattr", "xattr", "commit"]
+    args: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
