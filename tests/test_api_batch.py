@@ -8,8 +8,8 @@ import pytest
 from backend.protocol.hashing import block_hash
 
 
-def batch(client: httpx.Client, ops: list[dict], **options: object) -> list[dict]:
-    response = client.post("/v1/batch", json={"ops": ops, **options})
+def batch(http: httpx.Client, ops: list[dict], **options: object) -> list[dict]:
+    response = http.post("/v1/batch", json={"ops": ops, **options})
     assert response.status_code == 200, response.text
     return response.json()["results"]
 
@@ -147,6 +147,36 @@ def test_a_batch_retried_after_a_lost_answer_changes_nothing_more(new_user) -> N
     assert len(history["revisions"]) == 1
 
 
+def test_tagged_operations_are_not_applied_twice_when_a_batch_is_resent(new_user) -> None:
+    alice = new_user()
+    batch(alice, [{"op": "commit", "path": "/a", "base_rev": None, "size": 0, "blocks": []}])
+    ops = [
+        {"op": "move", "from": "/a", "to": "/b", "seq": 10},
+        {"op": "commit", "path": "/a", "base_rev": None, "size": 0, "blocks": [],
+         "commit_id": "new-a"},
+        {"op": "delete", "path": "/nothing", "seq": 12},
+        {"op": "setattr", "path": "/a", "mode": 0o600, "seq": 13},
+    ]  # fmt: skip
+    first = batch(alice, ops, client="laptop-1")
+    assert [r["status"] for r in first] == [200, 201, 404, 200]
+    new_a = stat(alice, "/a").json()
+    before = cursor(alice)
+    again = batch(alice, ops, client="laptop-1")
+    # The first answers (the refusal included); the commit's answer shows its node now.
+    assert [again[i] for i in (0, 2, 3)] == [first[i] for i in (0, 2, 3)]
+    assert again[1]["body"]["rev"] == first[1]["body"]["rev"]
+    assert cursor(alice) == before  # nothing applied twice
+    assert stat(alice, "/a").json()["id"] == new_a["id"]  # not moved onto /b again
+    # Untagged, or from another client, the same move is applied again.
+    other = batch(alice, ops[:1], client="laptop-2")
+    assert other[0]["status"] == 200 and stat(alice, "/a").status_code == 404
+    # A batch that starts after a seq drops the answers below it.
+    later = batch(alice, [{"op": "mkdir", "path": "/c", "seq": 20}], client="laptop-1")
+    assert later[0]["status"] == 201
+    resent = batch(alice, ops[:1], client="laptop-1")
+    assert resent[0]["status"] == 404  # seq 10 forgotten: applied (and refused) afresh
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
@@ -160,6 +190,8 @@ def test_a_batch_retried_after_a_lost_answer_changes_nothing_more(new_user) -> N
         ({"ops": [{"op": "commit", "path": "/f", "size": 5, "blocks": []}]}, 400),
         ({"ops": [{"op": "setattr", "path": "/a", "mode": 2**70}]}, 400),
         ({"ops": "mkdir"}, 400),
+        ({"ops": [{"op": "mkdir", "path": "/ok", "seq": -1}]}, 400),
+        ({"ops": [{"op": "mkdir", "path": "/ok"}], "client": "x" * 65}, 400),
         ({"ops": [{"op": "mkdir", "path": f"/d{i}"} for i in range(1001)]}, 413),
     ],
 )

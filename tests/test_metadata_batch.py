@@ -5,6 +5,7 @@ import threading
 import pytest
 
 from backend.metadata import batch as batch_module
+from backend.metadata.batch import Outcome
 from backend.metadata.service import MetadataService
 from backend.metadata.tree import mkdir_in
 from backend.metadata.types import BatchOp, Principal
@@ -23,6 +24,12 @@ def alice(metadata: MetadataService) -> Principal:
     return metadata.authenticate(metadata.create_user("alice"), "laptop")
 
 
+def render(outcome: Outcome) -> dict:
+    if outcome.error is not None:
+        return {"error": outcome.error.code}
+    return {"body": {"ok": True}}
+
+
 def mkdir(path: str) -> BatchOp:
     return BatchOp("mkdir", {"path": path, "mode": None, "mtime_ns": None, "parents": True})
 
@@ -37,9 +44,8 @@ def test_a_step_that_fails_after_journaling_is_undone_with_its_entries(
     monkeypatch.setattr(batch_module, "setattr_in", journal_then_fail)
     before = metadata.current_cursor(alice.namespace_id)
     ops = [mkdir("/a"), BatchOp("setattr", {"path": "/a", "mode": 1, "mtime_ns": None})]
-    outcomes = metadata.apply_batch(alice, [*ops, mkdir("/b")], stop_on_error=False)
-    assert [o.error is None for o in outcomes] == [True, False, True]
-    assert isinstance(outcomes[1].error, errors.NotFound)
+    answers = metadata.apply_batch(alice, [*ops, mkdir("/b")], render)
+    assert answers == [{"body": {"ok": True}}, {"error": "not_found"}, {"body": {"ok": True}}]
     assert sorted(node.name for node in metadata.list_dir(alice, "/")) == ["a", "b"]
     page = metadata.changes(alice, before, 100)
     assert [c.cursor for c in page.entries] == [before + 1, before + 2]
@@ -58,8 +64,8 @@ def test_concurrent_batches_of_one_drive_serialise(
             for round_ in range(5):
                 ops = [mkdir(f"/shared/{round_}/{i}") for i in range(10)]
                 ops += [mkdir(f"/{name}/{round_}")]
-                outcomes = metadata.apply_batch(alice, ops, stop_on_error=False)
-                assert all(o.error is None for o in outcomes)
+                answers = metadata.apply_batch(alice, ops, render)
+                assert all("body" in answer for answer in answers)
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
 

@@ -39,30 +39,31 @@ def batch(who: PrincipalDep, services: ServicesDep, body: BatchIn) -> dict:
     if blocks > MAX_BLOCKS_PER_FILE:
         raise PayloadTooLarge(f"a batch's commits name at most {MAX_BLOCKS_PER_FILE} blocks")
     ops = [_checked(op) for op in body.ops]
-    outcomes = services.metadata.apply_batch(who, ops, body.stop_on_error)
-    return {"results": [_answer(outcome) for outcome in outcomes]}
+    answers = services.metadata.apply_batch(who, ops, _answer, body.stop_on_error, body.client)
+    return {"results": answers}
 
 
 def _checked(op: BatchOpIn) -> BatchOp:
     """The service's form of one operation, with the checks its single call makes."""
-    if isinstance(op, MkdirOp):
-        args = {"mode": op.mode, "mtime_ns": op.mtime_ns, "parents": op.parents}
-        return BatchOp("mkdir", {"path": check_path(op.path), **args})
-    if isinstance(op, SymlinkOp):
-        args = {"target": op.target, "mtime_ns": op.mtime_ns}
-        return BatchOp("symlink", {"path": check_path(op.path), **args})
-    if isinstance(op, MoveOp):
-        paths = {"src": check_path(op.from_), "dst": check_path(op.to)}
-        return BatchOp("move", {**paths, "mode": op.mode})
-    if isinstance(op, SetattrOp):
-        args = {"mode": op.mode, "mtime_ns": op.mtime_ns}
-        return BatchOp("setattr", {"path": check_path(op.path), **args})
-    if isinstance(op, XattrOp):
-        args = {"name": op.name, "value": xattr_value(op)}
-        return BatchOp("xattr", {"path": check_path(op.path), **args})
     if isinstance(op, CommitOp):
         return BatchOp("commit", {"request": commit_request(op)})
-    return BatchOp("delete", {"path": check_path(op.path), "recursive": op.recursive})
+    if isinstance(op, MkdirOp):
+        args = {"mode": op.mode, "mtime_ns": op.mtime_ns, "parents": op.parents}
+        return BatchOp("mkdir", {"path": check_path(op.path), **args}, op.seq)
+    if isinstance(op, SymlinkOp):
+        args = {"target": op.target, "mtime_ns": op.mtime_ns}
+        return BatchOp("symlink", {"path": check_path(op.path), **args}, op.seq)
+    if isinstance(op, MoveOp):
+        paths = {"src": check_path(op.from_), "dst": check_path(op.to)}
+        return BatchOp("move", {**paths, "mode": op.mode}, op.seq)
+    if isinstance(op, SetattrOp):
+        args = {"mode": op.mode, "mtime_ns": op.mtime_ns}
+        return BatchOp("setattr", {"path": check_path(op.path), **args}, op.seq)
+    if isinstance(op, XattrOp):
+        args = {"name": op.name, "value": xattr_value(op)}
+        return BatchOp("xattr", {"path": check_path(op.path), **args}, op.seq)
+    args = {"path": check_path(op.path), "recursive": op.recursive}
+    return BatchOp("delete", args, op.seq)
 
 
 def _answer(outcome: Outcome) -> dict[str, Any]:

@@ -108,27 +108,33 @@ class XattrIn(BaseModel):
 # -- a batch of namespace operations (POST /v1/batch) -----------------------------------------
 
 
-class MkdirOp(MkdirIn):
+class Tagged(BaseModel):
+    """The client's own number for an operation: sent again, it gets its first answer."""
+
+    seq: int | None = Field(None, ge=0, le=INT64_MAX)
+
+
+class MkdirOp(MkdirIn, Tagged):
     op: Literal["mkdir"]
 
 
-class SymlinkOp(SymlinkIn):
+class SymlinkOp(SymlinkIn, Tagged):
     op: Literal["symlink"]
 
 
-class MoveOp(MoveIn):
+class MoveOp(MoveIn, Tagged):
     op: Literal["move"]
 
 
-class DeleteOp(DeleteIn):
+class DeleteOp(DeleteIn, Tagged):
     op: Literal["delete"]
 
 
-class SetattrOp(SetattrIn):
+class SetattrOp(SetattrIn, Tagged):
     op: Literal["setattr"]
 
 
-class XattrOp(XattrIn):
+class XattrOp(XattrIn, Tagged):
     op: Literal["xattr"]
 
 
@@ -146,3 +152,4 @@ class BatchIn(BaseModel):
     # The count is checked by the handler, which answers 413 rather than a validation 400.
     ops: list[BatchOpIn] = Field(min_length=1)
     stop_on_error: bool = False
+    client: Text | None = Field(None, min_length=1, max_length=64)

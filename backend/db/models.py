@@ -269,6 +269,24 @@ class ChangeEntry(Base):
     node: Mapped[dict] = mapped_column(JSON)
 
 
+class BatchAnswer(Base):
+    """The answer given to each operation of a batch that a client tagged with its own
+    sequence number (docs/api.md, Batches), so a batch sent again after its answer was lost
+    gets the first answers back instead of moving or deleting a second time. A client sends
+    its operations in sequence order and sends the next batch only once it has the answers,
+    so its rows below the first sequence number of a new batch are dropped then.
+    """
+
+    __tablename__ = "batch_answers"
+
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    client: Mapped[str] = mapped_column(String(DEVICE_LEN), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    answer: Mapped[dict] = mapped_column(JSON)
+
+
 class UploadSession(Base):
     """A resumable upload in progress (the API's /v1/uploads/ID). Bytes received so far live
     on the server's disk; `received` counts those fsynced and acknowledged (0 <= received <=

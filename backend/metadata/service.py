@@ -11,6 +11,8 @@ this class only routes to them. The engine must come from backend.db.create_engi
 its schema from backend.db.migrate.
 """
 
+from collections.abc import Callable
+
 from sqlalchemy.engine import Engine
 
 from backend.metadata.batch import Batches, Outcome
@@ -107,9 +109,17 @@ class MetadataService:
     def set_xattr(self, who: Principal, path: str, name: str, value: bytes | None) -> NodeInfo:
         return self._tree.set_xattr(who, path, name, value)
 
-    def apply_batch(self, who: Principal, ops: list[BatchOp], stop_on_error: bool) -> list[Outcome]:
-        """Apply ops in order in one transaction, each undone alone when refused."""
-        return self._batches.apply(who, ops, stop_on_error)
+    def apply_batch(
+        self,
+        who: Principal,
+        ops: list[BatchOp],
+        render: Callable[[Outcome], dict],
+        stop_on_error: bool = False,
+        client: str | None = None,
+    ) -> list[dict]:
+        """Apply ops in order in one transaction, each undone alone when refused; the
+        answers as `render` makes them (kept for ops with a seq, given again on a repeat)."""
+        return self._batches.apply(who, ops, render, stop_on_error, client)
 
     # files and revisions
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:

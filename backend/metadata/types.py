@@ -136,6 +136,7 @@ class BatchOp:
 
     kind: Literal["mkdir", "symlink", "move", "delete", "setattr", "xattr", "commit"]
     args: dict[str, Any]
+    seq: int | None = None  # the client's number for it: a repeat gets the first answer
 
 
 @dataclass(frozen=True, slots=True)
