@@ -25,14 +25,14 @@ everything else; its first blocks are the ones kept.
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
 import trio
 
 from backend.blocks import MAX_BATCH_BLOCKS
-from backend.protocol.chunking import iter_file_chunks
+from backend.protocol.chunking import Chunk, iter_chunks
 from backend.protocol.hashing import block_hash
 from cache.blockcache import BlockCache
 from mountfs.remote import RemoteDrive
@@ -43,6 +43,9 @@ UPLOAD_CONCURRENCY = 4
 BATCH_BYTES = 8 * 1024 * 1024
 # Share of the block cache's size that one upload may fill with the blocks it sent.
 CACHE_SHARE = 0.5
+# Bytes read (and chunked) at a time; far more than MAX_CHUNK, so each window ends with
+# several chunks whose cut points do not depend on where the window ends.
+WINDOW_BYTES = 16 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,26 @@ class Manifest:
     blocks: list[tuple[int, int, str]]  # (offset, size, hash)
 
 
+def chunk_file(fd: int, size: int) -> Iterator[Chunk]:
+    """The content-defined chunks of the first `size` bytes of a file, read with pread a
+    window at a time: the same chunks as the whole content cut at once (a window's last
+    chunk, which its end may have cut short, is cut again with the next window). The file
+    is never memory-mapped: one that shrinks under a mapping kills the process (SIGBUS),
+    and the dirty copy can be truncated at any moment. ContentChanged if it shrinks."""
+    offset = 0
+    while offset < size:
+        wanted = min(WINDOW_BYTES, size - offset)
+        window = os.pread(fd, wanted, offset)
+        if len(window) < wanted:
+            raise ContentChanged(f"the file shrank below {offset + wanted} bytes")
+        chunks = list(iter_chunks(window))
+        if offset + wanted < size:
+            chunks.pop()  # ends where the window does, not where the content says
+        for chunk in chunks:
+            yield Chunk(offset + chunk.offset, chunk.data)
+        offset += chunks[-1].offset + len(chunks[-1].data)
+
+
 def _chunk(path: str, emit: "trio.MemorySendChannel[list[Block]]") -> Manifest:
     """Cut the file into named blocks (in a worker thread), handing them on in groups."""
     blocks: list[tuple[int, int, str]] = []
@@ -93,7 +116,7 @@ def _chunk(path: str, emit: "trio.MemorySendChannel[list[Block]]") -> Manifest:
     group_bytes = 0
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
-        for chunk in iter_file_chunks(file):
+        for chunk in chunk_file(file.fileno(), size):
             name = block_hash(chunk.data)
             blocks.append((chunk.offset, len(chunk.data), name))
             group.append((name, chunk.data))
