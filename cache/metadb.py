@@ -333,6 +333,12 @@ class MetaDB:
         ).fetchone()
         return None if row is None else JournalEntry(*row[:4], json.loads(row[4]))
 
+    def first_entries(self, limit: int) -> list[JournalEntry]:
+        rows = self._db.execute(
+            "SELECT seq, op, inode, other, args FROM journal ORDER BY seq LIMIT ?", (limit,)
+        )
+        return [JournalEntry(*row[:4], json.loads(row[4])) for row in rows]
+
     def next_entry_for(self, inode: int, after_seq: int) -> JournalEntry | None:
         row = self._db.execute(
             "SELECT seq, op, inode, other, args FROM journal WHERE (inode = ? OR other = ?) "

@@ -103,6 +103,14 @@ def _check_path(path: str) -> str:
     return path
 
 
+def refusal(result: dict) -> CirrusError | None:
+    """The error of one batch result, as the single call would have raised it; None if it
+    succeeded."""
+    if "error" not in result:
+        return None
+    return error_from_json(result.get("status", 400), result)
+
+
 def _optional(**fields: Any) -> dict[str, Any]:
     """Drop the fields left at None so the server applies its own defaults."""
     return {key: value for key, value in fields.items() if value is not None}
@@ -298,6 +306,17 @@ class RemoteDrive:
             blocks=[{"hash": block, "size": length} for block, length in blocks],
         )
         return await self._json("POST", "/files/commit", json=body)
+
+    async def batch(self, ops: list[dict], client: str, stop_on_error: bool = True) -> list[dict]:
+        """Apply namespace operations in order in one request (POST /v1/batch); one result
+        per operation tried, `{"status", "body"}` or `{"status", "error"}` (see
+        `refusal`). Ops carrying a `seq` are never applied twice for this `client`."""
+        body = {"ops": ops, "client": client, "stop_on_error": stop_on_error}
+        answer = await self._json("POST", "/batch", json=body)
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or not 0 < len(results) <= len(ops):
+            raise ServerUnreachable("the batch answer does not match the operations sent")
+        return results
 
     async def download(self, path: str) -> bytes:
         """The whole current content of a file, in memory: for tools and tests, not the mount."""

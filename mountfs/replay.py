@@ -1,21 +1,31 @@
-"""Replaying journal entries on the server, one at a time, in order.
+"""Replaying journal entries on the server, in order, many per request.
 
 The paths in an entry are the ones the operation had when it happened locally, so replaying
-in order meets the server in the state the next entry expects. Each entry's mirror update and
-its removal from the journal commit together. Retries are safe: mkdir asks for `parents`
-(an existing folder is a success), deletes of what is gone succeed, and commits carry a
-`commit_id` derived from the entry and its blocks, so a repeat returns the first answer.
+in order meets the server in the state the next entry expects. Up to BATCH_ENTRIES
+consecutive entries travel together: the blocks of every file among them first (small files
+share one /blocks/missing and their /blocks/batch requests, mountfs/group_upload.py), then
+one POST /v1/batch with an operation per entry, which the server applies in order and stops
+at the first refusal or conflicted copy. The answers are then folded in entry by entry: each
+entry's mirror update and its removal from the journal commit together; the entries the
+server did not reach stay in the journal for the next batch.
+
+Retries are safe: every operation but a commit carries the entry's seq, so the server
+answers an operation it applied before (a batch whose answer was lost) with its first answer
+instead of applying it again; commits carry a `commit_id` derived from the entry and its
+blocks, so a repeat returns the first answer.
 
 `ServerUnreachable` (and a refused token) propagate: the sync engine waits and retries the
-same entry. Any other refusal (a 4xx: another client took the name meanwhile ...) is logged
+same entries. Any other refusal (a 4xx: another client took the name meanwhile ...) is logged
 and the entry dropped, since sending it again would fail the same way; then the server's state
 at the paths the entry touched is read back and the mirror follows it, so the mount never
 shows something the server will never have.
 """
 
-import base64
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import blake3
@@ -25,8 +35,9 @@ from backend.protocol.errors import AlreadyExists, CirrusError, NotFound, Unauth
 from cache.blockcache import BlockCache
 from cache.metadb import ROOT_INODE, JournalEntry, MetaDB
 from mountfs.feed import Feed, remote_fields
+from mountfs.group_upload import upload_files
 from mountfs.kernel import Kernel
-from mountfs.remote import RemoteDrive, ServerUnreachable
+from mountfs.remote import RemoteDrive, ServerUnreachable, refusal
 from mountfs.upload import ContentChanged, Manifest, upload_blocks
 from mountfs.vfs import VFS
 
@@ -34,6 +45,64 @@ log = logging.getLogger(__name__)
 
 UPLOAD_ATTEMPTS = 3
 CREATE_GRACE_SECONDS = 1.0
+# Files up to this size share block uploads with the rest of their batch, up to GROUP_BYTES
+# in all; a larger file streams its blocks on its own (mountfs/upload.py), one per batch.
+GROUP_FILE_BYTES = 4 * 1024 * 1024
+GROUP_BYTES = 32 * 1024 * 1024
+
+
+class Answer:
+    """The server's result for one operation of a batch."""
+
+    def __init__(self, result: dict) -> None:
+        self._result = result
+
+    def body(self) -> dict:
+        """What the single call would have returned; raises what it would have raised."""
+        error = refusal(self._result)
+        if error is not None:
+            raise error
+        return self._result["body"]
+
+
+Settle = Callable[["Answer | None"], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Step:
+    """One journal entry of a batch: the operation it sends (None: settled without the
+    server) and how its answer is folded into the mirror."""
+
+    entry: JournalEntry
+    settle: Settle
+    op: dict | None = None
+    upload: "PendingUpload | None" = None
+    folded: bool = False  # a setattr the commit before it already carries
+
+
+@dataclass(slots=True)
+class PendingUpload:
+    """An upload entry waiting for its blocks: the content it reads and its generation."""
+
+    source: str
+    generation: int
+    preserved: bool
+    grouped: bool  # small: its blocks travel with the other small files of the batch
+
+
+class Batch:
+    """The steps planned so far and what limits the batch (cut before what does not fit)."""
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+        self.committing: set[int] = set()  # an inode commits at most once per batch
+        self.folded: set[int] = set()  # seqs of setattrs that commits in the batch carry
+        self.group_bytes = 0
+        self.streaming = False  # a large file already streams its blocks in this batch
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps
 
 
 class Replayer:
@@ -56,11 +125,35 @@ class Replayer:
         self._kernel = kernel
         self._limiter = trio.CapacityLimiter(2)
 
-    async def replay(self, entry: JournalEntry) -> None:
-        handler = getattr(self, f"_{entry.op}")
+    async def replay(self, entries: list[JournalEntry]) -> None:
+        """Replay a prefix of `entries` (at least the first) in one batch request."""
+        batch = Batch()
+        for entry in entries:
+            step = await self._plan(entry, batch)
+            if step is None:
+                break
+            batch.steps.append(step)
+        await self._send_blocks(batch)
+        ops = [step.op for step in batch.steps if step.op is not None]
+        client = self._db.get_state("client_id") or ""
+        results = await self._remote.batch(ops, client) if ops else []
+        tried = iter(results)
+        for step in batch.steps:
+            if step.folded:
+                continue
+            answer = None
+            if step.op is not None:
+                result = next(tried, None)
+                if result is None:  # the server stopped before it: it stays in the journal
+                    return
+                answer = Answer(result)
+            await self._settle(step, answer)
+
+    async def _settle(self, step: Step, answer: Answer | None) -> None:
+        entry = step.entry
         log.debug("replay #%d %s inode %s %s", entry.seq, entry.op, entry.inode, entry.args)
         try:
-            await handler(entry)
+            await step.settle(answer)
         except (ServerUnreachable, Unauthorized):
             raise
         except CirrusError as exc:
@@ -103,7 +196,8 @@ class Replayer:
         carried) also settles the setattr entries right after it that asked for the same."""
         with self._db.transaction():
             if sent is not None:
-                self._fold_setattrs(entry, sent)
+                for seq in self._foldable(entry, sent):
+                    self._db.remove_entry(seq)
             if updates and self._db.get(entry.inode) is not None:
                 self._claim(entry.inode, updates.get("remote_id"))
                 self._db.update(entry.inode, **updates)
@@ -112,16 +206,23 @@ class Replayer:
                 if inode is not None:
                     self._vfs.collect(inode)
 
-    def _fold_setattrs(self, entry: JournalEntry, sent: dict) -> None:
+    async def _done_locally(self, entry: JournalEntry, _answer: Answer | None) -> None:
+        self._done(entry)
+
+    def _foldable(self, entry: JournalEntry, sent: dict) -> list[int]:
+        """The setattr entries of the same node right after `entry` that ask for nothing
+        but the mode and mtime its commit carries (`tar` sets both on every file)."""
+        folded: list[int] = []
         seq = entry.seq
         while (following := self._db.next_entry_for(entry.inode, seq)) is not None:
             if following.op != "setattr" or following.inode != entry.inode:
-                return
+                break
             asked = {key: following.args.get(key) for key in ("mode", "mtime_ns")}
             if any(value is not None and sent[key] != value for key, value in asked.items()):
-                return
-            self._db.remove_entry(following.seq)
+                break
+            folded.append(following.seq)
             seq = following.seq
+        return folded
 
     def _claim(self, inode: int, remote_id: int | None) -> None:
         """Give `remote_id` to `inode`, detaching a stale local twin that holds it."""
@@ -141,66 +242,111 @@ class Replayer:
         later = self._db.next_entry_for(entry.inode, entry.seq)
         return later is not None and later.op == "upload"
 
-    # -- one method per journal operation -----------------------------------------------------
+    # -- planning: one method per journal operation -------------------------------------------
 
-    async def _mkdir(self, entry: JournalEntry) -> None:
+    async def _plan(self, entry: JournalEntry, batch: Batch) -> Step | None:
+        """The step that replays `entry` in this batch; None to end the batch before it."""
+        if entry.seq in batch.folded:
+            return Step(entry, partial(self._done_locally, entry), folded=True)
+        return await getattr(self, f"_plan_{entry.op}")(entry, batch)
+
+    def _tagged(self, entry: JournalEntry, op: dict) -> dict:
+        return {**op, "seq": entry.seq}
+
+    async def _plan_mkdir(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
-        node = await self._remote.mkdir(args["path"], args["mode"], args["mtime_ns"], parents=True)
-        self._done(entry, remote_id=node["id"])
+        op = {"op": "mkdir", "path": args["path"], "mode": args["mode"], "parents": True}
+        op["mtime_ns"] = args["mtime_ns"]
 
-    async def _symlink(self, entry: JournalEntry) -> None:
+        async def settle(answer: Answer | None) -> None:
+            self._done(entry, remote_id=answer.body()["id"])
+
+        return Step(entry, settle, self._tagged(entry, op))
+
+    async def _plan_symlink(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
-        try:
-            node = await self._remote.symlink(args["path"], args["target"], args["mtime_ns"])
-        except AlreadyExists:
-            node = await self._remote.stat(args["path"])
-        self._done(entry, remote_id=node["id"])
+        op = {"op": "symlink", "path": args["path"], "target": args["target"]}
+        op["mtime_ns"] = args["mtime_ns"]
 
-    async def _rename(self, entry: JournalEntry) -> None:
+        async def settle(answer: Answer | None) -> None:
+            try:
+                node = answer.body()
+            except AlreadyExists:
+                node = await self._remote.stat(args["path"])
+            self._done(entry, remote_id=node["id"])
+
+        return Step(entry, settle, self._tagged(entry, op))
+
+    async def _plan_rename(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
-        try:
-            await self._remote.move(args["src"], args["dst"], args["mode"])
-        except NotFound:
-            log.info("rename of %s: gone on the server", args["src"])
-        self._done(entry)
+        op = {"op": "move", "from": args["src"], "to": args["dst"], "mode": args["mode"]}
 
-    async def _unlink(self, entry: JournalEntry) -> None:
-        with contextlib.suppress(NotFound):
-            await self._remote.delete(entry.args["path"])
-        self._done(entry)
+        async def settle(answer: Answer | None) -> None:
+            try:
+                answer.body()
+            except NotFound:
+                log.info("rename of %s: gone on the server", args["src"])
+            self._done(entry)
 
-    _rmdir = _unlink
+        return Step(entry, settle, self._tagged(entry, op))
 
-    async def _setattr(self, entry: JournalEntry) -> None:
+    async def _plan_unlink(self, entry: JournalEntry, batch: Batch) -> Step:
+        async def settle(answer: Answer | None) -> None:
+            with contextlib.suppress(NotFound):
+                answer.body()
+            self._done(entry)
+
+        op = {"op": "delete", "path": entry.args["path"]}
+        return Step(entry, settle, self._tagged(entry, op))
+
+    _plan_rmdir = _plan_unlink
+
+    async def _plan_setattr(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
-        await self._remote.setattr(args["path"], args.get("mode"), args.get("mtime_ns"))
-        self._done(entry)
+        op = {"op": "setattr", "path": args["path"]}
+        op.update({key: args[key] for key in ("mode", "mtime_ns") if args.get(key) is not None})
 
-    async def _xattr(self, entry: JournalEntry) -> None:
+        async def settle(answer: Answer | None) -> None:
+            answer.body()
+            self._done(entry)
+
+        return Step(entry, settle, self._tagged(entry, op))
+
+    async def _plan_xattr(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
-        value = None if args["value"] is None else base64.b64decode(args["value"])
-        try:
-            await self._remote.set_xattr(args["path"], args["name"], value)
-        except NotFound:
-            if value is not None:
-                raise
-        self._done(entry)
+        op = {"op": "xattr", "path": args["path"], "name": args["name"], "value": args["value"]}
 
-    async def _create(self, entry: JournalEntry) -> None:
+        async def settle(answer: Answer | None) -> None:
+            try:
+                answer.body()
+            except NotFound:
+                if args["value"] is not None:
+                    raise
+            self._done(entry)
+
+        return Step(entry, settle, self._tagged(entry, op))
+
+    async def _plan_create(self, entry: JournalEntry, batch: Batch) -> Step | None:
         # A file still being written usually closes soon; its upload then supersedes this
         # entry, which saves a commit and spares other clients the sight of an empty file.
-        with trio.move_on_after(CREATE_GRACE_SECONDS):
-            while self._vfs.has_writers(entry.inode) and not self._superseded(entry):
-                await trio.sleep(0.02)
+        if self._vfs.has_writers(entry.inode) and not self._superseded(entry):
+            if not batch.empty:
+                return None  # it waits at the head of the next batch
+            with trio.move_on_after(CREATE_GRACE_SECONDS):
+                while self._vfs.has_writers(entry.inode) and not self._superseded(entry):
+                    await trio.sleep(0.02)
         if self._superseded(entry):
-            self._done(entry)
-            return
+            return Step(entry, partial(self._done_locally, entry))
+        if not self._may_commit(entry, batch):
+            return None
         args = entry.args
-        answer = await self._commit(entry, 0, [], args["mode"], args["mtime_ns"], None)
         sent = {"mode": args["mode"], "mtime_ns": args["mtime_ns"]}
-        await self._committed(entry, answer, self._vfs.generation(entry.inode), [], sent)
+        generation = self._vfs.generation(entry.inode)
+        step = Step(entry, partial(self._done_locally, entry))
+        await self._plan_commit(step, batch, Manifest(0, []), sent, None, generation)
+        return step
 
-    async def _upload(self, entry: JournalEntry) -> None:
+    async def _plan_upload(self, entry: JournalEntry, batch: Batch) -> Step | None:
         node = self._db.get(entry.inode)
         dirty = self._vfs.content.dirty
         if (
@@ -209,24 +355,117 @@ class Replayer:
             or not node.dirty
             or not dirty.exists(node.inode)
         ):
-            self._done(entry)
-            return
-        uploaded = await self._upload_acknowledged(entry)
-        if uploaded is None:
-            self._done(entry)
-            return
-        generation, manifest = uploaded
-        node = self._db.get(entry.inode)
-        if node is None:
-            self._done(entry)
-            return
+            return Step(entry, partial(self._done_locally, entry))
+        if not self._may_commit(entry, batch):
+            return None
+        preserved = dirty.has_preserved(entry.inode)
+        source = dirty.preserved_path(entry.inode) if preserved else dirty.path(entry.inode)
+        grouped = node.size <= GROUP_FILE_BYTES
+        if grouped and batch.group_bytes + node.size > GROUP_BYTES and not batch.empty:
+            return None
+        if not grouped and batch.streaming:
+            return None
+        batch.committing.add(entry.inode)
+        generation = self._vfs.generation(entry.inode)
+        upload = PendingUpload(source, generation, preserved, grouped)
+        if grouped:
+            batch.group_bytes += node.size
+        else:
+            batch.streaming = True
+        return Step(entry, partial(self._done_locally, entry), upload=upload)
+
+    def _may_commit(self, entry: JournalEntry, batch: Batch) -> bool:
+        """A node commits at most once per batch (the next commit's base is this one's
+        answer), and an entry with an earlier attempt goes first: that attempt is settled
+        on its own before anything else is sent."""
+        if entry.inode in batch.committing:
+            return False
+        return batch.empty or "commit_id" not in entry.args
+
+    # -- blocks and commits ---------------------------------------------------------------------
+
+    async def _send_blocks(self, batch: Batch) -> None:
+        """Upload the blocks of every file in the batch, then plan their commits."""
+        uploads = [step for step in batch.steps if step.upload is not None]
+        grouped = {step.entry.seq: step.upload.source for step in uploads if step.upload.grouped}
+        manifests = await upload_files(self._remote, self._blocks, grouped, self._limiter)
+        for step in uploads:
+            entry, upload = step.entry, step.upload
+            manifest = manifests.get(entry.seq)
+            changed = self._vfs.generation(entry.inode) != upload.generation
+            generation = upload.generation
+            if manifest is None or (changed and not upload.preserved):
+                uploaded = await self._upload_acknowledged(entry)
+                if uploaded is None:
+                    continue  # settled locally: a deletion or newer upload says what's next
+                generation, manifest = uploaded
+            node = self._db.get(entry.inode)
+            if node is None:
+                continue
+            log.debug("upload #%d %s: base_rev %s", entry.seq, entry.args["path"], node.head_rev)
+            sent = {"mode": node.mode, "mtime_ns": node.mtime_ns}
+            await self._plan_commit(step, batch, manifest, sent, node.head_rev, generation)
+
+    async def _plan_commit(
+        self,
+        step: Step,
+        batch: Batch,
+        manifest: Manifest,
+        sent: dict,
+        base_rev: int | None,
+        generation: int,
+    ) -> None:
+        """Make `step` a commit of `manifest`, so that a lost answer (crash, cancelled
+        unmount) never turns into a conflict with ourselves: the id of an attempt is recorded
+        before it is sent, and a later try with other content first settles that attempt
+        (the server repeats its answer if it landed) and then commits on top of it."""
+        entry = step.entry
+        batch.committing.add(entry.inode)
+        path = entry.args["path"]
         hashes = [(name, size) for _offset, size, name in manifest.blocks]
-        log.debug("upload #%d %s: base_rev %s", entry.seq, entry.args["path"], node.head_rev)
-        answer = await self._commit(
-            entry, manifest.size, hashes, node.mode, node.mtime_ns, node.head_rev
-        )
-        sent = {"mode": node.mode, "mtime_ns": node.mtime_ns}
-        await self._committed(entry, answer, generation, manifest.blocks, sent)
+        commit_id = self._commit_id(entry, hashes)
+        previous = entry.args.get("commit_id")
+        settle = partial(self._settle_commit, entry, generation, manifest.blocks, sent)
+        if previous is not None and previous != commit_id:
+            answer = await self._remote.commit(
+                path, base_rev, manifest.size, hashes, sent["mode"], sent["mtime_ns"], previous
+            )
+            if answer.get("conflict"):
+
+                async def settle_earlier(_answer: Answer | None) -> None:
+                    await self._committed(entry, answer, generation, manifest.blocks, sent)
+
+                step.settle = settle_earlier
+                return
+            base_rev = answer["rev"]
+        with self._db.transaction():
+            self._db.set_entry_args(entry.seq, {**entry.args, "commit_id": commit_id})
+        step.op = {
+            "op": "commit",
+            "path": path,
+            "base_rev": base_rev,
+            "size": manifest.size,
+            "mode": sent["mode"],
+            "mtime_ns": sent["mtime_ns"],
+            "commit_id": commit_id,
+            "blocks": [{"hash": name, "size": size} for name, size in hashes],
+        }
+        step.settle = settle
+        folded = set(self._foldable(entry, sent))
+        batch.folded |= folded
+        for other in batch.steps:
+            if other.entry.seq in folded:
+                other.op, other.folded = None, True
+
+    async def _settle_commit(
+        self,
+        entry: JournalEntry,
+        generation: int,
+        blocks: list,
+        sent: dict,
+        answer: Answer | None,
+    ) -> None:
+        await self._committed(entry, answer.body(), generation, blocks, sent)
 
     async def _upload_acknowledged(self, entry: JournalEntry) -> tuple[int, Manifest] | None:
         """Send the blocks of the acknowledged content: the preserved copy when the file was
@@ -251,33 +490,6 @@ class Replayer:
                 return None
             await trio.sleep(0.2)
         raise ServerUnreachable("the file keeps changing; upload postponed")
-
-    async def _commit(
-        self,
-        entry: JournalEntry,
-        size: int,
-        hashes: list[tuple[str, int]],
-        mode: int,
-        mtime_ns: int,
-        base_rev: int | None,
-    ) -> dict:
-        """Commit so that a lost answer (crash, cancelled unmount) never turns into a conflict
-        with ourselves: the id of an attempt is recorded before it is sent, and a later try
-        with other content first settles that attempt (the server repeats its answer if it
-        landed) and then commits on top of the revision it made."""
-        path = entry.args["path"]
-        commit_id = self._commit_id(entry, hashes)
-        previous = entry.args.get("commit_id")
-        if previous is not None and previous != commit_id:
-            answer = await self._remote.commit(
-                path, base_rev, size, hashes, mode, mtime_ns, previous
-            )
-            if answer.get("conflict"):
-                return answer
-            base_rev = answer["rev"]
-        with self._db.transaction():
-            self._db.set_entry_args(entry.seq, {**entry.args, "commit_id": commit_id})
-        return await self._remote.commit(path, base_rev, size, hashes, mode, mtime_ns, commit_id)
 
     def _commit_id(self, entry: JournalEntry, hashes: list[tuple[str, int]]) -> str:
         digest = blake3.blake3(f"{self._db.get_state('client_id')}:{entry.seq}".encode())

@@ -1,4 +1,5 @@
-"""The sync engine: one trio task that replays the journal, pulls changes and long-polls.
+"""The sync engine: one trio task that replays the journal (in batches), pulls changes and
+long-polls.
 
 Replay and change application run in the same task, one after the other, so a server answer
 is always folded into the mirror before the echo of that change is applied (no race between
@@ -24,6 +25,9 @@ POLL_SECONDS = 30
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 PAGE = 1000
 PULL_PAGES = 50
+# Journal entries replayed per request: enough that a tree of small files travels in a few
+# dozen requests, few enough that one batch's blocks and answers stay small.
+BATCH_ENTRIES = 256
 
 
 class Wakeup:
@@ -95,8 +99,8 @@ class SyncEngine:
 
     async def replay_all(self) -> None:
         """Replay the journal until it is empty (raises when the server goes away)."""
-        while (entry := self._db.first_entry()) is not None:
-            await self._replayer.replay(entry)
+        while entries := self._db.first_entries(BATCH_ENTRIES):
+            await self._replayer.replay(entries)
 
     async def _pull(self) -> None:
         """Apply the changes since the cursor, PULL_PAGES pages per transaction. The feed

@@ -212,3 +212,57 @@ def test_a_names_former_holder_never_pushes_out_its_current_one(
     assert sorted(os.listdir(root)) == ["Y", "later"]
     assert os.listdir(root / "Y") == ["old.txt"]
     assert (root / "Y" / "old.txt").read_bytes() == b"kept"
+
+
+def test_a_tree_of_small_files_reaches_the_server_whole(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """What `tar -x` does (create, write, chmod, utime per file; folders; symlinks), more
+    entries than one batch holds, with renames and deletions mixed in."""
+    drive = mount_factory("a")
+    files: dict[str, bytes] = {}
+    for d in range(30):
+        folder = drive.path / f"pkg{d}" / "sub"
+        folder.mkdir(parents=True)
+        for f in range(12):
+            data = os.urandom(50 + 97 * f)
+            path = folder / f"m{f}.py"
+            path.write_bytes(data)
+            os.chmod(path, 0o600 if f % 2 else 0o644)
+            os.utime(path, ns=(10**18 + f, 10**18 + f))
+            files[f"/pkg{d}/sub/m{f}.py"] = data
+        os.symlink("m0.py", folder / "link")
+        os.rename(folder / "m1.py", folder / "renamed.py")
+        files[f"/pkg{d}/sub/renamed.py"] = files.pop(f"/pkg{d}/sub/m1.py")
+        os.unlink(folder / "m2.py")
+        del files[f"/pkg{d}/sub/m2.py"]
+    for path, data in files.items():  # in the order written
+        wait_until(lambda p=path, d=data: server_file(server, drive_user, p) == d, 120)
+    wait_until(lambda: server_stat(server, drive_user, "/pkg29/sub/m2.py") is None, 30)
+    node = server_stat(server, drive_user, "/pkg7/sub/m3.py")
+    assert node is not None and (node["mode"], node["mtime_ns"]) == (0o600, 10**18 + 3)
+    link = server_stat(server, drive_user, "/pkg29/sub/link")
+    assert link is not None and link["target"] == "m0.py"
+    assert server_stat(server, drive_user, "/pkg0/sub/m2.py") is None
+    assert server_stat(server, drive_user, "/pkg0/sub/m1.py") is None
+
+
+def test_refused_entries_in_a_batch_are_reconciled_and_the_rest_sent(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    drive = mount_factory("a")
+    server.stop()
+    (drive.path / "clash").mkdir()
+    (drive.path / "clash" / "inside.txt").write_text("refused: its folder is a file there")
+    (drive.path / "ok.txt").write_text("fine")
+    time.sleep(6)  # the engine now retries every 5 s
+    server.start()
+    with server.client(drive_user) as other:  # another client takes the name first
+        response = other.post(
+            "/v1/files", params={"uploadType": "media", "path": "/clash"}, content=b"theirs"
+        )
+        assert response.status_code == 201, response.text
+    wait_until(lambda: server_file(server, drive_user, "/ok.txt") == b"fine", 30)
+    wait_until(lambda: (drive.path / "clash").is_file(), 10)
+    assert (drive.path / "clash").read_bytes() == b"theirs"
+    assert server_file(server, drive_user, "/clash") == b"theirs"

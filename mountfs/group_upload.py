@@ -1,0 +1,90 @@
+"""Sending the blocks of many small files together, for one batch of journal entries.
+
+One file at a time (mountfs/upload.py) costs every file a /blocks/missing round trip and a
+/blocks/batch request of its own; for a tree of small files those round trips are what
+bounds the rate. Here the files of a batch are chunked in one worker thread, asked about in
+one /blocks/missing and sent in shared /blocks/batch requests of up to ~8 MiB. Every block
+is held in memory until it is sent, so the caller keeps the files few and small; a file that
+vanished or shrank while it was read is left out, and the caller sends it on its own.
+"""
+
+import logging
+import os
+from collections.abc import Hashable
+from typing import TypeVar
+
+import trio
+
+from backend.blocks import MAX_BATCH_BLOCKS
+from backend.protocol.chunking import iter_file_chunks
+from backend.protocol.hashing import block_hash
+from cache.blockcache import BlockCache
+from mountfs.remote import RemoteDrive
+from mountfs.upload import BATCH_BYTES, Block, Manifest
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+
+
+async def upload_files(
+    remote: RemoteDrive,
+    cache: BlockCache,
+    sources: dict[K, str],
+    limiter: trio.CapacityLimiter,
+) -> dict[K, Manifest]:
+    """Make sure the server holds every block of the files at `sources`; their manifests
+    (a file that could not be read whole is missing from the answer)."""
+    chunked = await trio.to_thread.run_sync(_chunk_all, sources, limiter=limiter)
+    blocks = {name: data for _manifest, named in chunked.values() for name, data in named}
+    missing = await remote.missing_blocks(list(blocks)) if blocks else []
+    batch: list[Block] = []
+    batch_bytes = 0
+    for name in missing:
+        batch.append((name, blocks[name]))
+        batch_bytes += len(blocks[name])
+        if batch_bytes >= BATCH_BYTES or len(batch) == MAX_BATCH_BLOCKS:
+            await remote.put_blocks(batch)
+            batch, batch_bytes = [], 0
+    if batch:
+        await remote.put_blocks(batch)
+    # The dirty copies go once committed: keep the blocks so the files still read locally.
+    await trio.to_thread.run_sync(_keep, cache, blocks)
+    return {key: manifest for key, (manifest, _named) in chunked.items()}
+
+
+def _chunk_all(sources: dict[K, str]) -> dict[K, tuple[Manifest, list[Block]]]:
+    chunked = {}
+    for key, path in sources.items():
+        try:
+            chunked[key] = _chunk(path)
+        except (FileNotFoundError, _Shrank) as exc:
+            log.debug("%s left to its own upload: %s", path, exc or "gone")
+    return chunked
+
+
+class _Shrank(Exception):
+    pass
+
+
+def _chunk(path: str) -> tuple[Manifest, list[Block]]:
+    named: list[Block] = []
+    manifest: list[tuple[int, int, str]] = []
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        for chunk in iter_file_chunks(file):
+            name = block_hash(chunk.data)
+            manifest.append((chunk.offset, len(chunk.data), name))
+            named.append((name, chunk.data))
+        if os.fstat(file.fileno()).st_size < size:
+            raise _Shrank(f"{path} shrank while it was read")
+    return Manifest(size, manifest), named
+
+
+def _keep(cache: BlockCache, blocks: dict[str, bytes]) -> None:
+    for name, data in blocks.items():
+        try:
+            cache.put(name, data)
+        except OSError as exc:  # the upload went through; a full disk costs a refetch
+            log.debug("could not cache uploaded block %s: %s", name, exc)
+            return
