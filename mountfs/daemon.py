@@ -132,6 +132,7 @@ async def serve(opts: MountOptions, ready: Callable[[str | None], None]) -> None
             await _run_fuse(opts, vfs, kernel, engine, nursery, ready)
     finally:
         await remote.aclose()
+        blocks.close()
         db.close()
 
 
