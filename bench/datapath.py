@@ -6,10 +6,11 @@ Run by hand from the repository root, as root (it drops the page cache):
 
 Steps: a local file of random data is prepared; it is copied into a fresh mount with
 `dd bs=1M conv=fsync` (the foreground write); the clock runs on until the server reports the
-file uploaded at its full size (the background upload). The mount is then unmounted, the page
-cache dropped and the drive mounted again with an EMPTY cache directory, so a sequential `dd`
-read fetches every block from the server. The same read of the local file, after the same
-cache drop, is the reference. The copy read back is compared with the source.
+file uploaded at its full size (the background upload), which is also given from the moment
+`dd` returned, with the CPU each process spent in each of the two phases. The mount is then
+unmounted, the page cache dropped and the drive mounted again with an EMPTY cache directory,
+so a sequential `dd` read fetches every block from the server. The same read of the local
+file, after the same cache drop, is the reference. The copy read back is compared with the source.
 """
 
 import argparse
@@ -84,10 +85,13 @@ def run(scratch: Path, size: int) -> None:
         meter = CpuMeter(server, first)
         started = time.perf_counter()
         written = dd(source, scratch / "mnt" / "big.bin", fsync=True)
+        print(f"write (dd conv=fsync)       {rate(size, written)}{meter.report()}")
+        meter = CpuMeter(server, first)
+        returned = time.perf_counter()
         procs.wait_until(lambda: api.uploaded("/big.bin", size), 600, 0.05, "the upload")
-        uploaded = time.perf_counter() - started
-        print(f"write (dd conv=fsync)       {rate(size, written)}")
-        print(f"write until on the server   {rate(size, uploaded)}{meter.report()}")
+        done = time.perf_counter()
+        print(f"write until on the server   {rate(size, done - started)}")
+        print(f"  of which after dd returned {done - returned:6.2f} s{meter.report()}")
         first.unmount()
         mounts.remove(first)
         drop_caches()
