@@ -2,6 +2,8 @@
 
 A clean file is read through its block list (cached in the mirror) one block at a time, and
 only the blocks a read touches are fetched, through the shared block cache (singleflight).
+Each handle reads the revision it was opened on (`Revision`), so a commit by another client
+during a read never mixes two revisions.
 The blocks fetched or read whole last stay in memory (RECENT_BYTES). A block already in the
 disk cache and verified this session is not loaded whole: each read takes just its range from
 the file with one pread on the trio thread (see cache/blockcache.py), so a random 4 KiB read
@@ -17,6 +19,7 @@ import bisect
 import logging
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -69,6 +72,19 @@ class BlockIndex:
         return self.blocks[start : start + count]
 
 
+@dataclass(slots=True)
+class Revision:
+    """The server revision a handle reads, pinned when it was opened: a commit by another
+    client meanwhile does not change what the handle reads (a local file replaced by a
+    rename keeps serving its open descriptors the old inode). Old revisions stay readable:
+    the server keeps history. The block index is kept here once loaded."""
+
+    remote_id: int | None
+    rev: int
+    size: int
+    index: BlockIndex | None = None
+
+
 class Content:
     """Read and write file data; the VFS decides which node, this decides where bytes live."""
 
@@ -91,13 +107,18 @@ class Content:
         self._recent_bytes = 0
         self._fetching: dict[str, _Fetch] = {}
 
-    async def read(self, node: Node, offset: int, size: int, sequential: bool) -> bytes:
-        if node.dirty:
-            return os.pread(self.dirty.fd(node.inode), size, offset)
-        if node.rev == 0 or node.remote_id is None or offset >= node.size:
+    async def read(
+        self, inode: int, revision: Revision | None, offset: int, size: int, sequential: bool
+    ) -> bytes:
+        """Bytes of a pinned revision, or of the dirty copy when `revision` is None."""
+        if revision is None:
+            return os.pread(self.dirty.fd(inode), size, offset)
+        if revision.rev == 0 or revision.remote_id is None or offset >= revision.size:
             return b""
-        index = await self._index(node.remote_id, node.rev)
-        size = min(size, node.size - offset)
+        if revision.index is None:
+            revision.index = await self._index(revision.remote_id, revision.rev)
+        index = revision.index
+        size = min(size, revision.size - offset)
         parts = []
         for block_offset, block_size, name in index.covering(offset, size):
             start = max(offset - block_offset, 0)

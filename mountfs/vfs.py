@@ -39,7 +39,7 @@ from backend.protocol.errors import (
 )
 from backend.protocol.paths import NAME_MAX, check_name
 from cache.metadb import ROOT_INODE, MetaDB, Node
-from mountfs.content import Content
+from mountfs.content import Content, Revision
 from mountfs.errors import FsError
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,12 @@ class GroupSync:
 
 @dataclass(slots=True)
 class Handle:
+    """An open file; `revision` is what it reads while the file is clean (pinned at open),
+    None once reads go to the dirty copy. Reads need nothing else (no database lookup)."""
+
     inode: int
     writable: bool
+    revision: Revision | None
     next_offset: int = -1
 
 
@@ -286,11 +290,21 @@ class VFS:
             return
         if not node.dirty:
             await self.content.materialise(node, keep)
+            self._read_dirty_copy(node)
         elif self._db.has_pending_upload(inode) and self.content.dirty.exists(inode):
             await trio.to_thread.run_sync(self.content.dirty.preserve, inode)
         with self._db.transaction():
             self._db.update(inode, dirty=1, modified=1)
         await self._durable()
+
+    def _read_dirty_copy(self, node: Node) -> None:
+        """Handles open on the revision the new dirty copy starts from read the copy from now
+        on (they see the changes, as on a local file); handles pinned to an older revision
+        (another client committed since they opened) keep reading that one."""
+        for handle in self._handles.values():
+            pinned = handle.revision
+            if handle.inode == node.inode and pinned is not None and pinned.rev == node.rev:
+                handle.revision = None
 
     def _touch(self, inode: int) -> None:
         self._gens[inode] = self._gens.get(inode, 0) + 1
@@ -432,9 +446,11 @@ class VFS:
         return fh, keep_cache
 
     def _open_handle(self, inode: int, writable: bool) -> int:
+        node = self.node(inode)
+        revision = None if node.dirty else Revision(node.remote_id, node.rev, node.size)
         fh = self._next_fh
         self._next_fh += 1
-        self._handles[fh] = Handle(inode, writable)
+        self._handles[fh] = Handle(inode, writable, revision)
         self.content.dirty.acquire(inode)
         return fh
 
@@ -447,7 +463,7 @@ class VFS:
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handle(fh)
         sequential = offset == handle.next_offset
-        data = await self.content.read(self.node(handle.inode), offset, size, sequential)
+        data = await self.content.read(handle.inode, handle.revision, offset, size, sequential)
         handle.next_offset = offset + len(data)
         return data
 
@@ -474,6 +490,8 @@ class VFS:
         finally:
             self.content.dirty.release(handle.inode)
             node = self._db.get(handle.inode)
+            if node is not None and handle.revision and handle.revision.rev != node.rev:
+                self.stale.add(handle.inode)  # its reads put the old revision in the kernel
             if node is not None and node.parent is None and handle.inode not in self._lookups:
                 self._purge(handle.inode)
 
