@@ -335,17 +335,6 @@ def run_model(drive: Drive, tmp_path: Path, examples: int, steps: int) -> Counte
     return counters
 
 
-# An open bug, kept visible rather than hidden: in about one run of six the final comparison
-# finds a file on the server at an older revision than the one the mount wrote and closed
-# (e.g. a truncate that extended a file while another handle was open on it), although the
-# mount reported every file synced. See docs/client.md, "Torture runs".
-KNOWN_UPLOAD_LOSS = pytest.mark.xfail(
-    strict=False,
-    reason="open mount bug: a closed change is occasionally never uploaded (docs/client.md)",
-)
-
-
-@KNOWN_UPLOAD_LOSS
 def test_model_short(drive: Drive, tmp_path: Path) -> None:
     """A few thousand operations: the CI version."""
     examples = env_int("CIRRUS_TORTURE_MODEL_EXAMPLES", 20)
