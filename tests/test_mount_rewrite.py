@@ -47,7 +47,9 @@ def rewrite(path: Path, content: bytes, rng: random.Random) -> bytes:
     return content[:offset] + data + content[end:]
 
 
-def rewrite_many(drive: MountProcess, name: str, times: int, remount_every: int, seed: int):
+def rewrite_many(
+    drive: MountProcess, name: str, times: int, remount_every: int, seed: int
+) -> bytes:
     """Rewrite `name` `times` times, checking each version right after its close."""
     rng = random.Random(seed)
     path = drive.path / name
