@@ -23,7 +23,7 @@ shows something the server will never have.
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -63,6 +63,10 @@ class Answer:
         if error is not None:
             raise error
         return self._result["body"]
+
+    @property
+    def created(self) -> bool:
+        return self._result["status"] == 201
 
 
 Settle = Callable[["Answer | None"], Awaitable[None]]
@@ -191,13 +195,12 @@ class Replayer:
         if server is not None:
             self._feed.apply(server)
 
-    def _done(self, entry: JournalEntry, sent: dict | None = None, **updates: Any) -> None:
-        """Remove a replayed entry and apply its answer; `sent` (mode and mtime a commit
-        carried) also settles the setattr entries right after it that asked for the same."""
+    def _done(self, entry: JournalEntry, folded: Iterable[int] = (), **updates: Any) -> None:
+        """Remove a replayed entry and apply its answer; the `folded` entries (setattrs its
+        operation carried) go with it."""
         with self._db.transaction():
-            if sent is not None:
-                for seq in self._foldable(entry, sent):
-                    self._db.remove_entry(seq)
+            for seq in folded:
+                self._db.remove_entry(seq)
             if updates and self._db.get(entry.inode) is not None:
                 self._claim(entry.inode, updates.get("remote_id"))
                 self._db.update(entry.inode, **updates)
@@ -206,23 +209,56 @@ class Replayer:
                 if inode is not None:
                     self._vfs.collect(inode)
 
-    async def _done_locally(self, entry: JournalEntry, _answer: Answer | None) -> None:
-        self._done(entry)
+    async def _done_locally(
+        self, entry: JournalEntry, folded: list[int], _answer: Answer | None
+    ) -> None:
+        self._done(entry, folded)
 
-    def _foldable(self, entry: JournalEntry, sent: dict) -> list[int]:
-        """The setattr entries of the same node right after `entry` that ask for nothing
-        but the mode and mtime its commit carries (`tar` sets both on every file)."""
-        folded: list[int] = []
+    def _local(self, entry: JournalEntry, carried: list[int] | None = None, **kw: Any) -> Step:
+        """A step settled without the server (with the setattrs a later upload `carried`)."""
+        return Step(entry, partial(self._done_locally, entry, carried or []), **kw)
+
+    def _setattrs_after(self, entry: JournalEntry) -> Iterator[JournalEntry]:
+        """The setattr entries of the node that follow `entry` in the node's own order, up
+        to its next entry of any other kind."""
         seq = entry.seq
         while (following := self._db.next_entry_for(entry.inode, seq)) is not None:
             if following.op != "setattr" or following.inode != entry.inode:
-                break
-            asked = {key: following.args.get(key) for key in ("mode", "mtime_ns")}
-            if any(value is not None and sent[key] != value for key, value in asked.items()):
+                return
+            yield following
+            seq = following.seq
+
+    def _foldable(self, entry: JournalEntry, sent: dict) -> list[int]:
+        """The setattr entries of the same node right after `entry` that ask for nothing
+        but the mode and mtime its operation carries (`tar` sets both on every file)."""
+        folded: list[int] = []
+        for following in self._setattrs_after(entry):
+            if any(sent[key] != value for key, value in _asked(following).items()):
                 break
             folded.append(following.seq)
-            seq = following.seq
         return folded
+
+    def _merged(self, entry: JournalEntry, sent: dict, fixed: set[str]) -> dict:
+        """`sent` (mode and mtime an operation sets; `fixed`: the keys a setattr asked for)
+        with what the setattrs right after it ask for, up to one that asks for a key again
+        with another value: an operation then carries its node's next setattrs (tar sets a
+        folder's mtime and its mode in two calls)."""
+        merged, fixed = dict(sent), set(fixed)
+        for following in self._setattrs_after(entry):
+            asked = _asked(following)
+            if any(key in fixed and merged[key] != value for key, value in asked.items()):
+                break
+            merged.update(asked)
+            fixed.update(asked)
+        return merged
+
+    def _fold(self, batch: Batch, entry: JournalEntry, sent: dict) -> None:
+        """Mark the setattrs that `entry`'s operation carries: they are not sent again."""
+        folded = set(self._foldable(entry, sent))
+        batch.folded |= folded
+        for other in batch.steps:
+            if other.entry.seq in folded:
+                other.op, other.folded = None, True
 
     def _claim(self, inode: int, remote_id: int | None) -> None:
         """Give `remote_id` to `inode`, detaching a stale local twin that holds it."""
@@ -235,19 +271,23 @@ class Replayer:
                 self._kernel.forget_entry(holder.parent, holder.name)
             self._vfs.detach(holder)
 
-    def _superseded(self, entry: JournalEntry) -> bool:
-        """A create or upload followed by another upload of the same file can be skipped."""
+    def _superseded(self, entry: JournalEntry) -> list[int] | None:
+        """A create or upload followed by another upload of the same file can be skipped,
+        with the setattrs between them (tar sets mode and mtime on the open file, before the
+        close that journals the upload): that upload's commit carries the mirror's mode and
+        mtime. The seqs of those setattrs; None when `entry` is not superseded."""
         if "commit_id" in entry.args:  # an attempt may have landed: settle it first
-            return False
-        later = self._db.next_entry_for(entry.inode, entry.seq)
-        return later is not None and later.op == "upload"
+            return None
+        between = [following.seq for following in self._setattrs_after(entry)]
+        later = self._db.next_entry_for(entry.inode, between[-1] if between else entry.seq)
+        return between if later is not None and later.op == "upload" else None
 
     # -- planning: one method per journal operation -------------------------------------------
 
     async def _plan(self, entry: JournalEntry, batch: Batch) -> Step | None:
         """The step that replays `entry` in this batch; None to end the batch before it."""
         if entry.seq in batch.folded:
-            return Step(entry, partial(self._done_locally, entry), folded=True)
+            return self._local(entry, folded=True)
         return await getattr(self, f"_plan_{entry.op}")(entry, batch)
 
     def _tagged(self, entry: JournalEntry, op: dict) -> dict:
@@ -255,11 +295,15 @@ class Replayer:
 
     async def _plan_mkdir(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
-        op = {"op": "mkdir", "path": args["path"], "mode": args["mode"], "parents": True}
-        op["mtime_ns"] = args["mtime_ns"]
+        sent = self._merged(entry, {"mode": args["mode"], "mtime_ns": args["mtime_ns"]}, set())
+        self._fold(batch, entry, sent)
+        op = {"op": "mkdir", "path": args["path"], **sent, "parents": True}
 
         async def settle(answer: Answer | None) -> None:
-            self._done(entry, remote_id=answer.body()["id"])
+            node = answer.body()
+            # A folder that was there already kept its attributes: its setattrs follow.
+            folded = self._foldable(entry, sent) if answer.created else []
+            self._done(entry, folded, remote_id=node["id"])
 
         return Step(entry, settle, self._tagged(entry, op))
 
@@ -302,13 +346,15 @@ class Replayer:
     _plan_rmdir = _plan_unlink
 
     async def _plan_setattr(self, entry: JournalEntry, batch: Batch) -> Step:
-        args = entry.args
-        op = {"op": "setattr", "path": args["path"]}
-        op.update({key: args[key] for key in ("mode", "mtime_ns") if args.get(key) is not None})
+        asked = _asked(entry)
+        sent = self._merged(entry, {"mode": None, "mtime_ns": None, **asked}, set(asked))
+        self._fold(batch, entry, sent)
+        op = {"op": "setattr", "path": entry.args["path"]}
+        op.update({key: value for key, value in sent.items() if value is not None})
 
         async def settle(answer: Answer | None) -> None:
             answer.body()
-            self._done(entry)
+            self._done(entry, self._foldable(entry, sent))
 
         return Step(entry, settle, self._tagged(entry, op))
 
@@ -329,33 +375,30 @@ class Replayer:
     async def _plan_create(self, entry: JournalEntry, batch: Batch) -> Step | None:
         # A file still being written usually closes soon; its upload then supersedes this
         # entry, which saves a commit and spares other clients the sight of an empty file.
-        if self._vfs.has_writers(entry.inode) and not self._superseded(entry):
+        if self._vfs.has_writers(entry.inode) and self._superseded(entry) is None:
             if not batch.empty:
                 return None  # it waits at the head of the next batch
             with trio.move_on_after(CREATE_GRACE_SECONDS):
-                while self._vfs.has_writers(entry.inode) and not self._superseded(entry):
+                while self._vfs.has_writers(entry.inode) and self._superseded(entry) is None:
                     await trio.sleep(0.02)
-        if self._superseded(entry):
-            return Step(entry, partial(self._done_locally, entry))
+        if (between := self._superseded(entry)) is not None:
+            return self._skipped(batch, entry, between)
         if not self._may_commit(entry, batch):
             return None
         args = entry.args
         sent = {"mode": args["mode"], "mtime_ns": args["mtime_ns"]}
         generation = self._vfs.generation(entry.inode)
-        step = Step(entry, partial(self._done_locally, entry))
+        step = self._local(entry)
         await self._plan_commit(step, batch, Manifest(0, []), sent, None, generation)
         return step
 
     async def _plan_upload(self, entry: JournalEntry, batch: Batch) -> Step | None:
+        if (between := self._superseded(entry)) is not None:
+            return self._skipped(batch, entry, between)
         node = self._db.get(entry.inode)
         dirty = self._vfs.content.dirty
-        if (
-            self._superseded(entry)
-            or node is None
-            or not node.dirty
-            or not dirty.exists(node.inode)
-        ):
-            return Step(entry, partial(self._done_locally, entry))
+        if node is None or not node.dirty or not dirty.exists(node.inode):
+            return self._local(entry)
         if not self._may_commit(entry, batch):
             return None
         preserved = dirty.has_preserved(entry.inode)
@@ -372,7 +415,13 @@ class Replayer:
             batch.group_bytes += node.size
         else:
             batch.streaming = True
-        return Step(entry, partial(self._done_locally, entry), upload=upload)
+        return self._local(entry, upload=upload)
+
+    def _skipped(self, batch: Batch, entry: JournalEntry, between: list[int]) -> Step:
+        """A superseded entry: it and the setattrs up to the upload that supersedes it
+        settle without the server."""
+        batch.folded |= set(between)
+        return self._local(entry, between)
 
     def _may_commit(self, entry: JournalEntry, batch: Batch) -> bool:
         """A node commits at most once per batch (the next commit's base is this one's
@@ -451,11 +500,7 @@ class Replayer:
             "blocks": [{"hash": name, "size": size} for name, size in hashes],
         }
         step.settle = settle
-        folded = set(self._foldable(entry, sent))
-        batch.folded |= folded
-        for other in batch.steps:
-            if other.entry.seq in folded:
-                other.op, other.folded = None, True
+        self._fold(batch, entry, sent)
 
     async def _settle_commit(
         self,
@@ -486,7 +531,7 @@ class Replayer:
             except ContentChanged:
                 pass
             log.info("%s changed during upload (attempt %d)", entry.args["path"], attempt + 1)
-            if self._superseded(entry):
+            if self._superseded(entry) is not None:
                 return None
             await trio.sleep(0.2)
         raise ServerUnreachable("the file keeps changing; upload postponed")
@@ -514,7 +559,7 @@ class Replayer:
         if clean:
             updates.update(size=node["size"], dirty=0, modified=0)
         last = self._db.next_entry_for(inode, entry.seq) is None
-        self._done(entry, sent, **updates)
+        self._done(entry, self._foldable(entry, sent), **updates)
         if clean:
             self._vfs.content.dirty.remove(inode)
         elif last:
@@ -546,3 +591,8 @@ class Replayer:
         self._vfs.content.dirty.remove(inode)
         self._vfs.stale.add(inode)
         self._kernel.forget_inode(inode)
+
+
+def _asked(entry: JournalEntry) -> dict:
+    """The mode and mtime a setattr entry asks for (the keys it leaves alone are absent)."""
+    return {key: entry.args[key] for key in ("mode", "mtime_ns") if entry.args.get(key) is not None}

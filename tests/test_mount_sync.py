@@ -266,3 +266,36 @@ def test_refused_entries_in_a_batch_are_reconciled_and_the_rest_sent(
     wait_until(lambda: (drive.path / "clash").is_file(), 10)
     assert (drive.path / "clash").read_bytes() == b"theirs"
     assert server_file(server, drive_user, "/clash") == b"theirs"
+
+
+def test_tar_pattern_costs_one_change_per_file_and_folder(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """GNU tar sets a file's mtime and mode on the open descriptor, before the close that
+    journals its upload, and a folder's in two calls after its contents. The upload's commit
+    carries the file's (no empty commit of the create first, no setattrs after), and the
+    mkdir its folder's: the server journals each node once."""
+    drive = mount_factory("a")
+    server.stop()  # the whole journal is written before the replay starts
+    stamp = 1_600_000_000_000_000_000
+    folder = drive.path / "pkg"
+    folder.mkdir(mode=0o700)
+    for i in range(10):
+        fd = os.open(folder / f"m{i}.py", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"x" * (i + 1))
+        os.utime(fd, ns=(stamp + i, stamp + i))
+        os.fchmod(fd, 0o644)
+        os.close(fd)
+    os.utime(folder, ns=(stamp, stamp))
+    os.chmod(folder, 0o755)
+    server.start()
+    wait_until(lambda: synced(folder / "m9.py") and synced(folder), 30)
+    with server.client(drive_user) as client:
+        changes = client.get("/v1/changes", params={"cursor": 0}).json()["entries"]
+    paths = [change["node"]["path"] for change in changes]
+    assert sorted(paths) == ["/pkg"] + [f"/pkg/m{i}.py" for i in range(10)]
+    node = server_stat(server, drive_user, "/pkg")
+    assert (node["mode"], node["mtime_ns"]) == (0o755, stamp)
+    for i in range(10):
+        node = server_stat(server, drive_user, f"/pkg/m{i}.py")
+        assert (node["mode"], node["mtime_ns"], node["size"]) == (0o644, stamp + i, i + 1)
