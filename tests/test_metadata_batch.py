@@ -6,10 +6,12 @@ import pytest
 
 from backend.metadata import batch as batch_module
 from backend.metadata.batch import Outcome
+from backend.metadata.revisions import commit_in
 from backend.metadata.service import MetadataService
 from backend.metadata.tree import mkdir_in
-from backend.metadata.types import BatchOp, Principal
+from backend.metadata.types import BatchOp, BlockRef, CommitRequest, Principal
 from backend.protocol import errors
+from backend.protocol.hashing import block_hash
 from tests import postgres
 
 database_url = postgres.database_url
@@ -81,3 +83,89 @@ def test_concurrent_batches_of_one_drive_serialise(
     created = [c.node.path for c in page.entries]
     assert len(created) == len(set(created))  # each folder created (journaled) once
     assert len(metadata.list_dir(alice, "/shared")) == 5
+
+
+def op(kind: str, **args: object) -> BatchOp:
+    return BatchOp(kind, args)
+
+
+def commit(path: str, data: bytes, commit_id: str, base_rev: int | None = None) -> BatchOp:
+    blocks = [BlockRef(block_hash(data), len(data))] if data else []
+    request = CommitRequest(path, base_rev, len(data), blocks, commit_id=commit_id)
+    return BatchOp("commit", {"request": request})
+
+
+def detailed(outcome: Outcome) -> dict:
+    if outcome.error is not None:
+        return {"error": outcome.error.code}
+    if outcome.op == "commit":
+        return {"path": outcome.value.path, "rev": outcome.value.rev, "id": outcome.value.node.id}
+    return {"ok": True}
+
+
+def test_one_batch_sees_its_own_moves_deletions_and_undone_steps(
+    metadata: MetadataService, alice: Principal
+) -> None:
+    """Names resolved earlier in a batch are looked up again correctly after the ops that
+    change them: a move, an exchange, a deletion, a step undone by a refusal."""
+    ops = [
+        mkdir("/d"),
+        commit("/d/a", b"one", "c1"),
+        op("move", src="/d/a", dst="/d/b", mode="noreplace"),
+        commit("/d/a", b"two", "c2"),  # the name is free again: a new file, no conflict
+        mkdir("/e"),
+        commit("/e/x", b"three", "c3"),
+        op("move", src="/d/b", dst="/e/x", mode="exchange"),
+        op("delete", path="/d/a", recursive=False),
+        mkdir("/d/a/sub"),  # /d/a is gone: made again, as a folder
+        op("setattr", path="/missing", mode=0o600, mtime_ns=None),  # refused, undone alone
+        commit("/d/a/sub/f", b"four", "c4"),
+        commit("/d/a/sub/f", b"five", "c4"),  # the same commit id: the first answer
+        op("delete", path="/e", recursive=True),
+        commit("/e/x", b"six", "c5"),  # made again in a folder made again
+    ]
+    answers = metadata.apply_batch(alice, ops, detailed)
+    assert answers[9] == {"error": "not_found"}
+    assert (answers[3]["path"], answers[3]["rev"]) == ("/d/a", 1)
+    assert answers[3]["id"] != answers[1]["id"]
+    assert answers[10] == answers[11]
+    assert (answers[10]["path"], answers[10]["rev"]) == ("/d/a/sub/f", 1)
+    assert (answers[13]["path"], answers[13]["rev"]) == ("/e/x", 1)
+    assert sorted(n.name for n in metadata.list_dir(alice, "/")) == ["d", "e"]
+    assert [n.name for n in metadata.list_dir(alice, "/d")] == ["a", "b"]
+    assert metadata.stat(alice, "/d/b").id == answers[5]["id"]  # exchanged into /d
+    assert metadata.stat(alice, "/e/x").id == answers[13]["id"]
+    assert metadata.stat(alice, "/d/a").type == "dir"
+
+
+def test_a_refused_step_drops_its_block_references(
+    metadata: MetadataService, alice: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """References are counted at the end of the transaction: an undone step's are not (the
+    consistency check after the test compares every refcount with the block lists)."""
+    data = b"shared block"
+
+    def commit_then_fail(tx, path, mode, mtime_ns):
+        request = CommitRequest("/ghost", None, len(data), [BlockRef(block_hash(data), len(data))])
+        commit_in(tx, alice, ["ghost"], request, request.blocks, 10)
+        raise errors.NotFound("refused after a commit")
+
+    monkeypatch.setattr(batch_module, "setattr_in", commit_then_fail)
+    ops = [commit("/kept", data, "k1"), op("setattr", path="/kept", mode=1, mtime_ns=None)]
+    answers = metadata.apply_batch(alice, [*ops, commit("/also", data, "k2")], detailed)
+    assert answers[1] == {"error": "not_found"}
+    assert sorted(n.name for n in metadata.list_dir(alice, "/")) == ["also", "kept"]
+
+
+def test_names_made_by_an_undone_step_are_gone_for_the_steps_after_it(
+    metadata: MetadataService, alice: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def mkdir_then_fail(tx, path, mode, mtime_ns):
+        mkdir_in(tx, "/ghost", None, None, False)
+        raise errors.NotFound("refused after a change")
+
+    monkeypatch.setattr(batch_module, "setattr_in", mkdir_then_fail)
+    ops = [mkdir("/a"), op("setattr", path="/a", mode=1, mtime_ns=None), mkdir("/ghost/sub")]
+    answers = metadata.apply_batch(alice, ops, render)
+    assert answers == [{"body": {"ok": True}}, {"error": "not_found"}, {"body": {"ok": True}}]
+    assert [n.name for n in metadata.list_dir(alice, "/ghost")] == ["sub"]

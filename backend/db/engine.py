@@ -19,10 +19,13 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+INSERT_BATCH = 500  # rows per multi-row INSERT (well under SQLite's bound-parameter limit)
 _WRITE_OPTION = "cirrus_write"
 _MIGRATION_LOCK = 0x43697272  # "Cirr": the advisory lock key of schema migrations
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -84,3 +87,23 @@ def migrate(engine: Engine) -> None:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions for readers; objects stay usable after commit (expire_on_commit=False)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _dialect_insert(session: Session):
+    """The INSERT construct with ON CONFLICT support of the session's database."""
+    return sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+
+
+def insert_ignore(session: Session, model: type, rows: list[dict]) -> None:
+    """INSERT rows, skipping those whose key exists (races between drives are harmless)."""
+    insert = _dialect_insert(session)
+    for start in range(0, len(rows), INSERT_BATCH):
+        batch = rows[start : start + INSERT_BATCH]
+        session.execute(insert(model).values(batch).on_conflict_do_nothing())
+
+
+def upsert(session: Session, model: type, row: dict, keys: list[str], update: list[str]) -> None:
+    """INSERT the row, or UPDATE the `update` columns of the row with the same keys."""
+    statement = _dialect_insert(session)(model).values(row)
+    changes = {column: statement.excluded[column] for column in update}
+    session.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from backend.db.models import BatchAnswer
-from backend.metadata.revisions import check_commit, commit_once
+from backend.metadata.revisions import check_commit, commit_once, note_unused_commit_ids
 from backend.metadata.tree import (
     delete_in,
     mkdir_in,
@@ -93,6 +93,9 @@ class Batches:
         answers: list[dict] = []
         with self.db.write(who.namespace_id) as tx:
             given = _given_answers(tx, client, ops)
+            ids = [op.args["request"].commit_id for op in ops if op.kind == "commit"]
+            note_unused_commit_ids(tx, [i for i in ids if i is not None])
+            tx.owned(list({b.hash: None for _parts, blocks in commits.values() for b in blocks}))
             for index, op in enumerate(ops):
                 answer = given.get(op.seq)
                 if answer is None:

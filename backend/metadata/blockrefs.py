@@ -10,11 +10,15 @@ and completes each revision left with none: O(1) work per block and waiting revi
 one transaction (one commit to disk) per batch of blocks.
 """
 
+from __future__ import annotations
+
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
+from backend.db.engine import insert_ignore
 from backend.db.models import (
     HOT,
     UPLOADED,
@@ -24,11 +28,13 @@ from backend.db.models import (
     PendingBlock,
     Revision,
 )
-from backend.metadata.txn import Database, Txn, insert_ignore
-from backend.metadata.types import BlockRef, Principal
+from backend.metadata.types import Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import InvalidRequest
 from backend.protocol.hashing import is_block_hash
+
+if TYPE_CHECKING:  # txn.py calls write_references at the end of each transaction
+    from backend.metadata.txn import Database, Txn
 
 MAX_HASHES = 10_000
 _IN_BATCH = 500
@@ -52,26 +58,21 @@ def owned_hashes(session: Session, namespace_id: int, hashes: list[str]) -> set[
     return owned
 
 
-def add_references(tx: Txn, blocks: list[BlockRef]) -> None:
-    """Count one reference per listed block (rows for unseen hashes appear, unstored)."""
-    sizes = {block.hash: block.size for block in blocks}
+def write_references(tx: Txn, references: list[tuple[str, int, int]]) -> None:
+    """Apply the reference changes (hash, size, +1 or -1) a transaction made, at its end:
+    rows for unseen hashes appear (unstored), then one UPDATE per distinct net change."""
+    sizes = {block_hash: size for block_hash, size, sign in references if sign > 0}
     rows = [
         {"hash": h, "size": s, "stored_size": None, "refcount": 0, "tier": HOT,
          "last_used": tx.now_ns}
         for h, s in sorted(sizes.items())
     ]  # fmt: skip
     insert_ignore(tx.session, Block, rows)
-    _adjust_refcounts(tx, [block.hash for block in blocks], +1)
-
-
-def drop_references(tx: Txn, hashes: list[str]) -> None:
-    """Release one reference per listed hash (a block at 0 is garbage)."""
-    _adjust_refcounts(tx, hashes, -1)
-
-
-def _adjust_refcounts(tx: Txn, hashes: list[str], sign: int) -> None:
+    net: Counter[str] = Counter()
+    for block_hash, _size, sign in references:
+        net[block_hash] += sign
     by_count: dict[int, list[str]] = {}
-    for block_hash, count in Counter(hashes).items():
+    for block_hash, count in net.items():
         by_count.setdefault(count, []).append(block_hash)
     for count, group in by_count.items():
         group.sort()  # a stable lock order between concurrent drives on PostgreSQL
@@ -79,7 +80,7 @@ def _adjust_refcounts(tx: Txn, hashes: list[str], sign: int) -> None:
             tx.session.execute(
                 update(Block)
                 .where(Block.hash.in_(group[start : start + _IN_BATCH]))
-                .values(refcount=Block.refcount + sign * count, last_used=tx.now_ns)
+                .values(refcount=Block.refcount + count, last_used=tx.now_ns)
             )
 
 

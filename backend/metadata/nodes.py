@@ -1,7 +1,10 @@
 """Reading the drive tree inside one transaction: path lookup, full paths, NodeInfo values.
 
 `Tree` is bound to a session and a namespace, so a lookup can never wander into another
-user's drive. Full paths are computed by walking parents and cached per transaction.
+user's drive. Full paths are computed by walking parents and cached per transaction, and so
+are the live children found by name: a batch of hundreds of operations in one folder
+resolves each path component once, not once per operation. A transaction that writes keeps
+the child cache true through `placed`/`displaced` and drops it when a savepoint rolls back.
 """
 
 import base64
@@ -95,19 +98,46 @@ class Tree:
         self.session = session
         self.namespace_id = namespace_id
         self._paths: dict[int, str] = {}
+        self._root: Node | None = None
+        self._children: dict[tuple[int, str], Node] = {}
+        # Folders created in this transaction: every live child of theirs is in _children,
+        # so a name missing there is absent without a query.
+        self._fresh: set[int] = set()
 
     def root(self) -> Node:
-        query = select(Node).where(Node.namespace_id == self.namespace_id, Node.parent_id.is_(None))
-        return self.session.scalars(query).one()
+        if self._root is None:
+            query = select(Node).where(
+                Node.namespace_id == self.namespace_id, Node.parent_id.is_(None)
+            )
+            self._root = self.session.scalars(query).one()
+        return self._root
 
     def child(self, parent: Node, name: str) -> Node | None:
+        found = self._children.get((parent.id, name))
+        if found is not None or parent.id in self._fresh:
+            return found
         query = select(Node).where(
             Node.namespace_id == self.namespace_id,
             Node.parent_id == parent.id,
             Node.name == name,
             Node.deleted == false(),
         )
-        return self.session.scalars(query).one_or_none()
+        found = self.session.scalars(query).one_or_none()
+        if found is not None:
+            self._children[(parent.id, name)] = found
+        return found
+
+    def placed(self, node: Node, fresh: bool = False) -> None:
+        """Note a live node at its (parent, name); `fresh`: a folder made in this
+        transaction, whose children all pass through here."""
+        self._children[(node.parent_id, node.name)] = node
+        if fresh:
+            self._fresh.add(node.id)
+
+    def displaced(self, node: Node) -> None:
+        """Forget the node at its current (parent, name): it is leaving that place."""
+        if self._children.get((node.parent_id, node.name)) is node:
+            del self._children[(node.parent_id, node.name)]
 
     def children(self, parent: Node) -> list[Node]:
         query = (
@@ -178,6 +208,13 @@ class Tree:
     def forget_paths(self) -> None:
         """Drop cached paths after a move changed some."""
         self._paths.clear()
+
+    def forget(self) -> None:
+        """Drop everything cached: a rolled back savepoint undid changes it knew of."""
+        self._paths.clear()
+        self._children.clear()
+        self._fresh.clear()
+        self._root = None
 
     def info(self, node: Node) -> NodeInfo:
         return node_info(node, self.path_of(node))

@@ -9,7 +9,6 @@ references; blocks left at refcount 0 are garbage for the block store's collecto
 from sqlalchemy import delete, select
 
 from backend.db.models import UPLOADED, Node, Revision, RevisionBlock
-from backend.metadata.blockrefs import drop_references
 from backend.metadata.txn import Txn
 
 DEFAULT_MAX_REVISIONS = 100
@@ -17,6 +16,8 @@ DEFAULT_MAX_REVISIONS = 100
 
 def prune_revisions(tx: Txn, node: Node, keep: int) -> list[int]:
     """Drop the file's revisions older than its newest `keep`; return their numbers."""
+    if node.head_rev <= keep:  # numbers run 1..head_rev: there are no more than keep
+        return []
     query = (
         select(Revision.id, Revision.number, Revision.status)
         .where(Revision.node_id == node.id)
@@ -31,8 +32,10 @@ def prune_revisions(tx: Txn, node: Node, keep: int) -> list[int]:
     if not doomed:
         return []
     ids = [revision_id for revision_id, _ in doomed]
-    hashes = select(RevisionBlock.hash).where(RevisionBlock.revision_id.in_(ids))
-    drop_references(tx, list(tx.session.scalars(hashes)))
+    hashes = select(RevisionBlock.hash, RevisionBlock.size).where(
+        RevisionBlock.revision_id.in_(ids)
+    )
+    tx.refer([(block_hash, size) for block_hash, size in tx.session.execute(hashes)], -1)
     tx.session.execute(delete(RevisionBlock).where(RevisionBlock.revision_id.in_(ids)))
     tx.session.execute(delete(Revision).where(Revision.id.in_(ids)))
     return [number for _, number in doomed]

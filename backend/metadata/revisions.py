@@ -22,7 +22,7 @@ from backend.db.models import (
     Revision,
     RevisionBlock,
 )
-from backend.metadata.blockrefs import add_references, check_hash, owned_hashes
+from backend.metadata.blockrefs import check_hash
 from backend.metadata.nodes import INT64_MAX, Tree, check_mode, check_mtime, parse_path
 from backend.metadata.retention import prune_revisions
 from backend.metadata.txn import Database, Txn
@@ -48,6 +48,7 @@ DEFAULT_FILE_MODE = 0o644
 MAX_COMMIT_ID = 64
 MAX_HISTORY = 1000
 MAX_CONFLICT_COPIES = 1000
+_IN_BATCH = 500
 
 
 class Revisions:
@@ -118,7 +119,7 @@ def commit_once(
     keep: int,
 ) -> CommitResult:
     """commit_in, unless a commit with the same commit_id landed already: then its answer."""
-    if request.commit_id is not None:
+    if request.commit_id is not None and request.commit_id not in tx.unused_commit_ids:
         query = select(Revision).where(
             Revision.namespace_id == tx.namespace_id,
             Revision.commit_id == request.commit_id,
@@ -126,7 +127,21 @@ def commit_once(
         prior = tx.session.scalars(query).one_or_none()
         if prior is not None:
             return _result_of(tx, prior)
+    tx.unused_commit_ids.discard(request.commit_id)  # a repeat in the same batch must look
     return commit_in(tx, who, parts, request, blocks, keep)
+
+
+def note_unused_commit_ids(tx: Txn, commit_ids: list[str]) -> None:
+    """Find out at once which of a batch's commit ids no revision has, so that its commits
+    need no lookup each (a batch sent again finds its ids used and looks them up)."""
+    unused = set(commit_ids)
+    for start in range(0, len(commit_ids), _IN_BATCH):
+        query = select(Revision.commit_id).where(
+            Revision.namespace_id == tx.namespace_id,
+            Revision.commit_id.in_(commit_ids[start : start + _IN_BATCH]),
+        )
+        unused.difference_update(tx.session.scalars(query))
+    tx.unused_commit_ids = unused
 
 
 def commit_in(
@@ -155,15 +170,16 @@ def commit_in(
     elif request.mode is not None:
         node.mode = request.mode
     node.mtime_ns = tx.now_ns if request.mtime_ns is None else request.mtime_ns
-    revision = _add_revision(tx, node, who, request, blocks, conflict)
-    missing = _mark_missing(tx, revision, blocks)
-    node.head_rev = revision.number
+    distinct = list(dict.fromkeys(b.hash for b in blocks))
+    owned = tx.owned(distinct)
+    missing = [h for h in distinct if h not in owned]
+    number = _add_revision(tx, node, who, request, blocks, conflict, missing)
+    node.head_rev = number
     if not missing:
-        revision.status = UPLOADED
-        node.rev, node.size = revision.number, revision.size
+        node.rev, node.size = number, request.size
     prune_revisions(tx, node, keep)
     info = tx.journal(node)
-    return CommitResult(info, revision.number, missing, conflict, info.path)
+    return CommitResult(info, number, missing, conflict, info.path)
 
 
 def _add_revision(
@@ -173,44 +189,39 @@ def _add_revision(
     request: CommitRequest,
     blocks: list[BlockRef],
     conflict: bool,
-) -> Revision:
-    revision = Revision(
+    missing: list[str],
+) -> int:
+    """Insert the node's next revision, its block list and the hashes it awaits (`missing`:
+    PENDING until they arrive); its number. Plain INSERTs: no ORM object to flush."""
+    number = node.head_rev + 1
+    statement = insert(Revision).values(
         namespace_id=tx.namespace_id,
         node_id=node.id,
-        number=node.head_rev + 1,
+        number=number,
         size=request.size,
         mtime_ns=node.mtime_ns,
         device=who.author,
         created=tx.now_ns,
-        status=PENDING,
+        status=PENDING if missing else UPLOADED,
         commit_id=request.commit_id,
         conflict=conflict,
     )
-    tx.session.add(revision)
-    tx.session.flush()
+    revision_id = tx.session.execute(statement.returning(Revision.id)).scalar_one()
     if blocks:
         rows = [
-            {"revision_id": revision.id, "seq": seq, "offset": b.offset, "hash": b.hash,
+            {"revision_id": revision_id, "seq": seq, "offset": b.offset, "hash": b.hash,
              "size": b.size}
             for seq, b in enumerate(blocks)
         ]  # fmt: skip
         tx.session.execute(insert(RevisionBlock), rows)
-        add_references(tx, blocks)
-    return revision
-
-
-def _mark_missing(tx: Txn, revision: Revision, blocks: list[BlockRef]) -> list[str]:
-    """The hashes the drive has yet to upload, each noted as awaited by the revision."""
-    distinct = list(dict.fromkeys(b.hash for b in blocks))
-    owned = owned_hashes(tx.session, tx.namespace_id, distinct)
-    missing = [h for h in distinct if h not in owned]
+        tx.refer([(b.hash, b.size) for b in blocks], +1)
     if missing:
         rows = [
-            {"revision_id": revision.id, "hash": h, "namespace_id": tx.namespace_id}
+            {"revision_id": revision_id, "hash": h, "namespace_id": tx.namespace_id}
             for h in missing
         ]
         tx.session.execute(insert(PendingBlock), rows)
-    return missing
+    return number
 
 
 def _result_of(tx: Txn, revision: Revision) -> CommitResult:

@@ -224,9 +224,11 @@ def _check_replace(tx: Txn, node: Node, target: Node, dst: str) -> None:
 
 
 def _relocate(tx: Txn, node: Node, parent: Node, name: str) -> NodeInfo:
+    tx.displaced(node)
     node.parent_id = parent.id
     node.name = name
     tx.session.flush()
+    tx.placed(node)
     tx.forget_paths()
     return tx.journal(node)
 
@@ -240,6 +242,8 @@ def _exchange(tx: Txn, node: Node, target: Node) -> tuple[NodeInfo, NodeInfo]:
     if node.type == DIR and tx.is_within(target_parent, node):
         raise InvalidMove(f"cannot move {tx.path_of(node)} into itself")
     node_place, target_place = (node.parent_id, node.name), (target.parent_id, target.name)
+    tx.displaced(node)
+    tx.displaced(target)
     # Step aside from the live-name index while the names cross.
     node.deleted = True
     tx.session.flush()
@@ -248,6 +252,8 @@ def _exchange(tx: Txn, node: Node, target: Node) -> tuple[NodeInfo, NodeInfo]:
     node.parent_id, node.name = target_place
     node.deleted = False
     tx.session.flush()
+    tx.placed(node)
+    tx.placed(target)
     tx.forget_paths()
     return tx.journal(node), tx.journal(target)
 

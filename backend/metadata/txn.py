@@ -16,15 +16,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.db.engine import writer
 from backend.db.models import DIR, ChangeEntry, Namespace, Node
+from backend.metadata.blockrefs import owned_hashes, write_references
 from backend.metadata.nodes import Tree, format_path
 from backend.metadata.types import NodeInfo, Notifier
 from backend.protocol.errors import AlreadyExists, InvalidRequest, NotADirectory, NotFound
@@ -32,30 +31,60 @@ from backend.protocol.errors import AlreadyExists, InvalidRequest, NotADirectory
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR_MODE = 0o755
-_INSERT_BATCH = 500
 
 
 class Txn(Tree):
-    """A write transaction on one drive: the tree plus the means to change and journal it."""
+    """A write transaction on one drive: the tree plus the means to change and journal it.
+
+    Change-journal entries and block reference counts are kept in memory and written
+    together just before the transaction commits (`finish`): a few statements for a whole
+    batch rather than some per operation. They commit with the changes they describe or not
+    at all, and a savepoint that rolls back drops its own.
+    """
 
     def __init__(self, session: Session, namespace: Namespace) -> None:
         super().__init__(session, namespace.id)
         self.namespace = namespace
         self.now_ns = time.time_ns()
+        self._entries: list[dict] = []
+        self._references: list[tuple[str, int, int]] = []
+        self._owned: dict[str, bool] = {}
+        # Commit ids a batch found unused when it began (revisions.note_unused_commit_ids).
+        self.unused_commit_ids: set[str] = set()
 
     def journal(self, node: Node) -> NodeInfo:
         """Append the node's current snapshot to the change journal and return it."""
-        self.session.flush()
         info = self.info(node)
         self.namespace.cursor += 1
-        entry = ChangeEntry(
-            namespace_id=self.namespace_id,
-            cursor=self.namespace.cursor,
-            node_id=node.id,
-            node=info.to_json(),
-        )
-        self.session.add(entry)
+        self._entries.append({
+            "namespace_id": self.namespace_id,
+            "cursor": self.namespace.cursor,
+            "node_id": node.id,
+            "node": info.to_json(),
+        })  # fmt: skip
         return info
+
+    def owned(self, hashes: list[str]) -> set[str]:
+        """The subset of hashes this drive has uploaded, each asked of the database once per
+        transaction: only record_blocks adds any, in a write transaction of its own."""
+        unknown = [h for h in hashes if h not in self._owned]
+        if unknown:
+            found = owned_hashes(self.session, self.namespace_id, unknown)
+            self._owned.update((h, h in found) for h in unknown)
+        return {h for h in hashes if self._owned[h]}
+
+    def refer(self, blocks: list[tuple[str, int]], sign: int) -> None:
+        """Count one more (sign +1) or one less (-1) reference per listed (hash, size)."""
+        self._references.extend((block_hash, size, sign) for block_hash, size in blocks)
+
+    def finish(self) -> None:
+        """Write what was kept for the end (the transaction is about to commit)."""
+        if self._references:
+            write_references(self, self._references)
+            self._references = []
+        if self._entries:
+            self.session.execute(insert(ChangeEntry), self._entries)
+            self._entries = []
 
     def create(
         self,
@@ -82,6 +111,7 @@ class Txn(Tree):
         )
         self.session.add(node)
         self.session.flush()
+        self.placed(node, fresh=type == DIR)
         return node
 
     def make_dirs(self, parts: list[str]) -> Node:
@@ -101,17 +131,24 @@ class Txn(Tree):
     def step(self) -> Iterator[None]:
         """One operation of a batch, in a SAVEPOINT: when it fails, it alone is undone
         (its journal cursors too) and the operations before it stay."""
-        cursor = self.namespace.cursor
+        cursor, journaled, referred = (
+            self.namespace.cursor,
+            len(self._entries),
+            len(self._references),
+        )
         try:
             with _mapped_errors(), self.session.begin_nested():
                 yield
         except BaseException:
             self.namespace.cursor = cursor
-            self.forget_paths()
+            del self._entries[journaled:]
+            del self._references[referred:]
+            self.forget()
             raise
 
     def remove(self, node: Node) -> NodeInfo:
         """Mark one node deleted and journal the removal."""
+        self.displaced(node)
         node.deleted = True
         self.session.flush()
         return self.journal(node)
@@ -153,7 +190,9 @@ class Database:
                 if namespace is None:
                     raise NotFound(f"no such drive: {namespace_id}")
                 first_cursor = namespace.cursor
-                yield Txn(session, namespace)
+                tx = Txn(session, namespace)
+                yield tx
+                tx.finish()
             if namespace.cursor != first_cursor:
                 self._publish(namespace_id, namespace.cursor)
 
@@ -164,26 +203,6 @@ class Database:
             self.notifier.publish(namespace_id, cursor)
         except Exception:
             log.exception("could not publish cursor %d of drive %d", cursor, namespace_id)
-
-
-def _dialect_insert(session: Session):
-    """The INSERT construct with ON CONFLICT support of the session's database."""
-    return sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-
-
-def insert_ignore(session: Session, model: type, rows: list[dict]) -> None:
-    """INSERT rows, skipping those whose key exists (races between drives are harmless)."""
-    insert = _dialect_insert(session)
-    for start in range(0, len(rows), _INSERT_BATCH):
-        batch = rows[start : start + _INSERT_BATCH]
-        session.execute(insert(model).values(batch).on_conflict_do_nothing())
-
-
-def upsert(session: Session, model: type, row: dict, keys: list[str], update: list[str]) -> None:
-    """INSERT the row, or UPDATE the `update` columns of the row with the same keys."""
-    statement = _dialect_insert(session)(model).values(row)
-    changes = {column: statement.excluded[column] for column in update}
-    session.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))
 
 
 @contextmanager

@@ -8,8 +8,9 @@ import time
 
 from sqlalchemy import false, func, select
 
+from backend.db.engine import insert_ignore
 from backend.db.models import DEVICE_LEN, DIR, FILE, Device, Namespace, Node, Token, User
-from backend.metadata.txn import Database, insert_ignore
+from backend.metadata.txn import Database
 from backend.metadata.types import Principal
 from backend.protocol.errors import AlreadyExists, InvalidRequest, Unauthorized
 
