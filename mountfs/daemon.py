@@ -8,6 +8,7 @@ directory really is mounted, and never leaves a half-mounted directory behind.
 import fcntl
 import logging
 import os
+import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import pyfuse3
 import trio
 
 from backend.protocol.errors import CirrusError, Unauthorized
-from cache.blockcache import BlockCache
+from cache.blockcache import MAX_OPEN_FILES, BlockCache
 from cache.dirty import DirtyFiles
 from cache.metadb import open_metadb
 from mountfs.content import Content
@@ -108,8 +109,19 @@ def _fuse_options(opts: MountOptions) -> set[str]:
     return options
 
 
+def _raise_open_files_limit() -> None:
+    """Allow the block cache's open descriptors (MAX_OPEN_FILES) beside sockets and dirty
+    files: the usual soft limit of 1,024 is too tight, the hard limit rarely is."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4 * MAX_OPEN_FILES
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, limit), hard))
+
+
 async def serve(opts: MountOptions, ready: Callable[[str | None], None]) -> None:
     """Mount, serve until unmounted (or SIGTERM/SIGINT), then flush what is pending."""
+    _raise_open_files_limit()
     lock_cache_dir(opts.cache_dir)
     db = open_metadb(opts.cache_dir)
     remote = RemoteDrive(opts.server_url, opts.token, device=opts.device)

@@ -3,13 +3,16 @@
 The stages run at once, as a pipeline, so the upload of a large file starts with its first
 blocks rather than after the whole file is chunked:
 
-    chunker thread ──groups of ~8 MiB──▶ sifter ──batches of ~8 MiB──▶ UPLOAD_CONCURRENCY
-    (FastCDC + BLAKE3)                   (/blocks/missing per group)    senders (/blocks/batch)
+    chunker thread ──groups──▶ checker ──────────▶ packer ──batches──▶ UPLOAD_CONCURRENCY senders
+    (FastCDC + BLAKE3)         (/blocks/missing)     │     (~8 MiB)      (/blocks/batch)
+                                                    keeper (clean cache) ◀──┘
 
 Memory stays bounded whatever the file size: the channels between stages hold at most one
-item each, so about (3 + UPLOAD_CONCURRENCY) groups of ~8 MiB are alive at a time, and the
-chunker blocks when the uploads fall behind. Delta sync falls out of content-defined chunking:
-after an edit, only the chunks around it have new names, so only they are missing.
+item each, so about (4 + UPLOAD_CONCURRENCY) groups of ~8 MiB are alive at a time (with
+the windows they are views of), and the chunker blocks when the uploads fall behind. The
+checker asks about the next group while the blocks of the previous one are packed and sent.
+Delta sync falls out of content-defined chunking: after an edit, only the chunks around it
+have new names, so only they are missing.
 
 A block is uploaded from the very bytes that were hashed to name it, so the server always
 holds what the manifest names, even when the file changes while this runs (the caller then
@@ -19,8 +22,14 @@ under the chunker, whose view of it would otherwise be torn.
 Once the server holds a block, the block also goes to the clean block cache (the ones it had
 already as soon as /blocks/missing says so, the others once sent): the dirty copy is dropped
 after the upload, and without this a file just written would be fetched back block by block.
+The cache is filled by its own task, copying each block's range of the file in the kernel
+(`copy_file_range`), so no sender waits for it and no block is held in memory for it; as the
+file may change meanwhile, those copies are checked against their names when first read.
 One upload keeps at most CACHE_SHARE of the cache's size, so a huge file does not evict
 everything else; its first blocks are the ones kept.
+
+Chunking reads the file a window at a time and hands on views of the window, not copies:
+each byte is copied from the page cache once, into the window, until it is framed.
 """
 
 import logging
@@ -30,9 +39,10 @@ from dataclasses import dataclass
 from functools import partial
 
 import trio
+from fastcdc import fastcdc
 
 from backend.blocks import MAX_BATCH_BLOCKS
-from backend.protocol.chunking import Chunk, iter_chunks
+from backend.protocol.chunking import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, Chunk
 from backend.protocol.hashing import block_hash
 from cache.blockcache import BlockCache
 from mountfs.remote import RemoteDrive
@@ -49,7 +59,7 @@ WINDOW_BYTES = 16 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
-Block = tuple[str, bytes]
+Block = tuple[str, int, memoryview]  # (hash, offset in the file, data)
 
 
 class ContentChanged(Exception):
@@ -57,30 +67,50 @@ class ContentChanged(Exception):
 
 
 class _Keeper:
-    """Puts uploaded blocks into the clean cache, up to this upload's share of it."""
+    """Copies the blocks the server holds from the file into the clean cache, up to this
+    upload's share of it, in a task of its own: ranges queue up (they cost no memory) and
+    are copied in the kernel while the uploads go on."""
 
-    def __init__(self, cache: BlockCache) -> None:
+    def __init__(self, cache: BlockCache, path: str) -> None:
         self._cache = cache
+        self._path = path
         self._left = int(cache.max_bytes * CACHE_SHARE)
+        self._send, self._receive = trio.open_memory_channel[list[tuple[str, int, int]]](
+            float("inf")
+        )
 
-    async def keep(self, blocks: list[Block]) -> None:
-        chosen: list[Block] = []
-        for block in blocks:
-            if len(block[1]) > self._left:
+    def keep(self, blocks: list[Block]) -> None:
+        chosen: list[tuple[str, int, int]] = []
+        for name, offset, data in blocks:
+            if len(data) > self._left:
                 self._left = 0  # keep a prefix of the file: its reader starts there
                 break
-            self._left -= len(block[1])
-            chosen.append(block)
+            self._left -= len(data)
+            chosen.append((name, offset, len(data)))
         if chosen:
-            await trio.to_thread.run_sync(self._put_all, chosen)
+            self._send.send_nowait(chosen)
 
-    def _put_all(self, blocks: list[Block]) -> None:
-        for name, data in blocks:
-            try:
-                self._cache.put(name, data)
-            except OSError as exc:  # the upload went through; a full disk costs a refetch
-                log.debug("could not cache uploaded block %s: %s", name, exc)
-                return
+    def close(self) -> None:
+        self._send.close()
+
+    async def run(self) -> None:
+        async with self._receive:
+            async for ranges in self._receive:
+                await trio.to_thread.run_sync(self._copy_all, ranges)
+
+    def _copy_all(self, ranges: list[tuple[str, int, int]]) -> None:
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:  # gone already: the file's readers fetch the blocks
+            log.debug("could not cache blocks of %s: %s", self._path, exc)
+            return
+        try:
+            for name, offset, size in ranges:
+                self._cache.copy_in(name, fd, offset, size)
+        except OSError as exc:  # the upload went through; a full disk costs a refetch
+            log.debug("could not cache uploaded blocks of %s: %s", self._path, exc)
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,19 +124,21 @@ def chunk_file(fd: int, size: int) -> Iterator[Chunk]:
     window at a time: the same chunks as the whole content cut at once (a window's last
     chunk, which its end may have cut short, is cut again with the next window). The file
     is never memory-mapped: one that shrinks under a mapping kills the process (SIGBUS),
-    and the dirty copy can be truncated at any moment. ContentChanged if it shrinks."""
+    and the dirty copy can be truncated at any moment. ContentChanged if it shrinks.
+    Each chunk's data is a view into its window."""
     offset = 0
     while offset < size:
         wanted = min(WINDOW_BYTES, size - offset)
-        window = os.pread(fd, wanted, offset)
+        window = memoryview(os.pread(fd, wanted, offset))
         if len(window) < wanted:
             raise ContentChanged(f"the file shrank below {offset + wanted} bytes")
-        chunks = list(iter_chunks(window))
+        found = fastcdc(window, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+        cuts = [(cut.offset, cut.length) for cut in found]
         if offset + wanted < size:
-            chunks.pop()  # ends where the window does, not where the content says
-        for chunk in chunks:
-            yield Chunk(offset + chunk.offset, chunk.data)
-        offset += chunks[-1].offset + len(chunks[-1].data)
+            cuts.pop()  # ends where the window does, not where the content says
+        for start, length in cuts:
+            yield Chunk(offset + start, window[start : start + length])
+        offset += cuts[-1][0] + cuts[-1][1]
 
 
 def _chunk(path: str, emit: "trio.MemorySendChannel[list[Block]]") -> Manifest:
@@ -119,7 +151,7 @@ def _chunk(path: str, emit: "trio.MemorySendChannel[list[Block]]") -> Manifest:
         for chunk in chunk_file(file.fileno(), size):
             name = block_hash(chunk.data)
             blocks.append((chunk.offset, len(chunk.data), name))
-            group.append((name, chunk.data))
+            group.append((name, chunk.offset, chunk.data))
             group_bytes += len(chunk.data)
             if group_bytes >= BATCH_BYTES or len(group) == MAX_BATCH_BLOCKS:
                 trio.from_thread.run(emit.send, group)
@@ -140,8 +172,9 @@ async def upload_blocks(
     an exception group), so callers can tell ContentChanged or ServerUnreachable apart.
     """
     found_in, found_out = trio.open_memory_channel[list[Block]](1)
+    checked_in, checked_out = trio.open_memory_channel[tuple[list[Block], set[str]]](1)
     batch_in, batch_out = trio.open_memory_channel[list[Block]](1)
-    keeper = _Keeper(blocks)
+    keeper = _Keeper(blocks, path)
     manifest: list[Manifest] = []
     failures: list[Exception] = []
 
@@ -156,39 +189,59 @@ async def upload_blocks(
         async with found_in:
             manifest.append(await trio.to_thread.run_sync(_chunk, path, found_in, limiter=limiter))
 
+    senders_left = UPLOAD_CONCURRENCY
+
+    async def sender(batches: "trio.MemoryReceiveChannel[list[Block]]") -> None:
+        nonlocal senders_left
+        await _send(remote, keeper, batches)
+        senders_left -= 1
+        if not senders_left:
+            keeper.close()  # every block the server holds is queued for the cache
+
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(stage, keeper.run)
         nursery.start_soon(stage, chunker)
-        nursery.start_soon(stage, partial(_sift, remote, keeper, found_out, batch_in))
+        nursery.start_soon(stage, partial(_check, remote, found_out, checked_in))
+        nursery.start_soon(stage, partial(_pack, keeper, checked_out, batch_in))
         async with batch_out:
             for _ in range(UPLOAD_CONCURRENCY):
-                send = partial(_send, remote, keeper, batch_out.clone())
-                nursery.start_soon(stage, send)
+                nursery.start_soon(stage, partial(sender, batch_out.clone()))
     if failures:
         raise failures[0]
     return manifest[0]
 
 
-async def _sift(
+async def _check(
     remote: RemoteDrive,
-    keeper: _Keeper,
     found: "trio.MemoryReceiveChannel[list[Block]]",
-    batches: "trio.MemorySendChannel[list[Block]]",
+    checked: "trio.MemorySendChannel[tuple[list[Block], set[str]]]",
 ) -> None:
-    """Keep the blocks the server lacks (each name once) and pack them into batches; cache
-    the ones it has."""
+    """Ask the server which blocks of each group it lacks (each name once per upload)."""
     seen: set[str] = set()
-    batch: list[Block] = []
-    batch_bytes = 0
-    async with found, batches:
+    async with found, checked:
         async for group in found:
-            fresh = {name: data for name, data in group if name not in seen}
+            fresh = {block[0]: block for block in group if block[0] not in seen}
             seen.update(fresh)
             missing = await remote.missing_blocks(list(fresh)) if fresh else []
-            lacking = set(missing)
-            await keeper.keep([block for block in fresh.items() if block[0] not in lacking])
-            for name in missing:
-                batch.append((name, fresh[name]))
-                batch_bytes += len(fresh[name])
+            await checked.send((list(fresh.values()), set(missing)))
+
+
+async def _pack(
+    keeper: _Keeper,
+    checked: "trio.MemoryReceiveChannel[tuple[list[Block], set[str]]]",
+    batches: "trio.MemorySendChannel[list[Block]]",
+) -> None:
+    """Pack the blocks the server lacks into batches; cache the ones it has."""
+    batch: list[Block] = []
+    batch_bytes = 0
+    async with checked, batches:
+        async for group, missing in checked:
+            keeper.keep([block for block in group if block[0] not in missing])
+            for block in group:
+                if block[0] not in missing:
+                    continue
+                batch.append(block)
+                batch_bytes += len(block[2])
                 if batch_bytes >= BATCH_BYTES or len(batch) == MAX_BATCH_BLOCKS:
                     await batches.send(batch)
                     batch, batch_bytes = [], 0
@@ -204,5 +257,5 @@ async def _send(
     """Upload batches until there are none left, caching each once the server holds it."""
     async with batches:
         async for batch in batches:
-            await remote.put_blocks(batch)
-            await keeper.keep(batch)
+            await remote.put_blocks([(name, data) for name, _offset, data in batch])
+            keeper.keep(batch)

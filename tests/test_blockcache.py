@@ -281,6 +281,28 @@ def test_verified_block_found_short_is_discarded(tmp_path: Path) -> None:
     assert cache.total_bytes == 0
 
 
+def test_block_copied_from_a_file_is_checked_when_first_read(tmp_path: Path) -> None:
+    """Uploads copy blocks from the dirty file, which may have changed since it was hashed:
+    such a copy is served only once its content matches its name."""
+    (good, good_data), (bad, bad_data) = block(6, 300 * KIB), block(7, 300 * KIB)
+    source = tmp_path / "dirty"
+    source.write_bytes(b"x" * 10 + good_data + b"changed meanwhile" + bad_data[17:])
+    cache = BlockCache(tmp_path / "blocks", max_bytes=1024 * KIB)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        cache.copy_in(good, fd, 10, len(good_data))
+        cache.copy_in(bad, fd, 10 + len(good_data), len(bad_data))
+    finally:
+        os.close(fd)
+    assert cache.contains(good) and cache.contains(bad)
+    assert cache.read(good, 0, 4) is None  # not checked yet: get (a worker thread) first
+    assert cache.get(good) == good_data
+    assert cache.read(good, 5, 4) == good_data[5:9]
+    assert cache.get(bad) is None
+    assert not cache.contains(bad)
+    assert cache.total_bytes == len(good_data)
+
+
 def test_evicted_block_is_no_longer_verified(tmp_path: Path) -> None:
     cache = BlockCache(tmp_path, max_bytes=2 * 4 * KIB)
     (first, _), *rest = [block(i) for i in range(3)]
