@@ -11,7 +11,7 @@ import stat
 
 import pyfuse3
 
-from cache.metadb import Node
+from cache.metadb import ROOT_INODE, Node
 from mountfs.errors import FsError, fuse_errors
 from mountfs.vfs import VFS
 
@@ -32,10 +32,13 @@ _RENAME_MODES = {
 
 
 def _size(node: Node) -> int:
-    """st_size as Linux reports it: a symlink's is the length of its target."""
+    """st_size as Linux reports it: a symlink's is the length of its target, a folder
+    removed while open (still fstat-able through its descriptor) is empty."""
     if node.type == "symlink":
         return len((node.target or "").encode("utf-8"))
-    return BLOCK_SIZE if node.is_dir else node.size
+    if node.is_dir:
+        return BLOCK_SIZE if node.parent is not None or node.inode == ROOT_INODE else 0
+    return node.size
 
 
 class CirrusOperations(pyfuse3.Operations):
