@@ -16,7 +16,7 @@ from typing import TypeVar
 import trio
 
 from backend.blocks import MAX_BATCH_BLOCKS
-from backend.protocol.chunking import iter_file_chunks
+from backend.protocol.chunking import FileShrank, iter_file_chunks
 from backend.protocol.hashing import block_hash
 from cache.blockcache import BlockCache
 from mountfs.remote import RemoteDrive
@@ -58,13 +58,9 @@ def _chunk_all(sources: dict[K, str]) -> dict[K, tuple[Manifest, list[Block]]]:
     for key, path in sources.items():
         try:
             chunked[key] = _chunk(path)
-        except (FileNotFoundError, _Shrank) as exc:
+        except (FileNotFoundError, FileShrank) as exc:
             log.debug("%s left to its own upload: %s", path, exc or "gone")
     return chunked
-
-
-class _Shrank(Exception):
-    pass
 
 
 def _chunk(path: str) -> tuple[Manifest, list[Block]]:
@@ -77,7 +73,7 @@ def _chunk(path: str) -> tuple[Manifest, list[Block]]:
             manifest.append((chunk.offset, len(chunk.data), name))
             named.append((name, chunk.data))
         if os.fstat(file.fileno()).st_size < size:
-            raise _Shrank(f"{path} shrank while it was read")
+            raise FileShrank(f"{path} shrank while it was read")
     return Manifest(size, manifest), named
 
 

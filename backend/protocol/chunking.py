@@ -6,7 +6,6 @@ costs: smaller chunks send less around a change, larger ones mean fewer blocks, 
 rows per GiB (2,048). A 1-byte edit resends about one chunk, ~0.25% of a 200 MiB file.
 """
 
-import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ AVG_CHUNK = 512 * 1024
 MAX_CHUNK = 2 * 1024 * 1024
 # The server refuses blocks larger than this (a little above MAX_CHUNK for headroom).
 MAX_BLOCK_SIZE = 4 * 1024 * 1024
+# Files are chunked this much at a time (8 maximal chunks: the re-cut at each edge is cheap).
+WINDOW_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,24 +29,38 @@ class Chunk:
 
 
 def iter_chunks(data: bytes | bytearray | memoryview) -> Iterator[Chunk]:
-    """Yield the chunks of an in-memory buffer (or a memory map) in order."""
+    """Yield the chunks of an in-memory buffer in order."""
     if len(data) == 0:
         return
     for found in fastcdc(data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK, fat=True):
         yield Chunk(found.offset, found.data)
 
 
-def iter_file_chunks(file: BinaryIO) -> Iterator[Chunk]:
-    """Yield the chunks of an open regular file through a read-only memory map.
+class FileShrank(Exception):
+    """The file got shorter while it was being chunked (it is being changed)."""
 
-    The map lets the page cache hold the data, so memory does not grow with the file size.
-    The caller must keep the file from shrinking while it iterates.
-    """
-    if os.fstat(file.fileno()).st_size == 0:
-        return
-    with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        view = memoryview(mapped)
-        try:
-            yield from iter_chunks(view)
-        finally:
-            view.release()
+
+def iter_file_chunks(file: BinaryIO) -> Iterator[Chunk]:
+    """Yield the chunks of an open regular file, as it is when the iteration starts."""
+    yield from chunk_file(file.fileno(), os.fstat(file.fileno()).st_size)
+
+
+def chunk_file(fd: int, size: int) -> Iterator[Chunk]:
+    """The content-defined chunks of the first `size` bytes of a file, read with pread a
+    window at a time, so memory does not grow with the file: the same chunks as the whole
+    content cut at once (a window's last chunk, which its end may have cut short, is cut
+    again with the next window). Never a memory map: a file that shrinks under a mapping
+    kills the process (SIGBUS), and a mount's dirty copy can be truncated at any moment.
+    FileShrank when it does."""
+    offset = 0
+    while offset < size:
+        wanted = min(WINDOW_BYTES, size - offset)
+        window = os.pread(fd, wanted, offset)
+        if len(window) < wanted:
+            raise FileShrank(f"the file shrank below {offset + wanted} bytes")
+        chunks = list(iter_chunks(window))
+        if offset + wanted < size:
+            chunks.pop()  # ends where the window does, not where the content says
+        for chunk in chunks:
+            yield Chunk(offset + chunk.offset, chunk.data)
+        offset += chunks[-1].offset + len(chunks[-1].data)
