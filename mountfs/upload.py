@@ -34,15 +34,14 @@ each byte is copied from the page cache once, into the window, until it is frame
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
 import trio
-from fastcdc import fastcdc
 
 from backend.blocks import MAX_BATCH_BLOCKS
-from backend.protocol.chunking import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, Chunk
+from backend.protocol.chunking import FileShrank, chunk_file
 from backend.protocol.hashing import block_hash
 from cache.blockcache import BlockCache
 from mountfs.remote import RemoteDrive
@@ -55,7 +54,6 @@ BATCH_BYTES = 8 * 1024 * 1024
 CACHE_SHARE = 0.5
 # Bytes read (and chunked) at a time; far more than MAX_CHUNK, so each window ends with
 # several chunks whose cut points do not depend on where the window ends.
-WINDOW_BYTES = 16 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -119,28 +117,6 @@ class Manifest:
     blocks: list[tuple[int, int, str]]  # (offset, size, hash)
 
 
-def chunk_file(fd: int, size: int) -> Iterator[Chunk]:
-    """The content-defined chunks of the first `size` bytes of a file, read with pread a
-    window at a time: the same chunks as the whole content cut at once (a window's last
-    chunk, which its end may have cut short, is cut again with the next window). The file
-    is never memory-mapped: one that shrinks under a mapping kills the process (SIGBUS),
-    and the dirty copy can be truncated at any moment. ContentChanged if it shrinks.
-    Each chunk's data is a view into its window."""
-    offset = 0
-    while offset < size:
-        wanted = min(WINDOW_BYTES, size - offset)
-        window = memoryview(os.pread(fd, wanted, offset))
-        if len(window) < wanted:
-            raise ContentChanged(f"the file shrank below {offset + wanted} bytes")
-        found = fastcdc(window, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
-        cuts = [(cut.offset, cut.length) for cut in found]
-        if offset + wanted < size:
-            cuts.pop()  # ends where the window does, not where the content says
-        for start, length in cuts:
-            yield Chunk(offset + start, window[start : start + length])
-        offset += cuts[-1][0] + cuts[-1][1]
-
-
 def _chunk(path: str, emit: "trio.MemorySendChannel[list[Block]]") -> Manifest:
     """Cut the file into named blocks (in a worker thread), handing them on in groups."""
     blocks: list[tuple[int, int, str]] = []
@@ -148,14 +124,17 @@ def _chunk(path: str, emit: "trio.MemorySendChannel[list[Block]]") -> Manifest:
     group_bytes = 0
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
-        for chunk in chunk_file(file.fileno(), size):
-            name = block_hash(chunk.data)
-            blocks.append((chunk.offset, len(chunk.data), name))
-            group.append((name, chunk.offset, chunk.data))
-            group_bytes += len(chunk.data)
-            if group_bytes >= BATCH_BYTES or len(group) == MAX_BATCH_BLOCKS:
-                trio.from_thread.run(emit.send, group)
-                group, group_bytes = [], 0
+        try:
+            for chunk in chunk_file(file.fileno(), size):
+                name = block_hash(chunk.data)
+                blocks.append((chunk.offset, len(chunk.data), name))
+                group.append((name, chunk.offset, chunk.data))
+                group_bytes += len(chunk.data)
+                if group_bytes >= BATCH_BYTES or len(group) == MAX_BATCH_BLOCKS:
+                    trio.from_thread.run(emit.send, group)
+                    group, group_bytes = [], 0
+        except FileShrank as exc:
+            raise ContentChanged(str(exc)) from None
         if os.fstat(file.fileno()).st_size < size:
             raise ContentChanged(f"{path} shrank during the upload")
     if group:

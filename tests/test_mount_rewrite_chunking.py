@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.protocol.chunking import MAX_CHUNK, iter_chunks
-from mountfs.upload import WINDOW_BYTES, chunk_file
+from backend.protocol.chunking import MAX_CHUNK, WINDOW_BYTES, chunk_file, iter_chunks
 
 
 def content(size: int, seed: int) -> bytes:

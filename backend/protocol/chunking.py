@@ -25,7 +25,7 @@ WINDOW_BYTES = 16 * 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class Chunk:
     offset: int
-    data: bytes
+    data: bytes | memoryview
 
 
 def iter_chunks(data: bytes | bytearray | memoryview) -> Iterator[Chunk]:
@@ -51,16 +51,18 @@ def chunk_file(fd: int, size: int) -> Iterator[Chunk]:
     content cut at once (a window's last chunk, which its end may have cut short, is cut
     again with the next window). Never a memory map: a file that shrinks under a mapping
     kills the process (SIGBUS), and a mount's dirty copy can be truncated at any moment.
-    FileShrank when it does."""
+    FileShrank when it does. Each chunk's data is a view into its window (no copy)."""
     offset = 0
     while offset < size:
         wanted = min(WINDOW_BYTES, size - offset)
-        window = os.pread(fd, wanted, offset)
+        window = memoryview(os.pread(fd, wanted, offset))
         if len(window) < wanted:
             raise FileShrank(f"the file shrank below {offset + wanted} bytes")
-        chunks = list(iter_chunks(window))
+        cuts = [
+            (cut.offset, cut.length) for cut in fastcdc(window, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+        ]
         if offset + wanted < size:
-            chunks.pop()  # ends where the window does, not where the content says
-        for chunk in chunks:
-            yield Chunk(offset + chunk.offset, chunk.data)
-        offset += chunks[-1].offset + len(chunks[-1].data)
+            cuts.pop()  # ends where the window does, not where the content says
+        for start, length in cuts:
+            yield Chunk(offset + start, window[start : start + length])
+        offset += cuts[-1][0] + cuts[-1][1]
