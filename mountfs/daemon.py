@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # How long an unmount waits for pending uploads before leaving them to the next mount.
 FLUSH_SECONDS = 10.0
+# How long an unmount waits for cache invalidations in flight before closing the session.
+INVALIDATIONS_WAIT_SECONDS = 5.0
 
 
 class MountError(Exception):
@@ -169,7 +171,8 @@ async def _run_fuse(
         await pyfuse3.main()
         log.info("the FUSE session ended (unmounted or signalled); flushing")
     finally:
-        kernel.mounted = False
+        with trio.CancelScope(shield=True):
+            await kernel.unmounting(INVALIDATIONS_WAIT_SECONDS)
         pyfuse3.close(unmount=is_mounted(opts.mountpoint))
         vfs.content.dirty.close_all()
     sync_scope.cancel()
