@@ -49,6 +49,9 @@ MAX_COMMIT_ID = 64
 MAX_HISTORY = 1000
 MAX_CONFLICT_COPIES = 1000
 _IN_BATCH = 500
+_INSERT_REVISION = insert(Revision.__table__).returning(Revision.id)
+_INSERT_BLOCK_LIST = insert(RevisionBlock.__table__)
+_INSERT_PENDING = insert(PendingBlock.__table__)
 
 
 class Revisions:
@@ -192,35 +195,36 @@ def _add_revision(
     missing: list[str],
 ) -> int:
     """Insert the node's next revision, its block list and the hashes it awaits (`missing`:
-    PENDING until they arrive); its number. Plain INSERTs: no ORM object to flush."""
+    PENDING until they arrive); its number. Plain INSERTs on the session's connection: no
+    ORM object to flush, none of the ORM's bulk-insert machinery per row."""
     number = node.head_rev + 1
-    statement = insert(Revision).values(
-        namespace_id=tx.namespace_id,
-        node_id=node.id,
-        number=number,
-        size=request.size,
-        mtime_ns=node.mtime_ns,
-        device=who.author,
-        created=tx.now_ns,
-        status=PENDING if missing else UPLOADED,
-        commit_id=request.commit_id,
-        conflict=conflict,
-    )
-    revision_id = tx.session.execute(statement.returning(Revision.id)).scalar_one()
+    row = {
+        "namespace_id": tx.namespace_id,
+        "node_id": node.id,
+        "number": number,
+        "size": request.size,
+        "mtime_ns": node.mtime_ns,
+        "device": who.author,
+        "created": tx.now_ns,
+        "status": PENDING if missing else UPLOADED,
+        "commit_id": request.commit_id,
+        "conflict": conflict,
+    }
+    revision_id = tx.connection.execute(_INSERT_REVISION, row).scalar_one()
     if blocks:
         rows = [
             {"revision_id": revision_id, "seq": seq, "offset": b.offset, "hash": b.hash,
              "size": b.size}
             for seq, b in enumerate(blocks)
         ]  # fmt: skip
-        tx.session.execute(insert(RevisionBlock), rows)
+        tx.connection.execute(_INSERT_BLOCK_LIST, rows)
         tx.refer([(b.hash, b.size) for b in blocks], +1)
     if missing:
         rows = [
             {"revision_id": revision_id, "hash": h, "namespace_id": tx.namespace_id}
             for h in missing
         ]
-        tx.session.execute(insert(PendingBlock), rows)
+        tx.connection.execute(_INSERT_PENDING, rows)
     return number
 
 

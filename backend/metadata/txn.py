@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from backend.db.engine import writer
 from backend.db.models import DIR, ChangeEntry, Namespace, Node
@@ -31,6 +31,8 @@ from backend.protocol.errors import AlreadyExists, InvalidRequest, NotADirectory
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR_MODE = 0o755
+_INSERT_NODE = insert(Node.__table__).returning(Node.id)
+_INSERT_CHANGES = insert(ChangeEntry.__table__)
 
 
 class Txn(Tree):
@@ -46,9 +48,11 @@ class Txn(Tree):
         super().__init__(session, namespace.id)
         self.namespace = namespace
         self.now_ns = time.time_ns()
+        self.connection = session.connection()  # for plain INSERTs that skip the ORM
         self._entries: list[dict] = []
         self._references: list[tuple[str, int, int]] = []
         self._owned: dict[str, bool] = {}
+        self._created: list[Node] = []
         # Commit ids a batch found unused when it began (revisions.note_unused_commit_ids).
         self.unused_commit_ids: set[str] = set()
 
@@ -83,7 +87,7 @@ class Txn(Tree):
             write_references(self, self._references)
             self._references = []
         if self._entries:
-            self.session.execute(insert(ChangeEntry), self._entries)
+            self.connection.execute(_INSERT_CHANGES, self._entries)
             self._entries = []
 
     def create(
@@ -95,22 +99,28 @@ class Txn(Tree):
         mtime_ns: int | None,
         target: str | None = None,
     ) -> Node:
-        node = Node(
-            namespace_id=self.namespace_id,
-            parent_id=parent.id,
-            name=name,
-            type=type,
-            mode=mode,
-            mtime_ns=self.now_ns if mtime_ns is None else mtime_ns,
-            size=0,
-            rev=0,
-            head_rev=0,
-            target=target,
-            xattrs={},
-            deleted=False,
-        )
+        """A new live node, inserted at once (its id is needed for children and journal)
+        with a plain INSERT, then handed to the session as a loaded, unchanged object: an
+        ORM flush per created node cost more than the rest of a typical operation."""
+        row = {
+            "namespace_id": self.namespace_id,
+            "parent_id": parent.id,
+            "name": name,
+            "type": type,
+            "mode": mode,
+            "mtime_ns": self.now_ns if mtime_ns is None else mtime_ns,
+            "size": 0,
+            "rev": 0,
+            "head_rev": 0,
+            "target": target,
+            "xattrs": {},
+            "deleted": False,
+        }
+        self.session.flush()  # earlier changes (a name freed ...) reach the database first
+        node = Node(id=self.connection.execute(_INSERT_NODE, row).scalar_one(), **row)
+        make_transient_to_detached(node)
         self.session.add(node)
-        self.session.flush()
+        self._created.append(node)
         self.placed(node, fresh=type == DIR)
         return node
 
@@ -131,11 +141,8 @@ class Txn(Tree):
     def step(self) -> Iterator[None]:
         """One operation of a batch, in a SAVEPOINT: when it fails, it alone is undone
         (its journal cursors too) and the operations before it stay."""
-        cursor, journaled, referred = (
-            self.namespace.cursor,
-            len(self._entries),
-            len(self._references),
-        )
+        cursor = self.namespace.cursor
+        journaled, referred, created = len(self._entries), len(self._references), len(self._created)
         try:
             with _mapped_errors(), self.session.begin_nested():
                 yield
@@ -143,6 +150,12 @@ class Txn(Tree):
             self.namespace.cursor = cursor
             del self._entries[journaled:]
             del self._references[referred:]
+            # Rows inserted without the ORM are gone; so must their objects be (SQLite may
+            # give a later row the same id).
+            for node in self._created[created:]:
+                if node in self.session:
+                    self.session.expunge(node)
+            del self._created[created:]
             self.forget()
             raise
 
