@@ -252,13 +252,14 @@ class Replayer:
             fixed.update(asked)
         return merged
 
-    def _fold(self, batch: Batch, entry: JournalEntry, sent: dict) -> None:
+    def _fold(self, batch: Batch, entry: JournalEntry, sent: dict) -> set[int]:
         """Mark the setattrs that `entry`'s operation carries: they are not sent again."""
         folded = set(self._foldable(entry, sent))
         batch.folded |= folded
         for other in batch.steps:
             if other.entry.seq in folded:
                 other.op, other.folded = None, True
+        return folded
 
     def _claim(self, inode: int, remote_id: int | None) -> None:
         """Give `remote_id` to `inode`, detaching a stale local twin that holds it."""
@@ -290,22 +291,26 @@ class Replayer:
             return self._local(entry, folded=True)
         return await getattr(self, f"_plan_{entry.op}")(entry, batch)
 
-    def _tagged(self, entry: JournalEntry, op: dict) -> dict:
-        return {**op, "seq": entry.seq}
+    def _tagged(self, entry: JournalEntry, op: dict, carried: Iterable[int] = ()) -> dict:
+        """`op` with the seq the server keeps its answer under. An operation that carries
+        later setattrs is tagged with the last of them: a resend that carries more than the
+        attempt whose answer the server kept is then applied, not answered from that attempt
+        (which would settle setattrs the server never received)."""
+        return {**op, "seq": max([entry.seq, *carried])}
 
     async def _plan_mkdir(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
         sent = self._merged(entry, {"mode": args["mode"], "mtime_ns": args["mtime_ns"]}, set())
-        self._fold(batch, entry, sent)
+        carried = self._fold(batch, entry, sent)
         op = {"op": "mkdir", "path": args["path"], **sent, "parents": True}
 
         async def settle(answer: Answer | None) -> None:
             node = answer.body()
             # A folder that was there already kept its attributes: its setattrs follow.
-            folded = self._foldable(entry, sent) if answer.created else []
+            folded = self._foldable(entry, _applied(node)) if answer.created else []
             self._done(entry, folded, remote_id=node["id"])
 
-        return Step(entry, settle, self._tagged(entry, op))
+        return Step(entry, settle, self._tagged(entry, op, carried))
 
     async def _plan_symlink(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
@@ -348,15 +353,14 @@ class Replayer:
     async def _plan_setattr(self, entry: JournalEntry, batch: Batch) -> Step:
         asked = _asked(entry)
         sent = self._merged(entry, {"mode": None, "mtime_ns": None, **asked}, set(asked))
-        self._fold(batch, entry, sent)
+        carried = self._fold(batch, entry, sent)
         op = {"op": "setattr", "path": entry.args["path"]}
         op.update({key: value for key, value in sent.items() if value is not None})
 
         async def settle(answer: Answer | None) -> None:
-            answer.body()
-            self._done(entry, self._foldable(entry, sent))
+            self._done(entry, self._foldable(entry, _applied(answer.body())))
 
-        return Step(entry, settle, self._tagged(entry, op))
+        return Step(entry, settle, self._tagged(entry, op, carried))
 
     async def _plan_xattr(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
@@ -474,7 +478,7 @@ class Replayer:
         hashes = [(name, size) for _offset, size, name in manifest.blocks]
         commit_id = self._commit_id(entry, hashes)
         previous = entry.args.get("commit_id")
-        settle = partial(self._settle_commit, entry, generation, manifest.blocks, sent)
+        settle = partial(self._settle_commit, entry, generation, manifest.blocks)
         if previous is not None and previous != commit_id:
             answer = await self._remote.commit(
                 path, base_rev, manifest.size, hashes, sent["mode"], sent["mtime_ns"], previous
@@ -482,7 +486,7 @@ class Replayer:
             if answer.get("conflict"):
 
                 async def settle_earlier(_answer: Answer | None) -> None:
-                    await self._committed(entry, answer, generation, manifest.blocks, sent)
+                    await self._committed(entry, answer, generation, manifest.blocks)
 
                 step.settle = settle_earlier
                 return
@@ -507,10 +511,9 @@ class Replayer:
         entry: JournalEntry,
         generation: int,
         blocks: list,
-        sent: dict,
         answer: Answer | None,
     ) -> None:
-        await self._committed(entry, answer.body(), generation, blocks, sent)
+        await self._committed(entry, answer.body(), generation, blocks)
 
     async def _upload_acknowledged(self, entry: JournalEntry) -> tuple[int, Manifest] | None:
         """Send the blocks of the acknowledged content: the preserved copy when the file was
@@ -543,7 +546,7 @@ class Replayer:
         return digest.hexdigest()[:64]
 
     async def _committed(
-        self, entry: JournalEntry, answer: dict, generation: int, blocks: list, sent: dict
+        self, entry: JournalEntry, answer: dict, generation: int, blocks: list
     ) -> None:
         """Fold a commit's answer into the mirror; drop the dirty copy when it is safe."""
         log.debug("%s #%d %s: rev %s", entry.op, entry.seq, entry.args["path"], answer["rev"])
@@ -559,7 +562,7 @@ class Replayer:
         if clean:
             updates.update(size=node["size"], dirty=0, modified=0)
         last = self._db.next_entry_for(inode, entry.seq) is None
-        self._done(entry, self._foldable(entry, sent), **updates)
+        self._done(entry, self._foldable(entry, _applied(node)), **updates)
         if clean:
             self._vfs.content.dirty.remove(inode)
         elif last:
@@ -591,6 +594,13 @@ class Replayer:
         self._vfs.content.dirty.remove(inode)
         self._vfs.stale.add(inode)
         self._kernel.forget_inode(inode)
+
+
+def _applied(node: dict) -> dict:
+    """The mode and mtime the server's answer says a node has: what settles a setattr (the
+    values an operation sent may not be the ones applied, e.g. when the server repeats the
+    answer of an earlier attempt)."""
+    return {"mode": node["mode"] & 0o7777, "mtime_ns": node["mtime_ns"]}
 
 
 def _asked(entry: JournalEntry) -> dict:
