@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 UPLOAD_ATTEMPTS = 3
 CREATE_GRACE_SECONDS = 1.0
+# An op's answer is kept under seq * TAG_SPACE + the number of setattrs it carries (fewer).
+TAG_SPACE = 256
 # Files up to this size share block uploads with the rest of their batch, up to GROUP_BYTES
 # in all; a larger file streams its blocks on its own (mountfs/upload.py), one per batch.
 GROUP_FILE_BYTES = 4 * 1024 * 1024
@@ -222,8 +224,9 @@ class Replayer:
         """The setattr entries of the node that follow `entry` in the node's own order, up
         to its next entry of any other kind."""
         seq = entry.seq
-        while (following := self._db.next_entry_for(entry.inode, seq)) is not None:
-            if following.op != "setattr" or following.inode != entry.inode:
+        for _ in range(TAG_SPACE - 1):
+            following = self._db.next_entry_for(entry.inode, seq)
+            if following is None or following.op != "setattr" or following.inode != entry.inode:
                 return
             yield following
             seq = following.seq
@@ -292,11 +295,12 @@ class Replayer:
         return await getattr(self, f"_plan_{entry.op}")(entry, batch)
 
     def _tagged(self, entry: JournalEntry, op: dict, carried: Iterable[int] = ()) -> dict:
-        """`op` with the seq the server keeps its answer under. An operation that carries
-        later setattrs is tagged with the last of them: a resend that carries more than the
-        attempt whose answer the server kept is then applied, not answered from that attempt
-        (which would settle setattrs the server never received)."""
-        return {**op, "seq": max([entry.seq, *carried])}
+        """`op` with the tag the server keeps its answer under: the entry's seq and how many
+        setattrs after it the operation carries (they are the first ones that follow it, so
+        the count names the operation). A resend that carries more than the attempt whose
+        answer the server kept is then applied, not answered from that attempt, which would
+        settle setattrs the server never received."""
+        return {**op, "seq": entry.seq * TAG_SPACE + len(set(carried))}
 
     async def _plan_mkdir(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
