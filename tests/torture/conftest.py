@@ -23,6 +23,16 @@ def runslow(config: pytest.Config) -> bool:
     return bool(config.getoption("--runslow", default=False) or os.environ.get("CIRRUS_RUNSLOW"))
 
 
+# A long run takes longer than the suite's per-test timeout (pyproject.toml), never forever.
+SLOW_TIMEOUT_S = 7200
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
 @pytest.fixture(autouse=True)
 def _skip_slow(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("slow") and not runslow(request.config):
