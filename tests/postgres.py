@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine
 from backend.db import create_engine_for, migrate
 from backend.metadata.consistency import find_problems
 from backend.metadata.service import MetadataService
+from backend.metadata.types import Principal
 
 START_TIMEOUT_S = 60
 
@@ -206,3 +207,9 @@ def metadata(migrated_engine: Engine, notifier: RecordingNotifier) -> Iterator[M
     the database must pass the consistency check (the oracle for every metadata test)."""
     yield MetadataService(migrated_engine, notifier)
     assert find_problems(migrated_engine) == []
+
+
+@pytest.fixture
+def alice(metadata: MetadataService) -> Principal:
+    """A user with a device, the principal most metadata tests act as."""
+    return metadata.authenticate(metadata.create_user("alice"), "laptop")

@@ -19,11 +19,7 @@ postgres_server = postgres.postgres_server
 migrated_engine = postgres.migrated_engine
 notifier = postgres.notifier
 metadata = postgres.metadata
-
-
-@pytest.fixture
-def alice(metadata: MetadataService) -> Principal:
-    return metadata.authenticate(metadata.create_user("alice"), "laptop")
+alice = postgres.alice
 
 
 def render(outcome: Outcome) -> dict:

@@ -16,13 +16,9 @@ postgres_server = postgres.postgres_server
 migrated_engine = postgres.migrated_engine
 notifier = postgres.notifier
 metadata = postgres.metadata
+alice = postgres.alice
 
 H1, H2, H3 = (block_hash(bytes([n])) for n in range(3))
-
-
-@pytest.fixture
-def alice(metadata: MetadataService) -> Principal:
-    return metadata.authenticate(metadata.create_user("alice"), "laptop")
 
 
 @pytest.fixture

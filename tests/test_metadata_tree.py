@@ -12,11 +12,7 @@ postgres_server = postgres.postgres_server
 migrated_engine = postgres.migrated_engine
 notifier = postgres.notifier
 metadata = postgres.metadata
-
-
-@pytest.fixture
-def alice(metadata: MetadataService) -> Principal:
-    return metadata.authenticate(metadata.create_user("alice"), "laptop")
+alice = postgres.alice
 
 
 def names(metadata: MetadataService, who: Principal, path: str) -> list[str]:
