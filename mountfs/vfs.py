@@ -511,8 +511,9 @@ class VFS:
             mtime_ns = self._mtimes.pop(inode, node.mtime_ns)
             now = time.time_ns()
             with self._db.transaction():
-                self._db.update(inode, size=size, mtime_ns=mtime_ns, ctime_ns=now, dirty=1)
-                self._db.update(inode, modified=0)
+                self._db.update(
+                    inode, size=size, mtime_ns=mtime_ns, ctime_ns=now, dirty=1, modified=0
+                )
                 if node.parent is not None:
                     self._journal("upload", inode, {"path": self._db.path(inode)})
             # Before any await: the replayer may pick the entry up during the fsync, and must
