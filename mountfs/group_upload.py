@@ -16,7 +16,7 @@ from typing import TypeVar
 import trio
 
 from backend.blocks import MAX_BATCH_BLOCKS
-from backend.protocol.chunking import FileShrank, iter_file_chunks
+from backend.protocol.chunking import FileShrank, chunk_file
 from backend.protocol.hashing import block_hash
 from cache.blockcache import BlockCache
 from mountfs.remote import RemoteDrive
@@ -68,7 +68,7 @@ def _chunk(path: str) -> tuple[Manifest, list[Block]]:
     manifest: list[tuple[int, int, str]] = []
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
-        for chunk in iter_file_chunks(file):
+        for chunk in chunk_file(file.fileno(), size):
             name = block_hash(chunk.data)
             manifest.append((chunk.offset, len(chunk.data), name))
             named.append((name, chunk.data))
