@@ -14,6 +14,8 @@ SQLite (the embedded default) gets:
 PostgreSQL needs none of this: writers serialize per drive on the namespace row instead.
 """
 
+import sqlite3
+import time
 from pathlib import Path
 
 from alembic import command
@@ -46,16 +48,31 @@ def _configure_sqlite(engine: Engine) -> None:
         # Autocommit at the driver level: SQLAlchemy's begin event below issues BEGIN itself.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def on_begin(connection) -> None:
         write = connection.get_execution_options().get(_WRITE_OPTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """Put the database in WAL mode. Switching a new database takes its lock, and SQLite
+    answers "database is locked" there without waiting the busy timeout, so servers starting
+    together on one new database retry, for at most the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def writer(engine: Engine) -> Engine:
