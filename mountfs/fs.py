@@ -15,10 +15,11 @@ from cache.metadb import ROOT_INODE, Node
 from mountfs.errors import FsError, fuse_errors
 from mountfs.vfs import VFS
 
-# How long the kernel may keep names and attributes. Remote changes invalidate explicitly
-# (mountfs/kernel.py), but a file rewritten over and over showed a stale size with an hour
-# here (some mirror update after a commit does not reach the kernel yet); 1 s until it does.
-ATTR_TIMEOUT = 1.0
+# How long the kernel may keep names and attributes: every change the mirror learns from the
+# server is invalidated explicitly (mountfs/kernel.py), so this only bounds what a missed
+# invalidation could cost. Long enough that `rm -rf` or a second walk of a tree costs no
+# LOOKUP or GETATTR per entry.
+ATTR_TIMEOUT = 60.0
 BLOCK_SIZE = 4096
 # statfs: a drive has no fixed size here; report a large capacity and the files the mirror knows.
 REPORTED_CAPACITY = 1 << 50
