@@ -28,6 +28,12 @@ PULL_PAGES = 50
 # Journal entries replayed per request: enough that a tree of small files travels in a few
 # dozen requests, few enough that one batch's blocks and answers stay small.
 BATCH_ENTRIES = 256
+# While the VFS keeps journaling (an untar, a cp -r, an rm -rf), a batch waits for more
+# entries: until nothing new came for GATHER_QUIET, at most GATHER_MAX after it was taken up.
+# A lone change leaves GATHER_QUIET later; a tree travels in batches of many entries, which
+# costs both sides far less per entry than a batch of a few.
+GATHER_QUIET = 0.005
+GATHER_MAX = 0.1
 
 
 class Wakeup:
@@ -99,8 +105,19 @@ class SyncEngine:
 
     async def replay_all(self) -> None:
         """Replay the journal until it is empty (raises when the server goes away)."""
-        while entries := self._db.first_entries(BATCH_ENTRIES):
-            await self._replayer.replay(entries)
+        while self._db.first_entry() is not None:
+            await self._gather()
+            await self._replayer.replay(self._db.first_entries(BATCH_ENTRIES))
+
+    async def _gather(self) -> None:
+        """Wait while the journal is still growing and short of a full batch."""
+        deadline = trio.current_time() + GATHER_MAX
+        while trio.current_time() < deadline:
+            self._wakeup.clear()
+            with trio.move_on_after(GATHER_QUIET) as quiet:
+                await self._wakeup.wait()
+            if quiet.cancelled_caught or self._db.journal_length() >= BATCH_ENTRIES:
+                return
 
     async def _pull(self) -> None:
         """Apply the changes since the cursor, PULL_PAGES pages per transaction. The feed
