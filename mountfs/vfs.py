@@ -526,8 +526,10 @@ class VFS:
     # -- extended attributes ------------------------------------------------------------------
 
     def getxattr(self, inode: int, raw: bytes) -> bytes:
-        node = self.node(inode)
         name = raw.decode("utf-8", "surrogateescape")
+        if not name.startswith("user."):  # the kernel asks security.capability before writes
+            raise FsError(errno.ENODATA, f"no attribute {name}")
+        node = self.node(inode)
         if name == STATUS_XATTR:
             return self.status(node).encode()
         if name not in node.xattrs:

@@ -172,6 +172,7 @@ def test_xattrs(d: Path, posix_env: tuple) -> None:
     assert os.getxattr(path, "user.color") == b"red"
     assert "user.color" in os.listxattr(path)
     assert _errno_of(os.getxattr, path, "user.none") == errno.ENODATA
+    assert _errno_of(os.getxattr, path, "security.capability") == errno.ENODATA
     assert _errno_of(os.setxattr, path, "trusted.x", b"1") in (errno.EOPNOTSUPP, errno.EPERM)
     assert _errno_of(os.setxattr, path, "user.cirrus.status", b"synced") == errno.EPERM
     os.removexattr(path, "user.color")
