@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.cirrus import CirrusTarget
 from bench.context import Bench, Sizes
 from bench.results import Table
-from bench.targets import LocalTarget, RcloneTarget, Target
+from bench.targets import LocalTarget, PassthroughTarget, RcloneTarget, Target
 
 WORKLOADS: dict[str, str] = {
     "large": "bench.io",
@@ -31,6 +31,7 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
     "local": LocalTarget,
     "cirrus": CirrusTarget,
     "rclone": RcloneTarget,
+    "pyfuse3": PassthroughTarget,
 }
 
 
@@ -48,8 +49,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs per workload (default 3, 1 with --quick)")
     parser.add_argument(
         "--targets",
-        default="local,cirrus,rclone",
-        help="comma-separated subset of local,cirrus,rclone",
+        default="local,cirrus,rclone,pyfuse3",
+        help="comma-separated subset of local,cirrus,rclone,pyfuse3 (a pass-through pyfuse3 "
+        "mount: what the FUSE binding alone reaches)",
     )
     parser.add_argument(
         "--scratch",

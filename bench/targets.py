@@ -1,4 +1,5 @@
-"""Where a workload runs: a plain local directory (the limit) or an rclone mount.
+"""Where a workload runs: a plain local directory (the limit), an rclone mount, or a
+pass-through pyfuse3 mount (the ceiling of the FUSE binding Cirrus uses).
 
 A target offers a directory to work in, a way to make the next read cold, and a way to wait
 until what was written has reached its backend (the moment the drive is "in sync"). The Cirrus
@@ -7,6 +8,7 @@ target lives in `bench.cirrus`.
 
 import shutil
 import subprocess
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -78,25 +80,16 @@ def holds(base: Path, manifest: Manifest) -> bool:
     return True
 
 
-class RcloneTarget(Target):
-    """`rclone mount` of a local-directory remote with `--vfs-cache-mode full` (its defaults
-    otherwise, so uploads start 5 s after close: rclone's `--vfs-write-back`)."""
-
-    name = "rclone"
+class MountTarget(Target):
+    """A FUSE mount served by one child process over a backend directory."""
 
     def __init__(self, scratch: Path) -> None:
         super().__init__(scratch)
         self.proc: subprocess.Popen | None = None
-        self.generation = 0
-
-    @staticmethod
-    def available() -> bool:
-        """rclone on PATH; the target is skipped (with a note) otherwise."""
-        return shutil.which("rclone") is not None
 
     @property
     def remote(self) -> Path:
-        """The backend: a plain directory that rclone uploads into."""
+        """The backend: a plain directory the mount stores into."""
         return self.scratch / "remote"
 
     @property
@@ -107,17 +100,52 @@ class RcloneTarget(Target):
     def root(self) -> Path:
         return self.mountpoint
 
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The command that mounts `remote` on `mountpoint` and serves it in the foreground."""
+
     def start(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
         for path in (self.remote, self.mountpoint):
             path.mkdir(parents=True)
-        (self.scratch / "rclone.conf").touch()
         self._mount()
 
     def _mount(self) -> None:
+        self.proc = procs.start(self.command(), self.scratch / f"{self.name}.log")
+        procs.wait_until(
+            lambda: procs.listed_in_mounts(self.mountpoint), 30, what=f"the {self.name} mount"
+        )
+
+    def _unmount(self) -> None:
+        procs.unmount(self.mountpoint)
+        procs.stop(self.proc)
+        self.proc = None
+
+    def stop(self) -> None:
+        self._unmount()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class RcloneTarget(MountTarget):
+    """`rclone mount` of a local-directory remote with `--vfs-cache-mode full` (its defaults
+    otherwise, so uploads start 5 s after close: rclone's `--vfs-write-back`)."""
+
+    name = "rclone"
+
+    def __init__(self, scratch: Path) -> None:
+        super().__init__(scratch)
+        self.generation = 0
+
+    @staticmethod
+    def available() -> bool:
+        """rclone on PATH; the target is skipped (with a note) otherwise."""
+        return shutil.which("rclone") is not None
+
+    def command(self) -> list[str]:
         self.generation += 1
-        cache = self.scratch / f"cache-{self.generation}"
-        cmd = [
+        config = self.scratch / "rclone.conf"
+        config.touch()
+        return [
             "rclone",
             "mount",
             str(self.remote),
@@ -125,17 +153,10 @@ class RcloneTarget(Target):
             "--vfs-cache-mode",
             "full",
             "--cache-dir",
-            str(cache),
+            str(self.scratch / f"cache-{self.generation}"),
             "--config",
-            str(self.scratch / "rclone.conf"),
+            str(config),
         ]
-        self.proc = procs.start(cmd, self.scratch / "rclone.log")
-        procs.wait_until(lambda: procs.listed_in_mounts(self.mountpoint), 30, what="rclone mount")
-
-    def _unmount(self) -> None:
-        procs.unmount(self.mountpoint)
-        procs.stop(self.proc)
-        self.proc = None
 
     def cold(self) -> None:
         """Remount with a new, empty VFS cache, then drop the kernel caches."""
@@ -149,6 +170,12 @@ class RcloneTarget(Target):
             lambda: holds(self.remote, manifest), timeout, 0.1, "rclone to upload"
         )
 
-    def stop(self) -> None:
-        self._unmount()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+
+class PassthroughTarget(MountTarget):
+    """`bench.passthrough`: pyfuse3 and trio passing each request to a local directory, the
+    ceiling of the binding the Cirrus mount is built on (its data is local: in sync at once)."""
+
+    name = "pyfuse3"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.passthrough", str(self.remote), str(self.mountpoint)]
