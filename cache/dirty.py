@@ -124,6 +124,13 @@ class DirtyFiles:
     def size(self, inode: int) -> int:
         return os.stat(self.path(inode)).st_size
 
+    def size_if_exists(self, inode: int) -> int | None:
+        """The dirty copy's size, None when there is none (one stat, for attributes)."""
+        try:
+            return os.stat(self.path(inode)).st_size
+        except FileNotFoundError:
+            return None
+
     def remove(self, inode: int) -> None:
         """Drop the dirty copy and any preserved one (open descriptors keep reading the
         unlinked file)."""

@@ -131,7 +131,7 @@ class JournalEntry:
 
 def _node(row: tuple) -> Node:
     values = list(row)
-    values[12] = json.loads(values[12])
+    values[12] = json.loads(values[12]) if values[12] != "{}" else {}
     values[13] = bool(values[13])
     values[14] = bool(values[14])
     values[15] = bool(values[15])
@@ -149,6 +149,7 @@ class MetaDB:
         self._db.executescript(_SCHEMA)
         self._migrate()
         self._depth = 0
+        self._folder_paths: dict[int, str] = {ROOT_INODE: "/"}
         if self.get(ROOT_INODE) is None:
             now = time.time_ns()
             self._db.execute(
@@ -199,6 +200,7 @@ class MetaDB:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
+            self._forget_paths()
             raise
         else:
             self._db.execute("COMMIT")
@@ -250,6 +252,8 @@ class MetaDB:
         return node
 
     def update(self, inode: int, **fields: Any) -> None:
+        if "parent" in fields or "name" in fields:
+            self._forget_paths()
         if "xattrs" in fields:
             fields["xattrs"] = json.dumps(fields["xattrs"])
         assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -258,7 +262,12 @@ class MetaDB:
         )
 
     def delete(self, inode: int) -> None:
+        self._folder_paths.pop(inode, None)
         self._db.execute("DELETE FROM nodes WHERE inode = ?", (inode,))
+
+    def _forget_paths(self) -> None:
+        """A move, rename or rollback may change any folder's path below it."""
+        self._folder_paths = {ROOT_INODE: "/"}
 
     def detached(self) -> list[int]:
         rows = self._db.execute("SELECT inode FROM nodes WHERE parent IS NULL AND inode != ?", (1,))
@@ -268,16 +277,24 @@ class MetaDB:
         return [row[0] for row in self._db.execute("SELECT inode FROM nodes WHERE dirty = 1")]
 
     def path(self, inode: int) -> str:
-        """The server path of an attached node (walks up the parents)."""
-        parts: list[str] = []
-        while inode != ROOT_INODE:
-            row = self._db.execute("SELECT parent, name FROM nodes WHERE inode = ?", (inode,))
-            found = row.fetchone()
-            if found is None or found[0] is None:
+        """The server path of an attached node (walks up the parents to a folder whose path
+        is known: every journaled operation names its path, and trees are deep)."""
+        chain: list[tuple[int, str, bool]] = []
+        current = inode
+        while (known := self._folder_paths.get(current)) is None:
+            row = self._db.execute(
+                "SELECT parent, name, type FROM nodes WHERE inode = ?", (current,)
+            ).fetchone()
+            if row is None or row[0] is None:
                 raise LookupError(f"inode {inode} is not attached to the tree")
-            inode = found[0]
-            parts.append(found[1])
-        return "/" + "/".join(reversed(parts))
+            chain.append((current, row[1], row[2] == "dir"))
+            current = row[0]
+        path = known
+        for current, name, is_dir in reversed(chain):
+            path = f"{path.rstrip('/')}/{name}"
+            if is_dir:
+                self._folder_paths[current] = path
+        return path
 
     def at_path(self, path: str) -> Node | None:
         """The attached node at a server path, if the mirror has one."""

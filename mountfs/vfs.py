@@ -24,7 +24,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import trio
 
@@ -156,9 +156,9 @@ class VFS:
 
     def attrs(self, inode: int) -> Node:
         """The node as the kernel should see it (a dirty copy's live size and mtime)."""
-        node = self.node(inode)
-        if node.dirty and self.content.dirty.exists(inode):
-            node = replace(node, size=self.content.dirty.size(inode))
+        node = self.node(inode)  # a fresh row: changing it changes nothing else
+        if node.dirty and (size := self.content.dirty.size_if_exists(inode)) is not None:
+            node.size = size
             node.mtime_ns = self._mtimes.get(inode, node.mtime_ns)
         return node
 
