@@ -252,8 +252,8 @@ class MetaDB:
         return node
 
     def update(self, inode: int, **fields: Any) -> None:
-        if "parent" in fields or "name" in fields:
-            self._forget_paths()
+        if ("parent" in fields or "name" in fields) and inode in self._folder_paths:
+            self._forget_paths()  # a folder whose path is not known has none known below it
         if "xattrs" in fields:
             fields["xattrs"] = json.dumps(fields["xattrs"])
         assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -266,7 +266,8 @@ class MetaDB:
         self._db.execute("DELETE FROM nodes WHERE inode = ?", (inode,))
 
     def _forget_paths(self) -> None:
-        """A move, rename or rollback may change any folder's path below it."""
+        """A move or rename of a known folder, or a rollback, may change any known path (a
+        folder's path is only known together with its parents')."""
         self._folder_paths = {ROOT_INODE: "/"}
 
     def detached(self) -> list[int]:

@@ -36,6 +36,13 @@ def test_paths_follow_renames_moves_and_rollbacks(db: MetaDB) -> None:
         raise RuntimeError("undo the move")
     assert db.path(f.inode) == "/c/f.txt"
 
+    x = db.insert(ROOT_INODE, "x", "dir", 0o755)
+    y = db.insert(x.inode, "y", "dir", 0o755)
+    db.update(y.inode, parent=b.inode)  # a folder no path was asked of yet
+    assert db.path(y.inode) == "/c/y"
+    db.update(f.inode, name="g.txt")
+    assert db.path(f.inode) == "/c/g.txt"
+
     db.update(b.inode, parent=None)
     with pytest.raises(LookupError):
         db.path(f.inode)
