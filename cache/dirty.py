@@ -42,9 +42,12 @@ class DirtyFiles:
         self._reopen(inode)
 
     def create_empty(self, inode: int) -> None:
-        with open(self.path(inode), "wb"):
-            pass
-        self._reopen(inode)
+        """An empty dirty copy, its descriptor kept for the handle about to be opened."""
+        fd = os.open(self.path(inode), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        old, refs = self._fds.get(inode, (-1, 0))
+        if old >= 0:
+            os.close(old)
+        self._fds[inode] = (fd, refs)
 
     def preserved_path(self, inode: int) -> str:
         return os.path.join(self._root, f"{inode}.acked")
