@@ -28,6 +28,7 @@ from cache.blockcache import BlockCache
 from cache.dirty import DirtyFiles
 from cache.metadb import MetaDB, Node
 from mountfs.remote import RemoteDrive
+from mountfs.upload import EarlyUploads
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class Content:
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_bytes = 0
         self._fetching: dict[str, _Fetch] = {}
+        self.early = EarlyUploads(remote, dirty, nursery)
 
     async def read(
         self, inode: int, revision: Revision | None, offset: int, size: int, sequential: bool
@@ -225,6 +227,7 @@ class Content:
         """Give a clean file its dirty copy, with its current content when `keep` is true."""
         if node.dirty:
             return
+        self.early.forget(node.inode)
         if not keep or node.rev == 0 or node.remote_id is None:
             self.dirty.create_empty(node.inode)
             return
@@ -237,10 +240,13 @@ class Content:
         self.dirty.install(node.inode, temp)
 
     def write(self, inode: int, offset: int, data: bytes) -> int:
-        return os.pwrite(self.dirty.fd(inode), data, offset)
+        written = os.pwrite(self.dirty.fd(inode), data, offset)
+        self.early.wrote(inode, offset, offset + written)
+        return written
 
     def truncate(self, inode: int, size: int) -> None:
         os.truncate(self.dirty.path(inode), size)
+        self.early.truncated(inode, size)
 
     async def sync(self, inode: int) -> None:
         """fsync the dirty copy: after this, the data survives a crash of the machine."""

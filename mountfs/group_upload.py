@@ -16,15 +16,15 @@ from typing import TypeVar
 import trio
 
 from backend.blocks import MAX_BATCH_BLOCKS
-from backend.protocol.chunking import FileShrank, chunk_file
-from backend.protocol.hashing import block_hash
+from backend.protocol.chunking import FileShrank
 from cache.blockcache import BlockCache
 from mountfs.remote import RemoteDrive
-from mountfs.upload import BATCH_BYTES, Block, Manifest
+from mountfs.upload import BATCH_BYTES, Manifest, named_chunks
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
+Named = tuple[str, bytes | memoryview]  # a block and its name, as sent
 
 
 async def upload_files(
@@ -38,7 +38,7 @@ async def upload_files(
     chunked = await trio.to_thread.run_sync(_chunk_all, sources, limiter=limiter)
     blocks = {name: data for _manifest, named in chunked.values() for name, data in named}
     missing = await remote.missing_blocks(list(blocks)) if blocks else []
-    batch: list[Block] = []
+    batch: list[Named] = []
     batch_bytes = 0
     for name in missing:
         batch.append((name, blocks[name]))
@@ -53,7 +53,9 @@ async def upload_files(
     return {key: manifest for key, (manifest, _named) in chunked.items()}
 
 
-def _chunk_all(sources: dict[K, str]) -> dict[K, tuple[Manifest, list[Block]]]:
+def _chunk_all(
+    sources: dict[K, str],
+) -> dict[K, tuple[Manifest, list[Named]]]:
     chunked = {}
     for key, path in sources.items():
         try:
@@ -63,18 +65,12 @@ def _chunk_all(sources: dict[K, str]) -> dict[K, tuple[Manifest, list[Block]]]:
     return chunked
 
 
-def _chunk(path: str) -> tuple[Manifest, list[Block]]:
-    named: list[Block] = []
-    manifest: list[tuple[int, int, str]] = []
+def _chunk(path: str) -> tuple[Manifest, list[Named]]:
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
-        for chunk in chunk_file(file.fileno(), size):
-            name = block_hash(chunk.data)
-            manifest.append((chunk.offset, len(chunk.data), name))
-            named.append((name, chunk.data))
-        if os.fstat(file.fileno()).st_size < size:
-            raise FileShrank(f"{path} shrank while it was read")
-    return Manifest(size, manifest), named
+        named = list(named_chunks(file.fileno(), size))
+    manifest = [(offset, len(data), name) for name, offset, data in named]
+    return Manifest(size, manifest), [(name, data) for name, _offset, data in named]
 
 
 def _keep(cache: BlockCache, blocks: dict[str, bytes]) -> None:

@@ -530,7 +530,10 @@ class Replayer:
             preserved = dirty.has_preserved(entry.inode)
             source = dirty.preserved_path(entry.inode) if preserved else dirty.path(entry.inode)
             try:
-                manifest = await upload_blocks(self._remote, self._blocks, source, self._limiter)
+                early = self._vfs.content.early.take(entry.inode)
+                manifest = await upload_blocks(
+                    self._remote, self._blocks, source, self._limiter, early
+                )
                 if preserved or self._vfs.generation(entry.inode) == generation:
                     return generation, manifest
             except FileNotFoundError:

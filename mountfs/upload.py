@@ -30,13 +30,19 @@ everything else; its first blocks are the ones kept.
 
 Chunking reads the file a window at a time and hands on views of the window, not copies:
 each byte is copied from the page cache once, into the window, until it is framed.
+
+A large file does not wait for its close: `EarlyUploads` runs the same pipeline over the
+part already written while the writer goes on, and the upload at close starts from the
+blocks the server holds by then (checked against the file's bytes first), so after the
+close only the tail is left to chunk and send.
 """
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 import trio
 
@@ -44,6 +50,7 @@ from backend.blocks import MAX_BATCH_BLOCKS
 from backend.protocol.chunking import FileShrank, chunk_file
 from backend.protocol.hashing import block_hash
 from cache.blockcache import BlockCache
+from cache.dirty import DirtyFiles
 from mountfs.remote import RemoteDrive
 
 UPLOAD_CONCURRENCY = 4
@@ -52,16 +59,32 @@ UPLOAD_CONCURRENCY = 4
 BATCH_BYTES = 8 * 1024 * 1024
 # Share of the block cache's size that one upload may fill with the blocks it sent.
 CACHE_SHARE = 0.5
-# Bytes read (and chunked) at a time; far more than MAX_CHUNK, so each window ends with
-# several chunks whose cut points do not depend on where the window ends.
+# A file being written gets its blocks sent early once this much is written beyond what the
+# server already holds of it; smaller files are sent whole at close.
+EARLY_BYTES = 32 * 1024 * 1024
+# Files whose early blocks are remembered at once (the oldest is forgotten beyond that).
+EARLY_FILES = 16
 
 log = logging.getLogger(__name__)
 
 Block = tuple[str, int, memoryview]  # (hash, offset in the file, data)
+Located = tuple[int, int, str]  # (offset in the file, size, hash): a manifest entry
+Held = Callable[[list[Located]], None]  # told of blocks the server holds
+T = TypeVar("T")
 
 
 class ContentChanged(Exception):
     """The dirty file changed during the upload; try again."""
+
+
+def named_chunks(fd: int, size: int, start: int = 0, final: bool = True) -> Iterator[Block]:
+    """The named chunks of bytes [start, size) of an open file (see `chunk_file`), each data
+    a view into its read window; FileShrank when the file got shorter than `size` meanwhile,
+    whose chunks would then mix two versions."""
+    for chunk in chunk_file(fd, size, start, final):
+        yield block_hash(chunk.data), chunk.offset, chunk.data
+    if os.fstat(fd).st_size < size:
+        raise FileShrank(f"the file shrank below {size} bytes while it was read")
 
 
 class _Keeper:
@@ -73,18 +96,16 @@ class _Keeper:
         self._cache = cache
         self._path = path
         self._left = int(cache.max_bytes * CACHE_SHARE)
-        self._send, self._receive = trio.open_memory_channel[list[tuple[str, int, int]]](
-            float("inf")
-        )
+        self._send, self._receive = trio.open_memory_channel[list[Located]](float("inf"))
 
-    def keep(self, blocks: list[Block]) -> None:
-        chosen: list[tuple[str, int, int]] = []
-        for name, offset, data in blocks:
-            if len(data) > self._left:
+    def keep(self, blocks: list[Located]) -> None:
+        chosen: list[Located] = []
+        for block in blocks:
+            if block[1] > self._left:
                 self._left = 0  # keep a prefix of the file: its reader starts there
                 break
-            self._left -= len(data)
-            chosen.append((name, offset, len(data)))
+            self._left -= block[1]
+            chosen.append(block)
         if chosen:
             self._send.send_nowait(chosen)
 
@@ -96,14 +117,14 @@ class _Keeper:
             async for ranges in self._receive:
                 await trio.to_thread.run_sync(self._copy_all, ranges)
 
-    def _copy_all(self, ranges: list[tuple[str, int, int]]) -> None:
+    def _copy_all(self, ranges: list[Located]) -> None:
         try:
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:  # gone already: the file's readers fetch the blocks
             log.debug("could not cache blocks of %s: %s", self._path, exc)
             return
         try:
-            for name, offset, size in ranges:
+            for offset, size, name in ranges:
                 self._cache.copy_in(name, fd, offset, size)
         except OSError as exc:  # the upload went through; a full disk costs a refetch
             log.debug("could not cache uploaded blocks of %s: %s", self._path, exc)
@@ -114,47 +135,100 @@ class _Keeper:
 @dataclass(frozen=True, slots=True)
 class Manifest:
     size: int
-    blocks: list[tuple[int, int, str]]  # (offset, size, hash)
+    blocks: list[Located]
 
 
-def _chunk(path: str, emit: "trio.MemorySendChannel[list[Block]]") -> Manifest:
-    """Cut the file into named blocks (in a worker thread), handing them on in groups."""
-    blocks: list[tuple[int, int, str]] = []
+def _emit_groups(
+    blocks: Iterable[Block], emit: "trio.MemorySendChannel[list[Block]]", out: list[Located]
+) -> None:
+    """Hand blocks on in groups of about BATCH_BYTES (from a worker thread), listing each
+    in `out` before its group leaves."""
     group: list[Block] = []
     group_bytes = 0
-    with open(path, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        try:
-            for chunk in chunk_file(file.fileno(), size):
-                name = block_hash(chunk.data)
-                blocks.append((chunk.offset, len(chunk.data), name))
-                group.append((name, chunk.offset, chunk.data))
-                group_bytes += len(chunk.data)
-                if group_bytes >= BATCH_BYTES or len(group) == MAX_BATCH_BLOCKS:
-                    trio.from_thread.run(emit.send, group)
-                    group, group_bytes = [], 0
-        except FileShrank as exc:
-            raise ContentChanged(str(exc)) from None
-        if os.fstat(file.fileno()).st_size < size:
-            raise ContentChanged(f"{path} shrank during the upload")
+    for name, offset, data in blocks:
+        out.append((offset, len(data), name))
+        group.append((name, offset, data))
+        group_bytes += len(data)
+        if group_bytes >= BATCH_BYTES or len(group) == MAX_BATCH_BLOCKS:
+            trio.from_thread.run(emit.send, group)
+            group, group_bytes = [], 0
     if group:
         trio.from_thread.run(emit.send, group)
+
+
+def _still_there(fd: int, size: int, known: Sequence[Located]) -> list[Located]:
+    """The longest prefix of `known` (blocks from offset 0 on, in order) that the file still
+    holds byte for byte: each block's range read again and hashed. Whatever the early upload
+    recorded, only blocks whose names match the bytes now in the file reach a manifest."""
+    kept: list[Located] = []
+    end = 0
+    for offset, length, name in known:
+        if offset != end or offset + length > size:
+            break
+        data = os.pread(fd, length, offset)
+        if len(data) != length or block_hash(data) != name:
+            break
+        kept.append((offset, length, name))
+        end = offset + length
+    return kept
+
+
+def _chunk(
+    path: str,
+    known: Sequence[Located],
+    held: Held,
+    emit: "trio.MemorySendChannel[list[Block]]",
+) -> Manifest:
+    """Cut the whole file into named blocks (in a worker thread), handing them on in groups;
+    the prefix of `known` the file still holds is taken as it is, not sent again."""
+    with open(path, "rb") as file:
+        fd = file.fileno()
+        size = os.fstat(fd).st_size
+        blocks = _still_there(fd, size, known)
+        if blocks:
+            trio.from_thread.run_sync(held, blocks)
+        start = blocks[-1][0] + blocks[-1][1] if blocks else 0
+        try:
+            _emit_groups(named_chunks(fd, size, start), emit, blocks)
+        except FileShrank as exc:
+            raise ContentChanged(f"{path}: {exc}") from None
     return Manifest(size, blocks)
 
 
 async def upload_blocks(
-    remote: RemoteDrive, blocks: BlockCache, path: str, limiter: trio.CapacityLimiter
+    remote: RemoteDrive,
+    blocks: BlockCache,
+    path: str,
+    limiter: trio.CapacityLimiter,
+    known: Sequence[Located] = (),
 ) -> Manifest:
     """Chunk the file at `path` and make sure the server has every block; return the list.
+    `known` are blocks the server holds that the file began with a moment ago (sent early,
+    while it was written): those the file still holds are not chunked or sent again.
 
     The first failure of any stage stops the others and is raised as it is (not wrapped in
     an exception group), so callers can tell ContentChanged or ServerUnreachable apart.
     """
+    keeper = _Keeper(blocks, path)
+    chunk = partial(_chunk, path, known, keeper.keep)
+    return await _pipeline(remote, limiter, chunk, keeper.keep, keeper.run, keeper.close)
+
+
+async def _pipeline(
+    remote: RemoteDrive,
+    limiter: trio.CapacityLimiter,
+    chunk: Callable[["trio.MemorySendChannel[list[Block]]"], T],
+    held: Held,
+    beside: Callable[[], Awaitable[object]] | None = None,
+    sent: Callable[[], None] | None = None,
+) -> T:
+    """Run `chunk` in a worker thread and send what the server lacks of the groups it
+    emits; `held` hears of every block the server holds, `beside` runs along (until `sent`
+    is called, once every block is sent). Answers what `chunk` returns."""
     found_in, found_out = trio.open_memory_channel[list[Block]](1)
     checked_in, checked_out = trio.open_memory_channel[tuple[list[Block], set[str]]](1)
     batch_in, batch_out = trio.open_memory_channel[list[Block]](1)
-    keeper = _Keeper(blocks, path)
-    manifest: list[Manifest] = []
+    result: list[T] = []
     failures: list[Exception] = []
 
     async def stage(work: Callable[[], Awaitable[object]]) -> None:
@@ -166,28 +240,33 @@ async def upload_blocks(
 
     async def chunker() -> None:
         async with found_in:
-            manifest.append(await trio.to_thread.run_sync(_chunk, path, found_in, limiter=limiter))
+            result.append(await trio.to_thread.run_sync(chunk, found_in, limiter=limiter))
 
     senders_left = UPLOAD_CONCURRENCY
 
     async def sender(batches: "trio.MemoryReceiveChannel[list[Block]]") -> None:
         nonlocal senders_left
-        await _send(remote, keeper, batches)
+        await _send(remote, held, batches)
         senders_left -= 1
-        if not senders_left:
-            keeper.close()  # every block the server holds is queued for the cache
+        if not senders_left and sent is not None:
+            sent()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(stage, keeper.run)
+        if beside is not None:
+            nursery.start_soon(stage, beside)
         nursery.start_soon(stage, chunker)
         nursery.start_soon(stage, partial(_check, remote, found_out, checked_in))
-        nursery.start_soon(stage, partial(_pack, keeper, checked_out, batch_in))
+        nursery.start_soon(stage, partial(_pack, held, checked_out, batch_in))
         async with batch_out:
             for _ in range(UPLOAD_CONCURRENCY):
                 nursery.start_soon(stage, partial(sender, batch_out.clone()))
     if failures:
         raise failures[0]
-    return manifest[0]
+    return result[0]
+
+
+def _located(blocks: list[Block]) -> list[Located]:
+    return [(offset, len(data), name) for name, offset, data in blocks]
 
 
 async def _check(
@@ -206,16 +285,16 @@ async def _check(
 
 
 async def _pack(
-    keeper: _Keeper,
+    held: Held,
     checked: "trio.MemoryReceiveChannel[tuple[list[Block], set[str]]]",
     batches: "trio.MemorySendChannel[list[Block]]",
 ) -> None:
-    """Pack the blocks the server lacks into batches; cache the ones it has."""
+    """Pack the blocks the server lacks into batches; report the ones it has."""
     batch: list[Block] = []
     batch_bytes = 0
     async with checked, batches:
         async for group, missing in checked:
-            keeper.keep([block for block in group if block[0] not in missing])
+            held(_located([block for block in group if block[0] not in missing]))
             for block in group:
                 if block[0] not in missing:
                     continue
@@ -230,11 +309,153 @@ async def _pack(
 
 async def _send(
     remote: RemoteDrive,
-    keeper: _Keeper,
+    held: Held,
     batches: "trio.MemoryReceiveChannel[list[Block]]",
 ) -> None:
-    """Upload batches until there are none left, caching each once the server holds it."""
+    """Upload batches until there are none left, reporting each once the server holds it."""
     async with batches:
         async for batch in batches:
             await remote.put_blocks([(name, data) for name, _offset, data in batch])
-            keeper.keep(batch)
+            held(_located(batch))
+
+
+# -- early upload: blocks of a file still being written ----------------------------------------
+
+
+@dataclass(eq=False)
+class _Early:
+    """What the server holds of one file being written: `prefix`, its first blocks in order
+    (contiguous from offset 0), and the pass sending the next ones, if any."""
+
+    prefix: list[Located] = field(default_factory=list)
+    written: int = 0  # the end of the furthest write
+    resume_at: int = 0  # no pass starts before `written` reaches this (after a rewrite)
+    touched: float = float("inf")  # the lowest offset written since the pass started
+    pass_start: int = 0  # the bytes the running pass reads: [pass_start, pass_end)
+    pass_end: int = 0
+    scope: trio.CancelScope | None = None
+
+    @property
+    def end(self) -> int:
+        return self.prefix[-1][0] + self.prefix[-1][1] if self.prefix else 0
+
+    def cut(self, offset: int) -> None:
+        """Forget the blocks that hold bytes at or past `offset` (they changed)."""
+        while self.prefix and self.prefix[-1][0] + self.prefix[-1][1] > offset:
+            self.prefix.pop()
+        self.touched = min(self.touched, offset)
+        if self.scope is not None and offset < self.pass_start:
+            self.scope.cancel()  # what it reads no longer follows the prefix
+
+
+class EarlyUploads:
+    """Sends the blocks of a large file while it is still being written, so that at close
+    only its tail is left to chunk and send.
+
+    Content-defined chunks of the written part, except the last one (more data could still
+    move its end), are the chunks the finished file will have if those bytes do not change;
+    blocks are named by their content, so a block sent for bytes rewritten later only cost
+    bandwidth. Nothing is committed here: the upload at close takes the prefix the server
+    holds (`take`), checks that the file still holds those bytes, and chunks from its end.
+    Writes and truncations cut the prefix at the lowest offset they touch; a rewrite below
+    what was sent pauses the passes until another EARLY_BYTES have been appended.
+    """
+
+    def __init__(self, remote: RemoteDrive, dirty: DirtyFiles, nursery: trio.Nursery) -> None:
+        self._remote = remote
+        self._dirty = dirty
+        self._nursery = nursery
+        self._files: dict[int, _Early] = {}
+        self._limiter = trio.CapacityLimiter(1)
+
+    def wrote(self, inode: int, offset: int, end: int) -> None:
+        state = self._files.get(inode)
+        if state is None:
+            if end < EARLY_BYTES:
+                return
+            state = self._track(inode)
+        if offset < max(state.end, state.pass_end if state.scope else 0):
+            state.cut(offset)
+            state.resume_at = max(state.written, end) + EARLY_BYTES
+        state.written = max(state.written, end)
+        self._next_pass(inode, state)
+
+    def truncated(self, inode: int, size: int) -> None:
+        state = self._files.get(inode)
+        if state is not None:
+            state.cut(size)
+            state.written = min(state.written, size)
+
+    def forget(self, inode: int) -> None:
+        """The dirty copy is made anew: what was sent of the old one says nothing of it."""
+        state = self._files.pop(inode, None)
+        if state is not None and state.scope is not None:
+            state.scope.cancel()
+
+    def take(self, inode: int) -> list[Located]:
+        """The blocks the server holds that the file began with (stopping the pass under way:
+        the upload at close sends the rest)."""
+        state = self._files.get(inode)
+        if state is None:
+            return []
+        if state.scope is not None:
+            state.scope.cancel()
+        return list(state.prefix)
+
+    def _track(self, inode: int) -> _Early:
+        if len(self._files) >= EARLY_FILES:
+            self.forget(next(iter(self._files)))
+        state = self._files[inode] = _Early()
+        return state
+
+    def _next_pass(self, inode: int, state: _Early) -> None:
+        """Start a pass when enough is written beyond what the server holds."""
+        if (
+            state.scope is None
+            and state.written >= state.resume_at
+            and state.written - state.end >= EARLY_BYTES
+        ):
+            self._start(inode, state)
+
+    def _start(self, inode: int, state: _Early) -> None:
+        state.scope = trio.CancelScope()
+        state.touched = float("inf")
+        state.pass_start, state.pass_end = state.end, state.written
+        self._nursery.start_soon(self._pass, inode, state, state.scope, state.end, state.written)
+
+    async def _pass(
+        self, inode: int, state: _Early, scope: trio.CancelScope, start: int, end: int
+    ) -> None:
+        """Send the blocks of bytes [start, end) of the file, extending the prefix with each
+        run of them the server holds; any failure only leaves more for the close."""
+        order: list[Located] = []
+        held: set[str] = set()
+        done = 0
+
+        def extend(blocks: list[Located]) -> None:
+            nonlocal done
+            held.update(name for _offset, _size, name in blocks)
+            while done < len(order) and order[done][2] in held:
+                offset, size, _name = order[done]
+                if self._files.get(inode) is not state or scope.cancel_called:
+                    return
+                if offset != state.end or offset + size > state.touched:
+                    scope.cancel()
+                    return
+                state.prefix.append(order[done])
+                done += 1
+
+        def chunk(emit: "trio.MemorySendChannel[list[Block]]") -> None:
+            with open(self._dirty.path(inode), "rb") as file:
+                _emit_groups(named_chunks(file.fileno(), end, start, final=False), emit, order)
+
+        with scope:
+            try:
+                await _pipeline(self._remote, self._limiter, chunk, extend)
+            except Exception as exc:  # the close sends whatever is not on the server yet
+                log.debug("early upload of inode %d stopped: %s", inode, exc)
+                state.resume_at = state.written + EARLY_BYTES  # not again at the next write
+        if state.scope is scope:
+            state.scope = None
+            if self._files.get(inode) is state and not scope.cancel_called:
+                self._next_pass(inode, state)

@@ -45,14 +45,18 @@ def iter_file_chunks(file: BinaryIO) -> Iterator[Chunk]:
     yield from chunk_file(file.fileno(), os.fstat(file.fileno()).st_size)
 
 
-def chunk_file(fd: int, size: int) -> Iterator[Chunk]:
-    """The content-defined chunks of the first `size` bytes of a file, read with pread a
-    window at a time, so memory does not grow with the file: the same chunks as the whole
-    content cut at once (a window's last chunk, which its end may have cut short, is cut
-    again with the next window). Never a memory map: a file that shrinks under a mapping
-    kills the process (SIGBUS), and a mount's dirty copy can be truncated at any moment.
-    FileShrank when it does. Each chunk's data is a view into its window (no copy)."""
-    offset = 0
+def chunk_file(fd: int, size: int, start: int = 0, final: bool = True) -> Iterator[Chunk]:
+    """The content-defined chunks of bytes [start, size) of a file, read with pread a window
+    at a time, so memory does not grow with the file: the same chunks as the whole content
+    cut at once (a window's last chunk, which its end may have cut short, is cut again with
+    the next window), provided `start` is a cut point of that content. With `final` false,
+    `size` is not the end of the file but of what is known so far (a file still being
+    written): the last chunk, which more data could lengthen, is left out too, so every
+    chunk yielded is one the finished file will have if these bytes stay as they are.
+    Never a memory map: a file that shrinks under a mapping kills the process (SIGBUS), and
+    a mount's dirty copy can be truncated at any moment. FileShrank when it does. Each
+    chunk's data is a view into its window (no copy)."""
+    offset = start
     while offset < size:
         wanted = min(WINDOW_BYTES, size - offset)
         window = memoryview(os.pread(fd, wanted, offset))
@@ -61,8 +65,10 @@ def chunk_file(fd: int, size: int) -> Iterator[Chunk]:
         cuts = [
             (cut.offset, cut.length) for cut in fastcdc(window, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
         ]
-        if offset + wanted < size:
+        if offset + wanted < size or not final:
             cuts.pop()  # ends where the window does, not where the content says
-        for start, length in cuts:
-            yield Chunk(offset + start, window[start : start + length])
+        if not cuts:
+            return
+        for begin, length in cuts:
+            yield Chunk(offset + begin, window[begin : begin + length])
         offset += cuts[-1][0] + cuts[-1][1]
