@@ -139,15 +139,17 @@ class Txn(Tree):
 
     @contextmanager
     def step(self) -> Iterator[None]:
-        """One operation of a batch, in a SAVEPOINT: when it fails, it alone is undone
-        (its journal cursors too) and the operations before it stay."""
+        """Operations of a batch in one SAVEPOINT: when one fails, they are undone together
+        (with their journal cursors and what was kept in memory) and the ones before stay."""
         cursor = self.namespace.cursor
         journaled, referred, created = len(self._entries), len(self._references), len(self._created)
+        unused = set(self.unused_commit_ids)
         try:
             with _mapped_errors(), self.session.begin_nested():
                 yield
         except BaseException:
             self.namespace.cursor = cursor
+            self.unused_commit_ids = unused
             del self._entries[journaled:]
             del self._references[referred:]
             # Rows inserted without the ORM are gone; so must their objects be (SQLite may
