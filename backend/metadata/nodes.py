@@ -100,9 +100,13 @@ class Tree:
         self._paths: dict[int, str] = {}
         self._root: Node | None = None
         self._children: dict[tuple[int, str], Node] = {}
-        # Folders created in this transaction: every live child of theirs is in _children,
-        # so a name missing there is absent without a query.
-        self._fresh: set[int] = set()
+        # Folders created in this transaction or read whole: every live child of theirs is
+        # in _children, so a name missing there is absent without a query.
+        self._complete: set[int] = set()
+        # A folder with at most this many children is read whole at its first lookup (0:
+        # never); folders found bigger are looked up name by name.
+        self.read_whole = 0
+        self._big: set[int] = set()
 
     def root(self) -> Node:
         if self._root is None:
@@ -114,8 +118,10 @@ class Tree:
 
     def child(self, parent: Node, name: str) -> Node | None:
         found = self._children.get((parent.id, name))
-        if found is not None or parent.id in self._fresh:
+        if found is not None or parent.id in self._complete:
             return found
+        if self.read_whole and parent.id not in self._big and self._read_whole(parent):
+            return self._children.get((parent.id, name))
         query = select(Node).where(
             Node.namespace_id == self.namespace_id,
             Node.parent_id == parent.id,
@@ -127,12 +133,29 @@ class Tree:
             self._children[(parent.id, name)] = found
         return found
 
+    def _read_whole(self, parent: Node) -> bool:
+        """Read a small folder's live children at once: a batch looking up many names in
+        one folder (or finding them absent) then pays one query, not one per name."""
+        query = (
+            select(Node)
+            .where(Node.parent_id == parent.id, Node.deleted == false())
+            .limit(self.read_whole + 1)
+        )
+        children = self.session.scalars(query).all()
+        if len(children) > self.read_whole:
+            self._big.add(parent.id)
+            return False
+        for node in children:
+            self._children[(parent.id, node.name)] = node
+        self._complete.add(parent.id)
+        return True
+
     def placed(self, node: Node, fresh: bool = False) -> None:
         """Note a live node at its (parent, name); `fresh`: a folder made in this
         transaction, whose children all pass through here."""
         self._children[(node.parent_id, node.name)] = node
         if fresh:
-            self._fresh.add(node.id)
+            self._complete.add(node.id)
 
     def displaced(self, node: Node) -> None:
         """Forget the node at its current (parent, name): it is leaving that place."""
@@ -213,7 +236,8 @@ class Tree:
         """Drop everything cached: a rolled back savepoint undid changes it knew of."""
         self._paths.clear()
         self._children.clear()
-        self._fresh.clear()
+        self._complete.clear()
+        self._big.clear()
         self._root = None
 
     def info(self, node: Node) -> NodeInfo:
