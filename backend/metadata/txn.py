@@ -154,6 +154,9 @@ class Txn(Tree):
         unused = set(self.unused_commit_ids)
         try:
             with _mapped_errors(), self.session.begin_nested():
+                # The session emits SAVEPOINT only once it uses the connection itself: plain
+                # INSERTs on `connection` alone would land outside the savepoint.
+                self.session.connection()
                 yield
         except BaseException:
             self.cursor = cursor
