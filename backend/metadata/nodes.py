@@ -103,9 +103,10 @@ class Tree:
         # Folders created in this transaction or read whole: every live child of theirs is
         # in _children, so a name missing there is absent without a query.
         self._complete: set[int] = set()
-        # A folder with at most this many children is read whole at its first lookup (0:
+        # A folder with at most this many children is read whole at its second lookup (0:
         # never); folders found bigger are looked up name by name.
         self.read_whole = 0
+        self._looked_up: set[int] = set()
         self._big: set[int] = set()
 
     def root(self) -> Node:
@@ -120,7 +121,7 @@ class Tree:
         found = self._children.get((parent.id, name))
         if found is not None or parent.id in self._complete:
             return found
-        if self.read_whole and parent.id not in self._big and self._read_whole(parent):
+        if self._second_lookup(parent) and self._read_whole(parent):
             return self._children.get((parent.id, name))
         query = select(Node).where(
             Node.namespace_id == self.namespace_id,
@@ -132,6 +133,16 @@ class Tree:
         if found is not None:
             self._children[(parent.id, name)] = found
         return found
+
+    def _second_lookup(self, parent: Node) -> bool:
+        """True at the second lookup of a name in this folder: the folders of a path's
+        ancestors, looked up once each, are not worth reading whole."""
+        if not self.read_whole or parent.id in self._big:
+            return False
+        if parent.id in self._looked_up:
+            return True
+        self._looked_up.add(parent.id)
+        return False
 
     def _read_whole(self, parent: Node) -> bool:
         """Read a small folder's live children at once: a batch looking up many names in
@@ -237,6 +248,7 @@ class Tree:
         self._paths.clear()
         self._children.clear()
         self._complete.clear()
+        self._looked_up.clear()
         self._big.clear()
         self._root = None
 
