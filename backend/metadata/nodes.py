@@ -8,9 +8,10 @@ the child cache true through `placed`/`displaced` and drops it when a savepoint 
 """
 
 import base64
+from functools import cache
 
-from sqlalchemy import exists, false, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, bindparam, exists, false, select
+from sqlalchemy.orm import Session, aliased
 
 from backend.db.models import DIR, Node
 from backend.metadata.types import NodeInfo
@@ -25,6 +26,7 @@ from backend.protocol.paths import NAME_MAX, PATH_MAX, InvalidPath, split_path
 
 MODE_MASK = 0o7777
 INT64_MAX = 2**63 - 1
+MAX_CHAIN = 16  # names below one another resolved by one query at most
 
 
 def parse_path(path: object) -> list[str]:
@@ -100,6 +102,8 @@ class Tree:
         self._paths: dict[int, str] = {}
         self._root: Node | None = None
         self._children: dict[tuple[int, str], Node] = {}
+        # Names found absent by a chained lookup (placed() strikes them off).
+        self._absent: set[tuple[int, str]] = set()
         # Folders created in this transaction or read whole: every live child of theirs is
         # in _children, so a name missing there is absent without a query.
         self._complete: set[int] = set()
@@ -117,10 +121,16 @@ class Tree:
             self._root = self.session.scalars(query).one()
         return self._root
 
-    def child(self, parent: Node, name: str) -> Node | None:
-        found = self._children.get((parent.id, name))
-        if found is not None or parent.id in self._complete:
+    def child(self, parent: Node, name: str, below: list[str] | None = None) -> Node | None:
+        """The live child named `name`. `below`: the names a walk will look up under it
+        next (folders on the way), resolved by the same query when it is not cached: a
+        path of cold folders costs one query, not one per folder."""
+        key = (parent.id, name)
+        found = self._children.get(key)
+        if found is not None or parent.id in self._complete or key in self._absent:
             return found
+        if below:
+            return self._chain(parent, [name, *below[: MAX_CHAIN - 1]])
         if self._second_lookup(parent) and self._read_whole(parent):
             return self._children.get((parent.id, name))
         query = select(Node).where(
@@ -133,6 +143,22 @@ class Tree:
         if found is not None:
             self._children[(parent.id, name)] = found
         return found
+
+    def _chain(self, parent: Node, names: list[str]) -> Node | None:
+        """Look up names[0] under parent, names[1] under it ... in one query; cache every
+        node found and the first name found absent; the first node, if any."""
+        query = _chain_query(len(names))
+        params = {f"name{depth}": name for depth, name in enumerate(names)}
+        row = self.session.execute(query, {"namespace": self.namespace_id,
+                                           "parent": parent.id, **params}).first()  # fmt: skip
+        above = parent
+        for name, node in zip(names, row or [None], strict=False):
+            if node is None:
+                self._absent.add((above.id, name))
+                break
+            self._children[(above.id, name)] = node
+            above = node
+        return row[0] if row else None
 
     def _second_lookup(self, parent: Node) -> bool:
         """True at the second lookup of a name in this folder: the folders of a path's
@@ -165,6 +191,7 @@ class Tree:
         """Note a live node at its (parent, name); `fresh`: a folder made in this
         transaction, whose children all pass through here."""
         self._children[(node.parent_id, node.name)] = node
+        self._absent.discard((node.parent_id, node.name))
         if fresh:
             self._complete.add(node.id)
 
@@ -191,7 +218,7 @@ class Tree:
         for depth, name in enumerate(parts):
             if node.type != DIR:
                 raise NotADirectory(f"not a folder: {format_path(parts[:depth])}")
-            found = self.child(node, name)
+            found = self.child(node, name, parts[depth + 1 : -1])
             if found is None:
                 raise NotFound(f"no such file or folder: {format_path(parts[: depth + 1])}")
             node = found
@@ -247,6 +274,7 @@ class Tree:
         """Drop everything cached: a rolled back savepoint undid changes it knew of."""
         self._paths.clear()
         self._children.clear()
+        self._absent.clear()
         self._complete.clear()
         self._looked_up.clear()
         self._big.clear()
@@ -254,3 +282,24 @@ class Tree:
 
     def info(self, node: Node) -> NodeInfo:
         return node_info(node, self.path_of(node))
+
+
+@cache
+def _chain_query(length: int) -> Select:
+    """Live nodes named :name0, :name1 ... each under the one before, the first under
+    :parent: one row, None from the first name absent on (built once per length)."""
+    nodes = [aliased(Node) for _ in range(length)]
+    query = select(*nodes).where(
+        nodes[0].namespace_id == bindparam("namespace"),
+        nodes[0].parent_id == bindparam("parent"),
+        nodes[0].name == bindparam("name0"),
+        nodes[0].deleted == false(),
+    )
+    for depth in range(1, length):
+        below, above = nodes[depth], nodes[depth - 1]
+        query = query.outerjoin(below, and_(
+            below.parent_id == above.id,
+            below.name == bindparam(f"name{depth}"),
+            below.deleted == false(),
+        ))  # fmt: skip
+    return query

@@ -136,7 +136,7 @@ class Txn(Tree):
         """The folder at parts, creating (and journaling) missing ones like mkdir -p."""
         node = self.root()
         for depth, name in enumerate(parts):
-            found = self.child(node, name)
+            found = self.child(node, name, parts[depth + 1 :])
             if found is None:
                 found = self.create(node, name, DIR, DEFAULT_DIR_MODE, None)
                 self.journal(found)
