@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 
 from backend.db.models import BatchAnswer
 from backend.metadata.revisions import check_commit, commit_once, note_unused_commit_ids
@@ -39,7 +39,15 @@ from backend.protocol.errors import CirrusError, InvalidRequest
 
 MAX_BATCH_OPS = 1000
 MAX_CLIENT = 64
-_INSERT_ANSWERS = insert(BatchAnswer.__table__)
+_ANSWER_TABLE = BatchAnswer.__table__
+_INSERT_ANSWERS = insert(_ANSWER_TABLE)
+_MINE = (_ANSWER_TABLE.c.namespace_id == bindparam("namespace")) & (
+    _ANSWER_TABLE.c.client == bindparam("client")
+)
+_DROP_ANSWERS = delete(_ANSWER_TABLE).where(_MINE, _ANSWER_TABLE.c.seq < bindparam("first"))
+_ANSWERS = select(_ANSWER_TABLE.c.seq, _ANSWER_TABLE.c.answer).where(
+    _MINE, _ANSWER_TABLE.c.seq.in_(bindparam("seqs", expanding=True))
+)
 
 
 def _given_answers(tx: Txn, client: str | None, ops: list[BatchOp]) -> dict[int, dict]:
@@ -48,10 +56,9 @@ def _given_answers(tx: Txn, client: str | None, ops: list[BatchOp]) -> dict[int,
     seqs = [op.seq for op in ops if op.seq is not None]
     if client is None or not seqs:
         return {}
-    mine = (BatchAnswer.namespace_id == tx.namespace_id) & (BatchAnswer.client == client)
-    tx.session.execute(delete(BatchAnswer).where(mine, BatchAnswer.seq < min(seqs)))
-    query = select(BatchAnswer.seq, BatchAnswer.answer).where(mine, BatchAnswer.seq.in_(seqs))
-    return dict(tx.session.execute(query).tuples().all())
+    mine = {"namespace": tx.namespace_id, "client": client}
+    tx.connection.execute(_DROP_ANSWERS, {**mine, "first": min(seqs)})
+    return dict(tx.connection.execute(_ANSWERS, {**mine, "seqs": seqs}).tuples().all())
 
 
 @dataclass(frozen=True, slots=True)

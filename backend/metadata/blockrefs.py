@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # txn.py calls write_references at the end of each transactio
 
 MAX_HASHES = 10_000
 _IN_BATCH = 500
+_OWNED = select(NamespaceBlock.hash).where(
+    NamespaceBlock.namespace_id == bindparam("namespace"),
+    NamespaceBlock.hash.in_(bindparam("hashes", expanding=True)),
+)
 _BLOCKS = Block.__table__
 _COUNT_REFERENCES = (
     update(_BLOCKS)
@@ -56,11 +60,8 @@ def owned_hashes(session: Session, namespace_id: int, hashes: list[str]) -> set[
     """The subset of hashes this drive has uploaded."""
     owned: set[str] = set()
     for start in range(0, len(hashes), _IN_BATCH):
-        batch = hashes[start : start + _IN_BATCH]
-        query = select(NamespaceBlock.hash).where(
-            NamespaceBlock.namespace_id == namespace_id, NamespaceBlock.hash.in_(batch)
-        )
-        owned.update(session.scalars(query))
+        params = {"namespace": namespace_id, "hashes": hashes[start : start + _IN_BATCH]}
+        owned.update(session.scalars(_OWNED, params))
     return owned
 
 

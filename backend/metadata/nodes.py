@@ -27,6 +27,16 @@ from backend.protocol.paths import NAME_MAX, PATH_MAX, InvalidPath, split_path
 MODE_MASK = 0o7777
 INT64_MAX = 2**63 - 1
 MAX_CHAIN = 16  # names below one another resolved by one query at most
+# Statements of every lookup, built once: building one cost about as much as running it.
+_ROOT = select(Node).where(Node.namespace_id == bindparam("namespace"), Node.parent_id.is_(None))
+_SOME_CHILDREN = (
+    select(Node)
+    .where(Node.parent_id == bindparam("parent"), Node.deleted == false())
+    .limit(bindparam("limit"))
+)
+_HAS_CHILDREN = select(
+    exists().where(Node.parent_id == bindparam("parent"), Node.deleted == false())
+)
 
 
 def parse_path(path: object) -> list[str]:
@@ -115,10 +125,7 @@ class Tree:
 
     def root(self) -> Node:
         if self._root is None:
-            query = select(Node).where(
-                Node.namespace_id == self.namespace_id, Node.parent_id.is_(None)
-            )
-            self._root = self.session.scalars(query).one()
+            self._root = self.session.scalars(_ROOT, {"namespace": self.namespace_id}).one()
         return self._root
 
     def child(self, parent: Node, name: str, below: list[str] | None = None) -> Node | None:
@@ -129,20 +136,9 @@ class Tree:
         found = self._children.get(key)
         if found is not None or parent.id in self._complete or key in self._absent:
             return found
-        if below:
-            return self._chain(parent, [name, *below[: MAX_CHAIN - 1]])
-        if self._second_lookup(parent) and self._read_whole(parent):
-            return self._children.get((parent.id, name))
-        query = select(Node).where(
-            Node.namespace_id == self.namespace_id,
-            Node.parent_id == parent.id,
-            Node.name == name,
-            Node.deleted == false(),
-        )
-        found = self.session.scalars(query).one_or_none()
-        if found is not None:
-            self._children[(parent.id, name)] = found
-        return found
+        if not below and self._second_lookup(parent) and self._read_whole(parent):
+            return self._children.get(key)
+        return self._chain(parent, [name, *(below or [])[: MAX_CHAIN - 1]])
 
     def _chain(self, parent: Node, names: list[str]) -> Node | None:
         """Look up names[0] under parent, names[1] under it ... in one query; cache every
@@ -173,12 +169,8 @@ class Tree:
     def _read_whole(self, parent: Node) -> bool:
         """Read a small folder's live children at once: a batch looking up many names in
         one folder (or finding them absent) then pays one query, not one per name."""
-        query = (
-            select(Node)
-            .where(Node.parent_id == parent.id, Node.deleted == false())
-            .limit(self.read_whole + 1)
-        )
-        children = self.session.scalars(query).all()
+        params = {"parent": parent.id, "limit": self.read_whole + 1}
+        children = self.session.scalars(_SOME_CHILDREN, params).all()
         if len(children) > self.read_whole:
             self._big.add(parent.id)
             return False
@@ -209,8 +201,7 @@ class Tree:
         return list(self.session.scalars(query))
 
     def has_children(self, parent: Node) -> bool:
-        query = select(exists().where(Node.parent_id == parent.id, Node.deleted == false()))
-        return bool(self.session.scalar(query))
+        return bool(self.session.scalar(_HAS_CHILDREN, {"parent": parent.id}))
 
     def lookup(self, parts: list[str]) -> Node:
         """The live node at a parsed path; NotADirectory when a file is in the way."""

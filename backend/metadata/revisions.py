@@ -9,7 +9,7 @@ past the client's base_rev: it lands beside it as a conflicted copy, as Dropbox 
 import os
 from datetime import UTC, datetime
 
-from sqlalchemy import false, insert, select, true
+from sqlalchemy import bindparam, false, insert, select, true
 
 from backend.db.models import (
     DIR,
@@ -52,6 +52,10 @@ _IN_BATCH = 500
 _INSERT_REVISION = insert(Revision.__table__).returning(Revision.id)
 _INSERT_BLOCK_LIST = insert(RevisionBlock.__table__)
 _INSERT_PENDING = insert(PendingBlock.__table__)
+_USED_COMMIT_IDS = select(Revision.commit_id).where(
+    Revision.namespace_id == bindparam("namespace"),
+    Revision.commit_id.in_(bindparam("ids", expanding=True)),
+)
 
 
 class Revisions:
@@ -139,11 +143,9 @@ def note_unused_commit_ids(tx: Txn, commit_ids: list[str]) -> None:
     need no lookup each (a batch sent again finds its ids used and looks them up)."""
     unused = set(commit_ids)
     for start in range(0, len(commit_ids), _IN_BATCH):
-        query = select(Revision.commit_id).where(
-            Revision.namespace_id == tx.namespace_id,
-            Revision.commit_id.in_(commit_ids[start : start + _IN_BATCH]),
-        )
-        unused.difference_update(tx.session.scalars(query))
+        ids = commit_ids[start : start + _IN_BATCH]
+        used = tx.connection.execute(_USED_COMMIT_IDS, {"namespace": tx.namespace_id, "ids": ids})
+        unused.difference_update(used.scalars())
     tx.unused_commit_ids = unused
 
 
