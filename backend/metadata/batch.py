@@ -2,10 +2,11 @@
 
 A sync client replays its journal of local changes in order; one request and one
 transaction (one fsync) per change was what bounded it. A batch applies the operations in
-the order given, each in a SAVEPOINT of one write transaction of the drive: an operation
-that is refused is undone alone, the ones before it stay, and everything that succeeded
-commits together with its change-journal entries. Writers of the drive queue on the same
-lock as single calls, so concurrent clients still see one serial order.
+the order given in one write transaction of the drive, as if each had a SAVEPOINT of its
+own: an operation that is refused is undone alone, the ones before it stay, and everything
+that succeeded commits together with its change-journal entries (they share one savepoint
+until one is refused: see `_Run`). Writers of the drive queue on the same lock as single
+calls, so concurrent clients still see one serial order.
 
 An operation may carry the client's own sequence number (`seq`, with the batch's `client`):
 its answer is kept, and the same operation sent again (a batch retried after its answer was
