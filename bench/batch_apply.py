@@ -91,7 +91,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="operations per request")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "cirrus-bench")
     parser.add_argument(
-        "--profile-pid-file", type=Path, help="write the server's pid here (for py-spy)"
+        "--profile-pid-file",
+        type=Path,
+        help="write the server's pid here once the timed part starts (for py-spy)",
     )
     args = parser.parse_args()
     ops, blocks = tar_ops(fetch_tarball(args.cache))
@@ -102,12 +104,12 @@ def main() -> None:
         server = CirrusServer(Path(home))
         server.start()
         try:
-            if args.profile_pid_file is not None:
-                args.profile_pid_file.write_text(str(server.proc.pid))
             token = server.create_user("bench")
             headers = {"Authorization": f"Bearer {token}"}
             with httpx.Client(base_url=server.url, headers=headers, timeout=300) as client:
                 upload(client, blocks)
+                if args.profile_pid_file is not None:
+                    args.profile_pid_file.write_text(str(server.proc.pid))
                 cpu = cpu_seconds(server.proc.pid)
                 started = time.perf_counter()
                 for start in range(0, len(ops), args.batch):

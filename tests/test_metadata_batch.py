@@ -165,3 +165,24 @@ def test_names_made_by_an_undone_step_are_gone_for_the_steps_after_it(
     answers = metadata.apply_batch(alice, ops, render)
     assert answers == [{"body": {"ok": True}}, {"error": "not_found"}, {"body": {"ok": True}}]
     assert [n.name for n in metadata.list_dir(alice, "/ghost")] == ["sub"]
+
+
+def test_a_refused_step_that_only_inserted_rows_is_undone(
+    metadata: MetadataService, alice: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step whose only writes are plain INSERTs into a folder the batch made (no query
+    at all) is undone too: its savepoint exists before its first write."""
+
+    def mkdir_then_fail(tx, path, mode, mtime_ns):
+        mkdir_in(tx, "/d/ghost", None, None, False)
+        raise errors.NotFound("refused after a change")
+
+    monkeypatch.setattr(batch_module, "setattr_in", mkdir_then_fail)
+    before = metadata.current_cursor(alice.namespace_id)
+    refused = op("setattr", path="/d", mode=1, mtime_ns=None)
+    answers = metadata.apply_batch(alice, [mkdir("/d/x"), refused, mkdir("/d/y")], render)
+    assert answers == [{"body": {"ok": True}}, {"error": "not_found"}, {"body": {"ok": True}}]
+    assert [n.name for n in metadata.list_dir(alice, "/d")] == ["x", "y"]
+    page = metadata.changes(alice, before, 100)
+    assert [c.node.path for c in page.entries] == ["/d", "/d/x", "/d/y"]
+    assert [c.cursor for c in page.entries] == [before + 1, before + 2, before + 3]

@@ -27,7 +27,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
-INSERT_BATCH = 500  # rows per multi-row INSERT (well under SQLite's bound-parameter limit)
 _WRITE_OPTION = "cirrus_write"
 _MIGRATION_LOCK = 0x43697272  # "Cirr": the advisory lock key of schema migrations
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -112,11 +111,13 @@ def _dialect_insert(session: Session):
 
 
 def insert_ignore(session: Session, model: type, rows: list[dict]) -> None:
-    """INSERT rows, skipping those whose key exists (races between drives are harmless)."""
-    insert = _dialect_insert(session)
-    for start in range(0, len(rows), INSERT_BATCH):
-        batch = rows[start : start + INSERT_BATCH]
-        session.execute(insert(model).values(batch).on_conflict_do_nothing())
+    """INSERT rows, skipping those whose key exists (races between drives are harmless).
+    One statement executed for many rows on the session's connection: a multi-row VALUES
+    built per call was compiled again for each new row count, and the ORM's bulk insert
+    added its own work per row."""
+    if rows:
+        statement = _dialect_insert(session)(model.__table__).on_conflict_do_nothing()
+        session.connection().execute(statement, rows)
 
 
 def upsert(session: Session, model: type, row: dict, keys: list[str], update: list[str]) -> None:

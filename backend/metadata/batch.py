@@ -2,10 +2,11 @@
 
 A sync client replays its journal of local changes in order; one request and one
 transaction (one fsync) per change was what bounded it. A batch applies the operations in
-the order given, each in a SAVEPOINT of one write transaction of the drive: an operation
-that is refused is undone alone, the ones before it stay, and everything that succeeded
-commits together with its change-journal entries. Writers of the drive queue on the same
-lock as single calls, so concurrent clients still see one serial order.
+the order given in one write transaction of the drive, as if each had a SAVEPOINT of its
+own: an operation that is refused is undone alone, the ones before it stay, and everything
+that succeeded commits together with its change-journal entries (they share one savepoint
+until one is refused: see `_Run`). Writers of the drive queue on the same lock as single
+calls, so concurrent clients still see one serial order.
 
 An operation may carry the client's own sequence number (`seq`, with the batch's `client`):
 its answer is kept, and the same operation sent again (a batch retried after its answer was
@@ -18,10 +19,10 @@ right after that step, before anything later in its journal changes it.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, insert, select
 
 from backend.db.models import BatchAnswer
 from backend.metadata.revisions import check_commit, commit_once, note_unused_commit_ids
@@ -39,6 +40,15 @@ from backend.protocol.errors import CirrusError, InvalidRequest
 
 MAX_BATCH_OPS = 1000
 MAX_CLIENT = 64
+_ANSWER_TABLE = BatchAnswer.__table__
+_INSERT_ANSWERS = insert(_ANSWER_TABLE)
+_MINE = (_ANSWER_TABLE.c.namespace_id == bindparam("namespace")) & (
+    _ANSWER_TABLE.c.client == bindparam("client")
+)
+_DROP_ANSWERS = delete(_ANSWER_TABLE).where(_MINE, _ANSWER_TABLE.c.seq < bindparam("first"))
+_ANSWERS = select(_ANSWER_TABLE.c.seq, _ANSWER_TABLE.c.answer).where(
+    _MINE, _ANSWER_TABLE.c.seq.in_(bindparam("seqs", expanding=True))
+)
 
 
 def _given_answers(tx: Txn, client: str | None, ops: list[BatchOp]) -> dict[int, dict]:
@@ -47,10 +57,9 @@ def _given_answers(tx: Txn, client: str | None, ops: list[BatchOp]) -> dict[int,
     seqs = [op.seq for op in ops if op.seq is not None]
     if client is None or not seqs:
         return {}
-    mine = (BatchAnswer.namespace_id == tx.namespace_id) & (BatchAnswer.client == client)
-    tx.session.execute(delete(BatchAnswer).where(mine, BatchAnswer.seq < min(seqs)))
-    query = select(BatchAnswer.seq, BatchAnswer.answer).where(mine, BatchAnswer.seq.in_(seqs))
-    return dict(tx.session.execute(query).tuples().all())
+    mine = {"namespace": tx.namespace_id, "client": client}
+    tx.connection.execute(_DROP_ANSWERS, {**mine, "first": min(seqs)})
+    return dict(tx.connection.execute(_ANSWERS, {**mine, "seqs": seqs}).tuples().all())
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,32 +99,27 @@ class Batches:
             for index, op in enumerate(ops)
             if op.kind == "commit"
         }
-        answers: list[dict] = []
         with self.db.write(who.namespace_id) as tx:
+            tx.read_whole = len(ops)  # a folder's children cost at most what its lookups would
             given = _given_answers(tx, client, ops)
             ids = [op.args["request"].commit_id for op in ops if op.kind == "commit"]
             note_unused_commit_ids(tx, [i for i in ids if i is not None])
             tx.owned(list({b.hash: None for _parts, blocks in commits.values() for b in blocks}))
-            for index, op in enumerate(ops):
-                answer = given.get(op.seq)
-                if answer is None:
-                    answer = render(self._outcome(tx, who, op, commits.get(index)))
-                    if client is not None and op.seq is not None:
-                        row = {"namespace_id": tx.namespace_id, "client": client, "seq": op.seq}
-                        tx.session.add(BatchAnswer(**row, answer=answer))
-                answers.append(answer)
-                if stop_on_error and ("error" in answer or answer["body"].get("conflict")):
-                    break
-        return answers
+            run = _Run(self, tx, who, ops, commits, given, render, stop_on_error)
+            run.stretch(0, len(ops))
+            if client is not None:
+                rows = [
+                    {"namespace_id": tx.namespace_id, "client": client, "seq": op.seq,
+                     "answer": answer}
+                    for op, answer in zip(ops, run.answers, strict=False)
+                    if op.seq is not None and op.seq not in given
+                ]  # fmt: skip
+                if rows:
+                    tx.connection.execute(_INSERT_ANSWERS, rows)
+        return run.answers
 
-    def _outcome(self, tx: Txn, who: Principal, op: BatchOp, commit: tuple | None) -> Outcome:
-        try:
-            with tx.step():
-                return Outcome(op.kind, self._one(tx, who, op, commit))
-        except CirrusError as exc:
-            return Outcome(op.kind, error=exc)
-
-    def _one(self, tx: Txn, who: Principal, op: BatchOp, commit: tuple | None) -> Any:
+    def one(self, tx: Txn, who: Principal, op: BatchOp, commit: tuple | None) -> Any:
+        """Apply one operation as its single call would; its value, or CirrusError."""
         args = op.args
         match op.kind:
             case "mkdir":
@@ -135,3 +139,69 @@ class Batches:
                 parts, blocks = commit
                 return commit_once(tx, who, parts, request, blocks, self.max_revisions)
         raise InvalidRequest(f"unknown operation {op.kind!r}")
+
+
+@dataclass(slots=True)
+class _Run:
+    """One batch being applied, optimistically: a stretch of operations shares one
+    SAVEPOINT, since a savepoint per operation cost about as much as the operation. When
+    one of them is refused, the stretch is undone and applied again up to it, the refused
+    operation alone in a savepoint of its own (so what it changed before failing goes),
+    and the rest as a new stretch: the same answers and changes as a savepoint each."""
+
+    batches: Batches
+    tx: Txn
+    who: Principal
+    ops: list[BatchOp]
+    commits: dict[int, tuple]
+    given: dict[int, dict]
+    render: Render
+    stop_on_error: bool
+    answers: list[dict] = field(default_factory=list)
+
+    def stretch(self, start: int, end: int) -> bool:
+        """Apply ops[start:end], each answered in `answers`; True when stop_on_error ended
+        the batch."""
+        while start < end:
+            kept = len(self.answers)
+            index = start
+            try:
+                with self.tx.step():
+                    for index in range(start, end):
+                        if self._answer(index, self._applied(index)):
+                            return True
+                    return False
+            except CirrusError:
+                del self.answers[kept:]
+            # ops[start:index] went through before and do again; ops[index] was refused.
+            if self.stretch(start, index):
+                return True
+            if self._answer(index, self._isolated(index)):
+                return True
+            start = index + 1
+        return False
+
+    def _applied(self, index: int) -> dict:
+        """The answer of ops[index] applied in the current stretch (a refusal raises)."""
+        op = self.ops[index]
+        answer = self.given.get(op.seq)
+        if answer is None:
+            value = self.batches.one(self.tx, self.who, op, self.commits.get(index))
+            self.tx.session.flush()  # its changes now: a failing write is its own refusal
+            answer = self.render(Outcome(op.kind, value))
+        return answer
+
+    def _isolated(self, index: int) -> dict:
+        """The answer of ops[index] applied in a savepoint of its own, refusal included."""
+        op = self.ops[index]
+        try:
+            with self.tx.step():
+                value = self.batches.one(self.tx, self.who, op, self.commits.get(index))
+        except CirrusError as exc:
+            return self.render(Outcome(op.kind, error=exc))
+        return self.render(Outcome(op.kind, value))
+
+    def _answer(self, index: int, answer: dict) -> bool:
+        """Keep the answer; True when it ends the batch (stop_on_error)."""
+        self.answers.append(answer)
+        return self.stop_on_error and ("error" in answer or answer["body"].get("conflict"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from backend.db.engine import insert_ignore
@@ -38,6 +38,16 @@ if TYPE_CHECKING:  # txn.py calls write_references at the end of each transactio
 
 MAX_HASHES = 10_000
 _IN_BATCH = 500
+_OWNED = select(NamespaceBlock.hash).where(
+    NamespaceBlock.namespace_id == bindparam("namespace"),
+    NamespaceBlock.hash.in_(bindparam("hashes", expanding=True)),
+)
+_BLOCKS = Block.__table__
+_COUNT_REFERENCES = (
+    update(_BLOCKS)
+    .where(_BLOCKS.c.hash == bindparam("counted"))
+    .values(refcount=_BLOCKS.c.refcount + bindparam("change"), last_used=bindparam("used"))
+)
 
 
 def check_hash(value: object) -> str:
@@ -50,17 +60,16 @@ def owned_hashes(session: Session, namespace_id: int, hashes: list[str]) -> set[
     """The subset of hashes this drive has uploaded."""
     owned: set[str] = set()
     for start in range(0, len(hashes), _IN_BATCH):
-        batch = hashes[start : start + _IN_BATCH]
-        query = select(NamespaceBlock.hash).where(
-            NamespaceBlock.namespace_id == namespace_id, NamespaceBlock.hash.in_(batch)
-        )
-        owned.update(session.scalars(query))
+        params = {"namespace": namespace_id, "hashes": hashes[start : start + _IN_BATCH]}
+        owned.update(session.scalars(_OWNED, params))
     return owned
 
 
 def write_references(tx: Txn, references: list[tuple[str, int, int]]) -> None:
     """Apply the reference changes (hash, size, +1 or -1) a transaction made, at its end:
-    rows for unseen hashes appear (unstored), then one UPDATE per distinct net change."""
+    rows for unseen hashes appear (unstored), then one UPDATE executed once per hash with
+    its net change, in hash order (a stable lock order between concurrent drives on
+    PostgreSQL)."""
     sizes = {block_hash: size for block_hash, size, sign in references if sign > 0}
     rows = [
         {"hash": h, "size": s, "stored_size": None, "refcount": 0, "tier": HOT,
@@ -71,17 +80,11 @@ def write_references(tx: Txn, references: list[tuple[str, int, int]]) -> None:
     net: Counter[str] = Counter()
     for block_hash, _size, sign in references:
         net[block_hash] += sign
-    by_count: dict[int, list[str]] = {}
-    for block_hash, count in net.items():
-        by_count.setdefault(count, []).append(block_hash)
-    for count, group in by_count.items():
-        group.sort()  # a stable lock order between concurrent drives on PostgreSQL
-        for start in range(0, len(group), _IN_BATCH):
-            tx.session.execute(
-                update(Block)
-                .where(Block.hash.in_(group[start : start + _IN_BATCH]))
-                .values(refcount=Block.refcount + count, last_used=tx.now_ns)
-            )
+    changes = [
+        {"counted": block_hash, "change": count, "used": tx.now_ns}
+        for block_hash, count in sorted(net.items())
+    ]
+    tx.connection.execute(_COUNT_REFERENCES, changes)
 
 
 def complete_revision(tx: Txn, revision: Revision) -> None:

@@ -8,9 +8,10 @@ the child cache true through `placed`/`displaced` and drops it when a savepoint 
 """
 
 import base64
+from functools import cache
 
-from sqlalchemy import exists, false, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, bindparam, exists, false, select
+from sqlalchemy.orm import Session, aliased
 
 from backend.db.models import DIR, Node
 from backend.metadata.types import NodeInfo
@@ -25,6 +26,17 @@ from backend.protocol.paths import NAME_MAX, PATH_MAX, InvalidPath, split_path
 
 MODE_MASK = 0o7777
 INT64_MAX = 2**63 - 1
+MAX_CHAIN = 16  # names below one another resolved by one query at most
+# Statements of every lookup, built once: building one cost about as much as running it.
+_ROOT = select(Node).where(Node.namespace_id == bindparam("namespace"), Node.parent_id.is_(None))
+_SOME_CHILDREN = (
+    select(Node)
+    .where(Node.parent_id == bindparam("parent"), Node.deleted == false())
+    .limit(bindparam("limit"))
+)
+_HAS_CHILDREN = select(
+    exists().where(Node.parent_id == bindparam("parent"), Node.deleted == false())
+)
 
 
 def parse_path(path: object) -> list[str]:
@@ -100,39 +112,80 @@ class Tree:
         self._paths: dict[int, str] = {}
         self._root: Node | None = None
         self._children: dict[tuple[int, str], Node] = {}
-        # Folders created in this transaction: every live child of theirs is in _children,
-        # so a name missing there is absent without a query.
-        self._fresh: set[int] = set()
+        # Names found absent by a chained lookup (placed() strikes them off).
+        self._absent: set[tuple[int, str]] = set()
+        # Folders created in this transaction or read whole: every live child of theirs is
+        # in _children, so a name missing there is absent without a query.
+        self._complete: set[int] = set()
+        # A folder with at most this many children is read whole at its second lookup (0:
+        # never); folders found bigger are looked up name by name.
+        self.read_whole = 0
+        self._looked_up: set[int] = set()
+        self._big: set[int] = set()
 
     def root(self) -> Node:
         if self._root is None:
-            query = select(Node).where(
-                Node.namespace_id == self.namespace_id, Node.parent_id.is_(None)
-            )
-            self._root = self.session.scalars(query).one()
+            self._root = self.session.scalars(_ROOT, {"namespace": self.namespace_id}).one()
         return self._root
 
-    def child(self, parent: Node, name: str) -> Node | None:
-        found = self._children.get((parent.id, name))
-        if found is not None or parent.id in self._fresh:
+    def child(self, parent: Node, name: str, below: list[str] | None = None) -> Node | None:
+        """The live child named `name`. `below`: the names a walk will look up under it
+        next (folders on the way), resolved by the same query when it is not cached: a
+        path of cold folders costs one query, not one per folder."""
+        key = (parent.id, name)
+        found = self._children.get(key)
+        if found is not None or parent.id in self._complete or key in self._absent:
             return found
-        query = select(Node).where(
-            Node.namespace_id == self.namespace_id,
-            Node.parent_id == parent.id,
-            Node.name == name,
-            Node.deleted == false(),
-        )
-        found = self.session.scalars(query).one_or_none()
-        if found is not None:
-            self._children[(parent.id, name)] = found
-        return found
+        if not below and self._second_lookup(parent) and self._read_whole(parent):
+            return self._children.get(key)
+        return self._chain(parent, [name, *(below or [])[: MAX_CHAIN - 1]])
+
+    def _chain(self, parent: Node, names: list[str]) -> Node | None:
+        """Look up names[0] under parent, names[1] under it ... in one query; cache every
+        node found and the first name found absent; the first node, if any."""
+        query = _chain_query(len(names))
+        params = {f"name{depth}": name for depth, name in enumerate(names)}
+        row = self.session.execute(query, {"namespace": self.namespace_id,
+                                           "parent": parent.id, **params}).first()  # fmt: skip
+        above = parent
+        for name, node in zip(names, row or [None], strict=False):
+            if node is None:
+                self._absent.add((above.id, name))
+                break
+            self._children[(above.id, name)] = node
+            above = node
+        return row[0] if row else None
+
+    def _second_lookup(self, parent: Node) -> bool:
+        """True at the second lookup of a name in this folder: the folders of a path's
+        ancestors, looked up once each, are not worth reading whole."""
+        if not self.read_whole or parent.id in self._big:
+            return False
+        if parent.id in self._looked_up:
+            return True
+        self._looked_up.add(parent.id)
+        return False
+
+    def _read_whole(self, parent: Node) -> bool:
+        """Read a small folder's live children at once: a batch looking up many names in
+        one folder (or finding them absent) then pays one query, not one per name."""
+        params = {"parent": parent.id, "limit": self.read_whole + 1}
+        children = self.session.scalars(_SOME_CHILDREN, params).all()
+        if len(children) > self.read_whole:
+            self._big.add(parent.id)
+            return False
+        for node in children:
+            self._children[(parent.id, node.name)] = node
+        self._complete.add(parent.id)
+        return True
 
     def placed(self, node: Node, fresh: bool = False) -> None:
         """Note a live node at its (parent, name); `fresh`: a folder made in this
         transaction, whose children all pass through here."""
         self._children[(node.parent_id, node.name)] = node
+        self._absent.discard((node.parent_id, node.name))
         if fresh:
-            self._fresh.add(node.id)
+            self._complete.add(node.id)
 
     def displaced(self, node: Node) -> None:
         """Forget the node at its current (parent, name): it is leaving that place."""
@@ -148,8 +201,7 @@ class Tree:
         return list(self.session.scalars(query))
 
     def has_children(self, parent: Node) -> bool:
-        query = select(exists().where(Node.parent_id == parent.id, Node.deleted == false()))
-        return bool(self.session.scalar(query))
+        return bool(self.session.scalar(_HAS_CHILDREN, {"parent": parent.id}))
 
     def lookup(self, parts: list[str]) -> Node:
         """The live node at a parsed path; NotADirectory when a file is in the way."""
@@ -157,7 +209,7 @@ class Tree:
         for depth, name in enumerate(parts):
             if node.type != DIR:
                 raise NotADirectory(f"not a folder: {format_path(parts[:depth])}")
-            found = self.child(node, name)
+            found = self.child(node, name, parts[depth + 1 : -1])
             if found is None:
                 raise NotFound(f"no such file or folder: {format_path(parts[: depth + 1])}")
             node = found
@@ -213,8 +265,32 @@ class Tree:
         """Drop everything cached: a rolled back savepoint undid changes it knew of."""
         self._paths.clear()
         self._children.clear()
-        self._fresh.clear()
+        self._absent.clear()
+        self._complete.clear()
+        self._looked_up.clear()
+        self._big.clear()
         self._root = None
 
     def info(self, node: Node) -> NodeInfo:
         return node_info(node, self.path_of(node))
+
+
+@cache
+def _chain_query(length: int) -> Select:
+    """Live nodes named :name0, :name1 ... each under the one before, the first under
+    :parent: one row, None from the first name absent on (built once per length)."""
+    nodes = [aliased(Node) for _ in range(length)]
+    query = select(*nodes).where(
+        nodes[0].namespace_id == bindparam("namespace"),
+        nodes[0].parent_id == bindparam("parent"),
+        nodes[0].name == bindparam("name0"),
+        nodes[0].deleted == false(),
+    )
+    for depth in range(1, length):
+        below, above = nodes[depth], nodes[depth - 1]
+        query = query.outerjoin(below, and_(
+            below.parent_id == above.id,
+            below.name == bindparam(f"name{depth}"),
+            below.deleted == false(),
+        ))  # fmt: skip
+    return query

@@ -9,7 +9,7 @@ past the client's base_rev: it lands beside it as a conflicted copy, as Dropbox 
 import os
 from datetime import UTC, datetime
 
-from sqlalchemy import false, insert, select, true
+from sqlalchemy import bindparam, false, insert, select, true
 
 from backend.db.models import (
     DIR,
@@ -52,6 +52,10 @@ _IN_BATCH = 500
 _INSERT_REVISION = insert(Revision.__table__).returning(Revision.id)
 _INSERT_BLOCK_LIST = insert(RevisionBlock.__table__)
 _INSERT_PENDING = insert(PendingBlock.__table__)
+_USED_COMMIT_IDS = select(Revision.commit_id).where(
+    Revision.namespace_id == bindparam("namespace"),
+    Revision.commit_id.in_(bindparam("ids", expanding=True)),
+)
 
 
 class Revisions:
@@ -139,11 +143,9 @@ def note_unused_commit_ids(tx: Txn, commit_ids: list[str]) -> None:
     need no lookup each (a batch sent again finds its ids used and looks them up)."""
     unused = set(commit_ids)
     for start in range(0, len(commit_ids), _IN_BATCH):
-        query = select(Revision.commit_id).where(
-            Revision.namespace_id == tx.namespace_id,
-            Revision.commit_id.in_(commit_ids[start : start + _IN_BATCH]),
-        )
-        unused.difference_update(tx.session.scalars(query))
+        ids = commit_ids[start : start + _IN_BATCH]
+        used = tx.connection.execute(_USED_COMMIT_IDS, {"namespace": tx.namespace_id, "ids": ids})
+        unused.difference_update(used.scalars())
     tx.unused_commit_ids = unused
 
 
@@ -168,18 +170,23 @@ def commit_in(
             node = None
         elif not request.overwrite and (node.type != FILE or request.base_rev != node.head_rev):
             name, node, conflict = _conflicted_name(tx, parent, name, who.author), None, True
-    if node is None:
-        node = tx.create(parent, name, FILE, request.mode or DEFAULT_FILE_MODE, None)
-    elif request.mode is not None:
-        node.mode = request.mode
-    node.mtime_ns = tx.now_ns if request.mtime_ns is None else request.mtime_ns
+    mtime_ns = tx.now_ns if request.mtime_ns is None else request.mtime_ns
     distinct = list(dict.fromkeys(b.hash for b in blocks))
     owned = tx.owned(distinct)
     missing = [h for h in distinct if h not in owned]
-    number = _add_revision(tx, node, who, request, blocks, conflict, missing)
-    node.head_rev = number
-    if not missing:
-        node.rev, node.size = number, request.size
+    if node is None:  # a new file, inserted with its first revision shown unless pending
+        mode = request.mode or DEFAULT_FILE_MODE
+        revision = (1, 0, 0) if missing else (1, 1, request.size)
+        node = tx.create(parent, name, FILE, mode, mtime_ns, revision=revision)
+    else:
+        if request.mode is not None:
+            node.mode = request.mode
+        node.mtime_ns = mtime_ns
+        node.head_rev += 1
+        if not missing:
+            node.rev, node.size = node.head_rev, request.size
+    number = node.head_rev
+    _add_revision(tx, node, who, request, blocks, conflict, missing)
     prune_revisions(tx, node, keep)
     info = tx.journal(node)
     return CommitResult(info, number, missing, conflict, info.path)
@@ -193,15 +200,14 @@ def _add_revision(
     blocks: list[BlockRef],
     conflict: bool,
     missing: list[str],
-) -> int:
-    """Insert the node's next revision, its block list and the hashes it awaits (`missing`:
-    PENDING until they arrive); its number. Plain INSERTs on the session's connection: no
-    ORM object to flush, none of the ORM's bulk-insert machinery per row."""
-    number = node.head_rev + 1
+) -> None:
+    """Insert the node's newest revision (its head_rev), its block list and the hashes it
+    awaits (`missing`: PENDING until they arrive). Plain INSERTs on the session's
+    connection: no ORM object to flush, none of the ORM's bulk-insert machinery per row."""
     row = {
         "namespace_id": tx.namespace_id,
         "node_id": node.id,
-        "number": number,
+        "number": node.head_rev,
         "size": request.size,
         "mtime_ns": node.mtime_ns,
         "device": who.author,
@@ -225,7 +231,6 @@ def _add_revision(
             for h in missing
         ]
         tx.connection.execute(_INSERT_PENDING, rows)
-    return number
 
 
 def _result_of(tx: Txn, revision: Revision) -> CommitResult:

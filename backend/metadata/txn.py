@@ -47,6 +47,9 @@ class Txn(Tree):
     def __init__(self, session: Session, namespace: Namespace) -> None:
         super().__init__(session, namespace.id)
         self.namespace = namespace
+        # The journal's cursor, written to the namespace row once at the end (`finish`):
+        # an UPDATE of that row per operation was a flush of its own each time.
+        self.cursor = namespace.cursor
         self.now_ns = time.time_ns()
         self.connection = session.connection()  # for plain INSERTs that skip the ORM
         self._entries: list[dict] = []
@@ -59,10 +62,10 @@ class Txn(Tree):
     def journal(self, node: Node) -> NodeInfo:
         """Append the node's current snapshot to the change journal and return it."""
         info = self.info(node)
-        self.namespace.cursor += 1
+        self.cursor += 1
         self._entries.append({
             "namespace_id": self.namespace_id,
-            "cursor": self.namespace.cursor,
+            "cursor": self.cursor,
             "node_id": node.id,
             "node": info.to_json(),
         })  # fmt: skip
@@ -89,6 +92,7 @@ class Txn(Tree):
         if self._entries:
             self.connection.execute(_INSERT_CHANGES, self._entries)
             self._entries = []
+            self.namespace.cursor = self.cursor
 
     def create(
         self,
@@ -98,10 +102,14 @@ class Txn(Tree):
         mode: int,
         mtime_ns: int | None,
         target: str | None = None,
+        revision: tuple[int, int, int] = (0, 0, 0),
     ) -> Node:
         """A new live node, inserted at once (its id is needed for children and journal)
         with a plain INSERT, then handed to the session as a loaded, unchanged object: an
-        ORM flush per created node cost more than the rest of a typical operation."""
+        ORM flush per created node cost more than the rest of a typical operation.
+        `revision`: (head_rev, rev, size) of a file created with its first revision, so
+        that no UPDATE follows the INSERT."""
+        head_rev, rev, size = revision
         row = {
             "namespace_id": self.namespace_id,
             "parent_id": parent.id,
@@ -109,9 +117,9 @@ class Txn(Tree):
             "type": type,
             "mode": mode,
             "mtime_ns": self.now_ns if mtime_ns is None else mtime_ns,
-            "size": 0,
-            "rev": 0,
-            "head_rev": 0,
+            "size": size,
+            "rev": rev,
+            "head_rev": head_rev,
             "target": target,
             "xattrs": {},
             "deleted": False,
@@ -128,7 +136,7 @@ class Txn(Tree):
         """The folder at parts, creating (and journaling) missing ones like mkdir -p."""
         node = self.root()
         for depth, name in enumerate(parts):
-            found = self.child(node, name)
+            found = self.child(node, name, parts[depth + 1 :])
             if found is None:
                 found = self.create(node, name, DIR, DEFAULT_DIR_MODE, None)
                 self.journal(found)
@@ -139,15 +147,20 @@ class Txn(Tree):
 
     @contextmanager
     def step(self) -> Iterator[None]:
-        """One operation of a batch, in a SAVEPOINT: when it fails, it alone is undone
-        (its journal cursors too) and the operations before it stay."""
-        cursor = self.namespace.cursor
+        """Operations of a batch in one SAVEPOINT: when one fails, they are undone together
+        (with their journal cursors and what was kept in memory) and the ones before stay."""
+        cursor = self.cursor
         journaled, referred, created = len(self._entries), len(self._references), len(self._created)
+        unused = set(self.unused_commit_ids)
         try:
             with _mapped_errors(), self.session.begin_nested():
+                # The session emits SAVEPOINT only once it uses the connection itself: plain
+                # INSERTs on `connection` alone would land outside the savepoint.
+                self.session.connection()
                 yield
         except BaseException:
-            self.namespace.cursor = cursor
+            self.cursor = cursor
+            self.unused_commit_ids = unused
             del self._entries[journaled:]
             del self._references[referred:]
             # Rows inserted without the ORM are gone; so must their objects be (SQLite may
@@ -206,8 +219,8 @@ class Database:
                 tx = Txn(session, namespace)
                 yield tx
                 tx.finish()
-            if namespace.cursor != first_cursor:
-                self._publish(namespace_id, namespace.cursor)
+            if tx.cursor != first_cursor:
+                self._publish(namespace_id, tx.cursor)
 
     def _publish(self, namespace_id: int, cursor: int) -> None:
         """Tell subscribers; the change is committed already, so a failing notifier must
