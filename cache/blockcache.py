@@ -26,6 +26,7 @@ flight per hash (singleflight), so many readers of one missing block cost one do
 """
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -131,19 +132,23 @@ class BlockCache:
         """Whether the block is cached and was checked this session (so `read` needs no thread)."""
         return hash in self._verified
 
-    def read(self, hash: str, offset: int, length: int) -> bytes | None:
+    def read(self, hash: str, offset: int, length: int, wait: bool = True) -> bytes | None:
         """Return `length` bytes at `offset` of a block verified this session, else None.
 
-        Cheap enough for the trio thread: one pread, on a descriptor kept open for the next
-        reads of the same block (MAX_OPEN_FILES at most). None means a miss: not
-        cached, not verified yet (call `get` in a worker thread first), or found damaged.
+        One pread, on a descriptor kept open for the next reads of the same block
+        (MAX_OPEN_FILES at most). None means a miss: not cached, not verified yet (call `get`
+        in a worker thread first), or found damaged. With `wait` false the read never waits
+        for the disk, so it is cheap enough for the trio thread: when the range is not in the
+        page cache (evicted, or the caches were dropped) the kernel is asked to load the
+        whole block and BlockingIOError is raised; read again in a worker thread.
         """
         if hash not in self._verified:
             return None
         path = f"{self._root}/{hash[:2]}/{hash}"
         try:
             with self._lock:  # no other thread closes the descriptor while it is read
-                data = os.pread(self._open(hash, path), length, offset)
+                fd = self._open(hash, path)
+                data = os.pread(fd, length, offset) if wait else _pread_cached(fd, length, offset)
         except FileNotFoundError:
             self._forget(hash)
             return None
@@ -314,6 +319,33 @@ class BlockCache:
             await trio.to_thread.run_sync(self.put, hash, data)
         except OSError as exc:
             log.warning("block cache: cannot store %s: %s", hash, exc)
+
+
+def _pread_cached(fd: int, length: int, offset: int) -> bytes:
+    """pread of a range inside the file that takes only what the page cache holds
+    (RWF_NOWAIT); BlockingIOError, with the whole file asked into the page cache, when that
+    is not all of the range."""
+    global _nowait
+    if _nowait:
+        buffer = bytearray(length)
+        try:
+            got = os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            got = 0
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            _nowait = False  # this file system cannot tell: plain reads from now on
+            return os.pread(fd, length, offset)
+        if got == length:
+            return bytes(buffer)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        raise BlockingIOError(errno.EAGAIN, "not in the page cache")
+    return os.pread(fd, length, offset)
+
+
+# Whether preadv(RWF_NOWAIT) works on the cache's file system (Linux ≥ 4.14, most do).
+_nowait = hasattr(os, "RWF_NOWAIT")
 
 
 def _write_all(data: bytes | memoryview, target: int) -> None:

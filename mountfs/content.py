@@ -145,7 +145,10 @@ class Content:
         the whole block loaded (verifying it, or fetching it) and kept in memory."""
         data = self._recent.get(name)
         if data is None and name not in self._fetching:
-            piece = self._blocks.read(name, start, stop - start)
+            try:
+                piece = self._blocks.read(name, start, stop - start, wait=False)
+            except BlockingIOError:  # on disk, not in memory: wait for it in a worker thread
+                piece = await trio.to_thread.run_sync(self._blocks.read, name, start, stop - start)
             if piece is not None:
                 return piece
         return (await self._block(name))[start:stop]
