@@ -54,6 +54,9 @@ class BlockIndex:
     def __init__(self, blocks: list[tuple[int, int, str]]) -> None:
         self.blocks = blocks
         self._starts = [offset for offset, _size, _hash in blocks]
+        # Where read-ahead last looked (a block number): the kernel reads 128 KiB at a time,
+        # and looking again before the reader reaches the next block finds nothing new.
+        self.ahead_from = -1
 
     def covering(self, offset: int, length: int) -> list[tuple[int, int, str]]:
         """The blocks that hold bytes [offset, offset + length)."""
@@ -67,9 +70,9 @@ class BlockIndex:
                 found.append(block)
         return found
 
-    def after(self, offset: int, count: int) -> list[tuple[int, int, str]]:
-        start = bisect.bisect_left(self._starts, offset)
-        return self.blocks[start : start + count]
+    def first_from(self, offset: int) -> int:
+        """The number of the first block that starts at or after offset."""
+        return bisect.bisect_left(self._starts, offset)
 
 
 @dataclass(slots=True)
@@ -181,7 +184,11 @@ class Content:
     def _read_ahead(self, index: BlockIndex, offset: int) -> None:
         """Fetch the blocks after offset that are nowhere yet, a full batch at a time (or at
         once when the very next block is missing: the reader is about to need it)."""
-        coming = [name for _offset, _size, name in index.after(offset, READ_AHEAD_BLOCKS)]
+        first = index.first_from(offset)
+        if first == index.ahead_from:
+            return
+        index.ahead_from = first
+        coming = [name for _offset, _size, name in index.blocks[first : first + READ_AHEAD_BLOCKS]]
         absent = [
             name
             for name in dict.fromkeys(coming)
