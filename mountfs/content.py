@@ -122,13 +122,13 @@ class Content:
             revision.index = await self._index(revision.remote_id, revision.rev)
         index = revision.index
         size = min(size, revision.size - offset)
+        if sequential:  # before waiting for this read's blocks: the first read of a file too
+            self._read_ahead(index, offset + size)
         parts = []
         for block_offset, block_size, name in index.covering(offset, size):
             start = max(offset - block_offset, 0)
             stop = min(offset + size - block_offset, block_size)
             parts.append(await self._slice(name, start, stop))
-        if sequential:
-            self._read_ahead(index, offset + size)
         return b"".join(parts)
 
     async def _index(self, remote_id: int, rev: int) -> BlockIndex:
