@@ -17,8 +17,10 @@ be named), and a file found on disk at start is checked in full the first time i
 names checked this session are kept in memory). A torn or corrupt file fails that check, is
 deleted and reads as a miss, so it is fetched again. After that, `read` serves a range with one
 `pread` straight from the trio thread: a page-cache hit costs microseconds, less than a hop to a
-worker thread, and re-hashing 512 KiB to hand out 4 KiB was most of a random read's cost. A
-file found short of its length afterwards is discarded the same way.
+worker thread, and re-hashing 512 KiB to hand out 4 KiB was most of a random read's cost. That
+pread never waits for the disk (`wait=False`, RWF_NOWAIT): a range not in the page cache is
+refused, the kernel asked to load the whole block, and the caller reads it in a worker thread.
+A file found short of its length afterwards is discarded the same way.
 
 Threads: `get`, `put` and `discard` may run in worker threads at once; `_lock` guards the index
 and the byte count, never file I/O. `get_or_fetch` runs on the trio loop and keeps one fetch in

@@ -6,10 +6,13 @@ Each handle reads the revision it was opened on (`Revision`), so a commit by ano
 during a read never mixes two revisions.
 The blocks fetched or read whole last stay in memory (RECENT_BYTES). A block already in the
 disk cache and verified this session is not loaded whole: each read takes just its range from
-the file with one pread on the trio thread (see cache/blockcache.py), so a random 4 KiB read
-costs a page-cache copy rather than a 512 KiB read, a hash and a thread hop. On sequential
-reads the next READ_AHEAD_BLOCKS are fetched ahead in the background, FETCH_BATCH per request,
-several requests at once; a read of a block already on its way waits for it. A file being written
+the file with one pread on the trio thread when the page cache holds it (see
+cache/blockcache.py), so a random 4 KiB read costs a page-cache copy rather than a 512 KiB
+read, a hash and a thread hop; a range the page cache lacks is read in a worker thread, so the
+event loop never waits for the disk. On sequential reads the next READ_AHEAD_BLOCKS are
+fetched ahead in the background, FETCH_BATCH per request, several requests at once (each
+received and verified in a worker thread, mountfs/remote.py); a read of a block already on its
+way waits for it. A file being written
 has a dirty copy (cache/dirty.py) that reads and writes go to; opening a file for writing does
 not copy anything until the first write or a truncation that keeps data ("lazy
 materialisation"), so `open(O_TRUNC)` of a large file costs nothing.

@@ -10,7 +10,10 @@ backend). Every call either returns the decoded answer or raises:
 
 Blocks are zstd-compressed and decompressed in worker threads so that CPU work never stalls
 the event loop; a downloaded block is checked against its name, so a corrupt store, proxy or
-disk is reported as `HashMismatch` and never reaches a reader.
+disk is reported as `HashMismatch` and never reaches a reader. Batch fetches
+(`get_blocks`, the bulk of every cold read) do not go through httpx: each runs in a worker
+thread on blocking keep-alive connections of its own (`_BlockFetcher`), receiving the answer,
+decoding and verifying it there, so the event loop only waits for the result.
 """
 
 import base64
