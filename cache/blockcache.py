@@ -141,16 +141,19 @@ class BlockCache:
         (MAX_OPEN_FILES at most). None means a miss: not cached, not verified yet (call `get`
         in a worker thread first), or found damaged. With `wait` false the read never waits
         for the disk, so it is cheap enough for the trio thread: when the range is not in the
-        page cache (evicted, or the caches were dropped) the kernel is asked to load the
-        whole block and BlockingIOError is raised; read again in a worker thread.
+        page cache (evicted, or the caches were dropped) BlockingIOError is raised; read again
+        in a worker thread, which first asks the kernel to load the whole block (the next reads
+        of it are likely near).
         """
         if hash not in self._verified:
             return None
         path = f"{self._root}/{hash[:2]}/{hash}"
         try:
-            with self._lock:  # no other thread closes the descriptor while it is read
-                fd = self._open(hash, path)
-                data = os.pread(fd, length, offset) if wait else _pread_cached(fd, length, offset)
+            if wait:  # on a descriptor of its own: the lock is never held across a disk read
+                data = _pread_whole_block_ahead(path, length, offset)
+            else:
+                with self._lock:  # no other thread closes the descriptor while it is read
+                    data = _pread_cached(self._open(hash, path), length, offset)
         except FileNotFoundError:
             self._forget(hash)
             return None
@@ -325,8 +328,7 @@ class BlockCache:
 
 def _pread_cached(fd: int, length: int, offset: int) -> bytes:
     """pread of a range inside the file that takes only what the page cache holds
-    (RWF_NOWAIT); BlockingIOError, with the whole file asked into the page cache, when that
-    is not all of the range."""
+    (RWF_NOWAIT); BlockingIOError when that is not all of the range."""
     global _nowait
     if _nowait:
         buffer = bytearray(length)
@@ -341,9 +343,18 @@ def _pread_cached(fd: int, length: int, offset: int) -> bytes:
             return os.pread(fd, length, offset)
         if got == length:
             return bytes(buffer)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
         raise BlockingIOError(errno.EAGAIN, "not in the page cache")
     return os.pread(fd, length, offset)
+
+
+def _pread_whole_block_ahead(path: str, length: int, offset: int) -> bytes:
+    """pread of a range, after asking the kernel to load the whole file in the background."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
 
 
 # Whether preadv(RWF_NOWAIT) works on the cache's file system (Linux ≥ 4.14, most do).
