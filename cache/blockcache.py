@@ -17,8 +17,10 @@ be named), and a file found on disk at start is checked in full the first time i
 names checked this session are kept in memory). A torn or corrupt file fails that check, is
 deleted and reads as a miss, so it is fetched again. After that, `read` serves a range with one
 `pread` straight from the trio thread: a page-cache hit costs microseconds, less than a hop to a
-worker thread, and re-hashing 512 KiB to hand out 4 KiB was most of a random read's cost. A
-file found short of its length afterwards is discarded the same way.
+worker thread, and re-hashing 512 KiB to hand out 4 KiB was most of a random read's cost. That
+pread never waits for the disk (`wait=False`, RWF_NOWAIT): a range not in the page cache is
+refused, the kernel asked to load the whole block, and the caller reads it in a worker thread.
+A file found short of its length afterwards is discarded the same way.
 
 Threads: `get`, `put` and `discard` may run in worker threads at once; `_lock` guards the index
 and the byte count, never file I/O. `get_or_fetch` runs on the trio loop and keeps one fetch in
@@ -26,6 +28,7 @@ flight per hash (singleflight), so many readers of one missing block cost one do
 """
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -131,19 +134,26 @@ class BlockCache:
         """Whether the block is cached and was checked this session (so `read` needs no thread)."""
         return hash in self._verified
 
-    def read(self, hash: str, offset: int, length: int) -> bytes | None:
+    def read(self, hash: str, offset: int, length: int, wait: bool = True) -> bytes | None:
         """Return `length` bytes at `offset` of a block verified this session, else None.
 
-        Cheap enough for the trio thread: one pread, on a descriptor kept open for the next
-        reads of the same block (MAX_OPEN_FILES at most). None means a miss: not
-        cached, not verified yet (call `get` in a worker thread first), or found damaged.
+        One pread, on a descriptor kept open for the next reads of the same block
+        (MAX_OPEN_FILES at most). None means a miss: not cached, not verified yet (call `get`
+        in a worker thread first), or found damaged. With `wait` false the read never waits
+        for the disk, so it is cheap enough for the trio thread: when the range is not in the
+        page cache (evicted, or the caches were dropped) BlockingIOError is raised; read again
+        in a worker thread, which first asks the kernel to load the whole block (the next reads
+        of it are likely near).
         """
         if hash not in self._verified:
             return None
         path = f"{self._root}/{hash[:2]}/{hash}"
         try:
-            with self._lock:  # no other thread closes the descriptor while it is read
-                data = os.pread(self._open(hash, path), length, offset)
+            if wait:  # on a descriptor of its own: the lock is never held across a disk read
+                data = _pread_whole_block_ahead(path, length, offset)
+            else:
+                with self._lock:  # no other thread closes the descriptor while it is read
+                    data = _pread_cached(self._open(hash, path), length, offset)
         except FileNotFoundError:
             self._forget(hash)
             return None
@@ -314,6 +324,41 @@ class BlockCache:
             await trio.to_thread.run_sync(self.put, hash, data)
         except OSError as exc:
             log.warning("block cache: cannot store %s: %s", hash, exc)
+
+
+def _pread_cached(fd: int, length: int, offset: int) -> bytes:
+    """pread of a range inside the file that takes only what the page cache holds
+    (RWF_NOWAIT); BlockingIOError when that is not all of the range."""
+    global _nowait
+    if _nowait:
+        buffer = bytearray(length)
+        try:
+            got = os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            got = 0
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            _nowait = False  # this file system cannot tell: plain reads from now on
+            return os.pread(fd, length, offset)
+        if got == length:
+            return bytes(buffer)
+        raise BlockingIOError(errno.EAGAIN, "not in the page cache")
+    return os.pread(fd, length, offset)
+
+
+def _pread_whole_block_ahead(path: str, length: int, offset: int) -> bytes:
+    """pread of a range, after asking the kernel to load the whole file in the background."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+
+
+# Whether preadv(RWF_NOWAIT) works on the cache's file system (Linux ≥ 4.14, most do).
+_nowait = hasattr(os, "RWF_NOWAIT")
 
 
 def _write_all(data: bytes | memoryview, target: int) -> None:

@@ -6,10 +6,13 @@ Each handle reads the revision it was opened on (`Revision`), so a commit by ano
 during a read never mixes two revisions.
 The blocks fetched or read whole last stay in memory (RECENT_BYTES). A block already in the
 disk cache and verified this session is not loaded whole: each read takes just its range from
-the file with one pread on the trio thread (see cache/blockcache.py), so a random 4 KiB read
-costs a page-cache copy rather than a 512 KiB read, a hash and a thread hop. On sequential
-reads the next READ_AHEAD_BLOCKS are fetched ahead in the background, FETCH_BATCH per request,
-several requests at once; a read of a block already on its way waits for it. A file being written
+the file with one pread on the trio thread when the page cache holds it (see
+cache/blockcache.py), so a random 4 KiB read costs a page-cache copy rather than a 512 KiB
+read, a hash and a thread hop; a range the page cache lacks is read in a worker thread, so the
+event loop never waits for the disk. On sequential reads the next READ_AHEAD_BLOCKS are
+fetched ahead in the background, FETCH_BATCH per request, several requests at once (each
+received and verified in a worker thread, mountfs/remote.py); a read of a block already on its
+way waits for it. A file being written
 has a dirty copy (cache/dirty.py) that reads and writes go to; opening a file for writing does
 not copy anything until the first write or a truncation that keeps data ("lazy
 materialisation"), so `open(O_TRUNC)` of a large file costs nothing.
@@ -55,6 +58,9 @@ class BlockIndex:
     def __init__(self, blocks: list[tuple[int, int, str]]) -> None:
         self.blocks = blocks
         self._starts = [offset for offset, _size, _hash in blocks]
+        # Where read-ahead last looked (a block number): the kernel reads 128 KiB at a time,
+        # and looking again before the reader reaches the next block finds nothing new.
+        self.ahead_from = -1
 
     def covering(self, offset: int, length: int) -> list[tuple[int, int, str]]:
         """The blocks that hold bytes [offset, offset + length)."""
@@ -68,9 +74,9 @@ class BlockIndex:
                 found.append(block)
         return found
 
-    def after(self, offset: int, count: int) -> list[tuple[int, int, str]]:
-        start = bisect.bisect_left(self._starts, offset)
-        return self.blocks[start : start + count]
+    def first_from(self, offset: int) -> int:
+        """The number of the first block that starts at or after offset."""
+        return bisect.bisect_left(self._starts, offset)
 
 
 @dataclass(slots=True)
@@ -121,13 +127,13 @@ class Content:
             revision.index = await self._index(revision.remote_id, revision.rev)
         index = revision.index
         size = min(size, revision.size - offset)
+        if sequential:  # before waiting for this read's blocks: the first read of a file too
+            self._read_ahead(index, offset + size)
         parts = []
         for block_offset, block_size, name in index.covering(offset, size):
             start = max(offset - block_offset, 0)
             stop = min(offset + size - block_offset, block_size)
             parts.append(await self._slice(name, start, stop))
-        if sequential:
-            self._read_ahead(index, offset + size)
         return b"".join(parts)
 
     async def _index(self, remote_id: int, rev: int) -> BlockIndex:
@@ -147,7 +153,10 @@ class Content:
         the whole block loaded (verifying it, or fetching it) and kept in memory."""
         data = self._recent.get(name)
         if data is None and name not in self._fetching:
-            piece = self._blocks.read(name, start, stop - start)
+            try:
+                piece = self._blocks.read(name, start, stop - start, wait=False)
+            except BlockingIOError:  # on disk, not in memory: wait for it in a worker thread
+                piece = await trio.to_thread.run_sync(self._blocks.read, name, start, stop - start)
             if piece is not None:
                 return piece
         return (await self._block(name))[start:stop]
@@ -180,7 +189,11 @@ class Content:
     def _read_ahead(self, index: BlockIndex, offset: int) -> None:
         """Fetch the blocks after offset that are nowhere yet, a full batch at a time (or at
         once when the very next block is missing: the reader is about to need it)."""
-        coming = [name for _offset, _size, name in index.after(offset, READ_AHEAD_BLOCKS)]
+        first = index.first_from(offset)
+        if first == index.ahead_from:
+            return
+        index.ahead_from = first
+        coming = [name for _offset, _size, name in index.blocks[first : first + READ_AHEAD_BLOCKS]]
         absent = [
             name
             for name in dict.fromkeys(coming)
