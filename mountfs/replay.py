@@ -494,7 +494,10 @@ class Replayer:
 
                 step.settle = settle_earlier
                 return
-            base_rev = answer["rev"]
+            # The attempt landed, and so may have what followed it in its batch (a move of
+            # its folder): commit on top of that node where it is now, never at the entry's
+            # old path (a commit there would create the moved folder again).
+            base_rev, path = answer["rev"], answer.get("path", path)
         with self._db.transaction():
             self._db.set_entry_args(entry.seq, {**entry.args, "commit_id": commit_id})
         step.op = {
