@@ -19,7 +19,7 @@ from backend.blocks import MAX_BATCH_BLOCKS
 from backend.protocol.chunking import FileShrank
 from cache.blockcache import BlockCache
 from mountfs.remote import RemoteDrive
-from mountfs.upload import BATCH_BYTES, Manifest, named_chunks
+from mountfs.upload import BATCH_BYTES, Manifest, located, named_chunks
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,7 @@ def _chunk(path: str) -> tuple[Manifest, list[Named]]:
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         named = list(named_chunks(file.fileno(), size))
-    manifest = [(offset, len(data), name) for name, offset, data in named]
-    return Manifest(size, manifest), [(name, data) for name, _offset, data in named]
+    return Manifest(size, located(named)), [(name, data) for name, _offset, data in named]
 
 
 def _keep(cache: BlockCache, blocks: dict[str, bytes]) -> None:

@@ -265,7 +265,8 @@ async def _pipeline(
     return result[0]
 
 
-def _located(blocks: list[Block]) -> list[Located]:
+def located(blocks: Iterable[Block]) -> list[Located]:
+    """Manifest entries of named blocks."""
     return [(offset, len(data), name) for name, offset, data in blocks]
 
 
@@ -294,7 +295,7 @@ async def _pack(
     batch_bytes = 0
     async with checked, batches:
         async for group, missing in checked:
-            held(_located([block for block in group if block[0] not in missing]))
+            held(located([block for block in group if block[0] not in missing]))
             for block in group:
                 if block[0] not in missing:
                     continue
@@ -316,7 +317,7 @@ async def _send(
     async with batches:
         async for batch in batches:
             await remote.put_blocks([(name, data) for name, _offset, data in batch])
-            held(_located(batch))
+            held(located(batch))
 
 
 # -- early upload: blocks of a file still being written ----------------------------------------
