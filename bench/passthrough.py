@@ -29,7 +29,7 @@ class Passthrough(pyfuse3.Operations):
     def __init__(self, source: str) -> None:
         super().__init__()
         self._paths = {pyfuse3.ROOT_INODE: source}
-        self._fds: dict[int, int] = {}
+        self._fds: set[int] = set()  # descriptors this filesystem opened
 
     def _path(self, inode: int) -> str:
         path = self._paths.get(inode)
@@ -129,12 +129,12 @@ class Passthrough(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         path = self._child(parent_inode, name)
         fd = self._call(os.open, path, flags | os.O_CREAT, stat.S_IMODE(mode))
-        self._fds[fd] = fd
+        self._fds.add(fd)
         return pyfuse3.FileInfo(fh=fd), self._entry(path)
 
     async def open(self, inode, flags, ctx):
         fd = self._call(os.open, self._path(inode), flags & ~(os.O_CREAT | os.O_DIRECT))
-        self._fds[fd] = fd
+        self._fds.add(fd)
         return pyfuse3.FileInfo(fh=fd)
 
     async def read(self, fh, off, size):
@@ -150,7 +150,8 @@ class Passthrough(pyfuse3.Operations):
         self._call(os.fdatasync if datasync else os.fsync, fh)
 
     async def release(self, fh):
-        if self._fds.pop(fh, None) is not None:
+        if fh in self._fds:
+            self._fds.remove(fh)
             os.close(fh)
 
     async def getxattr(self, inode, name, ctx):
