@@ -88,6 +88,8 @@ def alembic_config() -> Config:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (creates it on an empty database).
 
+    Migrations of independent features may branch from one parent; "heads" applies every
+    branch, so they need no merge revision while they touch different tables and columns.
     Safe to run on every server start, by several servers at once: an up-to-date database
     is left alone, and concurrent starts take turns (SQLite's write lock, taken at BEGIN;
     a transaction-scoped advisory lock on PostgreSQL) so only the first one migrates.
@@ -97,7 +99,7 @@ def migrate(engine: Engine) -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
