@@ -16,7 +16,8 @@ from backend.blocks import BlockService
 from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
-from backend.keys import load_or_create_master_key
+from backend.keycheck import check_master_key
+from backend.keys import load_master_key
 from backend.metadata.service import MetadataService
 from backend.notify import LocalNotifier
 from backend.uploads import UploadManager
@@ -32,14 +33,14 @@ SWEEP_INTERVAL_S = 3600.0
 def open_services(config: ServerConfig) -> Services:
     """Open (and migrate) the database, the block store and the master key."""
     config.prepare()
+    master_key = load_master_key(config.key_file, config.master_key_path)
     engine = create_engine_for(config.db_url)
     migrate(engine)
+    check_master_key(engine, master_key)
     # The notifier reads a namespace's cursor through the service it is handed to (late bound).
     notifier = LocalNotifier(lambda namespace_id: metadata.current_cursor(namespace_id))
     metadata = MetadataService(engine, notifier)
-    blocks = BlockService(
-        open_store(config.blocks_url), load_or_create_master_key(config.master_key_path)
-    )
+    blocks = BlockService(open_store(config.blocks_url), master_key)
     upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
     return Services(config, metadata, blocks, upload_manager, notifier)
 

@@ -306,3 +306,15 @@ class UploadSession(Base):
     created: Mapped[int] = mapped_column(BigInteger)
     updated: Mapped[int] = mapped_column(BigInteger)
     expires: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class MasterKey(Base):
+    """Which master key the drive's blocks are sealed with: a check value per key id (the
+    key itself is never stored here). A server whose key gives another check value than
+    the row of id 1, written by the first server that started, refuses to start."""
+
+    __tablename__ = "master_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    check_value: Mapped[str] = mapped_column(String(HASH_LEN))
+    created: Mapped[int] = mapped_column(BigInteger)
