@@ -1,5 +1,10 @@
-"""What a request must show before its body costs the server anything: a valid token, and
-a body within its route's limit.
+"""What a request must show before its body costs the server anything: a URL that is
+text, a valid token, and a body within its route's limit.
+
+Starlette decodes a percent-encoded URL leniently (invalid UTF-8 becomes U+FFFD), which made
+`path=/c%ff` and `path=/c%fe` the same file. Here the raw URL is decoded strictly first:
+invalid UTF-8 in the URL's path or in a `path` query parameter is 400 `invalid_path`, in any
+other query parameter 400 `invalid_request`.
 
 FastAPI reads (and parses) a JSON body before it resolves the dependencies that
 authenticate the caller, so without this middleware a client with no token could make the
@@ -8,6 +13,8 @@ from the headers first; a request with a body and no valid token is answered 401
 `Connection: close` and its body is never read. Then every read of the body is counted
 against the matched route's limit (backend/api/bodies.py): past it, 413 `too_large`.
 """
+
+from urllib.parse import unquote_to_bytes
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -18,7 +25,7 @@ from backend.api.bodies import route_limit
 from backend.api.errors import error_response
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
-from backend.protocol.errors import CirrusError, Unauthorized
+from backend.protocol.errors import CirrusError, InvalidPathError, InvalidRequest, Unauthorized
 
 _CLOSE = {"Connection": "close"}
 
@@ -63,16 +70,17 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if not has_body(headers):
-            await self.app(scope, receive, send)
-            return
         try:
-            await self.authenticate(bearer_token(headers))
+            check_url(scope)
+            if has_body(headers):
+                await self.authenticate(bearer_token(headers))
         except CirrusError as exc:
             refusal = error_response(exc.status, exc.code, exc.message, _CLOSE)
             await refusal(scope, receive, send)
             return
-        await self.app(scope, _limited(scope, receive, declared_length(headers)), send)
+        if has_body(headers):
+            receive = _limited(scope, receive, declared_length(headers))
+        await self.app(scope, receive, send)
 
     async def authenticate(self, token: str | None) -> Principal:
         if token is None:
@@ -81,6 +89,27 @@ class RequestGuard:
         if known is not None:
             return known
         return await run_in_threadpool(self.metadata.authenticate, token, None)
+
+
+def check_url(scope: Scope) -> None:
+    """Refuse a URL whose path or query parameters are not UTF-8 once percent-decoded."""
+    if not _is_text(scope.get("raw_path") or b""):
+        raise InvalidPathError("the URL's path is not valid UTF-8")
+    for pair in scope.get("query_string", b"").split(b"&"):
+        name, _, value = pair.partition(b"=")
+        if not _is_text(name.replace(b"+", b" ")):
+            raise InvalidRequest("a query parameter's name is not valid UTF-8")
+        if not _is_text(value.replace(b"+", b" ")):
+            refusal = InvalidPathError if name == b"path" else InvalidRequest
+            raise refusal(f"query parameter {name.decode('ascii', 'replace')!r} is not valid UTF-8")
+
+
+def _is_text(encoded: bytes) -> bool:
+    try:
+        unquote_to_bytes(encoded).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _limited(scope: Scope, receive: Receive, declared: int | None) -> Receive:
