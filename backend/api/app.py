@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.api import account, batch, blocks, changes, files, tree, uploads
 from backend.api.deps import Services
 from backend.api.errors import install_error_handlers
+from backend.api.guard import RequestGuard
 from backend.blocks import BlockService
 from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
@@ -79,6 +80,7 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    app.add_middleware(RequestGuard, metadata=services.metadata)
     for module in (account, files, uploads, blocks, tree, batch, changes):
         app.include_router(module.router)
     return app
