@@ -16,6 +16,7 @@ from backend.blocks import BlockService
 from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
+from backend.health import HealthCheck
 from backend.keycheck import check_master_key
 from backend.keys import load_master_key
 from backend.metadata.service import MetadataService
@@ -42,7 +43,8 @@ def open_services(config: ServerConfig) -> Services:
     metadata = MetadataService(engine, notifier)
     blocks = BlockService(open_store(config.blocks_url), master_key)
     upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
-    return Services(config, metadata, blocks, upload_manager, notifier)
+    health = HealthCheck(engine, blocks.store)
+    return Services(config, metadata, blocks, upload_manager, notifier, health)
 
 
 async def _sweep_forever(services: Services, interval: float) -> None:
