@@ -9,6 +9,7 @@ stderr and a non-zero exit, never a traceback.
 import argparse
 import dataclasses
 import logging
+import os
 import resource
 import signal
 import socket
@@ -27,9 +28,6 @@ log = logging.getLogger("cirrus")
 # Pending connections the kernel queues before accept(); a burst of reconnecting long polls
 # (every mount after a server restart) must not be refused.
 LISTEN_BACKLOG = 4096
-# After SIGTERM, requests in flight get this long to finish; long polls are then cut, and
-# their clients simply poll again.
-GRACEFUL_SHUTDOWN_S = 3
 
 
 class CommandError(Exception):
@@ -60,6 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="the master key every server of the drive shares (default: $CIRRUS_MASTER_KEY, "
         "else DIR/master.key)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        dest="drain_timeout_s",
+        metavar="SECONDS",
+        type=float,
+        help="after SIGTERM (stop) or SIGHUP (drain and restart in place), how long requests "
+        "in flight may take to finish (10)",
     )
     serve.set_defaults(func=serve_command)
 
@@ -178,6 +184,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _run_server(app: "FastAPI", config: ServerConfig) -> int:
+    """Serve until SIGTERM; on SIGHUP drain the same way, then start again in this process
+    (exec: same pid, configuration read afresh), which is systemd's ExecReload."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -202,11 +210,21 @@ def _run_server(app: "FastAPI", config: ServerConfig) -> int:
             lifespan="on",
             backlog=LISTEN_BACKLOG,
             limit_concurrency=None,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            timeout_graceful_shutdown=config.drain_timeout_s,
             server_header=False,
         )
     )
+    reload = []
+
+    def drain_and_reload(_signum: int, _frame: object) -> None:
+        reload.append(True)
+        server.should_exit = True
+
+    signal.signal(signal.SIGHUP, drain_and_reload)
     server.run()
+    if reload and server.started:
+        log.info("drained; starting again with the configuration read afresh")
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     return 0 if server.started else 1
 
 

@@ -17,10 +17,11 @@ from backend.blocks import BlockService
 from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
+from backend.health import HealthCheck
 from backend.keycheck import check_master_key
 from backend.keys import load_master_key
 from backend.metadata.service import MetadataService
-from backend.notify import LocalNotifier
+from backend.notify_pg import notifier_for
 from backend.uploads import UploadManager
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,12 @@ def open_services(config: ServerConfig) -> Services:
     migrate(engine)
     check_master_key(engine, master_key)
     # The notifier reads a namespace's cursor through the service it is handed to (late bound).
-    notifier = LocalNotifier(lambda namespace_id: metadata.current_cursor(namespace_id))
+    notifier = notifier_for(engine, lambda namespace_id: metadata.current_cursor(namespace_id))
     metadata = MetadataService(engine, notifier)
     blocks = BlockService(open_store(config.blocks_url), master_key)
     upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
-    return Services(config, metadata, blocks, upload_manager, notifier)
+    health = HealthCheck(engine, blocks.store)
+    return Services(config, metadata, blocks, upload_manager, notifier, health)
 
 
 async def _sweep_forever(services: Services, interval: float) -> None:
@@ -69,6 +71,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        await run_in_threadpool(services.notifier.close)
 
 
 def create_app(services: Services) -> FastAPI:
