@@ -19,7 +19,8 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── RevisionPending     409 revision_pending  (EAGAIN: blocks not all uploaded yet)
      ├── PayloadTooLarge     413 too_large         (EFBIG)
      ├── RangeNotSatisfiable 416 bad_range         (EINVAL)
-     └── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
+     ├── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
+     └── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
 """
 
 import errno as _errno
@@ -99,6 +100,10 @@ class RangeNotSatisfiable(CirrusError):
 
 class HashMismatch(CirrusError):
     code, status, errno = "hash_mismatch", 422, _errno.EIO
+
+
+class BlockSizeMismatch(CirrusError):
+    code, status, errno = "block_size_mismatch", 422, _errno.EIO
 
 
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
