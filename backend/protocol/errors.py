@@ -20,6 +20,7 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── PayloadTooLarge     413 too_large         (EFBIG)
      ├── RangeNotSatisfiable 416 bad_range         (EINVAL)
      ├── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
+     ├── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
      └── DatabaseUnavailable 503 unavailable       (EIO: no database primary reachable; retry)
 """
 
@@ -100,6 +101,10 @@ class RangeNotSatisfiable(CirrusError):
 
 class HashMismatch(CirrusError):
     code, status, errno = "hash_mismatch", 422, _errno.EIO
+
+
+class BlockSizeMismatch(CirrusError):
+    code, status, errno = "block_size_mismatch", 422, _errno.EIO
 
 
 class DatabaseUnavailable(CirrusError):
