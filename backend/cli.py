@@ -7,7 +7,9 @@ stderr and a non-zero exit, never a traceback.
 """
 
 import argparse
+import dataclasses
 import logging
+import os
 import resource
 import signal
 import socket
@@ -26,9 +28,6 @@ log = logging.getLogger("cirrus")
 # Pending connections the kernel queues before accept(); a burst of reconnecting long polls
 # (every mount after a server restart) must not be refused.
 LISTEN_BACKLOG = 4096
-# After SIGTERM, requests in flight get this long to finish; long polls are then cut, and
-# their clients simply poll again.
-GRACEFUL_SHUTDOWN_S = 3
 
 
 class CommandError(Exception):
@@ -49,14 +48,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="block store: a directory, file:///path, memory:// or replicated:URL|URL "
         "(default: DIR/blocks)",
     )
+    # Flags default to None so that only those given override the --config file.
+    serve.add_argument("--host", help=f"address to listen on ({DEFAULT_HOST})")
+    serve.add_argument("--port", type=_port, help=f"TCP port, 0 for any ({DEFAULT_PORT})")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (info)")
     serve.add_argument(
-        "--host", default=DEFAULT_HOST, help=f"address to listen on ({DEFAULT_HOST})"
+        "--key-file",
+        metavar="FILE",
+        type=Path,
+        help="the master key every server of the drive shares (default: $CIRRUS_MASTER_KEY, "
+        "else DIR/master.key)",
     )
     serve.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help=f"TCP port, 0 for any ({DEFAULT_PORT})"
-    )
-    serve.add_argument(
-        "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (info)"
+        "--drain-timeout",
+        dest="drain_timeout_s",
+        metavar="SECONDS",
+        type=float,
+        help="after SIGTERM (stop) or SIGHUP (drain and restart in place), how long requests "
+        "in flight may take to finish (10)",
     )
     serve.set_defaults(func=serve_command)
 
@@ -73,6 +82,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="TOML file setting any server option by its name (db_url, blocks_url, key_file, "
+        "port, ...); options given on the command line win",
+    )
     parser.add_argument(
         "--data",
         metavar="DIR",
@@ -127,14 +143,34 @@ def _open_failure(exc: Exception) -> CommandError:
     return CommandError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
 
 
-def _config(args: argparse.Namespace, **listen: object) -> ServerConfig:
-    return ServerConfig.build(args.data, args.db, getattr(args, "blocks", None), **listen)
+def _config(args: argparse.Namespace, **overrides: object) -> ServerConfig:
+    """The --config file's settings, overridden by every flag given (a flag whose dest is a
+    ServerConfig field's name needs no mapping here), then by overrides."""
+    from backend.config_file import read_config_file
+
+    try:
+        settings = read_config_file(args.config) if args.config else {}
+        fields = {field.name for field in dataclasses.fields(ServerConfig)}
+        flags = {name: value for name, value in vars(args).items() if name in fields}
+        flags |= {
+            "data_dir": args.data,
+            "db_url": args.db,
+            "blocks_url": getattr(args, "blocks", None),
+        }
+        settings |= {
+            name: value for name, value in (flags | overrides).items() if value is not None
+        }
+        return ServerConfig.build(**settings)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 @_fail_in_one_line("serve")
 def serve_command(args: argparse.Namespace) -> int:
-    config = _config(args, host=args.host, port=args.port, log_level=args.log_level)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    config = _config(args)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s"
+    )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step
     signal.signal(signal.SIGTERM, _exit_cleanly)
     _raise_open_file_limit()
@@ -148,6 +184,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _run_server(app: "FastAPI", config: ServerConfig) -> int:
+    """Serve until SIGTERM; on SIGHUP drain the same way, then start again in this process
+    (exec: same pid, configuration read afresh), which is systemd's ExecReload."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -172,11 +210,21 @@ def _run_server(app: "FastAPI", config: ServerConfig) -> int:
             lifespan="on",
             backlog=LISTEN_BACKLOG,
             limit_concurrency=None,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            timeout_graceful_shutdown=config.drain_timeout_s,
             server_header=False,
         )
     )
+    reload = []
+
+    def drain_and_reload(_signum: int, _frame: object) -> None:
+        reload.append(True)
+        server.should_exit = True
+
+    signal.signal(signal.SIGHUP, drain_and_reload)
     server.run()
+    if reload and server.started:
+        log.info("drained; starting again with the configuration read afresh")
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     return 0 if server.started else 1
 
 

@@ -28,6 +28,21 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     log_level: str = "info"
+    # The master key's file, shared by every server of a drive; None: $CIRRUS_MASTER_KEY,
+    # else DATA/master.key (created at the first start).
+    key_file: Path | None = None
+    # After SIGTERM or SIGHUP, requests in flight get this long to finish (long polls are
+    # answered at once); the load balancer's and systemd's stop timeouts must be longer.
+    drain_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        """Refuse values a flag's parser would have refused (they may come from a file)."""
+        if type(self.port) is not int or not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {self.port!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not 0 <= self.drain_timeout_s <= 3600:
+            raise ValueError(f"drain_timeout_s must be 0-3600 seconds, got {self.drain_timeout_s}")
 
     @classmethod
     def build(

@@ -26,7 +26,7 @@ def test_migrate_creates_the_model_schema_and_is_idempotent(database_url: str) -
             tables = set(inspect(conn).get_table_names())
             version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         assert set(Base.metadata.tables) <= tables
-        assert version == "0002"
+        assert version == "0008"
     finally:
         engine.dispose()
 
@@ -61,7 +61,37 @@ def test_servers_starting_together_migrate_once(database_url: str) -> None:
                 future.result(timeout=120)
         with engines[0].connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0002",)]
+        assert versions == [("0008",)]
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_upload_sessions_from_a_server_spool_restart_from_zero(database_url: str) -> None:
+    """Migration 0008: a session whose bytes were in one server's spool keeps its id but
+    starts again from byte 0 (no other server could read those bytes)."""
+    from alembic import command
+
+    from backend.db.engine import alembic_config
+    from backend.metadata.service import MetadataService
+    from tests.postgres import RecordingNotifier
+
+    engine = create_engine_for(database_url)
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0007")
+        MetadataService(engine, RecordingNotifier()).create_user("alice")
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO upload_sessions (id, namespace_id, path, total_size, received,"
+                " device, created, updated, expires) VALUES ('old', 1, '/a', 10, 5, NULL, 1, 1, 9)"
+            ))  # fmt: skip
+        migrate(engine)
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT received, tail FROM upload_sessions")).one()
+            blocks = connection.execute(text("SELECT count(*) FROM upload_blocks")).scalar()
+        assert tuple(row) == (0, None) and blocks == 0
+    finally:
+        engine.dispose()

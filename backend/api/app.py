@@ -12,13 +12,16 @@ from starlette.concurrency import run_in_threadpool
 from backend.api import account, batch, blocks, changes, files, tree, uploads
 from backend.api.deps import Services
 from backend.api.errors import install_error_handlers
+from backend.api.guard import RequestGuard
 from backend.blocks import BlockService
 from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
-from backend.keys import load_or_create_master_key
+from backend.health import HealthCheck
+from backend.keycheck import check_master_key
+from backend.keys import load_master_key
 from backend.metadata.service import MetadataService
-from backend.notify import LocalNotifier
+from backend.notify_pg import notifier_for
 from backend.uploads import UploadManager
 
 log = logging.getLogger(__name__)
@@ -32,16 +35,17 @@ SWEEP_INTERVAL_S = 3600.0
 def open_services(config: ServerConfig) -> Services:
     """Open (and migrate) the database, the block store and the master key."""
     config.prepare()
+    master_key = load_master_key(config.key_file, config.master_key_path)
     engine = create_engine_for(config.db_url)
     migrate(engine)
+    check_master_key(engine, master_key)
     # The notifier reads a namespace's cursor through the service it is handed to (late bound).
-    notifier = LocalNotifier(lambda namespace_id: metadata.current_cursor(namespace_id))
+    notifier = notifier_for(engine, lambda namespace_id: metadata.current_cursor(namespace_id))
     metadata = MetadataService(engine, notifier)
-    blocks = BlockService(
-        open_store(config.blocks_url), load_or_create_master_key(config.master_key_path)
-    )
+    blocks = BlockService(open_store(config.blocks_url), master_key)
     upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
-    return Services(config, metadata, blocks, upload_manager, notifier)
+    health = HealthCheck(engine, blocks.store)
+    return Services(config, metadata, blocks, upload_manager, notifier, health)
 
 
 async def _sweep_forever(services: Services, interval: float) -> None:
@@ -67,6 +71,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        await run_in_threadpool(services.notifier.close)
 
 
 def create_app(services: Services) -> FastAPI:
@@ -78,6 +83,7 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    app.add_middleware(RequestGuard, metadata=services.metadata)
     for module in (account, files, uploads, blocks, tree, batch, changes):
         app.include_router(module.router)
     return app

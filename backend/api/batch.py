@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from backend.api.bodies import large_json_post
 from backend.api.deps import PrincipalDep, ServicesDep, check_path
 from backend.api.files import commit_answer, commit_request
 from backend.api.models import (
@@ -30,7 +31,7 @@ from backend.protocol.errors import PayloadTooLarge
 router = APIRouter(prefix="/v1", tags=["batch"])
 
 
-@router.post("/batch")
+@large_json_post(router, "/batch")
 def batch(who: PrincipalDep, services: ServicesDep, body: BatchIn) -> dict:
     """Apply the operations in order; `results` has one item per operation tried."""
     if len(body.ops) > MAX_BATCH_OPS:

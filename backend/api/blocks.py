@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from backend.api.bodies import body_limit
 from backend.api.deps import PrincipalDep, Services, ServicesDep, declared_length
 from backend.api.models import BlockHash, MissingIn
 from backend.blocks import (
@@ -39,9 +40,12 @@ def _binary_body(description: str) -> dict:
     return {"requestBody": {"description": description, "content": content}}
 
 
-_ZSTD_BODY = _binary_body("one zstd frame holding the block")
-_BATCH_BODY = _binary_body(
-    f"blocks framed as [64 hex digits][8-byte big-endian length][zstd frame] ({BATCH_TYPE})"
+_ZSTD_BODY = body_limit(MAX_WIRE_SIZE, **_binary_body("one zstd frame holding the block"))
+_BATCH_BODY = body_limit(
+    MAX_BATCH_BYTES,
+    **_binary_body(
+        f"blocks framed as [64 hex digits][8-byte big-endian length][zstd frame] ({BATCH_TYPE})"
+    ),
 )
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from backend.api.errors import error_response
 from backend.blocks import BlockService
 from backend.metadata.types import BlockList
-from backend.protocol.errors import RangeNotSatisfiable
+from backend.protocol.errors import BlockSizeMismatch, RangeNotSatisfiable
 
 _BYTE_RANGE = re.compile(r"bytes=(\d{0,20})-(\d{0,20})")
 
@@ -63,6 +63,8 @@ def _stream(service: BlockService, blocks: BlockList, first: int, last: int) -> 
         if end < first or block.offset > last:
             continue
         data = service.get_plain(block.hash)
+        if len(data) != block.size:  # never a short body under a promised Content-Length
+            raise BlockSizeMismatch(f"block {block.hash} holds {len(data)} bytes, not {block.size}")
         yield data[max(0, first - block.offset) : last - block.offset + 1]
 
 

@@ -10,9 +10,11 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from backend.db.failover import connection_lost, unavailable
 from backend.protocol.errors import CirrusError
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,15 @@ async def _client_gone(request: Request, _: ClientDisconnect) -> JSONResponse:
     return error_response(400, "invalid_request", "the request body ended early")
 
 
+async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    """A dropped or refused database connection (a failover): 503, and the client retries."""
+    if not connection_lost(exc):
+        return await _unexpected(request, exc)
+    log.warning("database unreachable during %s %s", request.method, request.url.path)
+    refusal = unavailable(exc)
+    return error_response(refusal.status, refusal.code, refusal.message, {"Retry-After": "1"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal", "internal server error")
@@ -71,4 +82,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from backend.api.bodies import body_limit, large_json_post
 from backend.api.deps import PrincipalDep, ServicesDep, check_path, declared_length
 from backend.api.download import file_response
 from backend.api.models import RAW_BODY, CommitIn, Mode, RestoreIn, Revision, TimeNs
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 NodeId = Annotated[int, Query(ge=1, le=2**63 - 1)]
 
 
-@router.post("", status_code=201, openapi_extra=RAW_BODY)
+@router.post("", status_code=201, openapi_extra=body_limit(MAX_FILE_SIZE, **RAW_BODY))
 async def upload(
     request: Request,
     who: PrincipalDep,
@@ -93,7 +94,7 @@ def restore(who: PrincipalDep, services: ServicesDep, body: RestoreIn) -> dict:
     return services.metadata.restore(who, check_path(body.path), body.rev).to_json()
 
 
-@router.post("/commit", status_code=201)
+@large_json_post(router, "/commit", status_code=201)
 def commit(who: PrincipalDep, services: ServicesDep, body: CommitIn) -> dict:
     return commit_answer(services.metadata.commit(who, commit_request(body)))
 

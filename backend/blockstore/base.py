@@ -11,6 +11,8 @@ from typing import Protocol
 from backend.protocol.errors import InvalidRequest
 from backend.protocol.hashing import is_block_hash
 
+PROBE_KEY = "0" * 64  # a well-formed name no block has (its plaintext would be unknown)
+
 
 class BlockNotFound(KeyError):
     """The store holds no object under that key."""
@@ -41,6 +43,14 @@ class BlockStore(Protocol):
 
     def keys(self) -> Iterator[str]:
         """Every key in the store, in no particular order."""
+
+    def check(self) -> None:
+        """Raise if the store cannot be reached now (the server's health check asks).
+
+        The default asks for an object no one stores: a network store's answer proves it
+        reachable, its failure raises. Stores that can tell more cheaply override this.
+        """
+        self.exists(PROBE_KEY)
 
 
 def check_key(key: str) -> str:

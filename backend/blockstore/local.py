@@ -195,6 +195,11 @@ class LocalBlockStore(BlockStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def check(self) -> None:
+        """The root must be a folder this process can write (a lost mount fails here)."""
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+            raise OSError(f"block folder {self.root} is missing or not writable")
+
     def keys(self) -> Iterator[str]:
         for first in _subfolders(self.root):
             for second in _subfolders(first):

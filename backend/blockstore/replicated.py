@@ -68,6 +68,17 @@ class ReplicatedBlockStore(BlockStore):
     def exists(self, key: str) -> bool:
         return any(store.exists(key) for store in self.stores)
 
+    def check(self) -> None:
+        """Reachable while one replica is: reads are served from any of them."""
+        failures = []
+        for store in self.stores:
+            try:
+                store.check()
+                return
+            except Exception as exc:
+                failures.append(exc)
+        raise OSError(f"no replica is reachable: {failures[0]}")
+
     def keys(self) -> Iterator[str]:
         seen: set[str] = set()
         for store in self.stores:

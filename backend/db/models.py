@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     UniqueConstraint,
     text,
@@ -288,10 +289,11 @@ class BatchAnswer(Base):
 
 
 class UploadSession(Base):
-    """A resumable upload in progress (the API's /v1/uploads/ID). Bytes received so far live
-    on the server's disk; `received` counts those fsynced and acknowledged (0 <= received <=
-    total_size). A session is dead after `expires`; the upload layer deletes it then, or
-    when it completes or is cancelled."""
+    """A resumable upload in progress (the API's /v1/uploads/ID). `received` counts the bytes
+    acknowledged (0 <= received <= total_size): those cut into blocks stored in the block
+    store (upload_blocks) and then `tail`, the bytes after the last cut, which the next PUT
+    continues (NULL when empty). Any server can continue it. A session is dead after
+    `expires`; the upload layer deletes it then, or when it completes or is cancelled."""
 
     __tablename__ = "upload_sessions"
 
@@ -306,3 +308,31 @@ class UploadSession(Base):
     created: Mapped[int] = mapped_column(BigInteger)
     updated: Mapped[int] = mapped_column(BigInteger)
     expires: Mapped[int] = mapped_column(BigInteger, index=True)
+    tail: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class MasterKey(Base):
+    """Which master key the drive's blocks are sealed with: a check value per key id (the
+    key itself is never stored here). A server whose key gives another check value than
+    the row of id 1, written by the first server that started, refuses to start."""
+
+    __tablename__ = "master_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    check_value: Mapped[str] = mapped_column(String(HASH_LEN))
+    created: Mapped[int] = mapped_column(BigInteger)
+
+
+class UploadBlock(Base):
+    """A block of a resumable upload, cut and stored (and recorded as the drive's) while the
+    upload goes on: bytes [offset, offset + size) of the file. They become the revision's
+    block list when the last byte arrives."""
+
+    __tablename__ = "upload_blocks"
+
+    upload_id: Mapped[str] = mapped_column(
+        ForeignKey("upload_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    size: Mapped[int] = mapped_column(Integer)

@@ -27,6 +27,7 @@ from backend.db.models import (
     Node,
     PendingBlock,
     Revision,
+    RevisionBlock,
 )
 from backend.metadata.types import Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
@@ -41,6 +42,24 @@ _IN_BATCH = 500
 _OWNED = select(NamespaceBlock.hash).where(
     NamespaceBlock.namespace_id == bindparam("namespace"),
     NamespaceBlock.hash.in_(bindparam("hashes", expanding=True)),
+)
+_OWNED_SIZES = (
+    select(NamespaceBlock.hash, Block.size)
+    .join(Block, Block.hash == NamespaceBlock.hash)
+    .where(
+        NamespaceBlock.namespace_id == bindparam("namespace"),
+        NamespaceBlock.hash.in_(bindparam("hashes", expanding=True)),
+    )
+)
+# Revisions (of those asked about) that name a block with another size than its real one.
+_MISSIZED = (
+    select(RevisionBlock.revision_id)
+    .join(Block, Block.hash == RevisionBlock.hash)
+    .where(
+        RevisionBlock.revision_id.in_(bindparam("revisions", expanding=True)),
+        RevisionBlock.size != Block.size,
+    )
+    .distinct()
 )
 _BLOCKS = Block.__table__
 _COUNT_REFERENCES = (
@@ -62,6 +81,15 @@ def owned_hashes(session: Session, namespace_id: int, hashes: list[str]) -> set[
     for start in range(0, len(hashes), _IN_BATCH):
         params = {"namespace": namespace_id, "hashes": hashes[start : start + _IN_BATCH]}
         owned.update(session.scalars(_OWNED, params))
+    return owned
+
+
+def owned_sizes(session: Session, namespace_id: int, hashes: list[str]) -> dict[str, int]:
+    """The hashes of `hashes` this drive has uploaded, with their real (plaintext) sizes."""
+    owned: dict[str, int] = {}
+    for start in range(0, len(hashes), _IN_BATCH):
+        params = {"namespace": namespace_id, "hashes": hashes[start : start + _IN_BATCH]}
+        owned.update((h, size) for h, size in session.execute(_OWNED_SIZES, params))
     return owned
 
 
@@ -189,6 +217,10 @@ def _complete_waiting(tx: Txn, hashes: list[str]) -> None:
             .returning(PendingBlock.revision_id)
         )
         waiting.update(tx.session.scalars(struck))
-    for revision_id in sorted(waiting):
+    # A revision that announced a block's size wrongly stays pending: it is never shown.
+    missized = (
+        set(tx.session.scalars(_MISSIZED, {"revisions": sorted(waiting)})) if waiting else set()
+    )
+    for revision_id in sorted(waiting - missized):
         if not tx.session.scalar(select(exists().where(PendingBlock.revision_id == revision_id))):
             complete_revision(tx, tx.session.get(Revision, revision_id))

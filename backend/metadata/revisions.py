@@ -37,6 +37,7 @@ from backend.metadata.types import (
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import (
     AlreadyExists,
+    BlockSizeMismatch,
     InvalidRequest,
     IsADirectory,
     NotFound,
@@ -158,6 +159,9 @@ def commit_in(
     keep: int,
 ) -> CommitResult:
     """Record a checked commit inside an open write transaction, keeping `keep` versions."""
+    distinct = list(dict.fromkeys(b.hash for b in blocks))
+    owned = tx.owned(distinct)
+    _check_sizes(blocks, owned)
     parent = tx.make_dirs(parts[:-1])
     name = parts[-1]
     node = tx.child(parent, name)
@@ -171,8 +175,6 @@ def commit_in(
         elif not request.overwrite and (node.type != FILE or request.base_rev != node.head_rev):
             name, node, conflict = _conflicted_name(tx, parent, name, who.author), None, True
     mtime_ns = tx.now_ns if request.mtime_ns is None else request.mtime_ns
-    distinct = list(dict.fromkeys(b.hash for b in blocks))
-    owned = tx.owned(distinct)
     missing = [h for h in distinct if h not in owned]
     if node is None:  # a new file, inserted with its first revision shown unless pending
         mode = request.mode or DEFAULT_FILE_MODE
@@ -190,6 +192,17 @@ def commit_in(
     prune_revisions(tx, node, keep)
     info = tx.journal(node)
     return CommitResult(info, number, missing, conflict, info.path)
+
+
+def _check_sizes(blocks: list[BlockRef], real_sizes: dict[str, int]) -> None:
+    """Refuse a commit that gives a block the drive holds another size than its own: the
+    file's size, downloads and the user's usage all trust these sizes."""
+    for block in blocks:
+        real = real_sizes.get(block.hash, block.size)
+        if real != block.size:
+            raise BlockSizeMismatch(
+                f"block {block.hash} holds {real} bytes, not the {block.size} announced"
+            )
 
 
 def _add_revision(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
+from backend.db.failover import repeatable, run_again
 from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.journal import Journal
@@ -60,6 +61,7 @@ class MetadataService:
         """Create a user with their namespace (root folder) and return a new API token."""
         return self._users.create_user(name)
 
+    @repeatable
     def authenticate(self, token: str, device: str | None) -> Principal:
         """Resolve a bearer token (stored hashed); raise Unauthorized when unknown."""
         return self._users.authenticate(token, device)
@@ -68,17 +70,21 @@ class MetadataService:
         """The caller if known from a recent lookup (no I/O: safe on the event loop)."""
         return self._users.authenticate_cached(token, device)
 
+    @repeatable
     def account(self, who: Principal) -> dict:
         """{"user", "namespace_id", "cursor", "used_bytes", "files", "bytes_received"}."""
         return self._users.account(who)
 
     # tree
+    @repeatable
     def stat(self, who: Principal, path: str) -> NodeInfo:
         return self._tree.stat(who, path)
 
+    @repeatable
     def stat_id(self, who: Principal, node_id: int) -> NodeInfo:
         return self._tree.stat_id(who, node_id)
 
+    @repeatable
     def list_dir(self, who: Principal, path: str) -> list[NodeInfo]:
         """Children sorted by name; NotADirectory for a file."""
         return self._tree.list_dir(who, path)
@@ -119,18 +125,24 @@ class MetadataService:
     ) -> list[dict]:
         """Apply ops in order in one transaction, each undone alone when refused; the
         answers as `render` makes them (kept for ops with a seq, given again on a repeat)."""
+        if client is not None and all(op.seq is not None for op in ops):
+            return run_again(self._batches.apply, who, ops, render, stop_on_error, client)
         return self._batches.apply(who, ops, render, stop_on_error, client)
 
     # files and revisions
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
+        if request.commit_id is not None:  # a repeat returns the first one's answer
+            return run_again(self._revisions.commit, who, request)
         return self._revisions.commit(who, request)
 
+    @repeatable
     def block_list(
         self, who: Principal, path: str | None, node_id: int | None, rev: int | None
     ) -> BlockList:
         """Blocks of the current uploaded revision (or rev); RevisionPending if not uploaded."""
         return self._revisions.block_list(who, path, node_id, rev)
 
+    @repeatable
     def history(self, who: Principal, path: str, limit: int) -> list[RevisionInfo]:
         """Revisions newest first, at most limit (1..1000)."""
         return self._revisions.history(who, path, limit)
@@ -140,6 +152,7 @@ class MetadataService:
         return self._revisions.restore(who, path, rev).node
 
     # blocks
+    @repeatable
     def missing_blocks(self, who: Principal, hashes: list[str]) -> list[str]:
         """Hashes this user has neither uploaded nor referenced (never looks at other users)."""
         return self._blocks.missing_blocks(who, hashes)
@@ -153,23 +166,29 @@ class MetadataService:
         """record_block for several blocks (hash, size, stored_size) in one transaction."""
         self._blocks.record_blocks(who, blocks)
 
+    @repeatable
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
         """The subset of hashes this user may read (may_read_block for many, one query)."""
         return self._blocks.readable_blocks(who, hashes)
 
+    @repeatable
     def block_known(self, hash: str) -> bool:
         """True when the block is already stored (by anyone): the upload may skip the store."""
         return self._blocks.block_known(hash)
 
+    @repeatable
     def may_read_block(self, who: Principal, hash: str) -> bool:
         return self._blocks.may_read_block(who, hash)
 
     # changes
+    @repeatable
     def changes(self, who: Principal, cursor: int, limit: int) -> ChangesPage:
         return self._journal.changes(who, cursor, limit)
 
+    @repeatable
     def current_cursor(self, namespace_id: int) -> int:
         return self._journal.current_cursor(namespace_id)
 
+    @repeatable
     def snapshot(self, who: Principal, after_id: int, limit: int) -> SnapshotPage:
         return self._journal.snapshot(who, after_id, limit)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 
 from backend.db.engine import writer
 from backend.db.models import DIR, ChangeEntry, Namespace, Node
-from backend.metadata.blockrefs import owned_hashes, write_references
+from backend.metadata.blockrefs import owned_sizes, write_references
 from backend.metadata.nodes import Tree, format_path
 from backend.metadata.types import NodeInfo, Notifier
 from backend.protocol.errors import AlreadyExists, InvalidRequest, NotADirectory, NotFound
@@ -54,7 +54,7 @@ class Txn(Tree):
         self.connection = session.connection()  # for plain INSERTs that skip the ORM
         self._entries: list[dict] = []
         self._references: list[tuple[str, int, int]] = []
-        self._owned: dict[str, bool] = {}
+        self._owned: dict[str, int | None] = {}  # hash -> its size, None: not this drive's
         self._created: list[Node] = []
         # Commit ids a batch found unused when it began (revisions.note_unused_commit_ids).
         self.unused_commit_ids: set[str] = set()
@@ -71,14 +71,15 @@ class Txn(Tree):
         })  # fmt: skip
         return info
 
-    def owned(self, hashes: list[str]) -> set[str]:
-        """The subset of hashes this drive has uploaded, each asked of the database once per
-        transaction: only record_blocks adds any, in a write transaction of its own."""
+    def owned(self, hashes: list[str]) -> dict[str, int]:
+        """The hashes of `hashes` this drive has uploaded, with their real sizes, each asked
+        of the database once per transaction: only record_blocks adds any, in a write
+        transaction of its own."""
         unknown = [h for h in hashes if h not in self._owned]
         if unknown:
-            found = owned_hashes(self.session, self.namespace_id, unknown)
-            self._owned.update((h, h in found) for h in unknown)
-        return {h for h in hashes if self._owned[h]}
+            found = owned_sizes(self.session, self.namespace_id, unknown)
+            self._owned.update((h, found.get(h)) for h in unknown)
+        return {h: size for h in hashes if (size := self._owned[h]) is not None}
 
     def refer(self, blocks: list[tuple[str, int]], sign: int) -> None:
         """Count one more (sign +1) or one less (-1) reference per listed (hash, size)."""

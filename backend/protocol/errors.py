@@ -19,7 +19,9 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── RevisionPending     409 revision_pending  (EAGAIN: blocks not all uploaded yet)
      ├── PayloadTooLarge     413 too_large         (EFBIG)
      ├── RangeNotSatisfiable 416 bad_range         (EINVAL)
-     └── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
+     ├── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
+     ├── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
+     └── DatabaseUnavailable 503 unavailable       (EIO: no database primary reachable; retry)
 """
 
 import errno as _errno
@@ -99,6 +101,17 @@ class RangeNotSatisfiable(CirrusError):
 
 class HashMismatch(CirrusError):
     code, status, errno = "hash_mismatch", 422, _errno.EIO
+
+
+class BlockSizeMismatch(CirrusError):
+    code, status, errno = "block_size_mismatch", 422, _errno.EIO
+
+
+class DatabaseUnavailable(CirrusError):
+    """Not the request's fault: the database connection dropped (a failover under way) and
+    the call could not safely be run again. Retrying later is the right answer."""
+
+    code, status, errno = "unavailable", 503, _errno.EIO
 
 
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
