@@ -32,9 +32,10 @@ from backend.protocol.errors import NotADirectory, NotFound
 from cache.metadb import ROOT_INODE, MetaDB, Node
 from mountfs.content import Content, Revision
 from mountfs.errors import FsError
+from mountfs.published import VIRTUAL_DIR
 from mountfs.remote import RemoteDrive
 
-NAME = ".cirrus"
+NAME = VIRTUAL_DIR
 FIRST_INODE = 1 << 60
 FIRST_HANDLE = 1 << 40
 HISTORY_LIMIT = 1000
