@@ -56,6 +56,7 @@ class _Entry:
     mirror: int = ROOT_INODE  # the mirror inode of a folder or file entry
     revision: Revision | None = None
     mtime_ns: int = 0
+    key: tuple = ()  # what `_inode` made it for
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,7 @@ class VirtualTree:
         entry = self._entries.get(inode)
         if entry is not None and inode >= FIRST_INODE + 4:
             del self._entries[inode]
-            self._inodes = {key: value for key, value in self._inodes.items() if value != inode}
+            self._inodes.pop(entry.key, None)
 
     # -- folders ------------------------------------------------------------------------------
 
@@ -236,7 +237,7 @@ class VirtualTree:
             self._next_inode += 1
             kind, mirror = key[0], key[1]
             revision = self._histories[mirror][1][key[2]] if kind == "revision" else None
-            self._entries[inode] = _Entry(kind, mirror, revision)
+            self._entries[inode] = _Entry(kind, mirror, revision, key=key)
         return inode
 
     def _mirror_mtime(self, entry: _Entry) -> int:

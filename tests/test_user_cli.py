@@ -217,3 +217,58 @@ def test_bad_input_is_one_line_errors(
     fails(cli(home, "restore", "/nothing", cwd=drive.path), "restore", "nothing")
     usage = cli(home, "history")
     assert usage.returncode == 2 and len(usage.stderr.splitlines()) == 1
+
+
+def test_status_counts_what_waits_while_the_server_is_down(
+    server: ServerProcess, drive_user: str, drive: MountProcess, home: dict
+) -> None:
+    server.stop()
+    try:
+        (drive.path / "offline.bin").write_bytes(b"x" * 5000)
+        (drive.path / "dir").mkdir()
+        status = wait_until(
+            lambda: (
+                (s := ok_json(home, "status", "offline.bin", cwd=drive.path))
+                and s["connection"] == "offline"
+                and s
+            )
+        )
+        assert (status["upload_files"], status["upload_bytes"]) == (1, 5000)
+        assert status["pending_operations"] >= 2 and status["path"]["state"] == "pending"
+    finally:
+        server.start()
+    wait_until(
+        lambda: (
+            (s := ok_json(home, "status", cwd=drive.path))["pending_operations"] == 0
+            and s["connection"] == "online"
+        ),
+        timeout=30,
+    )
+    assert server_file(server, drive_user, "/offline.bin") == b"x" * 5000
+
+
+def test_a_mount_uses_the_token_login_saved(
+    server: ServerProcess, home: dict, tmp_path: Path
+) -> None:
+    server.create_user("carol")
+    login(server, home, "carol", device="desk")
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    try:
+        mounted = cli(
+            home, "mount", server.url, str(mountpoint), "--cache-dir", str(tmp_path / "c")
+        )
+        assert mounted.returncode == 0, mounted.stderr
+        (mountpoint / "via-login.txt").write_text("hi")
+        status = ok_json(home, "status", cwd=mountpoint)
+        assert status["device"] and status["server"] == server.url
+    finally:
+        mount_fixtures.fusermount_unmount(mountpoint)
+    tokens = subprocess.run(
+        [cirrus_executable(), "admin", "tokens", "carol", "--json", *server._storage_args()],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    used = {t["name"]: t["last_used"] for t in json.loads(tokens.stdout)}
+    assert used["desk"] is not None  # the mount authenticated with the device token
