@@ -138,6 +138,8 @@ def test_history_and_restore_through_the_mount_and_the_config(
     copied = ok_json(home, "restore", "/f.txt", "--rev", str(first), "--to", "/old/f1.txt")
     assert copied["to"] == "/old/f1.txt"
     assert server_file(server, drive_user, "/old/f1.txt") == b"one\n"
+    copy_history = ok_json(home, "history", "/old/f1.txt", cwd=tmp_path)
+    assert copy_history["revisions"][0]["device"] == "box"  # the logged-in device's name
     wait_until(lambda: (drive.path / "old" / "f1.txt").read_bytes() == b"one\n")
 
 

@@ -20,9 +20,12 @@ TIMEOUT_S = 30.0
 class Api:
     def __init__(self, context: Context) -> None:
         self.server = context.server
+        headers = {"Authorization": f"Bearer {context.token}"}
+        if context.device:
+            headers["X-Cirrus-Device"] = context.device
         self._client = httpx.Client(
             base_url=context.server,
-            headers={"Authorization": f"Bearer {context.token}"},
+            headers=headers,
             timeout=httpx.Timeout(TIMEOUT_S, connect=10.0),
         )
 

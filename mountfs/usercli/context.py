@@ -34,6 +34,7 @@ class Context:
     server: str
     token: str
     mountpoint: str | None = None  # the mount the command runs in, if any
+    device: str | None = None  # authors the revisions the command makes
 
 
 def config_path(override: str | None = None) -> Path:
@@ -115,7 +116,7 @@ def resolve(
     root = None if server is not None else mount_root(near or ".") or mount_root(".")
     if root is not None:
         info = mount_info(root)
-        return Context(info["server"], token or info["token"], root)
+        return Context(info["server"], token or info["token"], root, info.get("device"))
     settings = read_config(config_path(config))
     if server is None:
         server = settings.get("server")
@@ -128,7 +129,7 @@ def resolve(
     token = token or settings.get("token")
     if not token:
         raise CliError(f"no token for {server}: `cirrus login {server}` or give --token-file")
-    return Context(check_url(server), token)
+    return Context(check_url(server), token, device=settings.get("device"))
 
 
 def check_url(url: str) -> str:
