@@ -16,6 +16,8 @@ from backend.metadata.service import MetadataService
 from backend.metadata.users import TOKEN_CACHE_S
 from backend.protocol.errors import InvalidRequest, Unauthorized
 from tests import postgres
+from tests.support import mount as mount_fixtures
+from tests.support.mount import MountFactory, server_file, wait_until
 from tests.support.server import COMMAND_TIMEOUT_S, ServerProcess, cirrus_executable
 
 postgres_server = postgres.postgres_server
@@ -23,6 +25,8 @@ database_url = postgres.database_url
 migrated_engine = postgres.migrated_engine
 notifier = postgres.notifier
 metadata = postgres.metadata
+mount_factory = mount_fixtures.mount_factory
+drive_user = mount_fixtures.drive_user
 
 
 def admin(server: ServerProcess, *args: str) -> subprocess.CompletedProcess:
@@ -165,3 +169,24 @@ def test_the_migration_names_the_tokens_of_an_existing_drive(database_url: str) 
         assert rows == [("initial", None, None), ("token-2", None, None)]
     finally:
         engine.dispose()
+
+
+def test_a_mount_whose_token_is_revoked_goes_offline_and_keeps_its_changes(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    laptop = login(server, login_code(server, "alice"), "laptop")["token"]
+    drive = mount_factory("laptop", token=laptop)
+    assert admin(server, "revoke", "alice", "laptop").returncode == 0
+    (drive.path / "after.txt").write_text("kept")
+    status_file = drive.path / ".cirrus" / "status.json"
+    status = wait_until(
+        lambda: (s := json.loads(status_file.read_bytes()))["connection"] == "offline" and s,
+        timeout=10,
+    )
+    assert status["upload_files"] == 1  # waits in the journal, nothing is lost
+    with server.client(laptop) as client:
+        assert client.get("/v1/tree/stat", params={"path": "/after.txt"}).status_code == 401
+    drive.unmount()  # the journal keeps the change for the next mount of this cache
+    drive.token_file.write_text(login(server, login_code(server, "alice"), "laptop")["token"])
+    drive.mount()
+    wait_until(lambda: server_file(server, drive_user, "/after.txt") == b"kept", timeout=30)
