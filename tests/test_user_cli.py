@@ -3,6 +3,8 @@ upload and download (resumed after a kill), and their one-line errors."""
 
 import json
 import os
+import pty
+import re
 import signal
 import stat
 import subprocess
@@ -274,3 +276,37 @@ def test_a_mount_uses_the_token_login_saved(
     )
     used = {t["name"]: t["last_used"] for t in json.loads(tokens.stdout)}
     assert used["desk"] is not None  # the mount authenticated with the device token
+
+
+def test_a_terminal_gets_a_progress_bar_with_speed_and_time_left(
+    server: ServerProcess, home: dict, tmp_path: Path
+) -> None:
+    server.create_user("dan")
+    login(server, home, "dan")
+    local = tmp_path / "p.bin"
+    local.write_bytes(os.urandom(3 << 20))
+    controller, terminal = pty.openpty()
+    try:
+        command = [cirrus_executable(), "upload", str(local), "/p.bin", "--chunk-size", "256K"]
+        env = {**home, "COLUMNS": "120", "TERM": "xterm"}
+        result = subprocess.run(
+            [*command, "--bwlimit", "2M"], env=env, stderr=terminal, timeout=COMMAND_TIMEOUT_S
+        )
+        os.close(terminal)
+        shown = b""
+        while chunk := _read_some(controller):
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert result.returncode == 0
+    text = shown.decode(errors="replace")
+    assert "/p.bin" in text and "MB/s" in text and re.search(r"\d:\d\d:\d\d", text), text
+    quiet = cli(home, "upload", str(local), "/q.bin")  # stderr is a pipe: no bar
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def _read_some(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO once the terminal's other side is closed and drained
+        return b""
