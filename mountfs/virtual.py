@@ -122,9 +122,18 @@ class VirtualTree:
         if parent == ROOT_INODE:
             return self.attrs(_ROOT)
         name = raw.decode("utf-8", "surrogateescape")
-        for child_name, inode in await self._children(parent):
-            if child_name == name:
-                return self.attrs(inode)
+        entry = self._entry(parent)
+        if entry.kind in ("history", "folder"):  # one mirror lookup, not a listing
+            node = self._db.child(entry.mirror, name)
+            if node is not None and _shown(node):
+                return self.attrs(self._inode(_key(node)))
+        elif entry.kind == "file":
+            if name in await self._revisions(entry.mirror):
+                return self.attrs(self._inode(("revision", entry.mirror, name)))
+        else:
+            for child_name, inode in await self._children(parent):
+                if child_name == name:
+                    return self.attrs(inode)
         raise NotFound(f"no entry {name!r} in {NAME}")
 
     def attrs(self, inode: int) -> Node:
@@ -160,11 +169,7 @@ class VirtualTree:
             return [("history", _HISTORY), ("mount.json", _MOUNT), ("status.json", _STATUS)]
         if entry.kind in ("history", "folder"):
             nodes = self._db.children(entry.mirror, limit=1_000_000)
-            return [
-                (node.name, self._inode(("folder" if node.is_dir else "file", node.inode)))
-                for node in nodes
-                if node.is_dir or (node.type == "file" and node.remote_id is not None)
-            ]
+            return [(node.name, self._inode(_key(node))) for node in nodes if _shown(node)]
         if entry.kind == "file":
             revisions = await self._revisions(entry.mirror)
             return [(name, self._inode(("revision", entry.mirror, name))) for name in revisions]
@@ -270,6 +275,15 @@ class VirtualTree:
             "conflicts": [self._db.path(inode) for inode in self._db.conflicted()],
             "cursor": int(self._db.get_state("cursor") or 0),
         }
+
+
+def _shown(node: Node) -> bool:
+    """Folders, and files the server has (symlinks and files not yet sent have no history)."""
+    return node.is_dir or (node.type == "file" and node.remote_id is not None)
+
+
+def _key(node: Node) -> tuple:
+    return ("folder" if node.is_dir else "file", node.inode)
 
 
 def revision_name(file_name: str, created: str, rev: int, taken: dict) -> str:
