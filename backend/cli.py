@@ -79,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name", help="user name (unique)")
     _add_storage_options(create)
     create.set_defaults(func=create_user_command)
+    from backend.token_admin import register as register_token_commands
+
+    register_token_commands(admin_commands, _add_storage_options)
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:

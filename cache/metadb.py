@@ -387,6 +387,18 @@ class MetaDB:
     def journal_length(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
 
+    def pending_uploads(self) -> tuple[int, int]:
+        """(files, bytes) whose content is still waiting to be uploaded, for `cirrus status`."""
+        return self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM nodes "
+            "WHERE inode IN (SELECT inode FROM journal WHERE op = 'upload')"
+        ).fetchone()
+
+    def conflicted(self) -> list[int]:
+        """Attached nodes that a commit of ours turned into conflicted copies."""
+        rows = self._db.execute("SELECT inode FROM nodes WHERE conflict = 1 AND parent IS NOT NULL")
+        return [row[0] for row in rows]
+
     # -- state --------------------------------------------------------------------------------
 
     def get_state(self, key: str) -> str | None:

@@ -431,3 +431,8 @@ class RemoteDrive:
         """The whole current content of a file, in memory: for tools and tests, not the mount."""
         response = await self._send("GET", "/files/content", params={"path": _check_path(path)})
         return response.content
+
+    async def history(self, path: str, limit: int = 100) -> list[dict]:
+        """The file's revisions, newest first (at most `limit`, 1..1000)."""
+        params = {"path": _check_path(path), "limit": limit}
+        return (await self._json("GET", "/files/history", params=params))["revisions"]

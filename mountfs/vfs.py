@@ -41,10 +41,10 @@ from backend.protocol.paths import NAME_MAX, check_name
 from cache.metadb import ROOT_INODE, MetaDB, Node
 from mountfs.content import Content, Revision
 from mountfs.errors import FsError
+from mountfs.published import STATUS_XATTR
 
 log = logging.getLogger(__name__)
 
-STATUS_XATTR = "user.cirrus.status"
 _RESERVED_XATTR_PREFIX = "user.cirrus."
 XATTR_VALUE_MAX = 64 * 1024
 

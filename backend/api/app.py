@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from backend.api import account, batch, blocks, changes, files, tree, uploads
+from backend.api import login as login_api
 from backend.api.deps import Services
 from backend.api.errors import install_error_handlers
 from backend.api.guard import RequestGuard
@@ -86,4 +87,5 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(RequestGuard, metadata=services.metadata)
     for module in (account, files, uploads, blocks, tree, batch, changes):
         app.include_router(module.router)
+    app.include_router(login_api.router)
     return app

@@ -64,6 +64,36 @@ class Token(Base):
     # hex SHA-256 of the token text, unique: a lookup by it authenticates a request
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[int] = mapped_column(BigInteger)
+    # The device or login it was issued to ("initial" for the token create-user prints);
+    # unique among the user's live tokens, so an administrator can revoke it by name.
+    name: Mapped[str] = mapped_column(String(DEVICE_LEN))
+    # When a request last used it; NULL if never. Written at most once a minute per server.
+    last_used: Mapped[int | None] = mapped_column(BigInteger)
+    # When it was revoked; NULL while it is valid. A revoked token is kept for the record.
+    revoked: Mapped[int | None] = mapped_column(BigInteger)
+
+
+Index(
+    "uq_tokens_live_name",
+    Token.user_id,
+    Token.name,
+    unique=True,
+    sqlite_where=text("revoked IS NULL"),
+    postgresql_where=text("revoked IS NULL"),
+)
+
+
+class LoginCode(Base):
+    """A one-time code an administrator issued so that a device can log in (POST /v1/login)
+    and get a token of its own. Only its SHA-256 is kept, like a token's; it is deleted when
+    used, and refused after `expires`."""
+
+    __tablename__ = "login_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created: Mapped[int] = mapped_column(BigInteger)
+    expires: Mapped[int] = mapped_column(BigInteger)
 
 
 class Device(Base):

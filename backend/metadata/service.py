@@ -21,6 +21,7 @@ from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.journal import Journal
 from backend.metadata.retention import DEFAULT_MAX_REVISIONS
 from backend.metadata.revisions import Revisions
+from backend.metadata.tokens import NewToken, TokenInfo, Tokens
 from backend.metadata.tree import TreeOps
 from backend.metadata.txn import Database
 from backend.metadata.types import (
@@ -55,6 +56,7 @@ class MetadataService:
         self._blocks = BlockRefs(db)
         self._journal = Journal(db)
         self._batches = Batches(db, max_revisions)
+        self._tokens = Tokens(db)
 
     # users and tokens
     def create_user(self, name: str) -> str:
@@ -192,3 +194,18 @@ class MetadataService:
     @repeatable
     def snapshot(self, who: Principal, after_id: int, limit: int) -> SnapshotPage:
         return self._journal.snapshot(who, after_id, limit)
+
+    # device tokens
+    def list_tokens(self, user_name: str) -> list[TokenInfo]:
+        return self._tokens.list(user_name)
+
+    def revoke_token(self, user_name: str, token_name: str) -> None:
+        """Servers that cached the token refuse it within users.TOKEN_CACHE_S."""
+        self._tokens.revoke(user_name, token_name)
+
+    def create_login_code(self, user_name: str, ttl_s: int) -> str:
+        """A one-time code that POST /v1/login exchanges for a device token."""
+        return self._tokens.create_login_code(user_name, ttl_s)
+
+    def login(self, code: str, device: str | None) -> NewToken:
+        return self._tokens.login(code, device)
