@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (info)"
     )
+    _add_lifecycle_options(serve)
     serve.set_defaults(func=serve_command)
 
     admin = subparsers.add_parser("admin", help="administer the server's users")
@@ -85,6 +86,32 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
         help="metadata database URL, e.g. postgresql+psycopg://user@host/cirrus "
         "(default: sqlite:///DIR/metadata.db)",
     )
+
+
+def _add_lifecycle_options(serve: argparse.ArgumentParser) -> None:
+    """How long the trash and the change journal keep what they hold (ServerConfig)."""
+    options = (
+        ("--trash-days", "trash_days", "days a deleted file stays in the trash"),
+        ("--trash-interval", "trash_interval_s", "seconds between two emptyings of the trash"),
+        ("--journal-days", "journal_days", "days a change journal entry is kept at most"),
+        ("--journal-interval", "journal_interval_s", "seconds between two journal trims"),
+    )
+    for flag, field, text in options:
+        default = ServerConfig.__dataclass_fields__[field].default
+        serve.add_argument(
+            flag, dest=field, metavar="N", type=_non_negative, default=default,
+            help=f"{text} ({default:g})",
+        )  # fmt: skip
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -133,7 +160,11 @@ def _config(args: argparse.Namespace, **listen: object) -> ServerConfig:
 
 @_fail_in_one_line("serve")
 def serve_command(args: argparse.Namespace) -> int:
-    config = _config(args, host=args.host, port=args.port, log_level=args.log_level)
+    lifecycle = {
+        field: getattr(args, field)
+        for field in ("trash_days", "trash_interval_s", "journal_days", "journal_interval_s")
+    }
+    config = _config(args, host=args.host, port=args.port, log_level=args.log_level, **lifecycle)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step
     signal.signal(signal.SIGTERM, _exit_cleanly)

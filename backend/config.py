@@ -28,6 +28,14 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     log_level: str = "info"
+    # The trash keeps deleted files and folders this many days, then purges them; the job
+    # looks every trash_interval_s seconds.
+    trash_days: float = 30.0
+    trash_interval_s: float = 3600.0
+    # The change journal keeps entries some known device has not read, but none older than
+    # journal_days; trimmed every journal_interval_s seconds.
+    journal_days: float = 30.0
+    journal_interval_s: float = 3600.0
 
     @classmethod
     def build(

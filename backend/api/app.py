@@ -9,7 +9,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from backend.api import account, batch, blocks, changes, files, tree, uploads
+from backend.api import account, batch, blocks, changes, files, trash, tree, uploads
 from backend.api.deps import Services
 from backend.api.errors import install_error_handlers
 from backend.blocks import BlockService
@@ -17,6 +17,7 @@ from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
 from backend.keys import load_or_create_master_key
+from backend.lifecycle.trash import empty_trash_forever
 from backend.metadata.service import MetadataService
 from backend.notify import LocalNotifier
 from backend.uploads import UploadManager
@@ -61,12 +62,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     await run_in_threadpool(services.uploads.clear_temporary)
     sweeper = asyncio.create_task(_sweep_forever(services, SWEEP_INTERVAL_S))
+    jobs = [asyncio.create_task(empty_trash_forever(services.config, services.metadata))]
     try:
         yield
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in [sweeper, *jobs]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def create_app(services: Services) -> FastAPI:
@@ -78,6 +81,6 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (account, files, uploads, blocks, tree, batch, changes):
+    for module in (account, files, uploads, blocks, tree, batch, changes, trash):
         app.include_router(module.router)
     return app

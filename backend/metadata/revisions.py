@@ -65,12 +65,12 @@ class Revisions:
 
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
         parts, blocks = check_commit(request)
-        with self.db.write(who.namespace_id) as tx:
+        with self.db.write(who.namespace_id, who.author) as tx:
             return commit_once(tx, who, parts, request, blocks, self.max_revisions)
 
     def restore(self, who: Principal, path: str, rev: int) -> CommitResult:
         parts = parse_path(path)
-        with self.db.write(who.namespace_id) as tx:
+        with self.db.write(who.namespace_id, who.author) as tx:
             node = _file_or_deleted_at(tx, parts)  # restoring a deleted file undeletes it
             revision = _revision(tx, node, rev)
             blocks = _blocks_of(tx, revision)

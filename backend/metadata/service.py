@@ -20,6 +20,7 @@ from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.journal import Journal
 from backend.metadata.retention import DEFAULT_MAX_REVISIONS
 from backend.metadata.revisions import Revisions
+from backend.metadata.trash import Trash
 from backend.metadata.tree import TreeOps
 from backend.metadata.txn import Database
 from backend.metadata.types import (
@@ -34,6 +35,7 @@ from backend.metadata.types import (
     Principal,
     RevisionInfo,
     SnapshotPage,
+    TrashItem,
 )
 from backend.metadata.users import Users
 
@@ -54,6 +56,7 @@ class MetadataService:
         self._blocks = BlockRefs(db)
         self._journal = Journal(db)
         self._batches = Batches(db, max_revisions)
+        self._trash = Trash(db)
 
     # users and tokens
     def create_user(self, name: str) -> str:
@@ -173,3 +176,20 @@ class MetadataService:
 
     def snapshot(self, who: Principal, after_id: int, limit: int) -> SnapshotPage:
         return self._journal.snapshot(who, after_id, limit)
+
+    # trash
+    def trash(self, who: Principal) -> list[TrashItem]:
+        """Deleted files and folders (one item per deletion), most recent first."""
+        return self._trash.list(who)
+
+    def restore_from_trash(self, who: Principal, item_id: int) -> NodeInfo:
+        """Put an item back with its subtree (renamed "(restored)" when its name is taken)."""
+        return self._trash.restore(who, item_id)
+
+    def purge_trash(self, who: Principal, item_id: int | None) -> int:
+        """Purge one item, or every item with None; the number of items purged."""
+        return self._trash.purge(who, item_id)
+
+    def empty_trash(self, before_ns: int) -> int:
+        """Purge the items of every drive deleted before `before_ns` (the lifecycle job)."""
+        return self._trash.empty_older(before_ns)

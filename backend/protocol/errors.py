@@ -19,7 +19,9 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── RevisionPending     409 revision_pending  (EAGAIN: blocks not all uploaded yet)
      ├── PayloadTooLarge     413 too_large         (EFBIG)
      ├── RangeNotSatisfiable 416 bad_range         (EINVAL)
-     └── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
+     ├── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
+     ├── CursorExpired       410 cursor_expired    (EIO: the journal was trimmed past it)
+     └── QuotaExceeded       507 quota_exceeded    (EDQUOT: the user's quota is used up)
 """
 
 import errno as _errno
@@ -99,6 +101,20 @@ class RangeNotSatisfiable(CirrusError):
 
 class HashMismatch(CirrusError):
     code, status, errno = "hash_mismatch", 422, _errno.EIO
+
+
+class CursorExpired(CirrusError):
+    """The change journal no longer holds the entries after this cursor: start again from
+    a snapshot (GET /v1/snapshot)."""
+
+    code, status, errno = "cursor_expired", 410, _errno.EIO
+
+
+class QuotaExceeded(CirrusError):
+    """The upload or commit would take the user past their quota; nothing was stored. A
+    5xx status (507, as WebDAV answers), yet a refusal: retry once space is freed."""
+
+    code, status, errno = "quota_exceeded", 507, _errno.EDQUOT
 
 
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
