@@ -13,7 +13,7 @@ import logging
 
 import trio
 
-from backend.protocol.errors import Unauthorized
+from backend.protocol.errors import CursorExpired, Unauthorized
 from cache.metadb import MetaDB
 from mountfs.feed import Feed
 from mountfs.remote import RemoteDrive, ServerUnreachable
@@ -70,6 +70,13 @@ class SyncEngine:
 
     async def initial_sync(self) -> None:
         """Fill an empty mirror from the snapshot; later changes come from its cursor."""
+        cursor, nodes = await self._snapshot()
+        with self._db.transaction():
+            self._feed.apply_all(nodes)
+            self._db.set_state("cursor", str(cursor))
+
+    async def _snapshot(self) -> tuple[int, list[dict]]:
+        """Every live node of the drive, and the cursor to follow changes from."""
         after_id, cursor, nodes = 0, None, []
         while True:
             page = await self._remote.snapshot(after_id, PAGE)
@@ -78,8 +85,19 @@ class SyncEngine:
             if not page["has_more"] or not page["nodes"]:
                 break
             after_id = page["nodes"][-1]["id"]
+        return cursor, nodes
+
+    async def resync(self) -> None:
+        """The server trimmed its journal past our cursor (410): make the mirror the
+        snapshot's tree. Nodes with pending local operations are left to the journal, as
+        the feed always does; nodes the server no longer has go, like remote deletions."""
+        log.warning("the server's change journal was trimmed past our cursor; re-syncing")
+        cursor, nodes = await self._snapshot()
+        present = {node["id"] for node in nodes}
         with self._db.transaction():
             self._feed.apply_all(nodes)
+            gone = [rid for rid in self._db.attached_remote_ids() if rid not in present]
+            self._feed.apply_all([{"id": rid, "deleted": True} for rid in gone])
             self._db.set_state("cursor", str(cursor))
 
     async def run(self) -> None:
@@ -129,7 +147,11 @@ class SyncEngine:
         while more:
             latest: dict[int, dict] = {}
             for _ in range(PULL_PAGES):
-                page = await self._remote.changes(cursor, PAGE)
+                try:
+                    page = await self._remote.changes(cursor, PAGE)
+                except CursorExpired:  # the snapshot is newer than what this round read
+                    await self.resync()
+                    return
                 for change in page["entries"]:
                     latest.pop(change["node"]["id"], None)  # keep the order of last changes
                     latest[change["node"]["id"]] = change["node"]

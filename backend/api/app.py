@@ -17,6 +17,7 @@ from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
 from backend.keys import load_or_create_master_key
+from backend.lifecycle.journal import compact_journal_forever
 from backend.lifecycle.trash import empty_trash_forever
 from backend.metadata.service import MetadataService
 from backend.notify import LocalNotifier
@@ -62,7 +63,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     await run_in_threadpool(services.uploads.clear_temporary)
     sweeper = asyncio.create_task(_sweep_forever(services, SWEEP_INTERVAL_S))
-    jobs = [asyncio.create_task(empty_trash_forever(services.config, services.metadata))]
+    jobs = [
+        asyncio.create_task(empty_trash_forever(services.config, services.metadata)),
+        asyncio.create_task(compact_journal_forever(services.config, services.metadata)),
+    ]
     try:
         yield
     finally:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
+from backend.metadata.compaction import compact
 from backend.metadata.journal import Journal
 from backend.metadata.retention import DEFAULT_MAX_REVISIONS
 from backend.metadata.revisions import Revisions
@@ -57,6 +58,7 @@ class MetadataService:
         self._journal = Journal(db)
         self._batches = Batches(db, max_revisions)
         self._trash = Trash(db)
+        self._db = db
 
     # users and tokens
     def create_user(self, name: str) -> str:
@@ -176,6 +178,11 @@ class MetadataService:
 
     def snapshot(self, who: Principal, after_id: int, limit: int) -> SnapshotPage:
         return self._journal.snapshot(who, after_id, limit)
+
+    def compact_journal(self, before_ns: int) -> int:
+        """Trim every drive's journal of entries all its devices have read and of those
+        written before `before_ns`; the number removed (the lifecycle job)."""
+        return compact(self._db, before_ns)
 
     # trash
     def trash(self, who: Principal) -> list[TrashItem]:
