@@ -21,6 +21,8 @@ from backend.config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, ServerConfig
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from backend.metadata.service import MetadataService
+
 log = logging.getLogger("cirrus")
 
 # Pending connections the kernel queues before accept(); a burst of reconnecting long polls
@@ -71,6 +73,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name", help="user name (unique)")
     _add_storage_options(create)
     create.set_defaults(func=create_user_command)
+    quota = admin_commands.add_parser(
+        "set-quota",
+        help="set or remove a user's storage quota",
+        description="Limit the bytes a user's drive may use (docs/api.md, Quotas): sizes "
+        "like 10G or 500M count in powers of 1024; `none` removes the quota.",
+    )
+    quota.add_argument("name", help="user name")
+    quota.add_argument("size", help="bytes, e.g. 10G, 500M, 1048576, or none")
+    _add_storage_options(quota)
+    quota.set_defaults(func=set_quota_command)
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -230,10 +242,39 @@ def _raise_open_file_limit() -> None:
 @_fail_in_one_line("admin")
 def create_user_command(args: argparse.Namespace) -> int:
     """Print the new user's token last, alone on its line, so scripts can take `tail -n 1`."""
+    from backend.protocol.errors import CirrusError
+
+    metadata = _open_metadata(args)
+    try:
+        token = metadata.create_user(args.name)
+    except CirrusError as exc:
+        raise CommandError(exc.message) from exc
+    finally:
+        metadata.engine.dispose()
+    print(f"created user {args.name}; API token:")
+    print(token)
+    return 0
+
+
+@_fail_in_one_line("admin")
+def set_quota_command(args: argparse.Namespace) -> int:
+    from backend.quota_admin import set_quota
+
+    metadata = _open_metadata(args)
+    try:
+        print(set_quota(metadata, args.name, args.size))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        metadata.engine.dispose()
+    return 0
+
+
+def _open_metadata(args: argparse.Namespace) -> "MetadataService":
+    """The metadata service on the command's database (migrated), for admin commands."""
     from backend.db import create_engine_for, migrate
     from backend.metadata.service import MetadataService
     from backend.notify import LocalNotifier
-    from backend.protocol.errors import CirrusError
 
     config = _config(args)
     try:
@@ -242,13 +283,4 @@ def create_user_command(args: argparse.Namespace) -> int:
         migrate(engine)
     except Exception as exc:
         raise _open_failure(exc) from exc
-    metadata = MetadataService(engine, LocalNotifier(lambda _namespace: 0))
-    try:
-        token = metadata.create_user(args.name)
-    except CirrusError as exc:
-        raise CommandError(exc.message) from exc
-    finally:
-        engine.dispose()
-    print(f"created user {args.name}; API token:")
-    print(token)
-    return 0
+    return MetadataService(engine, LocalNotifier(lambda _namespace: 0))

@@ -25,6 +25,7 @@ from mountfs.content import Content
 from mountfs.feed import Feed
 from mountfs.fs import CirrusOperations
 from mountfs.kernel import Kernel
+from mountfs.quota import Usage
 from mountfs.remote import RemoteDrive, ServerUnreachable
 from mountfs.replay import Replayer
 from mountfs.sync import SyncEngine, Wakeup
@@ -135,10 +136,11 @@ async def serve(opts: MountOptions, ready: Callable[[str | None], None]) -> None
             content = Content(
                 db, DirtyFiles(os.path.join(opts.cache_dir, "dirty")), blocks, remote, nursery
             )
-            vfs = VFS(db, content, wakeup.set)
+            usage = Usage()
+            vfs = VFS(db, content, wakeup.set, usage)
             feed = Feed(db, vfs, kernel)
             replayer = Replayer(db, vfs, remote, blocks, kernel, feed)
-            engine = SyncEngine(db, remote, feed, replayer, wakeup)
+            engine = SyncEngine(db, remote, feed, replayer, wakeup, usage)
             fresh = not engine.has_cursor
             await _check_server(remote, fresh, opts.server_url)
             if fresh:

@@ -13,9 +13,10 @@ import logging
 
 import trio
 
-from backend.protocol.errors import CursorExpired, Unauthorized
+from backend.protocol.errors import CursorExpired, QuotaExceeded, Unauthorized
 from cache.metadb import MetaDB
 from mountfs.feed import Feed
+from mountfs.quota import Usage
 from mountfs.remote import RemoteDrive, ServerUnreachable
 from mountfs.replay import Replayer
 
@@ -34,6 +35,9 @@ BATCH_ENTRIES = 256
 # costs both sides far less per entry than a batch of a few.
 GATHER_QUIET = 0.005
 GATHER_MAX = 0.1
+# While the quota is full, uploads are tried again after this long (doubling up to the
+# maximum), or as soon as the server's usage shows room.
+QUOTA_RETRY_FIRST, QUOTA_RETRY_MAX = 1.0, 10.0
 
 
 class Wakeup:
@@ -55,14 +59,22 @@ class Wakeup:
 
 class SyncEngine:
     def __init__(
-        self, db: MetaDB, remote: RemoteDrive, feed: Feed, replayer: Replayer, wakeup: Wakeup
+        self,
+        db: MetaDB,
+        remote: RemoteDrive,
+        feed: Feed,
+        replayer: Replayer,
+        wakeup: Wakeup,
+        usage: Usage | None = None,
     ) -> None:
         self._db = db
         self._remote = remote
         self._feed = feed
         self._replayer = replayer
         self._wakeup = wakeup
+        self.usage = usage or Usage()
         self.online = False
+        self._quota_retry = QUOTA_RETRY_FIRST
 
     @property
     def has_cursor(self) -> bool:
@@ -107,10 +119,15 @@ class SyncEngine:
                 if not self.has_cursor:
                     await self.initial_sync()
                 await self.replay_all()
+                self.usage.over = False
                 await self._pull()
+                await self.usage.refresh(self._remote)
                 self.online = True
                 backoff = BACKOFF_FIRST
                 await self._wait_for_news()
+                continue
+            except QuotaExceeded as exc:
+                await self._wait_for_space(exc)
                 continue
             except (ServerUnreachable, Unauthorized) as exc:
                 if self.online:
@@ -126,6 +143,25 @@ class SyncEngine:
         while self._db.first_entry() is not None:
             await self._gather()
             await self._replayer.replay(self._db.first_entries(BATCH_ENTRIES))
+
+    async def _wait_for_space(self, refusal: QuotaExceeded) -> None:
+        """The server refused an upload for the quota: keep following its changes, and
+        return after the retry delay, or sooner when the usage or the quota changes (raises
+        when the server goes away, like the rest of the cycle)."""
+        if not self.usage.over:
+            log.warning("the quota is full; uploads wait for space: %s", refusal)
+            self._quota_retry = QUOTA_RETRY_FIRST
+        self.usage.over = True
+        deadline = trio.current_time() + self._quota_retry
+        self._quota_retry = min(self._quota_retry * 2, QUOTA_RETRY_MAX)
+        await self.usage.refresh(self._remote, force=True)
+        refused_at = (self.usage.used, self.usage.quota)
+        while trio.current_time() < deadline:
+            await trio.sleep(min(QUOTA_RETRY_FIRST, deadline - trio.current_time()))
+            await self._pull()
+            await self.usage.refresh(self._remote, force=True)
+            if (self.usage.used, self.usage.quota) != refused_at:
+                return
 
     async def _gather(self) -> None:
         """Wait while the journal is still growing and short of a full batch."""

@@ -9,7 +9,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from backend.api import account, batch, blocks, changes, files, trash, tree, uploads
+from backend.api import account, batch, blocks, changes, files, trash, tree, uploads, usage
 from backend.api.deps import Services
 from backend.api.errors import install_error_handlers
 from backend.blocks import BlockService
@@ -85,6 +85,6 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (account, files, uploads, blocks, tree, batch, changes, trash):
+    for module in (account, files, uploads, blocks, tree, batch, changes, trash, usage):
         app.include_router(module.router)
     return app

@@ -51,13 +51,8 @@ def compact(db: Database, before_ns: int) -> int:
     """Trim every drive's journal: entries all devices have read, and those written before
     `before_ns`. The number of entries removed."""
     with db.read() as session:
-        namespaces = list(
-            session.execute(
-                select(Namespace.id, Namespace.user_id).where(
-                    Namespace.compacted < Namespace.cursor
-                )
-            ).tuples()
-        )
+        query = select(Namespace.id, Namespace.user_id)
+        namespaces = session.execute(query.where(Namespace.compacted < Namespace.cursor)).all()
     return sum(_compact_drive(db, *row, before_ns) for row in namespaces)
 
 

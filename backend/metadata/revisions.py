@@ -24,6 +24,7 @@ from backend.db.models import (
 )
 from backend.metadata.blockrefs import check_hash
 from backend.metadata.nodes import INT64_MAX, Tree, check_mode, check_mtime, parse_path
+from backend.metadata.quota import check_commit as check_quota
 from backend.metadata.retention import prune_revisions
 from backend.metadata.txn import Database, Txn
 from backend.metadata.types import (
@@ -158,6 +159,7 @@ def commit_in(
     keep: int,
 ) -> CommitResult:
     """Record a checked commit inside an open write transaction, keeping `keep` versions."""
+    check_quota(tx, blocks)
     parent = tx.make_dirs(parts[:-1])
     name = parts[-1]
     node = tx.child(parent, name)

@@ -19,6 +19,7 @@ from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.compaction import compact
 from backend.metadata.journal import Journal
+from backend.metadata.quota import Quotas
 from backend.metadata.retention import DEFAULT_MAX_REVISIONS
 from backend.metadata.revisions import Revisions
 from backend.metadata.trash import Trash
@@ -59,6 +60,7 @@ class MetadataService:
         self._batches = Batches(db, max_revisions)
         self._trash = Trash(db)
         self._db = db
+        self._quotas = Quotas(db)
 
     # users and tokens
     def create_user(self, name: str) -> str:
@@ -200,3 +202,20 @@ class MetadataService:
     def empty_trash(self, before_ns: int) -> int:
         """Purge the items of every drive deleted before `before_ns` (the lifecycle job)."""
         return self._trash.empty_older(before_ns)
+
+    # quotas
+    def usage(self, who: Principal) -> tuple[int, int | None]:
+        """(bytes counted against the quota, the quota or None); see metadata/quota.py."""
+        return self._quotas.usage(who)
+
+    def check_upload_quota(self, who: Principal, blocks: list[tuple[str, int]]) -> None:
+        """QuotaExceeded when these blocks (hash, bytes) new to the drive would not fit."""
+        self._quotas.check_upload(who, blocks)
+
+    def check_size_quota(self, who: Principal, size: int) -> None:
+        """QuotaExceeded when a file of `size` bytes could not fit (before receiving it)."""
+        self._quotas.check_size(who, size)
+
+    def set_quota(self, name: str, quota: int | None) -> bool:
+        """Set or (None) remove a user's quota in bytes; False when there is no such user."""
+        return self._quotas.set_quota(name, quota)

@@ -218,7 +218,7 @@ def _drop_revisions(tx: Txn, node_ids: list[int]) -> None:
     blocks = select(RevisionBlock.hash, RevisionBlock.size).where(
         RevisionBlock.revision_id.in_(revisions)
     )
-    tx.refer(list(tx.session.execute(blocks).tuples()), -1)
+    tx.refer(list(tx.session.execute(blocks).all()), -1)
     tx.session.execute(delete(RevisionBlock).where(RevisionBlock.revision_id.in_(revisions)))
     tx.session.execute(delete(PendingBlock).where(PendingBlock.revision_id.in_(revisions)))
     tx.session.execute(delete(Revision).where(Revision.node_id.in_(node_ids)))

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
@@ -48,6 +49,8 @@ class Txn(Tree):
         super().__init__(session, namespace.id)
         self.namespace = namespace
         self.author = author  # who deletes, as the trash shows it (Principal.author)
+        # What other modules look up once per transaction (the owner's quota ...).
+        self.facts: dict[str, Any] = {}
         # The journal's cursor, written to the namespace row once at the end (`finish`):
         # an UPDATE of that row per operation was a flush of its own each time.
         self.cursor = namespace.cursor
