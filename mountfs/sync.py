@@ -36,7 +36,7 @@ BATCH_ENTRIES = 256
 GATHER_QUIET = 0.005
 GATHER_MAX = 0.1
 # While the quota is full, uploads are tried again after this long (doubling up to the
-# maximum), or as soon as the server's usage shows room.
+# maximum), or as soon as the server's usage or the quota changes.
 QUOTA_RETRY_FIRST, QUOTA_RETRY_MAX = 1.0, 10.0
 
 
@@ -154,12 +154,12 @@ class SyncEngine:
         self.usage.over = True
         deadline = trio.current_time() + self._quota_retry
         self._quota_retry = min(self._quota_retry * 2, QUOTA_RETRY_MAX)
-        await self.usage.refresh(self._remote, force=True)
+        await self.usage.refresh(self._remote)
         refused_at = (self.usage.used, self.usage.quota)
         while trio.current_time() < deadline:
             await trio.sleep(min(QUOTA_RETRY_FIRST, deadline - trio.current_time()))
             await self._pull()
-            await self.usage.refresh(self._remote, force=True)
+            await self.usage.refresh(self._remote)
             if (self.usage.used, self.usage.quota) != refused_at:
                 return
 

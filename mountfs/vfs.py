@@ -488,11 +488,11 @@ class VFS:
         return written
 
     async def flush(self, fh: int) -> None:
-        """What fsync and close return: EDQUOT while the quota holds the upload back (the
-        data is safe in the cache all the same, and goes up once space is freed)."""
-        inode = self._handle(fh).inode
-        await self.commit_content(inode)
-        if self.usage.over and self._db.has_pending_upload(inode):
+        """What fsync and close return: EDQUOT to a writer while the quota holds the upload
+        back (the data is safe in the cache all the same, and goes up once space is freed)."""
+        handle = self._handle(fh)
+        await self.commit_content(handle.inode)
+        if handle.writable and self.usage.over and self._db.has_pending_upload(handle.inode):
             raise QuotaExceeded("the quota is full: the upload waits in the cache for space")
 
     async def release(self, fh: int) -> None:
