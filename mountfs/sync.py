@@ -114,8 +114,12 @@ class SyncEngine:
 
     async def run(self) -> None:
         backoff = BACKOFF_FIRST
+        refusal: QuotaExceeded | None = None
         while True:
             try:
+                if refusal is not None:
+                    await self._wait_for_space(refusal)
+                    refusal = None
                 if not self.has_cursor:
                     await self.initial_sync()
                 await self.replay_all()
@@ -127,7 +131,7 @@ class SyncEngine:
                 await self._wait_for_news()
                 continue
             except QuotaExceeded as exc:
-                await self._wait_for_space(exc)
+                refusal = exc
                 continue
             except (ServerUnreachable, Unauthorized) as exc:
                 if self.online:
@@ -228,7 +232,7 @@ class SyncEngine:
         with trio.move_on_after(seconds):
             try:
                 await self.replay_all()
-            except (ServerUnreachable, Unauthorized) as exc:
+            except (ServerUnreachable, Unauthorized, QuotaExceeded) as exc:
                 log.warning("pending changes stay in the journal for the next mount: %s", exc)
         left = self._db.journal_length()
         if left:

@@ -62,6 +62,10 @@ def test_df_shows_the_quota_and_a_full_mount_keeps_its_data(
     assert close_error.value.errno == errno.EDQUOT
     assert (root / "second.bin").read_bytes() == second + more
     assert server_file(server, drive_user, "/second.bin") is None
+    drive.unmount()  # the refused upload stays in the cache's journal
+    drive.mount()
+    wait_until(lambda: status(root / "second.bin") == b"over-quota", timeout=20)
+    assert (root / "second.bin").read_bytes() == second + more
 
     with server.client(drive_user) as client:  # free space: delete, then purge the trash
         client.post("/v1/tree/delete", json={"path": "/first.bin"}).raise_for_status()
