@@ -2,9 +2,11 @@
 
 The journal is every client's offline queue, so an entry stays while some known device has
 not read it: each device's read mark (devices.cursor) is the cursor it last asked for
-changes after, which says it holds everything up to there. A device that never asked has no
-mark and holds nothing back. Entries older than the server keeps (journal_days) go whatever
-the marks say: a device offline that long starts again from a snapshot.
+changes after (or that of the snapshot it started from), which says it holds everything up
+to there. A device that never asked has no mark and holds nothing back; while no device of
+the drive has a mark, only the age rule trims. Entries older than the server keeps
+(journal_days) go whatever the marks say: a device offline that long starts again from a
+snapshot.
 
 A drive's `compacted` is the newest cursor trimmed; a client asking for changes after an
 older cursor gets 410 cursor_expired (backend/metadata/journal.py) and re-syncs from a
@@ -68,8 +70,7 @@ def _compact_drive(db: Database, namespace_id: int, user_id: int, before_ns: int
                 ChangeEntry.namespace_id == namespace_id, ChangeEntry.created < before_ns
             )
         )
-        floor = tx.namespace.cursor if read_by_all is None else read_by_all
-        trim_to = min(max(floor, aged or 0), tx.namespace.cursor)
+        trim_to = min(max(read_by_all or 0, aged or 0), tx.namespace.cursor)
         if trim_to <= tx.namespace.compacted:
             return 0
         removed = session.execute(

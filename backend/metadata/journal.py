@@ -60,7 +60,8 @@ class Journal:
 
     def snapshot(self, who: Principal, after_id: int, limit: int) -> SnapshotPage:
         """Live nodes after after_id. The cursor is read first, so replaying the journal from
-        it afterwards covers any change that raced with the page (entries are idempotent)."""
+        it afterwards covers any change that raced with the page (entries are idempotent).
+        A first page marks the device as holding everything up to its cursor (ReadMarks)."""
         _check_page(after_id, limit, "after_id")
         with self.db.read() as session:
             cursor = session.scalar(
@@ -79,4 +80,6 @@ class Journal:
             nodes = list(session.scalars(query))
             tree = Tree(session, who.namespace_id)
             infos = [tree.info(node) for node in nodes[:limit]]
+        if after_id == 0:
+            self._marks.note(who, cursor)
         return SnapshotPage(cursor, infos, len(nodes) > limit)
