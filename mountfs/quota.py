@@ -8,6 +8,7 @@ space fails with EDQUOT (the data stays in the cache and is uploaded once space 
 and such a file's `user.cirrus.status` is `over-quota`.
 """
 
+from backend.protocol.errors import NotFound
 from mountfs.remote import RemoteDrive
 
 
@@ -21,5 +22,8 @@ class Usage:
         self.over = False
 
     async def refresh(self, remote: RemoteDrive) -> None:
-        answer = await remote.usage()
+        try:
+            answer = await remote.usage()
+        except NotFound:  # a server older than quotas: statfs keeps the mirror's counts
+            return
         self.used, self.quota, self.total = answer["used"], answer["quota"], answer["total"]
