@@ -23,6 +23,8 @@ from backend.config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, ServerConfig
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from backend.metadata.service import MetadataService
+
 log = logging.getLogger("cirrus")
 
 # Pending connections the kernel queues before accept(); a burst of reconnecting long polls
@@ -67,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="after SIGTERM (stop) or SIGHUP (drain and restart in place), how long requests "
         "in flight may take to finish (10)",
     )
+    _add_lifecycle_options(serve)
     serve.set_defaults(func=serve_command)
 
     admin = subparsers.add_parser("admin", help="administer the server's users")
@@ -79,6 +82,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name", help="user name (unique)")
     _add_storage_options(create)
     create.set_defaults(func=create_user_command)
+    quota = admin_commands.add_parser(
+        "set-quota",
+        help="set or remove a user's storage quota",
+        description="Limit the bytes a user's drive may use (docs/api.md, Quotas): sizes "
+        "like 10G or 500M count in powers of 1024; `none` removes the quota.",
+    )
+    quota.add_argument("name", help="user name")
+    quota.add_argument("size", help="bytes, e.g. 10G, 500M, 1048576, or none")
+    _add_storage_options(quota)
+    quota.set_defaults(func=set_quota_command)
     from backend.token_admin import register as register_token_commands
 
     register_token_commands(admin_commands, _add_storage_options)
@@ -104,6 +117,31 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
         help="metadata database URL, e.g. postgresql+psycopg://user@host/cirrus "
         "(default: sqlite:///DIR/metadata.db)",
     )
+
+
+def _add_lifecycle_options(serve: argparse.ArgumentParser) -> None:
+    """How long the trash and the change journal keep what they hold (ServerConfig)."""
+    options = (
+        ("--trash-days", "trash_days", "days a deleted file stays in the trash"),
+        ("--trash-interval", "trash_interval_s", "seconds between two emptyings of the trash"),
+        ("--journal-days", "journal_days", "days a change journal entry is kept at most"),
+        ("--journal-interval", "journal_interval_s", "seconds between two journal trims"),
+    )
+    for flag, field, text in options:
+        default = ServerConfig.__dataclass_fields__[field].default
+        serve.add_argument(
+            flag, dest=field, metavar="N", type=_non_negative, help=f"{text} ({default:g})"
+        )
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -250,10 +288,39 @@ def _raise_open_file_limit() -> None:
 @_fail_in_one_line("admin")
 def create_user_command(args: argparse.Namespace) -> int:
     """Print the new user's token last, alone on its line, so scripts can take `tail -n 1`."""
+    from backend.protocol.errors import CirrusError
+
+    metadata = _open_metadata(args)
+    try:
+        token = metadata.create_user(args.name)
+    except CirrusError as exc:
+        raise CommandError(exc.message) from exc
+    finally:
+        metadata.engine.dispose()
+    print(f"created user {args.name}; API token:")
+    print(token)
+    return 0
+
+
+@_fail_in_one_line("admin")
+def set_quota_command(args: argparse.Namespace) -> int:
+    from backend.quota_admin import set_quota
+
+    metadata = _open_metadata(args)
+    try:
+        print(set_quota(metadata, args.name, args.size))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        metadata.engine.dispose()
+    return 0
+
+
+def _open_metadata(args: argparse.Namespace) -> "MetadataService":
+    """The metadata service on the command's database (migrated), for admin commands."""
     from backend.db import create_engine_for, migrate
     from backend.metadata.service import MetadataService
     from backend.notify import LocalNotifier
-    from backend.protocol.errors import CirrusError
 
     config = _config(args)
     try:
@@ -262,13 +329,4 @@ def create_user_command(args: argparse.Namespace) -> int:
         migrate(engine)
     except Exception as exc:
         raise _open_failure(exc) from exc
-    metadata = MetadataService(engine, LocalNotifier(lambda _namespace: 0))
-    try:
-        token = metadata.create_user(args.name)
-    except CirrusError as exc:
-        raise CommandError(exc.message) from exc
-    finally:
-        engine.dispose()
-    print(f"created user {args.name}; API token:")
-    print(token)
-    return 0
+    return MetadataService(engine, LocalNotifier(lambda _namespace: 0))

@@ -34,6 +34,14 @@ class ServerConfig:
     # After SIGTERM or SIGHUP, requests in flight get this long to finish (long polls are
     # answered at once); the load balancer's and systemd's stop timeouts must be longer.
     drain_timeout_s: float = 10.0
+    # The trash keeps deleted files and folders this many days, then purges them; the job
+    # looks every trash_interval_s seconds.
+    trash_days: float = 30.0
+    trash_interval_s: float = 3600.0
+    # The change journal keeps entries some known device has not read, but none older than
+    # journal_days; trimmed every journal_interval_s seconds.
+    journal_days: float = 30.0
+    journal_interval_s: float = 3600.0
 
     def __post_init__(self) -> None:
         """Refuse values a flag's parser would have refused (they may come from a file)."""

@@ -193,6 +193,7 @@ class UploadManager:
     def create(self, who: Principal, path: str, total: int) -> UploadState:
         self._refuse_folder(who, path)
         check_file_size(total)
+        self._metadata.check_size_quota(who, total)
         now = time.time_ns()
         row = UploadSession(
             id=secrets.token_urlsafe(24),

@@ -317,6 +317,11 @@ class MetaDB:
             current = None if found is None else found[0]
         return False
 
+    def attached_remote_ids(self) -> list[int]:
+        """The server ids of the nodes in the tree (the root and detached nodes excluded)."""
+        query = "SELECT remote_id FROM nodes WHERE parent IS NOT NULL AND remote_id IS NOT NULL"
+        return [row[0] for row in self._db.execute(query)]
+
     def totals(self) -> tuple[int, int]:
         """(node count, total file bytes), for statfs."""
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM nodes").fetchone()

@@ -25,6 +25,7 @@ from mountfs.content import Content
 from mountfs.feed import Feed
 from mountfs.fs import CirrusOperations
 from mountfs.kernel import Kernel
+from mountfs.quota import Usage
 from mountfs.remote import RemoteDrive, ServerUnreachable
 from mountfs.replay import Replayer
 from mountfs.sync import SyncEngine, Wakeup
@@ -136,10 +137,11 @@ async def serve(opts: MountOptions, ready: Callable[[str | None], None]) -> None
             content = Content(
                 db, DirtyFiles(os.path.join(opts.cache_dir, "dirty")), blocks, remote, nursery
             )
-            vfs = VFS(db, content, wakeup.set)
+            usage = Usage()
+            vfs = VFS(db, content, wakeup.set, usage)
             feed = Feed(db, vfs, kernel)
             replayer = Replayer(db, vfs, remote, blocks, kernel, feed)
-            engine = SyncEngine(db, remote, feed, replayer, wakeup)
+            engine = SyncEngine(db, remote, feed, replayer, wakeup, usage)
             info = MountInfo(
                 opts.server_url, opts.token, opts.device, opts.mountpoint, opts.cache_dir
             )

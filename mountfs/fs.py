@@ -24,7 +24,8 @@ from mountfs.virtual import ENTRY_TIMEOUT, VirtualTree
 # LOOKUP or GETATTR per entry.
 ATTR_TIMEOUT = 60.0
 BLOCK_SIZE = 4096
-# statfs: a drive has no fixed size here; report a large capacity and the files the mirror knows.
+# statfs: the quota (or the server's capacity) and usage from GET /v1/usage; until the server
+# has answered, a large capacity and the files the mirror knows.
 REPORTED_CAPACITY = 1 << 50
 REPORTED_INODES = 1 << 32
 _TYPE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
@@ -217,11 +218,13 @@ class CirrusOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def statfs(self, ctx):
-        files, used = self._vfs.statfs()
+        files, used, total = self._vfs.statfs()
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = BLOCK_SIZE
-        data.f_blocks = max(REPORTED_CAPACITY, used * 2) // BLOCK_SIZE
-        data.f_bfree = data.f_bavail = data.f_blocks - (used + BLOCK_SIZE - 1) // BLOCK_SIZE
+        total = max(REPORTED_CAPACITY, used * 2) if total is None else total
+        data.f_blocks = total // BLOCK_SIZE
+        used_blocks = (used + BLOCK_SIZE - 1) // BLOCK_SIZE
+        data.f_bfree = data.f_bavail = max(data.f_blocks - used_blocks, 0)
         data.f_files = REPORTED_INODES
         data.f_ffree = data.f_favail = REPORTED_INODES - files
         data.f_namemax = 255

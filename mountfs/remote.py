@@ -40,7 +40,13 @@ from backend.blocks import (
     unpack_batch,
 )
 from backend.protocol.chunking import MAX_BLOCK_SIZE
-from backend.protocol.errors import CirrusError, HashMismatch, InvalidPathError, InvalidRequest
+from backend.protocol.errors import (
+    CirrusError,
+    HashMismatch,
+    InvalidPathError,
+    InvalidRequest,
+    QuotaExceeded,
+)
 from backend.protocol.errors import from_json as error_from_json
 from backend.protocol.hashing import block_hash, is_block_hash
 
@@ -267,14 +273,17 @@ class RemoteDrive:
         except httpx.TransportError as exc:
             detail = str(exc) or type(exc).__name__
             raise ServerUnreachable(f"{method} {url}: {detail}") from None
-        if response.status_code >= 500:
-            raise ServerUnreachable(f"{method} {url}: HTTP {response.status_code}")
         if response.status_code >= 400:
             try:
                 body = response.json()
             except ValueError:
                 body = None
-            raise error_from_json(response.status_code, body)
+            error = error_from_json(response.status_code, body)
+            # A 5xx is the server's trouble (try again later) except a full quota, which
+            # is a refusal that the sync engine keeps retrying until space is freed.
+            if response.status_code >= 500 and not isinstance(error, QuotaExceeded):
+                raise ServerUnreachable(f"{method} {url}: HTTP {response.status_code}")
+            raise error
         return response
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
@@ -288,6 +297,10 @@ class RemoteDrive:
 
     async def account(self) -> dict:
         return await self._json("GET", "/account")
+
+    async def usage(self) -> dict:
+        """{"used", "quota", "free", "total"} in bytes (quota None: none)."""
+        return await self._json("GET", "/usage")
 
     async def snapshot(self, after_id: int, limit: int = 1000) -> dict:
         return await self._json("GET", "/snapshot", params={"after_id": after_id, "limit": limit})

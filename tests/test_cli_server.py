@@ -33,7 +33,18 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
 def test_serve_help_documents_every_option() -> None:
     result = cirrus("serve", "--help")
     assert result.returncode == 0
-    for option in ("--data", "--host", "--port", "--db", "--blocks", "--log-level"):
+    for option in (
+        "--data",
+        "--host",
+        "--port",
+        "--db",
+        "--blocks",
+        "--log-level",
+        "--trash-days",
+        "--trash-interval",
+        "--journal-days",
+        "--journal-interval",
+    ):
         assert option in result.stdout
     assert "XDG_DATA_HOME" in result.stdout
 
@@ -41,6 +52,7 @@ def test_serve_help_documents_every_option() -> None:
 def test_admin_help_lists_create_user() -> None:
     result = cirrus("admin", "--help")
     assert result.returncode == 0 and "create-user" in result.stdout
+    assert "set-quota" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -51,6 +63,9 @@ def test_admin_help_lists_create_user() -> None:
         (["serve", "--log-level", "loud"], ["--log-level"]),
         (["admin"], []),
         (["admin", "create-user"], ["name"]),
+        (["serve", "--trash-days", "-1"], ["--trash-days", ">= 0"]),
+        (["serve", "--journal-interval", "soon"], ["--journal-interval", "soon"]),
+        (["admin", "set-quota", "alice"], ["size"]),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], words: list[str]) -> None:

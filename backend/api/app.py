@@ -9,7 +9,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from backend.api import account, batch, blocks, changes, files, tree, uploads
+from backend.api import account, batch, blocks, changes, files, trash, tree, uploads, usage
 from backend.api import login as login_api
 from backend.api.deps import Services
 from backend.api.errors import install_error_handlers
@@ -21,6 +21,8 @@ from backend.db import create_engine_for, migrate
 from backend.health import HealthCheck
 from backend.keycheck import check_master_key
 from backend.keys import load_master_key
+from backend.lifecycle.journal import compact_journal_forever
+from backend.lifecycle.trash import empty_trash_forever
 from backend.metadata.service import MetadataService
 from backend.notify_pg import notifier_for
 from backend.uploads import UploadManager
@@ -66,12 +68,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     await run_in_threadpool(services.uploads.clear_temporary)
     sweeper = asyncio.create_task(_sweep_forever(services, SWEEP_INTERVAL_S))
+    jobs = [
+        asyncio.create_task(empty_trash_forever(services.config, services.metadata)),
+        asyncio.create_task(compact_journal_forever(services.config, services.metadata)),
+    ]
     try:
         yield
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in [sweeper, *jobs]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await run_in_threadpool(services.notifier.close)
 
 
@@ -85,7 +92,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.add_middleware(RequestGuard, metadata=services.metadata)
-    for module in (account, files, uploads, blocks, tree, batch, changes):
+    for module in (account, files, uploads, blocks, tree, batch, changes, trash, usage):
         app.include_router(module.router)
     app.include_router(login_api.router)
     return app

@@ -84,6 +84,7 @@ def _unpack_and_store(services: Services, who: Principal, body: bytes) -> list[d
 
 def _store(services: Services, who: Principal, blocks: list[tuple[str, bytes]]) -> list[dict]:
     """Verify and store every block, then record them all in one metadata transaction."""
+    services.metadata.check_upload_quota(who, [(hash, len(wire)) for hash, wire in blocks])
     stored = services.blocks.put_wire_many(blocks)
     services.metadata.record_blocks(
         who, [(block.hash, block.size, block.stored_size) for block in stored]

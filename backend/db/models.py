@@ -51,6 +51,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[int] = mapped_column(BigInteger)
+    # Bytes the user may use (namespaces.used_bytes); NULL: no quota.
+    quota: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Token(Base):
@@ -106,6 +108,9 @@ class Device(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(DEVICE_LEN))
     created: Mapped[int] = mapped_column(BigInteger)
+    # The newest journal cursor this device has read (changes or snapshot); NULL until it
+    # reads one. Journal compaction keeps what some device has not read yet.
+    cursor: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Namespace(Base):
@@ -123,6 +128,12 @@ class Namespace(Base):
     # Plaintext bytes of every block upload this drive made (record_block), re-uploads
     # included: the traffic delta sync is meant to save shows here.
     bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The newest cursor trimmed from the change journal (0: nothing trimmed). Entries up to
+    # it are gone: a client whose cursor is below it must start again from a snapshot.
+    compacted: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Bytes counted against the owner's quota: the plaintext size of every distinct block
+    # some revision of this drive names (namespace_refs), kept up to date by write_references.
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Node(Base):
@@ -155,6 +166,13 @@ class Node(Base):
     # {"user.name": base64 value}; names start with "user.", values at most 64 KiB.
     xattrs: Mapped[dict] = mapped_column(JSON, default=dict)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Deleted nodes (the trash): when, by which device (Principal.author), and the id of
+    # the node whose deletion took this one along (its own id for the node deleted by name;
+    # NULL for nodes deleted before the trash existed: they go with their deleted folder).
+    # All three are NULL on live nodes.
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+    deleted_by: Mapped[str | None] = mapped_column(String(DEVICE_LEN))
+    trash_id: Mapped[int | None] = mapped_column(Integer)
 
 
 # Names are unique among the live children of a folder; deleted nodes may repeat them.
@@ -176,6 +194,7 @@ Index(
     postgresql_where=text("parent_id IS NULL"),
 )
 Index("ix_nodes_parent", Node.parent_id)
+Index("ix_nodes_deleted_at", Node.deleted_at)
 
 
 class Revision(Base):
@@ -263,6 +282,21 @@ class NamespaceBlock(Base):
     hash: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
 
 
+class NamespaceRef(Base):
+    """How many block-list rows of a drive's revisions name each hash: a drive's quota usage
+    counts a block once however many of its files and revisions share it (and in full for
+    every drive that has it, whatever other drives share). A row exists while refs > 0."""
+
+    __tablename__ = "namespace_refs"
+
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    hash: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
+    refs: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(Integer)  # plaintext bytes of the block
+
+
 class PendingBlock(Base):
     """The distinct hashes a PENDING revision still waits for. record_block deletes the
     rows of its hash in the drive; a revision with no row left is complete. A revision is
@@ -298,6 +332,9 @@ class ChangeEntry(Base):
     cursor: Mapped[int] = mapped_column(BigInteger)
     node_id: Mapped[int] = mapped_column(Integer)
     node: Mapped[dict] = mapped_column(JSON)
+    # When the entry was written (compaction trims entries older than the server keeps);
+    # entries older than the trash migration carry its time.
+    created: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class BatchAnswer(Base):

@@ -99,7 +99,7 @@ class Batches:
             for index, op in enumerate(ops)
             if op.kind == "commit"
         }
-        with self.db.write(who.namespace_id) as tx:
+        with self.db.write(who.namespace_id, who.author) as tx:
             tx.read_whole = len(ops)  # a folder's children cost at most what its lookups would
             given = _given_answers(tx, client, ops)
             ids = [op.args["request"].commit_id for op in ops if op.kind == "commit"]

@@ -29,6 +29,7 @@ from backend.db.models import (
     Revision,
     RevisionBlock,
 )
+from backend.metadata.quota import count_usage
 from backend.metadata.types import Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import InvalidRequest
@@ -108,6 +109,7 @@ def write_references(tx: Txn, references: list[tuple[str, int, int]]) -> None:
     net: Counter[str] = Counter()
     for block_hash, _size, sign in references:
         net[block_hash] += sign
+    count_usage(tx, net, {block_hash: size for block_hash, size, _sign in references})
     changes = [
         {"counted": block_hash, "change": count, "used": tx.now_ns}
         for block_hash, count in sorted(net.items())

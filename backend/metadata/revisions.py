@@ -24,6 +24,7 @@ from backend.db.models import (
 )
 from backend.metadata.blockrefs import check_hash
 from backend.metadata.nodes import INT64_MAX, Tree, check_mode, check_mtime, parse_path
+from backend.metadata.quota import check_commit as check_quota
 from backend.metadata.retention import prune_revisions
 from backend.metadata.txn import Database, Txn
 from backend.metadata.types import (
@@ -66,12 +67,12 @@ class Revisions:
 
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
         parts, blocks = check_commit(request)
-        with self.db.write(who.namespace_id) as tx:
+        with self.db.write(who.namespace_id, who.author) as tx:
             return commit_once(tx, who, parts, request, blocks, self.max_revisions)
 
     def restore(self, who: Principal, path: str, rev: int) -> CommitResult:
         parts = parse_path(path)
-        with self.db.write(who.namespace_id) as tx:
+        with self.db.write(who.namespace_id, who.author) as tx:
             node = _file_or_deleted_at(tx, parts)  # restoring a deleted file undeletes it
             revision = _revision(tx, node, rev)
             blocks = _blocks_of(tx, revision)
@@ -162,6 +163,7 @@ def commit_in(
     distinct = list(dict.fromkeys(b.hash for b in blocks))
     owned = tx.owned(distinct)
     _check_sizes(blocks, owned)
+    check_quota(tx, blocks)
     parent = tx.make_dirs(parts[:-1])
     name = parts[-1]
     node = tx.child(parent, name)

@@ -18,10 +18,13 @@ from sqlalchemy.engine import Engine
 from backend.db.failover import repeatable, run_again
 from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
+from backend.metadata.compaction import compact
 from backend.metadata.journal import Journal
+from backend.metadata.quota import Quotas
 from backend.metadata.retention import DEFAULT_MAX_REVISIONS
 from backend.metadata.revisions import Revisions
 from backend.metadata.tokens import NewToken, TokenInfo, Tokens
+from backend.metadata.trash import Trash
 from backend.metadata.tree import TreeOps
 from backend.metadata.txn import Database
 from backend.metadata.types import (
@@ -36,6 +39,7 @@ from backend.metadata.types import (
     Principal,
     RevisionInfo,
     SnapshotPage,
+    TrashItem,
 )
 from backend.metadata.users import Users
 
@@ -57,6 +61,9 @@ class MetadataService:
         self._journal = Journal(db)
         self._batches = Batches(db, max_revisions)
         self._tokens = Tokens(db)
+        self._trash = Trash(db)
+        self._db = db
+        self._quotas = Quotas(db)
 
     # users and tokens
     def create_user(self, name: str) -> str:
@@ -209,3 +216,42 @@ class MetadataService:
 
     def login(self, code: str, device: str | None) -> NewToken:
         return self._tokens.login(code, device)
+
+    def compact_journal(self, before_ns: int) -> int:
+        """Trim every drive's journal of entries all its devices have read and of those
+        written before `before_ns`; the number removed (the lifecycle job)."""
+        return compact(self._db, before_ns)
+
+    # trash
+    def trash(self, who: Principal) -> list[TrashItem]:
+        """Deleted files and folders (one item per deletion), most recent first."""
+        return self._trash.list(who)
+
+    def restore_from_trash(self, who: Principal, item_id: int) -> NodeInfo:
+        """Put an item back with its subtree (renamed "(restored)" when its name is taken)."""
+        return self._trash.restore(who, item_id)
+
+    def purge_trash(self, who: Principal, item_id: int | None) -> int:
+        """Purge one item, or every item with None; the number of items purged."""
+        return self._trash.purge(who, item_id)
+
+    def empty_trash(self, before_ns: int) -> int:
+        """Purge the items of every drive deleted before `before_ns` (the lifecycle job)."""
+        return self._trash.empty_older(before_ns)
+
+    # quotas
+    def usage(self, who: Principal) -> tuple[int, int | None]:
+        """(bytes counted against the quota, the quota or None); see metadata/quota.py."""
+        return self._quotas.usage(who)
+
+    def check_upload_quota(self, who: Principal, blocks: list[tuple[str, int]]) -> None:
+        """QuotaExceeded when these blocks (hash, bytes) new to the drive would not fit."""
+        self._quotas.check_upload(who, blocks)
+
+    def check_size_quota(self, who: Principal, size: int) -> None:
+        """QuotaExceeded when a file of `size` bytes could not fit (before receiving it)."""
+        self._quotas.check_size(who, size)
+
+    def set_quota(self, name: str, quota: int | None) -> bool:
+        """Set or (None) remove a user's quota in bytes; False when there is no such user."""
+        return self._quotas.set_quota(name, quota)

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
@@ -44,9 +45,12 @@ class Txn(Tree):
     at all, and a savepoint that rolls back drops its own.
     """
 
-    def __init__(self, session: Session, namespace: Namespace) -> None:
+    def __init__(self, session: Session, namespace: Namespace, author: str | None = None) -> None:
         super().__init__(session, namespace.id)
         self.namespace = namespace
+        self.author = author  # who deletes, as the trash shows it (Principal.author)
+        # What other modules look up once per transaction (the owner's quota ...).
+        self.facts: dict[str, Any] = {}
         # The journal's cursor, written to the namespace row once at the end (`finish`):
         # an UPDATE of that row per operation was a flush of its own each time.
         self.cursor = namespace.cursor
@@ -68,6 +72,7 @@ class Txn(Tree):
             "cursor": self.cursor,
             "node_id": node.id,
             "node": info.to_json(),
+            "created": self.now_ns,
         })  # fmt: skip
         return info
 
@@ -173,10 +178,13 @@ class Txn(Tree):
             self.forget()
             raise
 
-    def remove(self, node: Node) -> NodeInfo:
-        """Mark one node deleted and journal the removal."""
+    def remove(self, node: Node, top: Node | None = None) -> NodeInfo:
+        """Mark one node deleted (into the trash, with the deletion of `top` when it goes
+        along with a deleted folder) and journal the removal."""
         self.displaced(node)
         node.deleted = True
+        node.deleted_at, node.deleted_by = self.now_ns, self.author
+        node.trash_id = (top or node).id
         self.session.flush()
         return self.journal(node)
 
@@ -209,7 +217,7 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self, namespace_id: int) -> Iterator[Txn]:
+    def write(self, namespace_id: int, author: str | None = None) -> Iterator[Txn]:
         with Session(self.write_engine, expire_on_commit=False) as session:
             with _mapped_errors(), session.begin():
                 query = select(Namespace).where(Namespace.id == namespace_id).with_for_update()
@@ -217,7 +225,7 @@ class Database:
                 if namespace is None:
                     raise NotFound(f"no such drive: {namespace_id}")
                 first_cursor = namespace.cursor
-                tx = Txn(session, namespace)
+                tx = Txn(session, namespace, author)
                 yield tx
                 tx.finish()
             if tx.cursor != first_cursor:

@@ -21,7 +21,9 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── RangeNotSatisfiable 416 bad_range         (EINVAL)
      ├── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
      ├── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
-     └── DatabaseUnavailable 503 unavailable       (EIO: no database primary reachable; retry)
+     ├── DatabaseUnavailable 503 unavailable       (EIO: no database primary reachable; retry)
+     ├── CursorExpired       410 cursor_expired    (EIO: the journal was trimmed past it)
+     └── QuotaExceeded       507 quota_exceeded    (EDQUOT: the user's quota is used up)
 """
 
 import errno as _errno
@@ -112,6 +114,20 @@ class DatabaseUnavailable(CirrusError):
     the call could not safely be run again. Retrying later is the right answer."""
 
     code, status, errno = "unavailable", 503, _errno.EIO
+
+
+class CursorExpired(CirrusError):
+    """The change journal no longer holds the entries after this cursor: start again from
+    a snapshot (GET /v1/snapshot)."""
+
+    code, status, errno = "cursor_expired", 410, _errno.EIO
+
+
+class QuotaExceeded(CirrusError):
+    """The upload or commit would take the user past their quota; nothing was stored. A
+    5xx status (507, as WebDAV answers), yet a refusal: retry once space is freed."""
+
+    code, status, errno = "quota_exceeded", 507, _errno.EDQUOT
 
 
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
