@@ -60,6 +60,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "else DIR/master.key)",
     )
     serve.add_argument(
+        "--read-key-file",
+        dest="read_key_files",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        help="an older master key still read during a key rotation (repeatable)",
+    )
+    serve.add_argument(
         "--drain-timeout",
         dest="drain_timeout_s",
         metavar="SECONDS",
@@ -79,6 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name", help="user name (unique)")
     _add_storage_options(create)
     create.set_defaults(func=create_user_command)
+    from backend.admin_keys import register as register_key_commands
+
+    register_key_commands(admin_commands)
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -151,7 +162,11 @@ def _config(args: argparse.Namespace, **overrides: object) -> ServerConfig:
     try:
         settings = read_config_file(args.config) if args.config else {}
         fields = {field.name for field in dataclasses.fields(ServerConfig)}
-        flags = {name: value for name, value in vars(args).items() if name in fields}
+        flags = {
+            name: tuple(value) if isinstance(value, list) else value
+            for name, value in vars(args).items()
+            if name in fields
+        }
         flags |= {
             "data_dir": args.data,
             "db_url": args.db,

@@ -31,6 +31,8 @@ class ServerConfig:
     # The master key's file, shared by every server of a drive; None: $CIRRUS_MASTER_KEY,
     # else DATA/master.key (created at the first start).
     key_file: Path | None = None
+    # Older master keys this server still reads blocks with, during a key rotation.
+    read_key_files: tuple[Path, ...] = ()
     # After SIGTERM or SIGHUP, requests in flight get this long to finish (long polls are
     # answered at once); the load balancer's and systemd's stop timeouts must be longer.
     drain_timeout_s: float = 10.0
