@@ -15,9 +15,9 @@ from pathlib import Path
 from backend.cli import (
     CommandError,
     _add_storage_options,
-    _config,
     _fail_in_one_line,
-    _open_failure,
+    add_key_options,
+    open_database,
 )
 
 WORKERS = 4
@@ -45,36 +45,15 @@ def register(admin_commands: argparse._SubParsersAction) -> None:
     )
     _add_storage_options(rotate)
     rotate.add_argument("--blocks", metavar="URL", help="block store (default: DIR/blocks)")
-    rotate.add_argument("--key-file", metavar="FILE", type=Path, help="the current key")
-    rotate.add_argument(
-        "--read-key-file",
-        dest="read_key_files",
-        metavar="FILE",
-        type=Path,
-        action="append",
-        help="an older key whose blocks are re-sealed (repeatable)",
-    )
+    add_key_options(rotate)
     rotate.set_defaults(func=rotate_key_command)
-
-
-def _open_engine(args: argparse.Namespace):
-    from backend.db import create_engine_for, migrate
-
-    config = _config(args)
-    try:
-        config.prepare()
-        engine = create_engine_for(config.db_url)
-        migrate(engine)
-    except Exception as exc:
-        raise _open_failure(exc) from exc
-    return config, engine
 
 
 @_fail_in_one_line("admin")
 def add_key_command(args: argparse.Namespace) -> int:
     from backend.keycheck import register_key
 
-    engine = _open_engine(args)[1]
+    engine = open_database(args)[1]
     try:
         key_id, new = register_key(engine, args.new_key_file)
     except ValueError as exc:
@@ -92,7 +71,7 @@ def rotate_key_command(args: argparse.Namespace) -> int:
     from backend.blockstore.registry import open_store
     from backend.keycheck import open_key_ring
 
-    config, engine = _open_engine(args)
+    config, engine = open_database(args)
     try:
         keys = open_key_ring(config, engine)
         service = BlockService(

@@ -22,6 +22,7 @@ from backend.config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, ServerConfig
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from sqlalchemy.engine import Engine
 
 log = logging.getLogger("cirrus")
 
@@ -52,21 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", help=f"address to listen on ({DEFAULT_HOST})")
     serve.add_argument("--port", type=_port, help=f"TCP port, 0 for any ({DEFAULT_PORT})")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (info)")
-    serve.add_argument(
-        "--key-file",
-        metavar="FILE",
-        type=Path,
-        help="the master key every server of the drive shares (default: $CIRRUS_MASTER_KEY, "
-        "else DIR/master.key)",
-    )
-    serve.add_argument(
-        "--read-key-file",
-        dest="read_key_files",
-        metavar="FILE",
-        type=Path,
-        action="append",
-        help="an older master key still read during a key rotation (repeatable)",
-    )
+    add_key_options(serve)
     serve.add_argument(
         "--drain-timeout",
         dest="drain_timeout_s",
@@ -111,6 +98,24 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="metadata database URL, e.g. postgresql+psycopg://user@host/cirrus "
         "(default: sqlite:///DIR/metadata.db)",
+    )
+
+
+def add_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key-file",
+        metavar="FILE",
+        type=Path,
+        help="the master key every server of the drive shares (default: $CIRRUS_MASTER_KEY, "
+        "else DIR/master.key)",
+    )
+    parser.add_argument(
+        "--read-key-file",
+        dest="read_key_files",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        help="an older master key still read during a key rotation (repeatable)",
     )
 
 
@@ -259,13 +264,9 @@ def _raise_open_file_limit() -> None:
             log.warning("cannot raise the open file limit from %d: %s", soft, exc)
 
 
-@_fail_in_one_line("admin")
-def create_user_command(args: argparse.Namespace) -> int:
-    """Print the new user's token last, alone on its line, so scripts can take `tail -n 1`."""
+def open_database(args: argparse.Namespace) -> tuple[ServerConfig, "Engine"]:
+    """The configuration and its migrated database, for admin commands."""
     from backend.db import create_engine_for, migrate
-    from backend.metadata.service import MetadataService
-    from backend.notify import LocalNotifier
-    from backend.protocol.errors import CirrusError
 
     config = _config(args)
     try:
@@ -274,6 +275,17 @@ def create_user_command(args: argparse.Namespace) -> int:
         migrate(engine)
     except Exception as exc:
         raise _open_failure(exc) from exc
+    return config, engine
+
+
+@_fail_in_one_line("admin")
+def create_user_command(args: argparse.Namespace) -> int:
+    """Print the new user's token last, alone on its line, so scripts can take `tail -n 1`."""
+    from backend.metadata.service import MetadataService
+    from backend.notify import LocalNotifier
+    from backend.protocol.errors import CirrusError
+
+    engine = open_database(args)[1]
     metadata = MetadataService(engine, LocalNotifier(lambda _namespace: 0))
     try:
         token = metadata.create_user(args.name)
