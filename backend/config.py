@@ -3,6 +3,9 @@
 Everything lives under one data directory by default (metadata database, blocks, master key,
 upload spools), so `cirrus serve` works with no other service; `--db` and `--blocks` move the
 metadata to PostgreSQL and the blocks to another store without changing anything else.
+
+A `--config` TOML file (backend/config_file.py) sets any field below by its name, and a
+`cirrus serve` flag whose argparse dest is a field's name (default None) overrides it.
 """
 
 import os
