@@ -22,6 +22,7 @@ from backend.config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, ServerConfig
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from sqlalchemy.engine import Engine
 
     from backend.metadata.service import MetadataService
 
@@ -54,13 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", help=f"address to listen on ({DEFAULT_HOST})")
     serve.add_argument("--port", type=_port, help=f"TCP port, 0 for any ({DEFAULT_PORT})")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (info)")
-    serve.add_argument(
-        "--key-file",
-        metavar="FILE",
-        type=Path,
-        help="the master key every server of the drive shares (default: $CIRRUS_MASTER_KEY, "
-        "else DIR/master.key)",
-    )
+    add_key_options(serve)
     serve.add_argument(
         "--drain-timeout",
         dest="drain_timeout_s",
@@ -95,6 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from backend.token_admin import register as register_token_commands
 
     register_token_commands(admin_commands, _add_storage_options)
+    from backend.admin_keys import register as register_key_commands
+
+    register_key_commands(admin_commands)
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -142,6 +140,24 @@ def _non_negative(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def add_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key-file",
+        metavar="FILE",
+        type=Path,
+        help="the master key every server of the drive shares (default: $CIRRUS_MASTER_KEY, "
+        "else DIR/master.key)",
+    )
+    parser.add_argument(
+        "--read-key-file",
+        dest="read_key_files",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        help="an older master key still read during a key rotation (repeatable)",
+    )
 
 
 def _port(text: str) -> int:
@@ -192,7 +208,11 @@ def _config(args: argparse.Namespace, **overrides: object) -> ServerConfig:
     try:
         settings = read_config_file(args.config) if args.config else {}
         fields = {field.name for field in dataclasses.fields(ServerConfig)}
-        flags = {name: value for name, value in vars(args).items() if name in fields}
+        flags = {
+            name: tuple(value) if isinstance(value, list) else value
+            for name, value in vars(args).items()
+            if name in fields
+        }
         flags |= {
             "data_dir": args.data,
             "db_url": args.db,
@@ -316,11 +336,9 @@ def set_quota_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_metadata(args: argparse.Namespace) -> "MetadataService":
-    """The metadata service on the command's database (migrated), for admin commands."""
+def open_database(args: argparse.Namespace) -> tuple[ServerConfig, "Engine"]:
+    """The configuration and its migrated database, for admin commands."""
     from backend.db import create_engine_for, migrate
-    from backend.metadata.service import MetadataService
-    from backend.notify import LocalNotifier
 
     config = _config(args)
     try:
@@ -329,4 +347,12 @@ def _open_metadata(args: argparse.Namespace) -> "MetadataService":
         migrate(engine)
     except Exception as exc:
         raise _open_failure(exc) from exc
-    return MetadataService(engine, LocalNotifier(lambda _namespace: 0))
+    return config, engine
+
+
+def _open_metadata(args: argparse.Namespace) -> "MetadataService":
+    """The metadata service on the command's database (migrated), for admin commands."""
+    from backend.metadata.service import MetadataService
+    from backend.notify import LocalNotifier
+
+    return MetadataService(open_database(args)[1], LocalNotifier(lambda _namespace: 0))

@@ -33,18 +33,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
 def test_serve_help_documents_every_option() -> None:
     result = cirrus("serve", "--help")
     assert result.returncode == 0
-    for option in (
-        "--data",
-        "--host",
-        "--port",
-        "--db",
-        "--blocks",
-        "--log-level",
-        "--trash-days",
-        "--trash-interval",
-        "--journal-days",
-        "--journal-interval",
-    ):
+    for option in ("--data", "--host", "--port", "--db", "--blocks", "--log-level", "--config",
+                   "--key-file", "--read-key-file", "--drain-timeout", "--trash-days",
+                   "--trash-interval", "--journal-days", "--journal-interval"):  # fmt: skip
         assert option in result.stdout
     assert "XDG_DATA_HOME" in result.stdout
 

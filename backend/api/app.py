@@ -19,8 +19,7 @@ from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
 from backend.health import HealthCheck
-from backend.keycheck import check_master_key
-from backend.keys import load_master_key
+from backend.keycheck import open_key_ring
 from backend.lifecycle.journal import compact_journal_forever
 from backend.lifecycle.trash import empty_trash_forever
 from backend.metadata.service import MetadataService
@@ -38,14 +37,15 @@ SWEEP_INTERVAL_S = 3600.0
 def open_services(config: ServerConfig) -> Services:
     """Open (and migrate) the database, the block store and the master key."""
     config.prepare()
-    master_key = load_master_key(config.key_file, config.master_key_path)
     engine = create_engine_for(config.db_url)
     migrate(engine)
-    check_master_key(engine, master_key)
+    keys = open_key_ring(config, engine)
     # The notifier reads a namespace's cursor through the service it is handed to (late bound).
     notifier = notifier_for(engine, lambda namespace_id: metadata.current_cursor(namespace_id))
     metadata = MetadataService(engine, notifier)
-    blocks = BlockService(open_store(config.blocks_url), master_key)
+    blocks = BlockService(
+        open_store(config.blocks_url), keys.current, keys.current_id, keys.readable
+    )
     upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
     health = HealthCheck(engine, blocks.store)
     return Services(config, metadata, blocks, upload_manager, notifier, health)
