@@ -17,6 +17,7 @@ from backend.metadata.users import TOKEN_CACHE_S
 from backend.protocol.errors import InvalidRequest, Unauthorized
 from tests import postgres
 from tests.support import mount as mount_fixtures
+from tests.support.cluster import running_cluster
 from tests.support.mount import MountFactory, server_file, wait_until
 from tests.support.server import COMMAND_TIMEOUT_S, ServerProcess, cirrus_executable
 
@@ -107,24 +108,16 @@ def test_admin_commands_report_bad_input_in_one_line(server: ServerProcess) -> N
 
 
 @pytest.fixture
-def two_servers(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProcess, ...]]:
+def two_servers(tmp_path: Path, database_url: str) -> Iterator[list[ServerProcess]]:
     """Two `cirrus serve` processes on one database (a SQLite file or PostgreSQL)."""
     if database_url.startswith("sqlite"):
         database_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    servers = [ServerProcess(tmp_path / f"server-{n}", db_url=database_url) for n in (1, 2)]
-    try:
-        for server in servers:
-            server.start()
-        yield tuple(servers)
-    finally:
-        for server in servers:
-            server.stop()
-    for server in servers:
-        assert server.errors_logged() == [], server.log_tail()
+    with running_cluster(tmp_path, database_url, 2) as servers:
+        yield servers
 
 
 def test_a_revoked_token_is_refused_by_every_server_within_a_second(
-    two_servers: tuple[ServerProcess, ServerProcess],
+    two_servers: list[ServerProcess],
 ) -> None:
     one, two = two_servers
     one.create_user("dave")

@@ -64,3 +64,14 @@ def test_a_block_body_beyond_a_frame_is_413(new_user) -> None:
     answer = client.put("/v1/blocks/" + "a" * 64, content=b"\0" * (5 * 1024 * 1024))
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "too_large"
+
+
+def test_a_login_body_needs_no_token_but_stays_small(server: ServerProcess) -> None:
+    """The one-time code is the login's credential: no token asked, a few KB at most."""
+    with server.client() as client:
+        answer = client.post("/v1/login", json={"code": "not-a-code"})
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"]["code"] == "unauthorized"
+        answer = client.post("/v1/login", json={"code": "x" * 8192})
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["error"]["code"] == "too_large"

@@ -12,6 +12,8 @@ server hold a 100 MB body in memory only to be told 401. Here the bearer token i
 from the headers first; a request with a body and no valid token is answered 401 with
 `Connection: close` and its body is never read. Then every read of the body is counted
 against the matched route's limit (backend/api/bodies.py): past it, 413 `too_large`.
+The few routes whose body is itself the credential (ANONYMOUS_BODY_PATHS: a login with a
+one-time code) skip the token and may send at most ANONYMOUS_BODY_MAX bytes.
 """
 
 from urllib.parse import unquote_to_bytes
@@ -28,6 +30,8 @@ from backend.metadata.types import Principal
 from backend.protocol.errors import CirrusError, InvalidPathError, InvalidRequest, Unauthorized
 
 _CLOSE = {"Connection": "close"}
+ANONYMOUS_BODY_PATHS = frozenset({"/v1/login"})
+ANONYMOUS_BODY_MAX = 4096
 
 
 def bearer_token(headers: Headers) -> str | None:
@@ -70,16 +74,18 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        anonymous = scope.get("path") in ANONYMOUS_BODY_PATHS
         try:
             check_url(scope)
-            if has_body(headers):
+            if has_body(headers) and not anonymous:
                 await self.authenticate(bearer_token(headers))
         except CirrusError as exc:
             refusal = error_response(exc.status, exc.code, exc.message, _CLOSE)
             await refusal(scope, receive, send)
             return
         if has_body(headers):
-            receive = _limited(scope, receive, declared_length(headers))
+            ceiling = ANONYMOUS_BODY_MAX if anonymous else None
+            receive = _limited(scope, receive, declared_length(headers), ceiling)
         await self.app(scope, receive, send)
 
     async def authenticate(self, token: str | None) -> Principal:
@@ -112,14 +118,17 @@ def _is_text(encoded: bytes) -> bool:
     return True
 
 
-def _limited(scope: Scope, receive: Receive, declared: int | None) -> Receive:
+def _limited(scope: Scope, receive: Receive, declared: int | None, ceiling: int | None) -> Receive:
     """receive() that raises BodyTooLarge once the body is known to exceed its route's
-    limit: at the first read for a declared length, else when the count passes it."""
+    limit (or the ceiling, when lower): at the first read for a declared length, else when
+    the count passes it."""
     received = 0
 
     async def receive_within_limit() -> Message:
         nonlocal received
         limit = route_limit(scope.get("route"))  # routing is done before the first read
+        if ceiling is not None:
+            limit = min(limit, ceiling)
         if declared is not None and declared > limit:
             raise BodyTooLarge(limit)
         message = await receive()
