@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (info)"
     )
+    from backend.lifecycle import admin as lifecycle
+
+    lifecycle.add_lifecycle_options(serve, serving=True)
     serve.set_defaults(func=serve_command)
 
     admin = subparsers.add_parser("admin", help="administer the server's users")
@@ -70,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name", help="user name (unique)")
     _add_storage_options(create)
     create.set_defaults(func=create_user_command)
+    lifecycle.register(admin_commands)
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +137,15 @@ def _config(args: argparse.Namespace, **listen: object) -> ServerConfig:
 
 @_fail_in_one_line("serve")
 def serve_command(args: argparse.Namespace) -> int:
-    config = _config(args, host=args.host, port=args.port, log_level=args.log_level)
+    from backend.lifecycle.admin import lifecycle_settings
+
+    config = _config(
+        args,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        **lifecycle_settings(args),
+    )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step
     signal.signal(signal.SIGTERM, _exit_cleanly)

@@ -34,9 +34,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from backend import clock
 from backend.blocks import BlockService
 from backend.db import writer
 from backend.db.models import UploadSession
+from backend.lifecycle.gc import Collector
 from backend.metadata.service import MetadataService
 from backend.metadata.types import BlockRef, CommitRequest, NodeInfo, Principal
 from backend.protocol.chunking import iter_file_chunks
@@ -106,7 +108,12 @@ class UploadManager:
     """Spools, resumable sessions and the final store-and-commit of uploaded files."""
 
     def __init__(
-        self, engine: Engine, spool_dir: Path, metadata: MetadataService, blocks: BlockService
+        self,
+        engine: Engine,
+        spool_dir: Path,
+        metadata: MetadataService,
+        blocks: BlockService,
+        collector: Collector,
     ) -> None:
         self._engine = engine
         self._writer = writer(engine)
@@ -114,6 +121,7 @@ class UploadManager:
         self._tmp_dir = spool_dir / "tmp"
         self._metadata = metadata
         self._blocks = blocks
+        self._collector = collector
         # One PUT at a time per session in this process (weak: gone when nobody holds it).
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -173,14 +181,24 @@ class UploadManager:
                 overwrite=True,
             ),
         )
-        return result.node
+        if not result.missing:
+            return result.node
+        # A collection took blocks the drive held after they were checked: send them now.
+        missing = set(result.missing)
+        with open(spool, "rb") as file:
+            for chunk in iter_file_chunks(file):
+                if block_hash(chunk.data) in missing:
+                    self._store_block(who, chunk.data, chunk.offset)
+        return self._metadata.stat_id(who, result.node.id)
 
     def _store_block(self, who: Principal, data: bytes, offset: int) -> BlockRef:
         """Store a block unless this drive already uploaded it (then it is known stored)."""
         name = block_hash(data)
         if self._metadata.missing_blocks(who, [name]):
+            since = clock.now_ns()
             stored = self._blocks.put_plain(data)
-            self._metadata.record_block(who, name, stored.size, stored.stored_size)
+            rewrite = lambda _hashes: [self._blocks.put_plain(data)]  # noqa: E731
+            self._collector.record(self._metadata, who, [stored], since, rewrite)
         return BlockRef(name, len(data), offset)
 
     # resumable sessions

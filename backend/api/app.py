@@ -17,6 +17,8 @@ from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
 from backend.keys import load_or_create_master_key
+from backend.lifecycle.gc import Collector
+from backend.lifecycle.jobs import lifecycle_forever, server_policy
 from backend.metadata.service import MetadataService
 from backend.notify import LocalNotifier
 from backend.uploads import UploadManager
@@ -36,12 +38,13 @@ def open_services(config: ServerConfig) -> Services:
     migrate(engine)
     # The notifier reads a namespace's cursor through the service it is handed to (late bound).
     notifier = LocalNotifier(lambda namespace_id: metadata.current_cursor(namespace_id))
-    metadata = MetadataService(engine, notifier)
+    metadata = MetadataService(engine, notifier, retention=server_policy(config))
     blocks = BlockService(
         open_store(config.blocks_url), load_or_create_master_key(config.master_key_path)
     )
-    upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
-    return Services(config, metadata, blocks, upload_manager, notifier)
+    collector = Collector(engine, blocks, config.gc_grace_s)
+    upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks, collector)
+    return Services(config, metadata, blocks, upload_manager, notifier, collector)
 
 
 async def _sweep_forever(services: Services, interval: float) -> None:
@@ -60,13 +63,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     await run_in_threadpool(services.uploads.clear_temporary)
-    sweeper = asyncio.create_task(_sweep_forever(services, SWEEP_INTERVAL_S))
+    tasks = [asyncio.create_task(_sweep_forever(services, SWEEP_INTERVAL_S))]
+    if services.config.gc_interval_s > 0:
+        lifecycle = lifecycle_forever(
+            services.metadata, services.collector, services.config.gc_interval_s
+        )
+        tasks.append(asyncio.create_task(lifecycle))
     try:
         yield
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def create_app(services: Services) -> FastAPI:

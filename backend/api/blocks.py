@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from backend import clock
 from backend.api.deps import PrincipalDep, Services, ServicesDep, declared_length
 from backend.api.models import BlockHash, MissingIn
 from backend.blocks import (
@@ -21,6 +22,7 @@ from backend.blocks import (
     MAX_BATCH_BLOCKS,
     MAX_BATCH_BYTES,
     MAX_WIRE_SIZE,
+    StoredBlock,
     pack_batch,
     unpack_batch,
 )
@@ -79,11 +81,16 @@ def _unpack_and_store(services: Services, who: Principal, body: bytes) -> list[d
 
 
 def _store(services: Services, who: Principal, blocks: list[tuple[str, bytes]]) -> list[dict]:
-    """Verify and store every block, then record them all in one metadata transaction."""
+    """Verify and store every block, then record them all in one metadata transaction
+    (writing again any that a garbage collection deleted meanwhile)."""
+    since = clock.now_ns()
     stored = services.blocks.put_wire_many(blocks)
-    services.metadata.record_blocks(
-        who, [(block.hash, block.size, block.stored_size) for block in stored]
-    )
+    frames = dict(blocks)
+
+    def rewrite(hashes: list[str]) -> list[StoredBlock]:
+        return services.blocks.put_wire_many([(h, frames[h]) for h in hashes])
+
+    services.collector.record(services.metadata, who, stored, since, rewrite)
     return [{"hash": block.hash, "size": block.size} for block in stored]
 
 

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.blocks import BlockService
 from backend.config import ServerConfig
+from backend.lifecycle.gc import Collector
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
 from backend.notify import LocalNotifier
@@ -26,6 +27,7 @@ class Services:
     blocks: BlockService
     uploads: UploadManager
     notifier: LocalNotifier
+    collector: Collector
 
 
 def get_services(request: Request) -> Services:

@@ -15,10 +15,11 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
+from backend import clock
 from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.journal import Journal
-from backend.metadata.retention import DEFAULT_MAX_REVISIONS
+from backend.metadata.retention import DEFAULT_MAX_REVISIONS, Policy, Retention
 from backend.metadata.revisions import Revisions
 from backend.metadata.tree import TreeOps
 from backend.metadata.txn import Database
@@ -40,9 +41,14 @@ from backend.metadata.users import Users
 
 class MetadataService:
     def __init__(
-        self, engine: Engine, notifier: Notifier, max_revisions: int = DEFAULT_MAX_REVISIONS
+        self,
+        engine: Engine,
+        notifier: Notifier,
+        max_revisions: int = DEFAULT_MAX_REVISIONS,
+        retention: Policy | None = None,
     ) -> None:
-        """max_revisions: versions kept per file (the oldest beyond it are dropped)."""
+        """max_revisions: versions kept per file (the oldest beyond it are dropped);
+        retention: the server's whole policy, when more than a cap (it wins)."""
         if max_revisions < 1:
             raise ValueError("a file keeps at least one revision")
         self.engine = engine
@@ -50,10 +56,11 @@ class MetadataService:
         db = Database(engine, notifier)
         self._users = Users(db)
         self._tree = TreeOps(db)
-        self._revisions = Revisions(db, max_revisions)
+        self._retention = Retention(db, retention or Policy(max_revisions=max_revisions))
+        self._revisions = Revisions(db, self._retention)
         self._blocks = BlockRefs(db)
         self._journal = Journal(db)
-        self._batches = Batches(db, max_revisions)
+        self._batches = Batches(db, self._retention)
 
     # users and tokens
     def create_user(self, name: str) -> str:
@@ -139,19 +146,43 @@ class MetadataService:
         """Make an uploaded revision current again, as a new revision."""
         return self._revisions.restore(who, path, rev).node
 
+    def pin(self, who: Principal, path: str, rev: int, pinned: bool) -> RevisionInfo:
+        """Pin (keep forever) or unpin an uploaded revision."""
+        return self._revisions.pin(who, path, rev, pinned)
+
+    # retention
+    def retention_policy(self, who: Principal) -> Policy:
+        """The policy that applies to the caller's drive (theirs over the server's)."""
+        return self._retention.policy(who.namespace_id)
+
+    def set_retention(self, user_name: str, settings: dict[str, int | str | None]) -> Policy:
+        """Set a user's own retention settings (None: back to the server's)."""
+        return self._retention.set_policy(user_name, settings)
+
+    def prune_history(self) -> int:
+        """Apply every drive's retention policy now; the number of revisions dropped."""
+        return self._retention.sweep()
+
     # blocks
     def missing_blocks(self, who: Principal, hashes: list[str]) -> list[str]:
         """Hashes this user has neither uploaded nor referenced (never looks at other users)."""
         return self._blocks.missing_blocks(who, hashes)
 
-    def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> None:
+    def record_block(
+        self, who: Principal, hash: str, size: int, stored_size: int, since_ns: int | None = None
+    ) -> list[str]:
         """After the block store holds the block: note it, give this user a reference, and
         complete (mark uploaded, journal) every pending revision of the user now whole."""
-        self._blocks.record_block(who, hash, size, stored_size)
+        return self.record_blocks(who, [(hash, size, stored_size)], since_ns)
 
-    def record_blocks(self, who: Principal, blocks: list[tuple[str, int, int]]) -> None:
-        """record_block for several blocks (hash, size, stored_size) in one transaction."""
-        self._blocks.record_blocks(who, blocks)
+    def record_blocks(
+        self, who: Principal, blocks: list[tuple[str, int, int]], since_ns: int | None = None
+    ) -> list[str]:
+        """record_block for several blocks (hash, size, stored_size) in one transaction.
+        since_ns: when the objects were written (default: now); the hashes returned were not
+        recorded because a garbage collection may have deleted them since (write again)."""
+        since = clock.now_ns() if since_ns is None else since_ns
+        return self._blocks.record_blocks(who, blocks, since)
 
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
         """The subset of hashes this user may read (may_read_block for many, one query)."""

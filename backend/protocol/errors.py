@@ -101,6 +101,12 @@ class HashMismatch(CirrusError):
     code, status, errno = "hash_mismatch", 422, _errno.EIO
 
 
+class BlockBeingCollected(CirrusError):
+    """An upload kept meeting collections of its blocks; sending it again later succeeds."""
+
+    code, status, errno = "block_being_collected", 409, _errno.EAGAIN
+
+
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
     cls.code: cls for cls in CirrusError.__subclasses__()
 }

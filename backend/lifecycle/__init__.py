@@ -1,0 +1,1 @@
+"""Jobs that keep a drive from only ever growing: block garbage collection and retention."""
