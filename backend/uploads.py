@@ -34,7 +34,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from backend import clock
 from backend.blocks import BlockService
 from backend.db import writer
 from backend.db.models import UploadSession
@@ -195,10 +194,8 @@ class UploadManager:
         """Store a block unless this drive already uploaded it (then it is known stored)."""
         name = block_hash(data)
         if self._metadata.missing_blocks(who, [name]):
-            since = clock.now_ns()
-            stored = self._blocks.put_plain(data)
-            rewrite = lambda _hashes: [self._blocks.put_plain(data)]  # noqa: E731
-            self._collector.record(self._metadata, who, [stored], since, rewrite)
+            write = lambda _hashes: [self._blocks.put_plain(data)]  # noqa: E731
+            self._collector.store(self._metadata, who, [name], write)
         return BlockRef(name, len(data), offset)
 
     # resumable sessions

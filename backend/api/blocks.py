@@ -14,7 +14,6 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from backend import clock
 from backend.api.deps import PrincipalDep, Services, ServicesDep, declared_length
 from backend.api.models import BlockHash, MissingIn
 from backend.blocks import (
@@ -83,14 +82,13 @@ def _unpack_and_store(services: Services, who: Principal, body: bytes) -> list[d
 def _store(services: Services, who: Principal, blocks: list[tuple[str, bytes]]) -> list[dict]:
     """Verify and store every block, then record them all in one metadata transaction
     (writing again any that a garbage collection deleted meanwhile)."""
-    since = clock.now_ns()
-    stored = services.blocks.put_wire_many(blocks)
     frames = dict(blocks)
 
-    def rewrite(hashes: list[str]) -> list[StoredBlock]:
+    def write(hashes: list[str]) -> list[StoredBlock]:
         return services.blocks.put_wire_many([(h, frames[h]) for h in hashes])
 
-    services.collector.record(services.metadata, who, stored, since, rewrite)
+    names = [block_hash for block_hash, _frame in blocks]
+    stored = services.collector.store(services.metadata, who, names, write)
     return [{"hash": block.hash, "size": block.size} for block in stored]
 
 

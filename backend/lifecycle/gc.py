@@ -183,25 +183,28 @@ class Collector:
 
     # uploads that raced a deletion
 
-    def record(
+    def store(
         self,
         metadata: MetadataService,
         who: Principal,
-        stored: Sequence[StoredBlock],
-        since_ns: int,
-        rewrite: Callable[[list[str]], Sequence[StoredBlock]],
-    ) -> None:
-        """Record blocks written since since_ns; those a collection may have deleted meanwhile
-        are written again (`rewrite(hashes)`) once that collection is over, then recorded."""
+        hashes: list[str],
+        write: Callable[[list[str]], Sequence[StoredBlock]],
+    ) -> list[StoredBlock]:
+        """Write blocks (`write(hashes)` stores them) and record them for the drive; those a
+        collection may have deleted meanwhile are written again once that collection is
+        over, then recorded. The blocks first written are returned."""
+        first: list[StoredBlock] | None = None
         for _round in range(_RECORD_ROUNDS):
+            seen = metadata.deletion_marks(hashes)
+            stored = list(write(hashes))
+            first = stored if first is None else first
             rows = [(b.hash, b.size, b.stored_size) for b in stored]
-            clobbered = metadata.record_blocks(who, rows, since_ns)
+            clobbered = metadata.record_blocks(who, rows, seen)
             if not clobbered:
-                return
+                return first
             log.info("%d uploaded blocks met a collection; writing them again", len(clobbered))
             self.await_deletions(clobbered)
-            since_ns = clock.now_ns()
-            stored = rewrite(clobbered)
+            hashes = clobbered
         raise BlockBeingCollected("the blocks of this upload keep being collected; send it again")
 
     def await_deletions(self, hashes: list[str]) -> None:

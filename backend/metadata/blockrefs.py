@@ -48,8 +48,6 @@ _OWNED = select(NamespaceBlock.hash).where(
     NamespaceBlock.hash.in_(bindparam("hashes", expanding=True)),
 )
 _BLOCKS = Block.__table__
-# Clocks of servers sharing a database may disagree by this much (upload fencing).
-CLOCK_SKEW_NS = 5 * 10**9
 _COUNT_REFERENCES = (
     update(_BLOCKS)
     .where(_BLOCKS.c.hash == bindparam("counted"))
@@ -153,22 +151,38 @@ class BlockRefs:
                 NamespaceBlock.namespace_id == who.namespace_id, NamespaceBlock.hash == hash
             ))))  # fmt: skip
 
+    def deletion_marks(self, hashes: list[str]) -> dict[str, int | None]:
+        """When each block's object was last deleted by a collection (None: never, or no
+        row): an upload notes this before it writes, for record_blocks to compare."""
+        marks: dict[str, int | None] = dict.fromkeys(hashes)
+        with self.db.read() as session:
+            for start in range(0, len(hashes), _IN_BATCH):
+                query = select(Block.hash, Block.deleted_at).where(
+                    Block.hash.in_(hashes[start : start + _IN_BATCH])
+                )
+                marks.update((h, deleted) for h, deleted in session.execute(query))
+        return marks
+
     def record_blocks(
-        self, who: Principal, blocks: list[tuple[str, int, int]], since_ns: int
+        self,
+        who: Principal,
+        blocks: list[tuple[str, int, int]],
+        seen: dict[str, int | None] | None = None,
     ) -> list[str]:
         """Note stored blocks (hash, size, stored_size) for the drive in ONE transaction, and
         complete the revisions they finish: a batch pays for one commit, not one per block.
 
-        `since_ns` is when the caller began writing the objects. Blocks that a collection
-        claimed, or deleted since then, are not recorded but returned: their object may be
-        gone, and the caller writes them again once the collection is over."""
+        `seen` is deletion_marks() of the hashes from before the objects were written. A
+        block that a collection claims now, or deleted since then, is not recorded but
+        returned: its object may be gone, and the caller writes it again once the
+        collection is over."""
         if not isinstance(blocks, list) or len(blocks) > MAX_HASHES:
             raise InvalidRequest(f"record at most {MAX_HASHES} blocks at once")
         rows = {check_hash(hash): _checked_sizes(size, stored) for hash, size, stored in blocks}
         if not rows:
             return []
         with self.db.write(who.namespace_id) as tx:
-            clobbered = _clobbered(tx, sorted(rows), since_ns)
+            clobbered = _clobbered(tx, sorted(rows), seen)
             # a stable lock order between concurrent drives on PostgreSQL
             ordered = sorted(set(rows) - clobbered)
             if not ordered:
@@ -193,10 +207,10 @@ def _unreferenced(session: Session, hashes: list[str]) -> list[str]:
     return sorted(idle)
 
 
-def _clobbered(tx: Txn, hashes: list[str], since_ns: int) -> set[str]:
-    """The hashes whose object a collection may have deleted after since_ns: claimed now,
-    or deleted since then (less the clock skew between servers). The rows are locked, so
-    no claim can slip in before this transaction records them."""
+def _clobbered(tx: Txn, hashes: list[str], seen: dict[str, int | None] | None) -> set[str]:
+    """The hashes whose object a collection may have deleted after it was written: claimed
+    now, or deleted since `seen` (when given). The rows are locked, so no claim can slip
+    in before this transaction records them."""
     found: set[str] = set()
     for start in range(0, len(hashes), _IN_BATCH):
         query = (
@@ -205,9 +219,7 @@ def _clobbered(tx: Txn, hashes: list[str], since_ns: int) -> set[str]:
             .with_for_update()
         )
         for block_hash, deleting, deleted in tx.session.execute(query):
-            if deleting is not None or (
-                deleted is not None and deleted >= since_ns - CLOCK_SKEW_NS
-            ):
+            if deleting is not None or (seen is not None and deleted != seen.get(block_hash)):
                 found.add(block_hash)
     return found
 

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
-from backend import clock
 from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.journal import Journal
@@ -168,21 +167,26 @@ class MetadataService:
         """Hashes this user has neither uploaded nor referenced (never looks at other users)."""
         return self._blocks.missing_blocks(who, hashes)
 
-    def record_block(
-        self, who: Principal, hash: str, size: int, stored_size: int, since_ns: int | None = None
-    ) -> list[str]:
+    def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> list[str]:
         """After the block store holds the block: note it, give this user a reference, and
         complete (mark uploaded, journal) every pending revision of the user now whole."""
-        return self.record_blocks(who, [(hash, size, stored_size)], since_ns)
+        return self.record_blocks(who, [(hash, size, stored_size)])
 
     def record_blocks(
-        self, who: Principal, blocks: list[tuple[str, int, int]], since_ns: int | None = None
+        self,
+        who: Principal,
+        blocks: list[tuple[str, int, int]],
+        seen: dict[str, int | None] | None = None,
     ) -> list[str]:
         """record_block for several blocks (hash, size, stored_size) in one transaction.
-        since_ns: when the objects were written (default: now); the hashes returned were not
-        recorded because a garbage collection may have deleted them since (write again)."""
-        since = clock.now_ns() if since_ns is None else since_ns
-        return self._blocks.record_blocks(who, blocks, since)
+        seen: deletion_marks() from before the objects were written; the hashes returned
+        were not recorded because a garbage collection may have deleted them since (write
+        them again: backend/lifecycle/gc.py does)."""
+        return self._blocks.record_blocks(who, blocks, seen)
+
+    def deletion_marks(self, hashes: list[str]) -> dict[str, int | None]:
+        """When a collection last deleted each block (None: never); see record_blocks."""
+        return self._blocks.deletion_marks(hashes)
 
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
         """The subset of hashes this user may read (may_read_block for many, one query)."""

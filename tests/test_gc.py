@@ -1,0 +1,187 @@
+"""Block garbage collection against real servers: each race of docs/blocks.md, for real.
+
+The grace period is passed by moving the servers' clock (tests/support/lifecycle.py);
+collections run as `cirrus admin gc` processes beside the server, as an operator runs them.
+"""
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backend.protocol.hashing import block_hash
+from tests.support.lifecycle import (
+    DAY,
+    Clock,
+    admin,
+    collected,
+    commit,
+    content,
+    delete,
+    missing,
+    movable_clock,
+    put_block,
+    stored_objects,
+    upload,
+)
+from tests.support.server import COMMAND_TIMEOUT_S, ServerProcess, cirrus_executable
+
+BLOCKS = [os.urandom(200_000) for _ in range(3)]
+
+
+@pytest.fixture
+def served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ServerProcess, Clock]]:
+    """A server that never collects on its own, and the clock it (and admin commands) read."""
+    clock = movable_clock(tmp_path, monkeypatch)
+    server = ServerProcess(tmp_path / "server", extra_args=("--gc-interval", "0"))
+    try:
+        server.start()
+        yield server, clock
+    finally:
+        server.stop()
+    assert server.errors_logged() == [], server.log_tail(80)
+
+
+def fsck_is_clean(server: ServerProcess) -> None:
+    result = admin(server, "fsck", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 problems found" in result.stdout
+
+
+def unreferenced(server: ServerProcess, client, blocks: list[bytes]) -> None:
+    """Make blocks the drive holds but no revision names: committed, deleted, history pruned
+    (with the default grace period nothing is collected yet)."""
+    for data in blocks:
+        put_block(client, data)
+    commit(client, "/doomed", blocks)
+    delete(client, "/doomed")
+    assert collected(admin(server, "gc", "--max-history", "0")) == 0
+
+
+def test_blocks_of_a_deleted_file_leave_the_block_directory(served) -> None:
+    server, clock = served
+    client = server.client(server.create_user("alice"))
+    data = os.urandom(3 * 1024 * 1024)
+    upload(client, "/big.bin", data)
+    upload(client, "/kept.bin", b"kept")
+    before = stored_objects(server)
+    assert len(before) >= 3
+    delete(client, "/big.bin")
+    pruned = admin(server, "gc", "--max-history", "0")
+    assert "retention dropped 1 revisions" in pruned.stdout
+    assert collected(pruned) == 0 and stored_objects(server) == before  # the grace period
+    assert collected(admin(server, "gc", "--dry-run")) == 0
+    clock.advance(DAY + 60)
+    assert collected(admin(server, "gc", "--dry-run")) == len(before) - 1
+    assert stored_objects(server) == before
+    result = admin(server, "gc")
+    assert collected(result) == len(before) - 1
+    assert stored_objects(server) == {block_hash(b"kept")}
+    assert content(client, "/kept.bin") == b"kept"
+    fsck_is_clean(server)
+
+
+def test_missing_answer_renews_the_grace_period(served) -> None:
+    """A client told it need not upload a block can rely on that until its commit."""
+    server, clock = served
+    client = server.client(server.create_user("alice"))
+    unreferenced(server, client, BLOCKS)
+    clock.advance(DAY - 60)
+    assert missing(client, BLOCKS) == []  # the client will commit without uploading
+    clock.advance(120)  # past the grace period counted from the deletion, not the answer
+    assert collected(admin(server, "gc")) == 0
+    answer = commit(client, "/again", BLOCKS)
+    assert answer["status"] == "uploaded"
+    assert content(client, "/again") == b"".join(BLOCKS)
+    fsck_is_clean(server)
+
+
+def test_commit_after_a_collection_waits_for_the_blocks(served) -> None:
+    """A client that waited past the grace period after its question finds its commit
+    pending, and completes it by uploading: nothing committed ever lacks a block."""
+    server, clock = served
+    client = server.client(server.create_user("alice"))
+    unreferenced(server, client, BLOCKS)
+    assert missing(client, BLOCKS) == []
+    clock.advance(DAY + 60)
+    assert collected(admin(server, "gc")) == len(BLOCKS)
+    answer = commit(client, "/late", BLOCKS)
+    assert answer["status"] == "pending"
+    assert sorted(answer["missing"]) == sorted(block_hash(b) for b in BLOCKS)
+    for data in BLOCKS:
+        put_block(client, data)
+    assert content(client, "/late") == b"".join(BLOCKS)
+    fsck_is_clean(server)
+
+
+def test_resumable_upload_across_a_collection(served) -> None:
+    """A session whose content was garbage when it started finishes whole after that
+    garbage is collected: the server stores what the commit finds missing."""
+    server, clock = served
+    client = server.client(server.create_user("alice"))
+    data = os.urandom(3 * 1024 * 1024)
+    upload(client, "/first", data)
+    delete(client, "/first")
+    admin(server, "gc", "--max-history", "0")
+    started = client.post(
+        "/v1/files",
+        params={"uploadType": "resumable", "path": "/second"},
+        headers={"X-Upload-Content-Length": str(len(data))},
+    )
+    location = started.json()["location"]
+    half = len(data) // 2
+    total = len(data)
+    part = client.put(
+        location, content=data[:half], headers={"Content-Range": f"bytes 0-{half - 1}/{total}"}
+    )
+    assert part.status_code == 308 or part.status_code == 200, part.text
+    clock.advance(DAY + 60)
+    assert collected(admin(server, "gc")) >= 1
+    assert stored_objects(server) == set()
+    rest = client.put(
+        location,
+        content=data[half:],
+        headers={"Content-Range": f"bytes {half}-{total - 1}/{total}"},
+    )
+    assert rest.status_code in (200, 201), rest.text
+    assert rest.json()["status"] == "uploaded"
+    assert content(client, "/second") == data
+    fsck_is_clean(server)
+
+
+def test_two_collections_at_once_share_the_work(served) -> None:
+    server, clock = served
+    client = server.client(server.create_user("alice"))
+    garbage = [os.urandom(1024) + bytes([i % 256, i // 256]) for i in range(1500)]
+    for start in range(0, len(garbage), 64):
+        batch = garbage[start : start + 64]
+        body = b"".join(_framed(b) for b in batch)
+        response = client.post("/v1/blocks/batch", content=body)
+        assert response.status_code == 201, response.text
+    assert len(stored_objects(server)) == len(garbage)
+    clock.advance(DAY + 60)
+    command = [cirrus_executable(), "admin", "gc", "--data", str(server.data_dir)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    try:
+        outputs = [run.communicate(timeout=COMMAND_TIMEOUT_S) for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+    for run, (_out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err
+    counts = [collected(subprocess.CompletedProcess([], 0, out, "")) for out, _err in outputs]
+    assert sum(counts) == len(garbage)
+    assert stored_objects(server) == set()
+    fsck_is_clean(server)
+
+
+def _framed(data: bytes) -> bytes:
+    import zstandard
+
+    frame = zstandard.ZstdCompressor().compress(data)
+    return block_hash(data).encode() + len(frame).to_bytes(8, "big") + frame
