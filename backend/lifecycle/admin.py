@@ -181,7 +181,7 @@ def fsck_command(args: argparse.Namespace) -> int:
     for line in problems:
         print(line)
     if repaired:
-        print(f"repaired: removed {repaired} stray objects")
+        print(f"repaired: {repaired} stray objects left to the collector (grace period)")
     left = len(problems) - repaired
     print(f"{len(problems)} problems found, {repaired} repaired")
     return 1 if left > 0 else 0
