@@ -34,6 +34,7 @@ LEASE_NS = 60 * 10**9
 _OWN_CLAIM_S = LEASE_NS / 2e9
 TOMBSTONE_AGE_NS = 24 * 3600 * 10**9
 BATCH = 500
+_DELETE_GROUP = 100  # objects deleted with one shared flush
 _WAIT_STEP_S = 0.02
 _RECORD_ROUNDS = 10
 _BLOCKS = Block.__table__
@@ -127,17 +128,20 @@ class Collector:
         return claim_ns, claimed
 
     def _delete(self, claim_ns: int, claimed: dict[str, int], report: GcReport) -> None:
-        """Delete the claimed objects while the claim is fresh; record them deleted."""
+        """Delete the claimed objects, a group at a time while the claim is fresh; record
+        those deleted."""
         started = time.monotonic()
+        ordered = sorted(claimed)
         done: list[str] = []
         try:
-            for block_hash in sorted(claimed):
+            for start in range(0, len(ordered), _DELETE_GROUP):
                 if time.monotonic() - started > _OWN_CLAIM_S:
                     log.warning("collection slowed down; %d claims left for later",
-                                len(claimed) - len(done))  # fmt: skip
+                                len(ordered) - len(done))  # fmt: skip
                     break
-                self._blocks.delete(block_hash)
-                done.append(block_hash)
+                group = ordered[start : start + _DELETE_GROUP]
+                self._blocks.delete_many(group)
+                done.extend(group)
         finally:
             self._finish(claim_ns, done)
         report.blocks += len(done)
