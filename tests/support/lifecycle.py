@@ -39,8 +39,10 @@ def movable_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 def admin(server: ServerProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `cirrus admin ARGS --data DIR` on the server's data; fail unless it succeeds."""
+    """Run `cirrus admin ARGS` on the server's data (and database); fail unless it succeeds."""
     command = [cirrus_executable(), "admin", *args, "--data", str(server.data_dir)]
+    if server.db_url is not None:
+        command += ["--db", server.db_url]
     result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
     if check:
         assert result.returncode == 0, result.stderr
