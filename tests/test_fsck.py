@@ -3,39 +3,23 @@ store against the rows, and the grace period that keeps an upload's object from 
 
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from backend.protocol.hashing import block_hash
 from tests.support.lifecycle import (
     DAY,
-    Clock,
     admin,
+    clocked_server,
     collected,
     commit,
     content,
-    movable_clock,
     put_block,
     stored_objects,
     upload,
 )
 from tests.support.server import ServerProcess
 
-
-@pytest.fixture
-def served(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[ServerProcess, Clock]]:
-    clock = movable_clock(tmp_path, monkeypatch)
-    server = ServerProcess(tmp_path / "server", extra_args=("--gc-interval", "0"))
-    try:
-        server.start()
-        yield server, clock
-    finally:
-        server.stop()
-    assert server.errors_logged() == [], server.log_tail(80)
+served = clocked_server  # a server that collects only when told, and its clock
 
 
 def object_path(server: ServerProcess, name: str) -> Path:

@@ -9,23 +9,19 @@ import random
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from backend.protocol.hashing import block_hash
 from tests import postgres
 from tests.support.lifecycle import (
     DAY,
-    Clock,
     admin,
+    clocked_server,
     collected,
     commit,
     content,
     delete,
     missing,
-    movable_clock,
     put_block,
     stored_objects,
     upload,
@@ -38,19 +34,7 @@ database_url = postgres.database_url
 postgres_server = postgres.postgres_server
 
 
-@pytest.fixture
-def served(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[ServerProcess, Clock]]:
-    """A server that never collects on its own, and the clock it (and admin commands) read."""
-    clock = movable_clock(tmp_path, monkeypatch)
-    server = ServerProcess(tmp_path / "server", extra_args=("--gc-interval", "0"))
-    try:
-        server.start()
-        yield server, clock
-    finally:
-        server.stop()
-    assert server.errors_logged() == [], server.log_tail(80)
+served = clocked_server  # a server that collects only when told, and its clock
 
 
 def fsck_is_clean(server: ServerProcess) -> None:

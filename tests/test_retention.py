@@ -2,8 +2,6 @@
 head are never dropped, a user's own policy wins over the server's."""
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,16 +10,14 @@ from backend.protocol.errors import InvalidRequest
 from tests.support.lifecycle import (
     DAY,
     HOUR,
-    Clock,
     admin,
+    clocked_server,
     commit,
     content,
     delete,
     history,
-    movable_clock,
     put_block,
 )
-from tests.support.server import ServerProcess
 
 NOW = 1000 * 86400 * 10**9  # a day boundary, so hour and day buckets are easy to see
 MINUTE_NS = 60 * 10**9
@@ -81,21 +77,7 @@ def test_bad_schedules_are_refused() -> None:
         Policy(max_revisions=0)
 
 
-@pytest.fixture
-def served(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[ServerProcess, Clock]]:
-    """A server whose clock starts an hour after a day boundary, ten days from now."""
-    clock = movable_clock(tmp_path, monkeypatch)
-    now = time.time()
-    clock.advance((now // DAY + 11) * DAY + HOUR - now)
-    server = ServerProcess(tmp_path / "server", extra_args=("--gc-interval", "0"))
-    try:
-        server.start()
-        yield server, clock
-    finally:
-        server.stop()
-    assert server.errors_logged() == [], server.log_tail(80)
+served = clocked_server  # a server that collects only when told, and its clock
 
 
 def revisions(client, path: str) -> list[tuple[int, bool]]:
@@ -104,6 +86,8 @@ def revisions(client, path: str) -> list[tuple[int, bool]]:
 
 def test_schedule_on_a_server_with_a_moving_clock(served) -> None:
     server, clock = served
+    now = time.time() + clock.offset  # start an hour after a day boundary, days from now
+    clock.advance((now // DAY + 11) * DAY + HOUR - now)
     client = server.client(server.create_user("alice"))
     base = None
     for step, data in ((0, b"1"), (600, b"2"), (600, b"3"), (2 * HOUR, b"4"), (HOUR, b"5")):

@@ -5,6 +5,7 @@ environment that server processes and admin commands inherit.
 """
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,6 +37,21 @@ def movable_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock(tmp_path / "clock-offset")
     monkeypatch.setenv(OFFSET_FILE_VARIABLE, str(clock.path))
     return clock
+
+
+@pytest.fixture
+def clocked_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ServerProcess, Clock]]:
+    """A server that never collects on its own, and the clock it (and admin commands) read."""
+    clock = movable_clock(tmp_path, monkeypatch)
+    server = ServerProcess(tmp_path / "server", extra_args=("--gc-interval", "0"))
+    try:
+        server.start()
+        yield server, clock
+    finally:
+        server.stop()
+    assert server.errors_logged() == [], server.log_tail(80)
 
 
 def admin(server: ServerProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess:
