@@ -38,13 +38,17 @@ BATCH_BLOCKS = 16
 DAY_S = 86_400
 
 
-def disk_usage(folder: Path) -> int:
-    """Bytes of disk the folder takes, like `du -s --bytes` of allocated blocks."""
-    total = folder.lstat().st_blocks * 512
+def disk_usage(folder: Path) -> tuple[int, int]:
+    """(bytes of disk allocated, as `du` counts them; bytes of content, as `du -b`) of the
+    folder and everything in it."""
+    info = folder.lstat()
+    allocated, apparent = info.st_blocks * 512, info.st_size
     for root, dirs, files in os.walk(folder):
         for name in dirs + files:
-            total += (Path(root) / name).lstat().st_blocks * 512
-    return total
+            info = (Path(root) / name).lstat()
+            allocated += info.st_blocks * 512
+            apparent += info.st_size
+    return allocated, apparent
 
 
 def objects(folder: Path) -> int:
@@ -86,12 +90,13 @@ def admin_gc(data: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return out.stdout.strip()
 
 
-def report(label: str, data: Path, empty: int) -> None:
-    used = disk_usage(data)
-    print(
-        f"{label:<28} {used / 1024:10.0f} KiB  {objects(data):6d} objects  "
-        f"{(used - empty) / 1024:+9.0f} KiB ({(used - empty) / empty:+.2%} of empty)"
-    )
+def report(label: str, data: Path, empty: tuple[int, int]) -> None:
+    now = disk_usage(data)
+    shown = [
+        f"{used / 1024:9.0f} KiB ({(used - base) / base:+8.2%})"
+        for used, base in zip(now, empty, strict=True)
+    ]
+    print(f"{label:<28} {objects(data):5d} objects  du {shown[0]}  du -b {shown[1]}")
 
 
 def main() -> None:
