@@ -8,7 +8,7 @@ Run by hand from the repository root:
 A fresh `cirrus serve` is measured empty (its data directory, in disk blocks as `du`
 counts them), then one user writes `size` MiB of fresh random 512 KiB blocks as files of
 `file` MiB (batch uploads and commits, as the mount sends them), deletes the folder holding
-them, and `cirrus admin gc --max-history 0` prunes their history (a purge); a second
+them, and `cirrus admin gc --prune --max-history 0` prunes their history (a purge); a second
 `cirrus admin gc --grace 0` collects the blocks and reports its rate. A last collection a
 day later (the clock moved with CIRRUS_CLOCK_OFFSET_FILE) drops the blocks' tombstones. The
 server is stopped before each measurement, so SQLite's WAL is checkpointed into the
@@ -121,7 +121,7 @@ def main() -> None:
                 server.start()
                 gone = client.post("/v1/tree/delete", json={"path": "/drive", "recursive": True})
                 gone.raise_for_status()
-            print(admin_gc(server.data, "--max-history", "0").replace("\n", "; "))
+            print(admin_gc(server.data, "--prune", "--max-history", "0").replace("\n", "; "))
             print(admin_gc(server.data, "--grace", "0").splitlines()[-1])
             server.stop()
             report("deleted, pruned, collected", server.data, empty)

@@ -50,7 +50,7 @@ def unreferenced(server: ServerProcess, client, blocks: list[bytes]) -> None:
         put_block(client, data)
     commit(client, "/doomed", blocks)
     delete(client, "/doomed")
-    assert collected(admin(server, "gc", "--max-history", "0")) == 0
+    assert collected(admin(server, "gc", "--prune", "--max-history", "0")) == 0
 
 
 def test_blocks_of_a_deleted_file_leave_the_block_directory(served) -> None:
@@ -62,7 +62,7 @@ def test_blocks_of_a_deleted_file_leave_the_block_directory(served) -> None:
     before = stored_objects(server)
     assert len(before) >= 3
     delete(client, "/big.bin")
-    pruned = admin(server, "gc", "--max-history", "0")
+    pruned = admin(server, "gc", "--prune", "--max-history", "0")
     assert "retention dropped 1 revisions" in pruned.stdout
     assert collected(pruned) == 0 and stored_objects(server) == before  # the grace period
     assert collected(admin(server, "gc", "--dry-run")) == 0
@@ -117,7 +117,7 @@ def test_resumable_upload_across_a_collection(served) -> None:
     data = os.urandom(3 * 1024 * 1024)
     upload(client, "/first", data)
     delete(client, "/first")
-    admin(server, "gc", "--max-history", "0")
+    admin(server, "gc", "--prune", "--max-history", "0")
     started = client.post(
         "/v1/files",
         params={"uploadType": "resumable", "path": "/second"},
@@ -219,7 +219,9 @@ def test_stress_uploads_deletes_and_collections(tmp_path: Path, database_url: st
 
         def collect() -> None:
             while time.monotonic() < deadline:
-                result = admin(server, "gc", "--grace", "0", "--max-history", "0", check=False)
+                result = admin(
+                    server, "gc", "--prune", "--grace", "0", "--max-history", "0", check=False
+                )
                 if result.returncode != 0:
                     failures.append(AssertionError(result.stderr))
                 else:

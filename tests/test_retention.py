@@ -97,14 +97,14 @@ def test_schedule_on_a_server_with_a_moving_clock(served) -> None:
     pinned = client.post("/v1/files/pin", json={"path": "/f", "rev": 2})
     assert pinned.status_code == 200 and pinned.json()["pinned"] is True
     clock.advance(2 * DAY)  # 1-3 share an hour two days ago; 4 and 5 have their own
-    admin(server, "gc")
+    admin(server, "gc", "--prune")
     assert revisions(client, "/f") == [(5, False), (4, False), (3, False), (2, True)]
     assert content(client, "/f", 2) == b"2"
     assert client.post("/v1/files/unpin", json={"path": "/f", "rev": 2}).status_code == 200
-    admin(server, "gc")
+    admin(server, "gc", "--prune")
     assert revisions(client, "/f") == [(5, False), (4, False), (3, False)]
     clock.advance(10 * DAY)  # now one per day, and the head has this day
-    admin(server, "gc")
+    admin(server, "gc", "--prune")
     assert revisions(client, "/f") == [(5, False)]
     assert history(client, "/f")["retention"]["max_revisions"] == 100
 
@@ -125,7 +125,7 @@ def test_a_users_own_policy_and_a_zero_age_history(served) -> None:
     assert history(alice, "/f")["retention"]["max_revisions"] == 2
     admin(server, "set-retention", "bob", "--max-history", "0")
     delete(bob, "/f")
-    admin(server, "gc")
+    admin(server, "gc", "--prune")
     assert bob.get("/v1/files/history", params={"path": "/f"}).json()["revisions"] == []
     bad = admin(server, "set-retention", "carol", "--max-revisions", "2", check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("cirrus admin set-retention: error:")

@@ -2,7 +2,7 @@
 backend/cli.py registers them), and the lifecycle options of `cirrus serve`."""
 
 import argparse
-import sys
+from typing import TYPE_CHECKING
 
 from backend.cli import CommandError, _add_storage_options, _fail_in_one_line, _open_failure
 from backend.config import ServerConfig
@@ -15,6 +15,9 @@ from backend.metadata.retention import (
     parse_thinning,
 )
 from backend.protocol.errors import CirrusError
+
+if TYPE_CHECKING:
+    from backend.api.deps import Services
 
 
 def _duration(text: str) -> float:
@@ -104,12 +107,14 @@ def lifecycle_settings(args: argparse.Namespace) -> dict:
 def register(commands: argparse._SubParsersAction) -> None:
     gc = commands.add_parser(
         "gc",
-        help="apply retention, then delete blocks no revision needs",
-        description="Apply the retention policy, then delete the blocks that no revision has "
-        "named for the grace period, and print how many blocks and bytes were freed. Safe "
-        "while servers run, and in several processes at once.",
+        help="delete blocks no revision needs (after applying retention, with --prune)",
+        description="Delete the blocks that no revision has named for the grace period and "
+        "print how many blocks and bytes were freed; with --prune, first apply the retention "
+        "policy the options describe (give the server's own settings). Safe while servers "
+        "run, and in several processes at once.",
     )
     gc.add_argument("--dry-run", action="store_true", help="only count what would be freed")
+    gc.add_argument("--prune", action="store_true", help="apply retention first")
     _add_stores(gc)
     gc.set_defaults(func=gc_command)
 
@@ -120,7 +125,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "block store that no row knows; exit 1 when something is wrong.",
     )
     fsck.add_argument(
-        "--repair", action="store_true", help="remove stray objects older than the grace period"
+        "--repair",
+        action="store_true",
+        help="leave stray objects to the collector (gone after the grace period)",
     )
     _add_stores(fsck)
     fsck.set_defaults(func=fsck_command)
@@ -145,7 +152,7 @@ def _add_stores(parser: argparse.ArgumentParser) -> None:
     add_lifecycle_options(parser, serving=False)
 
 
-def _open(args: argparse.Namespace):
+def _open(args: argparse.Namespace) -> "Services":
     """The server's services, opened like `cirrus serve` does (no listening)."""
     from backend.api.app import open_services
 
@@ -160,7 +167,7 @@ def _open(args: argparse.Namespace):
 def gc_command(args: argparse.Namespace) -> int:
     services = _open(args)
     try:
-        if not args.dry_run:
+        if args.prune and not args.dry_run:
             dropped = services.metadata.prune_history()
             print(f"retention dropped {dropped} revisions")
         print(services.collector.collect(dry_run=args.dry_run).line())
@@ -230,5 +237,5 @@ def set_retention_command(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     shown = ", ".join(f"{k} {v}" for k, v in policy.to_json().items())
-    print(f"retention of {args.name} (over the server's defaults): {shown}", file=sys.stdout)
+    print(f"retention of {args.name} (over the default server settings): {shown}")
     return 0
