@@ -270,3 +270,25 @@ def _check_revisions(client, user: int, written: dict[tuple[int, int, int], byte
             assert node["status"] == "uploaded", node
             assert content(client, node["path"]) == written[(user, node["id"], node["rev"])]
     return checked
+
+
+def test_the_server_prunes_and_collects_in_the_background(tmp_path: Path) -> None:
+    args = ("--gc-interval", "0.2", "--gc-grace", "0", "--max-history", "0")
+    server = ServerProcess(tmp_path / "server", extra_args=args)
+    try:
+        server.start()
+        client = server.client(server.create_user("alice"))
+        upload(client, "/gone", os.urandom(1024 * 1024))
+        assert stored_objects(server)
+        delete(client, "/gone")
+        reported = "retention dropped 1 revisions; collected"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            stored_objects(server) or reported not in server.log_tail(400)
+        ):
+            time.sleep(0.1)
+        assert stored_objects(server) == set()
+        assert reported in server.log_tail(400)
+    finally:
+        server.stop()
+    assert server.errors_logged() == [], server.log_tail(80)
