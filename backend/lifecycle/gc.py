@@ -20,6 +20,7 @@ from backend import clock
 from backend.blocks import BlockService, StoredBlock
 from backend.db.engine import writer
 from backend.db.models import Block, Namespace, NamespaceBlock
+from backend.metadata.blockrefs import lock_blocks
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
 from backend.protocol.errors import BlockBeingCollected
@@ -112,6 +113,7 @@ class Collector:
             if owners:  # the lock every write to those drives takes first, in id order
                 lock = select(Namespace.id).where(Namespace.id.in_(owners)).with_for_update()
                 session.execute(lock.order_by(Namespace.id)).all()
+            lock_blocks(session, sorted(hashes))
             claim_ns = clock.now_ns()
             claim = (
                 update(_BLOCKS)
@@ -151,6 +153,7 @@ class Collector:
         if not hashes:
             return
         with Session(self._writer) as session, session.begin():
+            lock_blocks(session, sorted(hashes))
             session.execute(
                 update(_BLOCKS)
                 .where(_BLOCKS.c.hash.in_(hashes), _BLOCKS.c.deleting_since == claim_ns)
@@ -174,16 +177,20 @@ class Collector:
     def _drop_tombstones(self) -> None:
         """Rows of deleted blocks nobody named for a day (their fencing job is done)."""
         old = clock.now_ns() - TOMBSTONE_AGE_NS
-        with Session(self._writer) as session, session.begin():
-            session.execute(
-                _BLOCKS.delete().where(
-                    _BLOCKS.c.refcount == 0,
-                    _BLOCKS.c.stored_size.is_(None),
-                    _BLOCKS.c.deleting_since.is_(None),
-                    _BLOCKS.c.deleted_at < old,
-                    _BLOCKS.c.last_used < old,
-                )
-            )
+        gone = (
+            _BLOCKS.c.refcount == 0,
+            _BLOCKS.c.stored_size.is_(None),
+            _BLOCKS.c.deleting_since.is_(None),
+            _BLOCKS.c.deleted_at < old,
+            _BLOCKS.c.last_used < old,
+        )
+        with self._engine.connect() as conn:
+            hashes = sorted(conn.scalars(select(_BLOCKS.c.hash).where(*gone)))
+        for start in range(0, len(hashes), BATCH):
+            batch = hashes[start : start + BATCH]
+            with Session(self._writer) as session, session.begin():
+                lock_blocks(session, batch)
+                session.execute(_BLOCKS.delete().where(_BLOCKS.c.hash.in_(batch), *gone))
 
     # uploads that raced a deletion
 

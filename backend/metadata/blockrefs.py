@@ -125,6 +125,7 @@ class BlockRefs:
         if idle:
             with self.db.write(who.namespace_id) as tx:
                 kept = owned_hashes(tx.session, tx.namespace_id, idle)  # under the drive's lock
+                lock_blocks(tx.session, sorted(kept))
                 tx.session.execute(
                     update(Block).where(Block.hash.in_(sorted(kept))).values(last_used=tx.now_ns)
                 )
@@ -196,6 +197,20 @@ class BlockRefs:
         return sorted(clobbered)
 
 
+def lock_blocks(session: Session, hashes: list[str]) -> None:
+    """Lock the blocks' rows in hash order, the order every writer of block rows takes them
+    (refcounts, records, collections), so that two of them never wait on each other in a
+    cycle on PostgreSQL (SQLite's one writer needs none of this)."""
+    for start in range(0, len(hashes), _IN_BATCH):
+        query = (
+            select(Block.hash)
+            .where(Block.hash.in_(hashes[start : start + _IN_BATCH]))
+            .order_by(Block.hash)
+            .with_for_update()
+        )
+        session.execute(query).all()
+
+
 def _unreferenced(session: Session, hashes: list[str]) -> list[str]:
     """The hashes among these that no revision names (a collection may be aging them)."""
     idle: list[str] = []
@@ -216,6 +231,7 @@ def _clobbered(tx: Txn, hashes: list[str], seen: dict[str, int | None] | None) -
         query = (
             select(Block.hash, Block.deleting_since, Block.deleted_at)
             .where(Block.hash.in_(hashes[start : start + _IN_BATCH]))
+            .order_by(Block.hash)
             .with_for_update()
         )
         for block_hash, deleting, deleted in tx.session.execute(query):
