@@ -6,6 +6,7 @@ collections run as `cirrus admin gc` processes beside the server, as an operator
 
 import os
 import random
+import re
 import subprocess
 import threading
 import time
@@ -234,7 +235,8 @@ def test_stress_uploads_deletes_and_collections(tmp_path: Path, database_url: st
         for thread in threads:
             thread.join(60)
         assert not failures, failures[0]
-        assert sum(freed) > 0
+        in_server = re.search(r"collected [1-9]", server.log_path.read_text())
+        assert sum(freed) > 0 or in_server, "nothing was collected: the run raced nothing"
         fsck_is_clean(server)
         checked = 0
         for user, token in enumerate(tokens):
