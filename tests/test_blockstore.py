@@ -72,6 +72,14 @@ def test_put_is_idempotent_and_overwrite_replaces(store: BlockStore) -> None:
     assert list(store.keys()) == [k]
 
 
+def test_delete_many_removes_each_and_skips_absent_keys(store: BlockStore) -> None:
+    store.put_many([(key(i), bytes([i])) for i in range(10, 16)])
+    store.delete_many([key(i) for i in (10, 11, 12, 99)])
+    assert sorted(store.keys()) == sorted(key(i) for i in (13, 14, 15))
+    with pytest.raises(InvalidRequest):
+        store.delete_many([key(13), "not-a-hash"])
+
+
 def test_delete_of_absent_key_is_not_an_error(store: BlockStore) -> None:
     store.delete(key(4))
     store.put(key(5), b"x")
