@@ -189,6 +189,12 @@ class BlockService:
         _check_hash(hash)
         self.store.delete(hash)
 
+    def delete_many(self, hashes: Sequence[str]) -> None:
+        """Delete several blocks from every copy the store keeps, sharing the flushes."""
+        for hash in hashes:
+            _check_hash(hash)
+        self.store.delete_many(hashes)
+
     def _store(self, hash: str, size: int, flags: int, payload: bytes) -> StoredBlock:
         block, obj = self._seal(hash, size, flags, payload)
         self.store.put(hash, obj)

@@ -64,7 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="after SIGTERM (stop) or SIGHUP (drain and restart in place), how long requests "
         "in flight may take to finish (10)",
     )
-    _add_lifecycle_options(serve)
+    _add_trash_and_journal_options(serve)
+    from backend.lifecycle import admin as lifecycle
+
+    lifecycle.add_lifecycle_options(serve, serving=True)
     serve.set_defaults(func=serve_command)
 
     admin = subparsers.add_parser("admin", help="administer the server's users")
@@ -93,6 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from backend.admin_keys import register as register_key_commands
 
     register_key_commands(admin_commands)
+    lifecycle.register(admin_commands)
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +121,7 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_lifecycle_options(serve: argparse.ArgumentParser) -> None:
+def _add_trash_and_journal_options(serve: argparse.ArgumentParser) -> None:
     """How long the trash and the change journal keep what they hold (ServerConfig)."""
     options = (
         ("--trash-days", "trash_days", "days a deleted file stays in the trash"),
@@ -228,7 +232,9 @@ def _config(args: argparse.Namespace, **overrides: object) -> ServerConfig:
 
 @_fail_in_one_line("serve")
 def serve_command(args: argparse.Namespace) -> int:
-    config = _config(args)
+    from backend.lifecycle.admin import lifecycle_settings
+
+    config = _config(args, **lifecycle_settings(args))
     logging.basicConfig(
         level=config.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s"
     )

@@ -47,6 +47,15 @@ class ServerConfig:
     # journal_days; trimmed every journal_interval_s seconds.
     journal_days: float = 30.0
     journal_interval_s: float = 3600.0
+    # Storage lifecycle (docs/blocks.md): garbage collection every gc_interval_s seconds
+    # (0: never in the background) of blocks unreferenced for gc_grace_s; retention of each
+    # file's history: at most max_revisions, none older than max_history_s (None: no age
+    # limit), thinned by `thinning` (tiers AGE:EVERY, oldest last; "all" keeps every one).
+    gc_interval_s: float = 3600.0
+    gc_grace_s: float = 86400.0
+    max_revisions: int = 100
+    max_history_s: float | None = None
+    thinning: str = "24h:all,7d:1h,30d:1d"
 
     def __post_init__(self) -> None:
         """Refuse values a flag's parser would have refused (they may come from a file)."""

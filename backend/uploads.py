@@ -38,10 +38,12 @@ from backend.blocks import BlockService
 from backend.db import writer
 from backend.db.failover import repeatable
 from backend.db.models import UploadBlock, UploadSession
+from backend.lifecycle.gc import Collector
 from backend.metadata.service import MetadataService
 from backend.metadata.types import BlockRef, CommitRequest, NodeInfo, Principal
 from backend.protocol.chunking import Chunk, StreamCutter, iter_file_chunks
 from backend.protocol.errors import (
+    BlockBeingCollected,
     CirrusError,
     InvalidRequest,
     IsADirectory,
@@ -105,7 +107,12 @@ class UploadManager:
     """Simple uploads' spools, resumable sessions and the store-and-commit of uploaded files."""
 
     def __init__(
-        self, engine: Engine, spool_dir: Path, metadata: MetadataService, blocks: BlockService
+        self,
+        engine: Engine,
+        spool_dir: Path,
+        metadata: MetadataService,
+        blocks: BlockService,
+        collector: Collector,
     ) -> None:
         self._engine = engine
         self._writer = writer(engine)
@@ -113,6 +120,7 @@ class UploadManager:
         self._tmp_dir = spool_dir / "tmp"
         self._metadata = metadata
         self._blocks = blocks
+        self._collector = collector
         # One PUT at a time per session in this process (weak: gone when nobody holds it).
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -171,7 +179,10 @@ class UploadManager:
     def _commit(self, who: Principal, request: CommitRequest) -> NodeInfo:
         """Commit the stored blocks as the file's new revision (never a conflicted copy)."""
         size = sum(block.size for block in request.blocks)
-        return self._metadata.commit(who, replace(request, size=size, overwrite=True)).node
+        result = self._metadata.commit(who, replace(request, size=size, overwrite=True))
+        if result.missing:  # a collection took blocks the drive held after they were checked
+            raise BlockBeingCollected("blocks of this upload were collected; send it again")
+        return result.node
 
     def _store_chunks(self, who: Principal, chunks: list[Chunk]) -> list[BlockRef]:
         """Store the chunks this drive does not hold yet and record them as its own."""
@@ -179,13 +190,13 @@ class UploadManager:
         if not refs:
             return refs
         missing = set(self._metadata.missing_blocks(who, [ref.hash for ref in refs]))
-        stored: dict[str, tuple[str, int, int]] = {}
+        plain: dict[str, bytes] = {}
         for ref, chunk in zip(refs, chunks, strict=True):
-            if ref.hash in missing and ref.hash not in stored:
-                block = self._blocks.put_plain(bytes(chunk.data))
-                stored[ref.hash] = (ref.hash, block.size, block.stored_size)
-        if stored:
-            self._metadata.record_blocks(who, list(stored.values()))
+            if ref.hash in missing and ref.hash not in plain:
+                plain[ref.hash] = bytes(chunk.data)
+        if plain:  # recorded through the collector, which writes again what it took meanwhile
+            write = lambda hashes: [self._blocks.put_plain(plain[h]) for h in hashes]  # noqa: E731
+            self._collector.store(self._metadata, who, list(plain), write)
         return refs
 
     # resumable sessions

@@ -20,6 +20,8 @@ from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
 from backend.health import HealthCheck
 from backend.keycheck import open_key_ring
+from backend.lifecycle.gc import Collector
+from backend.lifecycle.jobs import lifecycle_forever, server_policy
 from backend.lifecycle.journal import compact_journal_forever
 from backend.lifecycle.trash import empty_trash_forever
 from backend.metadata.service import MetadataService
@@ -42,13 +44,14 @@ def open_services(config: ServerConfig) -> Services:
     keys = open_key_ring(config, engine)
     # The notifier reads a namespace's cursor through the service it is handed to (late bound).
     notifier = notifier_for(engine, lambda namespace_id: metadata.current_cursor(namespace_id))
-    metadata = MetadataService(engine, notifier)
+    metadata = MetadataService(engine, notifier, retention=server_policy(config))
     blocks = BlockService(
         open_store(config.blocks_url), keys.current, keys.current_id, keys.readable
     )
-    upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
+    collector = Collector(engine, blocks, config.gc_grace_s)
+    upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks, collector)
     health = HealthCheck(engine, blocks.store)
-    return Services(config, metadata, blocks, upload_manager, notifier, health)
+    return Services(config, metadata, blocks, upload_manager, notifier, health, collector)
 
 
 async def _sweep_forever(services: Services, interval: float) -> None:
@@ -67,15 +70,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     await run_in_threadpool(services.uploads.clear_temporary)
-    sweeper = asyncio.create_task(_sweep_forever(services, SWEEP_INTERVAL_S))
-    jobs = [
+    tasks = [
+        asyncio.create_task(_sweep_forever(services, SWEEP_INTERVAL_S)),
         asyncio.create_task(empty_trash_forever(services.config, services.metadata)),
         asyncio.create_task(compact_journal_forever(services.config, services.metadata)),
     ]
+    if services.config.gc_interval_s > 0:
+        lifecycle = lifecycle_forever(
+            services.metadata, services.collector, services.config.gc_interval_s
+        )
+        tasks.append(asyncio.create_task(lifecycle))
     try:
         yield
     finally:
-        for task in [sweeper, *jobs]:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

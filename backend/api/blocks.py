@@ -22,6 +22,7 @@ from backend.blocks import (
     MAX_BATCH_BLOCKS,
     MAX_BATCH_BYTES,
     MAX_WIRE_SIZE,
+    StoredBlock,
     pack_batch,
     unpack_batch,
 )
@@ -83,12 +84,16 @@ def _unpack_and_store(services: Services, who: Principal, body: bytes) -> list[d
 
 
 def _store(services: Services, who: Principal, blocks: list[tuple[str, bytes]]) -> list[dict]:
-    """Verify and store every block, then record them all in one metadata transaction."""
+    """Verify and store every block, then record them all in one metadata transaction
+    (writing again any that a garbage collection deleted meanwhile)."""
     services.metadata.check_upload_quota(who, [(hash, len(wire)) for hash, wire in blocks])
-    stored = services.blocks.put_wire_many(blocks)
-    services.metadata.record_blocks(
-        who, [(block.hash, block.size, block.stored_size) for block in stored]
-    )
+    frames = dict(blocks)
+
+    def write(hashes: list[str]) -> list[StoredBlock]:
+        return services.blocks.put_wire_many([(h, frames[h]) for h in hashes])
+
+    names = [block_hash for block_hash, _frame in blocks]
+    stored = services.collector.store(services.metadata, who, names, write)
     return [{"hash": block.hash, "size": block.size} for block in stored]
 
 

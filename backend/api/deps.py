@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from backend.blocks import BlockService
 from backend.config import ServerConfig
 from backend.health import HealthCheck
+from backend.lifecycle.gc import Collector
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
 from backend.notify import LocalNotifier
@@ -28,6 +29,7 @@ class Services:
     uploads: UploadManager
     notifier: LocalNotifier
     health: HealthCheck
+    collector: Collector
 
 
 def get_services(request: Request) -> Services:

@@ -86,7 +86,23 @@ def history(
 ) -> dict:
     path = check_path(path)
     revisions = services.metadata.history(who, path, limit)
-    return {"path": path, "revisions": [revision.to_json() for revision in revisions]}
+    return {
+        "path": path,
+        "revisions": [revision.to_json() for revision in revisions],
+        "retention": services.metadata.retention_policy(who).to_json(),
+    }
+
+
+@router.post("/pin")
+def pin(who: PrincipalDep, services: ServicesDep, body: RestoreIn) -> dict:
+    """Keep revision `rev` whatever the retention policy says (Drive's keepForever)."""
+    return services.metadata.pin(who, check_path(body.path), body.rev, True).to_json()
+
+
+@router.post("/unpin")
+def unpin(who: PrincipalDep, services: ServicesDep, body: RestoreIn) -> dict:
+    """Let retention treat revision `rev` like any other again."""
+    return services.metadata.pin(who, check_path(body.path), body.rev, False).to_json()
 
 
 @router.post("/restore", status_code=201)

@@ -39,6 +39,12 @@ class BlockStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove key; removing an absent key is not an error."""
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove several keys. A store that can share the cost (one flush, one request)
+        overrides this; the default is one delete per key."""
+        for key in keys:
+            self.delete(key)
+
     def exists(self, key: str) -> bool: ...
 
     def keys(self) -> Iterator[str]:

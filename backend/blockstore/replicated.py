@@ -65,6 +65,10 @@ class ReplicatedBlockStore(BlockStore):
         for store in self.stores:
             store.delete(key)
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for store in self.stores:
+            store.delete_many(keys)
+
     def exists(self, key: str) -> bool:
         return any(store.exists(key) for store in self.stores)
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -221,6 +222,8 @@ class Revision(Base):
     commit_id: Mapped[str | None] = mapped_column(String(64))
     # True when the commit was stored as a conflicted copy (repeats answer the same).
     conflict: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Kept whatever the retention policy says (POST /v1/files/pin), like Drive's keepForever.
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 Index(
@@ -267,6 +270,19 @@ class Block(Base):
     refcount: Mapped[int] = mapped_column(BigInteger, default=0)
     tier: Mapped[str] = mapped_column(String(8), default=HOT)  # HOT or ARCHIVE
     last_used: Mapped[int] = mapped_column(BigInteger)  # last commit or upload naming it
+    # Garbage collection (docs/blocks.md): when a collector claimed the row to delete its
+    # object (NULL: unclaimed), and when the object was deleted (NULL: never, or stored since).
+    deleting_since: Mapped[int | None] = mapped_column(BigInteger)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+# The collector's candidates: unreferenced blocks, oldest use first.
+Index(
+    "ix_blocks_unreferenced",
+    Block.last_used,
+    sqlite_where=text("refcount = 0"),
+    postgresql_where=text("refcount = 0"),
+)
 
 
 class NamespaceBlock(Base):
@@ -403,3 +419,17 @@ class UploadBlock(Base):
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     hash: Mapped[str] = mapped_column(String(HASH_LEN))
     size: Mapped[int] = mapped_column(Integer)
+
+
+class RetentionPolicy(Base):
+    """A user's own retention settings (`cirrus admin set-retention`); a NULL column takes
+    the server's setting. `thinning` is written like the server's --thinning option."""
+
+    __tablename__ = "retention_policies"
+
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    max_revisions: Mapped[int | None] = mapped_column(Integer)
+    max_age_s: Mapped[int | None] = mapped_column(BigInteger)
+    thinning: Mapped[str | None] = mapped_column(String(256))

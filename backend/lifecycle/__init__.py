@@ -1,1 +1,2 @@
-"""Background jobs that keep a drive's storage in bounds (run inside `cirrus serve`)."""
+"""Background jobs that keep a drive's storage in bounds (run inside `cirrus serve`): block
+garbage collection, retention, the trash and the change journal."""

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select
 
 from backend.db.models import BatchAnswer
+from backend.metadata.retention import Retention
 from backend.metadata.revisions import check_commit, commit_once, note_unused_commit_ids
 from backend.metadata.tree import (
     delete_in,
@@ -75,9 +76,9 @@ Render = Callable[[Outcome], dict]
 
 
 class Batches:
-    def __init__(self, db: Database, max_revisions: int) -> None:
+    def __init__(self, db: Database, retention: Retention) -> None:
         self.db = db
-        self.max_revisions = max_revisions
+        self.retention = retention
 
     def apply(
         self,
@@ -137,7 +138,7 @@ class Batches:
             case "commit":
                 request: CommitRequest = args["request"]
                 parts, blocks = commit
-                return commit_once(tx, who, parts, request, blocks, self.max_revisions)
+                return commit_once(tx, who, parts, request, blocks, self.retention.cap(tx))
         raise InvalidRequest(f"unknown operation {op.kind!r}")
 
 

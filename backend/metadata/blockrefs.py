@@ -8,6 +8,11 @@ A commit whose blocks the drive does not all have leaves its revision PENDING wi
 pending_blocks row per missing hash; record_blocks() deletes the rows of the arriving hashes
 and completes each revision left with none: O(1) work per block and waiting revision, and
 one transaction (one commit to disk) per batch of blocks.
+
+Garbage collection (docs/blocks.md) leans on two things here: `last_used` is the mark a
+collector ages (every upload, reference change, and /blocks/missing answer that lets a drive
+skip an unreferenced block renews it), and record_blocks refuses blocks whose object a
+collection may have deleted after the upload wrote it (the caller writes them again).
 """
 
 from __future__ import annotations
@@ -140,8 +145,21 @@ class BlockRefs:
         self.db = db
 
     def missing_blocks(self, who: Principal, hashes: list[str]) -> list[str]:
+        """The hashes the drive must upload. An unreferenced block it holds is kept out of
+        the next collection for a grace period (its mark renewed) before it is reported
+        held, so the client may rely on it until its commit."""
         wanted = _wanted(hashes)
-        owned = self._owned(who, wanted)
+        with self.db.read() as session:
+            owned = owned_hashes(session, who.namespace_id, wanted)
+            idle = _unreferenced(session, sorted(owned))
+        if idle:
+            with self.db.write(who.namespace_id) as tx:
+                kept = owned_hashes(tx.session, tx.namespace_id, idle)  # under the drive's lock
+                lock_blocks(tx.session, sorted(kept))
+                tx.session.execute(
+                    update(Block).where(Block.hash.in_(sorted(kept))).values(last_used=tx.now_ns)
+                )
+            owned = (owned - set(idle)) | kept
         return [h for h in wanted if h not in owned]
 
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
@@ -164,25 +182,92 @@ class BlockRefs:
                 NamespaceBlock.namespace_id == who.namespace_id, NamespaceBlock.hash == hash
             ))))  # fmt: skip
 
-    def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> None:
-        self.record_blocks(who, [(hash, size, stored_size)])
+    def deletion_marks(self, hashes: list[str]) -> dict[str, int | None]:
+        """When each block's object was last deleted by a collection (None: never, or no
+        row): an upload notes this before it writes, for record_blocks to compare."""
+        marks: dict[str, int | None] = dict.fromkeys(hashes)
+        with self.db.read() as session:
+            for start in range(0, len(hashes), _IN_BATCH):
+                query = select(Block.hash, Block.deleted_at).where(
+                    Block.hash.in_(hashes[start : start + _IN_BATCH])
+                )
+                marks.update((h, deleted) for h, deleted in session.execute(query))
+        return marks
 
-    def record_blocks(self, who: Principal, blocks: list[tuple[str, int, int]]) -> None:
+    def record_blocks(
+        self,
+        who: Principal,
+        blocks: list[tuple[str, int, int]],
+        seen: dict[str, int | None] | None = None,
+    ) -> list[str]:
         """Note stored blocks (hash, size, stored_size) for the drive in ONE transaction, and
-        complete the revisions they finish: a batch pays for one commit, not one per block."""
+        complete the revisions they finish: a batch pays for one commit, not one per block.
+
+        `seen` is deletion_marks() of the hashes from before the objects were written. A
+        block that a collection claims now, or deleted since then, is not recorded but
+        returned: its object may be gone, and the caller writes it again once the
+        collection is over."""
         if not isinstance(blocks, list) or len(blocks) > MAX_HASHES:
             raise InvalidRequest(f"record at most {MAX_HASHES} blocks at once")
         rows = {check_hash(hash): _checked_sizes(size, stored) for hash, size, stored in blocks}
         if not rows:
-            return
-        ordered = sorted(rows)  # a stable lock order between concurrent drives on PostgreSQL
+            return []
         with self.db.write(who.namespace_id) as tx:
+            clobbered = _clobbered(tx, sorted(rows), seen)
+            # a stable lock order between concurrent drives on PostgreSQL
+            ordered = sorted(set(rows) - clobbered)
+            if not ordered:
+                return sorted(clobbered)
             _upsert_blocks(tx, [(hash, *rows[hash]) for hash in ordered])
             insert_ignore(tx.session, NamespaceBlock, [
                 {"namespace_id": tx.namespace_id, "hash": hash} for hash in ordered
             ])  # fmt: skip
             tx.namespace.bytes_received += sum(size for size, _stored in rows.values())
             _complete_waiting(tx, ordered)
+        return sorted(clobbered)
+
+
+def lock_blocks(session: Session, hashes: list[str]) -> None:
+    """Lock the blocks' rows in hash order, the order every writer of block rows takes them
+    (refcounts, records, collections), so that two of them never wait on each other in a
+    cycle on PostgreSQL (SQLite's one writer needs none of this)."""
+    for start in range(0, len(hashes), _IN_BATCH):
+        query = (
+            select(Block.hash)
+            .where(Block.hash.in_(hashes[start : start + _IN_BATCH]))
+            .order_by(Block.hash)
+            .with_for_update()
+        )
+        session.execute(query).all()
+
+
+def _unreferenced(session: Session, hashes: list[str]) -> list[str]:
+    """The hashes among these that no revision names (a collection may be aging them)."""
+    idle: list[str] = []
+    for start in range(0, len(hashes), _IN_BATCH):
+        query = select(Block.hash).where(
+            Block.hash.in_(hashes[start : start + _IN_BATCH]), Block.refcount == 0
+        )
+        idle.extend(session.scalars(query))
+    return sorted(idle)
+
+
+def _clobbered(tx: Txn, hashes: list[str], seen: dict[str, int | None] | None) -> set[str]:
+    """The hashes whose object a collection may have deleted after it was written: claimed
+    now, or deleted since `seen` (when given). The rows are locked, so no claim can slip
+    in before this transaction records them."""
+    found: set[str] = set()
+    for start in range(0, len(hashes), _IN_BATCH):
+        query = (
+            select(Block.hash, Block.deleting_since, Block.deleted_at)
+            .where(Block.hash.in_(hashes[start : start + _IN_BATCH]))
+            .order_by(Block.hash)
+            .with_for_update()
+        )
+        for block_hash, deleting, deleted in tx.session.execute(query):
+            if deleting is not None or (seen is not None and deleted != seen.get(block_hash)):
+                found.add(block_hash)
+    return found
 
 
 def _upsert_blocks(tx: Txn, rows: list[tuple[str, int, int]]) -> None:
@@ -194,7 +279,8 @@ def _upsert_blocks(tx: Txn, rows: list[tuple[str, int, int]]) -> None:
         for hash, size, stored_size in rows
     ])  # fmt: skip
     tx.session.execute(update(Block), [
-        {"hash": hash, "size": size, "stored_size": stored_size, "last_used": tx.now_ns}
+        {"hash": hash, "size": size, "stored_size": stored_size, "last_used": tx.now_ns,
+         "deleted_at": None}
         for hash, size, stored_size in rows
     ])  # fmt: skip
 

@@ -131,7 +131,7 @@ def _file_revisions(conn: Connection) -> list[str]:
         )
         .outerjoin(newest, newest.c.node_id == Node.id)
         .outerjoin(current, and_(current.node_id == Node.id, current.number == Node.rev))
-        .where(Node.type == FILE)
+        .where(Node.type == FILE, Node.deleted.is_(False))  # retention ages deleted history out
     )
     problems = []
     for node_id, rev, head, size, real_head, real_rev, rev_size in conn.execute(query):

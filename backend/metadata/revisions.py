@@ -25,7 +25,7 @@ from backend.db.models import (
 from backend.metadata.blockrefs import check_hash
 from backend.metadata.nodes import INT64_MAX, Tree, check_mode, check_mtime, parse_path
 from backend.metadata.quota import check_commit as check_quota
-from backend.metadata.retention import prune_revisions
+from backend.metadata.retention import Retention, prune_revisions
 from backend.metadata.txn import Database, Txn
 from backend.metadata.types import (
     BlockList,
@@ -61,14 +61,14 @@ _USED_COMMIT_IDS = select(Revision.commit_id).where(
 
 
 class Revisions:
-    def __init__(self, db: Database, max_revisions: int) -> None:
+    def __init__(self, db: Database, retention: Retention) -> None:
         self.db = db
-        self.max_revisions = max_revisions
+        self.retention = retention
 
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
         parts, blocks = check_commit(request)
         with self.db.write(who.namespace_id, who.author) as tx:
-            return commit_once(tx, who, parts, request, blocks, self.max_revisions)
+            return commit_once(tx, who, parts, request, blocks, self.retention.cap(tx))
 
     def restore(self, who: Principal, path: str, rev: int) -> CommitResult:
         parts = parse_path(path)
@@ -84,7 +84,7 @@ class Revisions:
                 mtime_ns=revision.mtime_ns,
                 overwrite=True,
             )
-            return commit_in(tx, who, parts, request, blocks, self.max_revisions)
+            return commit_in(tx, who, parts, request, blocks, self.retention.cap(tx))
 
     def block_list(
         self, who: Principal, path: str | None, node_id: int | None, rev: int | None
@@ -113,10 +113,19 @@ class Revisions:
                 .order_by(Revision.number.desc())
                 .limit(limit)
             )
-            return [
-                RevisionInfo(r.number, r.size, r.mtime_ns, r.device, r.status, r.created)
-                for r in session.scalars(query)
-            ]
+            return [_info(r) for r in session.scalars(query)]
+
+    def pin(self, who: Principal, path: str, rev: int, pinned: bool) -> RevisionInfo:
+        """Keep an uploaded revision whatever the retention policy says (or stop keeping it)."""
+        parts = parse_path(path)
+        with self.db.write(who.namespace_id) as tx:
+            revision = _revision(tx, _file_or_deleted_at(tx, parts), rev)
+            revision.pinned = pinned
+            return _info(revision)
+
+
+def _info(r: Revision) -> RevisionInfo:
+    return RevisionInfo(r.number, r.size, r.mtime_ns, r.device, r.status, r.created, r.pinned)
 
 
 def commit_once(

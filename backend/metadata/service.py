@@ -21,7 +21,7 @@ from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.compaction import compact
 from backend.metadata.journal import Journal
 from backend.metadata.quota import Quotas
-from backend.metadata.retention import DEFAULT_MAX_REVISIONS
+from backend.metadata.retention import DEFAULT_MAX_REVISIONS, Policy, Retention
 from backend.metadata.revisions import Revisions
 from backend.metadata.tokens import NewToken, TokenInfo, Tokens
 from backend.metadata.trash import Trash
@@ -46,9 +46,14 @@ from backend.metadata.users import Users
 
 class MetadataService:
     def __init__(
-        self, engine: Engine, notifier: Notifier, max_revisions: int = DEFAULT_MAX_REVISIONS
+        self,
+        engine: Engine,
+        notifier: Notifier,
+        max_revisions: int = DEFAULT_MAX_REVISIONS,
+        retention: Policy | None = None,
     ) -> None:
-        """max_revisions: versions kept per file (the oldest beyond it are dropped)."""
+        """max_revisions: versions kept per file (the oldest beyond it are dropped);
+        retention: the server's whole policy, when more than a cap (it wins)."""
         if max_revisions < 1:
             raise ValueError("a file keeps at least one revision")
         self.engine = engine
@@ -56,10 +61,11 @@ class MetadataService:
         db = Database(engine, notifier)
         self._users = Users(db)
         self._tree = TreeOps(db)
-        self._revisions = Revisions(db, max_revisions)
+        self._retention = Retention(db, retention or Policy(max_revisions=max_revisions))
+        self._revisions = Revisions(db, self._retention)
         self._blocks = BlockRefs(db)
         self._journal = Journal(db)
-        self._batches = Batches(db, max_revisions)
+        self._batches = Batches(db, self._retention)
         self._tokens = Tokens(db)
         self._trash = Trash(db)
         self._db = db
@@ -160,20 +166,49 @@ class MetadataService:
         """Make an uploaded revision current again, as a new revision."""
         return self._revisions.restore(who, path, rev).node
 
+    def pin(self, who: Principal, path: str, rev: int, pinned: bool) -> RevisionInfo:
+        """Pin (keep forever) or unpin an uploaded revision."""
+        return self._revisions.pin(who, path, rev, pinned)
+
+    # retention
+    def retention_policy(self, who: Principal) -> Policy:
+        """The policy that applies to the caller's drive (theirs over the server's)."""
+        return self._retention.policy(who.namespace_id)
+
+    def set_retention(self, user_name: str, settings: dict[str, int | str | None]) -> Policy:
+        """Set a user's own retention settings (None: back to the server's)."""
+        return self._retention.set_policy(user_name, settings)
+
+    def prune_history(self) -> int:
+        """Apply every drive's retention policy now; the number of revisions dropped."""
+        return self._retention.sweep()
+
     # blocks
     @repeatable
     def missing_blocks(self, who: Principal, hashes: list[str]) -> list[str]:
         """Hashes this user has neither uploaded nor referenced (never looks at other users)."""
         return self._blocks.missing_blocks(who, hashes)
 
-    def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> None:
+    def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> list[str]:
         """After the block store holds the block: note it, give this user a reference, and
         complete (mark uploaded, journal) every pending revision of the user now whole."""
-        self._blocks.record_block(who, hash, size, stored_size)
+        return self.record_blocks(who, [(hash, size, stored_size)])
 
-    def record_blocks(self, who: Principal, blocks: list[tuple[str, int, int]]) -> None:
-        """record_block for several blocks (hash, size, stored_size) in one transaction."""
-        self._blocks.record_blocks(who, blocks)
+    def record_blocks(
+        self,
+        who: Principal,
+        blocks: list[tuple[str, int, int]],
+        seen: dict[str, int | None] | None = None,
+    ) -> list[str]:
+        """record_block for several blocks (hash, size, stored_size) in one transaction.
+        seen: deletion_marks() from before the objects were written; the hashes returned
+        were not recorded because a garbage collection may have deleted them since (write
+        them again: backend/lifecycle/gc.py does)."""
+        return self._blocks.record_blocks(who, blocks, seen)
+
+    def deletion_marks(self, hashes: list[str]) -> dict[str, int | None]:
+        """When a collection last deleted each block (None: never); see record_blocks."""
+        return self._blocks.deletion_marks(hashes)
 
     @repeatable
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:

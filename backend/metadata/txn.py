@@ -12,7 +12,6 @@ AlreadyExists, a value the database refuses becomes InvalidRequest.
 """
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from backend import clock
 from backend.db.engine import writer
 from backend.db.models import DIR, ChangeEntry, Namespace, Node
 from backend.metadata.blockrefs import owned_sizes, write_references
@@ -54,7 +54,7 @@ class Txn(Tree):
         # The journal's cursor, written to the namespace row once at the end (`finish`):
         # an UPDATE of that row per operation was a flush of its own each time.
         self.cursor = namespace.cursor
-        self.now_ns = time.time_ns()
+        self.now_ns = clock.now_ns()
         self.connection = session.connection()  # for plain INSERTs that skip the ORM
         self._entries: list[dict] = []
         self._references: list[tuple[str, int, int]] = []

@@ -91,6 +91,7 @@ class RevisionInfo:
     device: str
     status: str
     created_ns: int
+    pinned: bool = False
 
     def to_json(self) -> dict:
         return {
@@ -101,6 +102,7 @@ class RevisionInfo:
             "device": self.device,
             "status": self.status,
             "created": iso_from_ns(self.created_ns),
+            "pinned": self.pinned,
         }
 
 

@@ -23,7 +23,8 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
      ├── DatabaseUnavailable 503 unavailable       (EIO: no database primary reachable; retry)
      ├── CursorExpired       410 cursor_expired    (EIO: the journal was trimmed past it)
-     └── QuotaExceeded       507 quota_exceeded    (EDQUOT: the user's quota is used up)
+     ├── QuotaExceeded       507 quota_exceeded    (EDQUOT: the user's quota is used up)
+     └── BlockBeingCollected 409 block_being_collected (EAGAIN: send the upload again)
 """
 
 import errno as _errno
@@ -128,6 +129,12 @@ class QuotaExceeded(CirrusError):
     5xx status (507, as WebDAV answers), yet a refusal: retry once space is freed."""
 
     code, status, errno = "quota_exceeded", 507, _errno.EDQUOT
+
+
+class BlockBeingCollected(CirrusError):
+    """An upload kept meeting collections of its blocks; sending it again later succeeds."""
+
+    code, status, errno = "block_being_collected", 409, _errno.EAGAIN
 
 
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
