@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backend.config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, ServerConfig
+from backend.limits_cli import add_limit_options, limit_settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -58,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (info)"
     )
+    add_limit_options(serve)
     serve.set_defaults(func=serve_command)
 
     admin = subparsers.add_parser("admin", help="administer the server's users")
@@ -133,7 +135,9 @@ def _config(args: argparse.Namespace, **listen: object) -> ServerConfig:
 
 @_fail_in_one_line("serve")
 def serve_command(args: argparse.Namespace) -> int:
-    config = _config(args, host=args.host, port=args.port, log_level=args.log_level)
+    config = _config(
+        args, host=args.host, port=args.port, log_level=args.log_level, **limit_settings(args)
+    )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step
     signal.signal(signal.SIGTERM, _exit_cleanly)

@@ -28,6 +28,14 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     log_level: str = "info"
+    # Limits against hostile and careless clients (docs/architecture.md, Security).
+    upload_sessions_per_user: int = 32
+    upload_spool_bytes_per_user: int = 64 * 1024**3
+    upload_lifetime_s: int = 24 * 3600
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 10_000
+    requests_per_user: int = 32
 
     @classmethod
     def build(

@@ -49,11 +49,11 @@ from backend.protocol.errors import (
     RangeNotSatisfiable,
 )
 from backend.protocol.hashing import block_hash
+from backend.upload_limits import UploadLimits
 
 log = logging.getLogger(__name__)
 
 MAX_FILE_SIZE = 64 * 1024**3
-SESSION_LIFETIME_NS = 7 * 24 * 3600 * 10**9
 # A spool with no session row is removed once it is this old (never while being created).
 ORPHAN_AGE_NS = 3600 * 10**9
 # Bytes gathered from the request before one write() in a worker thread.
@@ -106,9 +106,15 @@ class UploadManager:
     """Spools, resumable sessions and the final store-and-commit of uploaded files."""
 
     def __init__(
-        self, engine: Engine, spool_dir: Path, metadata: MetadataService, blocks: BlockService
+        self,
+        engine: Engine,
+        spool_dir: Path,
+        metadata: MetadataService,
+        blocks: BlockService,
+        limits: UploadLimits = UploadLimits(),
     ) -> None:
         self._engine = engine
+        self._limits = limits
         self._writer = writer(engine)
         self._spool_dir = spool_dir
         self._tmp_dir = spool_dir / "tmp"
@@ -190,7 +196,6 @@ class UploadManager:
         check_file_size(total)
         now = time.time_ns()
         upload_id = secrets.token_urlsafe(24)
-        self._spool(upload_id).touch(mode=0o600)
         row = UploadSession(
             id=upload_id,
             namespace_id=who.namespace_id,
@@ -200,9 +205,11 @@ class UploadManager:
             device=who.device,
             created=now,
             updated=now,
-            expires=now + SESSION_LIFETIME_NS,
+            expires=now + self._limits.lifetime_ns,
         )
         with self._transaction() as session, session.begin():
+            self._limits.check_room(session, who.namespace_id, total, now)
+            self._spool(upload_id).touch(mode=0o600)
             session.add(row)
         return UploadState(upload_id, 0, total, row.expires)
 
@@ -250,7 +257,7 @@ class UploadManager:
 
     def _advance(self, row: UploadSession, received: int) -> None:
         now = time.time_ns()
-        values = {"received": received, "updated": now, "expires": now + SESSION_LIFETIME_NS}
+        values = {"received": received, "updated": now, "expires": now + self._limits.lifetime_ns}
         with self._transaction() as session, session.begin():
             done = session.execute(
                 update(UploadSession)

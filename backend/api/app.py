@@ -20,6 +20,7 @@ from backend.db import create_engine_for, migrate
 from backend.keys import load_or_create_master_key
 from backend.metadata.service import MetadataService
 from backend.notify import LocalNotifier
+from backend.upload_limits import UploadLimits
 from backend.uploads import UploadManager
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,12 @@ def open_services(config: ServerConfig) -> Services:
     blocks = BlockService(
         open_store(config.blocks_url), load_or_create_master_key(config.master_key_path)
     )
-    upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
+    limits = UploadLimits(
+        config.upload_sessions_per_user,
+        config.upload_spool_bytes_per_user,
+        config.upload_lifetime_s,
+    )
+    upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks, limits)
     return Services(config, metadata, blocks, upload_manager, notifier)
 
 

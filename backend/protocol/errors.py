@@ -20,7 +20,9 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── PayloadTooLarge     413 too_large         (EFBIG)
      ├── RangeNotSatisfiable 416 bad_range         (EINVAL)
      ├── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
-     └── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
+     ├── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
+     ├── TooManyUploads      429 too_many_uploads  (EAGAIN: resumable sessions per user)
+     └── UploadSpaceExceeded 507 upload_space_exceeded (ENOSPC: resumable spool bytes per user)
 """
 
 import errno as _errno
@@ -104,6 +106,14 @@ class HashMismatch(CirrusError):
 
 class BlockSizeMismatch(CirrusError):
     code, status, errno = "block_size_mismatch", 422, _errno.EIO
+
+
+class TooManyUploads(CirrusError):
+    code, status, errno = "too_many_uploads", 429, _errno.EAGAIN
+
+
+class UploadSpaceExceeded(CirrusError):
+    code, status, errno = "upload_space_exceeded", 507, _errno.ENOSPC
 
 
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
