@@ -161,33 +161,29 @@ class UploadManager:
             raise IsADirectory(f"a folder is in the way: {path}")
 
     def _store_and_commit(self, who: Principal, request: CommitRequest, spool: Path) -> NodeInfo:
+        """Store the spool's blocks, then record them and commit in one transaction: if the
+        disk fills up on the way, nothing is recorded and the request can be retried."""
         blocks: list[BlockRef] = []
+        stored: dict[str, tuple[str, int, int]] = {}
         with open(spool, "rb") as file:
             for chunk in iter_file_chunks(file):
-                blocks.append(self._store_block(who, chunk.data, chunk.offset))
+                name = block_hash(chunk.data)
+                if name not in stored and self._metadata.missing_blocks(who, [name]):
+                    block = self._blocks.put_plain(chunk.data)
+                    stored[name] = (name, block.size, block.stored_size)
+                blocks.append(BlockRef(name, len(chunk.data), chunk.offset))
         size = sum(block.size for block in blocks)
-        result = self._metadata.commit(
-            who,
-            CommitRequest(
-                path=request.path,
-                base_rev=None,
-                size=size,
-                blocks=blocks,
-                mode=request.mode,
-                mtime_ns=request.mtime_ns,
-                commit_id=request.commit_id,
-                overwrite=True,
-            ),
+        commit = CommitRequest(
+            path=request.path,
+            base_rev=None,
+            size=size,
+            blocks=blocks,
+            mode=request.mode,
+            mtime_ns=request.mtime_ns,
+            commit_id=request.commit_id,
+            overwrite=True,
         )
-        return result.node
-
-    def _store_block(self, who: Principal, data: bytes, offset: int) -> BlockRef:
-        """Store a block unless this drive already uploaded it (then it is known stored)."""
-        name = block_hash(data)
-        if self._metadata.missing_blocks(who, [name]):
-            stored = self._blocks.put_plain(data)
-            self._metadata.record_block(who, name, stored.size, stored.stored_size)
-        return BlockRef(name, len(data), offset)
+        return self._metadata.commit_stored(who, commit, list(stored.values())).node
 
     # resumable sessions
 

@@ -125,6 +125,13 @@ class MetadataService:
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
         return self._revisions.commit(who, request)
 
+    def commit_stored(
+        self, who: Principal, request: CommitRequest, stored: list[tuple[str, int, int]]
+    ) -> CommitResult:
+        """record_blocks(stored) and commit in ONE transaction: an upload whose commit fails
+        (a full disk) leaves no block recorded to the drive."""
+        return self._revisions.commit(who, request, stored)
+
     def block_list(
         self, who: Principal, path: str | None, node_id: int | None, rev: int | None
     ) -> BlockList:

@@ -22,7 +22,8 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
      ├── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
      ├── TooManyUploads      429 too_many_uploads  (EAGAIN: resumable sessions per user)
-     └── UploadSpaceExceeded 507 upload_space_exceeded (ENOSPC: resumable spool bytes per user)
+     ├── UploadSpaceExceeded 507 upload_space_exceeded (ENOSPC: resumable spool bytes per user)
+     └── InsufficientStorage 507 insufficient_storage (ENOSPC: the server's disk is full; retry)
 """
 
 import errno as _errno
@@ -114,6 +115,10 @@ class TooManyUploads(CirrusError):
 
 class UploadSpaceExceeded(CirrusError):
     code, status, errno = "upload_space_exceeded", 507, _errno.ENOSPC
+
+
+class InsufficientStorage(CirrusError):
+    code, status, errno = "insufficient_storage", 507, _errno.ENOSPC
 
 
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
