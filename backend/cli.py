@@ -154,6 +154,8 @@ def serve_command(args: argparse.Namespace) -> int:
 def _run_server(app: "FastAPI", config: ServerConfig) -> int:
     import uvicorn
 
+    from backend.api.transport import guarded_protocol
+
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
@@ -171,11 +173,13 @@ def _run_server(app: "FastAPI", config: ServerConfig) -> int:
             host=config.host,
             port=config.port,
             log_level=config.log_level,
-            http="httptools",
+            http=guarded_protocol(
+                config.header_timeout_s, config.body_timeout_s, config.max_connections
+            ),
             loop="uvloop",
             lifespan="on",
             backlog=LISTEN_BACKLOG,
-            limit_concurrency=None,
+            limit_concurrency=None,  # connections are capped in backend/api/transport.py
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             server_header=False,
         )

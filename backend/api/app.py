@@ -85,7 +85,11 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, metadata=services.metadata)
+    app.add_middleware(
+        RequestGuard,
+        metadata=services.metadata,
+        requests_per_user=services.config.requests_per_user,
+    )
     for module in (account, files, uploads, blocks, tree, batch, changes):
         app.include_router(module.router)
     return app

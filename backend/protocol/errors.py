@@ -22,6 +22,7 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
      ├── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
      ├── TooManyUploads      429 too_many_uploads  (EAGAIN: resumable sessions per user)
+     ├── TooManyRequests     429 too_many_requests (EAGAIN: requests in progress per user)
      ├── UploadSpaceExceeded 507 upload_space_exceeded (ENOSPC: resumable spool bytes per user)
      └── InsufficientStorage 507 insufficient_storage (ENOSPC: the server's disk is full; retry)
 """
@@ -111,6 +112,10 @@ class BlockSizeMismatch(CirrusError):
 
 class TooManyUploads(CirrusError):
     code, status, errno = "too_many_uploads", 429, _errno.EAGAIN
+
+
+class TooManyRequests(CirrusError):
+    code, status, errno = "too_many_requests", 429, _errno.EAGAIN
 
 
 class UploadSpaceExceeded(CirrusError):
