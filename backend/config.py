@@ -34,6 +34,14 @@ class ServerConfig:
     # After SIGTERM or SIGHUP, requests in flight get this long to finish (long polls are
     # answered at once); the load balancer's and systemd's stop timeouts must be longer.
     drain_timeout_s: float = 10.0
+    # Limits against hostile and careless clients (docs/architecture.md, Security).
+    upload_sessions_per_user: int = 32
+    upload_spool_bytes_per_user: int = 64 * 1024**3
+    upload_lifetime_s: int = 24 * 3600
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 10_000
+    requests_per_user: int = 32
 
     def __post_init__(self) -> None:
         """Refuse values a flag's parser would have refused (they may come from a file)."""

@@ -50,11 +50,13 @@ from backend.protocol.errors import (
     RangeNotSatisfiable,
 )
 from backend.protocol.hashing import block_hash
+from backend.upload_limits import UploadLimits
 
 MAX_FILE_SIZE = 64 * 1024**3
-SESSION_LIFETIME_NS = 7 * 24 * 3600 * 10**9
 # Blocks a simple upload stores and records together (one query and one transaction).
 STORE_GROUP = 16
+# Blocks a resumable PUT records per transaction (a PUT may carry gigabytes).
+RECORD_GROUP = 1000
 # Bytes gathered from the request before one write() in a worker thread.
 WRITE_BUFFER = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d{1,20})-(\d{1,20})|\*)/(\d{1,20})")
@@ -105,9 +107,15 @@ class UploadManager:
     """Simple uploads' spools, resumable sessions and the store-and-commit of uploaded files."""
 
     def __init__(
-        self, engine: Engine, spool_dir: Path, metadata: MetadataService, blocks: BlockService
+        self,
+        engine: Engine,
+        spool_dir: Path,
+        metadata: MetadataService,
+        blocks: BlockService,
+        limits: UploadLimits = UploadLimits(),
     ) -> None:
         self._engine = engine
+        self._limits = limits
         self._writer = writer(engine)
         self._spool_dir = spool_dir
         self._tmp_dir = spool_dir / "tmp"
@@ -157,35 +165,42 @@ class UploadManager:
             raise IsADirectory(f"a folder is in the way: {path}")
 
     def _store_and_commit(self, who: Principal, request: CommitRequest, spool: Path) -> NodeInfo:
+        """Store the spool's blocks, then record them and commit in one transaction: if the
+        disk fills up on the way, nothing is recorded and the request can be retried."""
         blocks: list[BlockRef] = []
+        stored: dict[str, tuple[str, int, int]] = {}
         with open(spool, "rb") as file:
             group: list[Chunk] = []
             for chunk in iter_file_chunks(file):
                 group.append(chunk)
                 if len(group) == STORE_GROUP:
-                    blocks += self._store_chunks(who, group)
+                    blocks += self._store_chunks(who, group, stored)
                     group = []
-            blocks += self._store_chunks(who, group)
-        return self._commit(who, replace(request, blocks=blocks))
+            blocks += self._store_chunks(who, group, stored)
+        return self._commit(who, replace(request, blocks=blocks), list(stored.values()))
 
-    def _commit(self, who: Principal, request: CommitRequest) -> NodeInfo:
-        """Commit the stored blocks as the file's new revision (never a conflicted copy)."""
+    def _commit(
+        self, who: Principal, request: CommitRequest, stored: list[tuple[str, int, int]]
+    ) -> NodeInfo:
+        """Record the `stored` blocks and commit the file's new revision (never a conflicted
+        copy) in one transaction."""
         size = sum(block.size for block in request.blocks)
-        return self._metadata.commit(who, replace(request, size=size, overwrite=True)).node
+        commit = replace(request, base_rev=None, size=size, overwrite=True)
+        return self._metadata.commit_stored(who, commit, stored).node
 
-    def _store_chunks(self, who: Principal, chunks: list[Chunk]) -> list[BlockRef]:
-        """Store the chunks this drive does not hold yet and record them as its own."""
+    def _store_chunks(
+        self, who: Principal, chunks: list[Chunk], stored: dict[str, tuple[str, int, int]]
+    ) -> list[BlockRef]:
+        """Store the chunks that neither this drive holds nor `stored` names; add them to
+        `stored` (hash, size, stored_size), which the caller records to the drive."""
         refs = [BlockRef(block_hash(chunk.data), len(chunk.data), chunk.offset) for chunk in chunks]
         if not refs:
             return refs
         missing = set(self._metadata.missing_blocks(who, [ref.hash for ref in refs]))
-        stored: dict[str, tuple[str, int, int]] = {}
         for ref, chunk in zip(refs, chunks, strict=True):
             if ref.hash in missing and ref.hash not in stored:
                 block = self._blocks.put_plain(bytes(chunk.data))
                 stored[ref.hash] = (ref.hash, block.size, block.stored_size)
-        if stored:
-            self._metadata.record_blocks(who, list(stored.values()))
         return refs
 
     # resumable sessions
@@ -203,9 +218,10 @@ class UploadManager:
             device=who.device,
             created=now,
             updated=now,
-            expires=now + SESSION_LIFETIME_NS,
+            expires=now + self._limits.lifetime_ns,
         )
         with self._transaction() as session, session.begin():
+            self._limits.check_room(session, who.namespace_id, total, now)
             session.add(row)
         return UploadState(row.id, 0, total, row.expires)
 
@@ -232,23 +248,30 @@ class UploadManager:
     async def _append(
         self, who: Principal, row: UploadSession, wanted: ContentRange, body: AsyncIterator[bytes]
     ) -> None:
-        """Cut the new part of the range into blocks and store them as it arrives, then note
-        them with the uncut tail and move `received`, in one transaction."""
+        """Cut the new part of the range into blocks and store them as it arrives; then
+        record the new ones to the drive, and note them with the uncut tail and move
+        `received` in one transaction. A PUT that fails before (a full disk) records and
+        acknowledges nothing."""
         tail = row.tail or b""
         cutter = StreamCutter(row.received - len(tail), tail)
         blocks: list[BlockRef] = []
+        stored: dict[str, tuple[str, int, int]] = {}
         too_long = InvalidRequest(f"body is longer than the {wanted.length} bytes announced")
         reader = _BodyReader(body, row.received - wanted.first, wanted.length, too_long)
         async for piece in reader:
             chunks = cutter.feed(piece)
             if chunks:
-                blocks += await anyio.to_thread.run_sync(self._store_chunks, who, chunks)
+                blocks += await anyio.to_thread.run_sync(self._store_chunks, who, chunks, stored)
         if reader.length != wanted.length:
             raise InvalidRequest(
                 f"body has {reader.length} bytes but Content-Range announces {wanted.length}"
             )
         final = cutter.cut(final=wanted.last + 1 == row.total_size)
-        blocks += await anyio.to_thread.run_sync(self._store_chunks, who, final)
+        blocks += await anyio.to_thread.run_sync(self._store_chunks, who, final, stored)
+        recorded = list(stored.values())
+        for start in range(0, len(recorded), RECORD_GROUP):
+            group = recorded[start : start + RECORD_GROUP]
+            await anyio.to_thread.run_sync(self._metadata.record_blocks, who, group)
         await anyio.to_thread.run_sync(self._advance, row, wanted.last + 1, blocks, cutter.tail)
 
     def _advance(
@@ -259,7 +282,7 @@ class UploadManager:
             "received": received,
             "tail": tail or None,
             "updated": now,
-            "expires": now + SESSION_LIFETIME_NS,
+            "expires": now + self._limits.lifetime_ns,
         }
         with self._transaction() as session, session.begin():
             done = session.execute(
@@ -303,7 +326,7 @@ class UploadManager:
             ).all()
         blocks = [BlockRef(*block) for block in noted]
         request = CommitRequest(row.path, None, 0, blocks, commit_id=f"upload:{row.id}")
-        node = self._commit(author, request)
+        node = self._commit(author, request, [])  # its blocks were recorded with each PUT
         with self._transaction() as session, session.begin():
             self._discard(session, row.id)
         return UploadState(row.id, row.received, row.total_size, row.expires, node)

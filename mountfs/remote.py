@@ -5,7 +5,7 @@ backend). Every call either returns the decoded answer or raises:
 
     CirrusError (backend.protocol.errors)  the server refused the request (a 4xx with a code);
                                            retrying the same call will fail the same way.
-     └── ServerUnreachable                 no answer, a timeout, a 5xx or a garbled answer;
+     └── ServerUnreachable                 no answer, a timeout, a 5xx, a 429 or a garbled answer;
                                            the sync engine goes offline and retries later.
 
 Blocks are zstd-compressed and decompressed in worker threads so that CPU work never stalls
@@ -174,7 +174,7 @@ class _BlockFetcher:
                 raise ServerUnreachable(f"POST {self._url}: {detail}") from None
             self._give(connection, response.will_close)
             break
-        if response.status >= 500:
+        if _retryable(response.status):
             raise ServerUnreachable(f"POST {self._url}: HTTP {response.status}")
         if response.status >= 400:
             try:
@@ -267,7 +267,7 @@ class RemoteDrive:
         except httpx.TransportError as exc:
             detail = str(exc) or type(exc).__name__
             raise ServerUnreachable(f"{method} {url}: {detail}") from None
-        if response.status_code >= 500:
+        if _retryable(response.status_code):
             raise ServerUnreachable(f"{method} {url}: HTTP {response.status_code}")
         if response.status_code >= 400:
             try:
@@ -431,3 +431,9 @@ class RemoteDrive:
         """The whole current content of a file, in memory: for tools and tests, not the mount."""
         response = await self._send("GET", "/files/content", params={"path": _check_path(path)})
         return response.content
+
+
+def _retryable(status: int) -> bool:
+    """A 5xx (507 insufficient_storage included) or 429 (too many requests in progress):
+    the server may take the same call later, so the mount keeps its data and retries."""
+    return status >= 500 or status == 429

@@ -22,6 +22,7 @@ from backend.keycheck import check_master_key
 from backend.keys import load_master_key
 from backend.metadata.service import MetadataService
 from backend.notify_pg import notifier_for
+from backend.upload_limits import UploadLimits
 from backend.uploads import UploadManager
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,12 @@ def open_services(config: ServerConfig) -> Services:
     notifier = notifier_for(engine, lambda namespace_id: metadata.current_cursor(namespace_id))
     metadata = MetadataService(engine, notifier)
     blocks = BlockService(open_store(config.blocks_url), master_key)
-    upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
+    limits = UploadLimits(
+        config.upload_sessions_per_user,
+        config.upload_spool_bytes_per_user,
+        config.upload_lifetime_s,
+    )
+    upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks, limits)
     health = HealthCheck(engine, blocks.store)
     return Services(config, metadata, blocks, upload_manager, notifier, health)
 
@@ -83,7 +89,11 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, metadata=services.metadata)
+    app.add_middleware(
+        RequestGuard,
+        metadata=services.metadata,
+        requests_per_user=services.config.requests_per_user,
+    )
     for module in (account, files, uploads, blocks, tree, batch, changes):
         app.include_router(module.router)
     return app

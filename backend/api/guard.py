@@ -12,8 +12,11 @@ server hold a 100 MB body in memory only to be told 401. Here the bearer token i
 from the headers first; a request with a body and no valid token is answered 401 with
 `Connection: close` and its body is never read. Then every read of the body is counted
 against the matched route's limit (backend/api/bodies.py): past it, 413 `too_large`.
+A caller with a valid token may have `requests_per_user` requests in progress at once
+(429 too_many_requests beyond), so one user cannot take every worker thread.
 """
 
+from collections import Counter
 from urllib.parse import unquote_to_bytes
 
 from starlette.concurrency import run_in_threadpool
@@ -25,9 +28,16 @@ from backend.api.bodies import route_limit
 from backend.api.errors import error_response
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
-from backend.protocol.errors import CirrusError, InvalidPathError, InvalidRequest, Unauthorized
+from backend.protocol.errors import (
+    CirrusError,
+    InvalidPathError,
+    InvalidRequest,
+    TooManyRequests,
+    Unauthorized,
+)
 
 _CLOSE = {"Connection": "close"}
+_UNCOUNTED = frozenset({"/v1/changes/poll", "/v1/health"})
 
 
 def bearer_token(headers: Headers) -> str | None:
@@ -59,11 +69,15 @@ class BodyTooLarge(HTTPException):
 
 
 class RequestGuard:
-    """Authenticate a request that carries a body before reading it; keep it to its limit."""
+    """Authenticate a request that carries a body before reading it; keep it to its limit;
+    hold each user to `requests_per_user` requests in progress (long polls aside: they wait
+    for news, not for the server)."""
 
-    def __init__(self, app: ASGIApp, metadata: MetadataService) -> None:
+    def __init__(self, app: ASGIApp, metadata: MetadataService, requests_per_user: int) -> None:
         self.app = app
         self.metadata = metadata
+        self.requests_per_user = requests_per_user
+        self._in_progress: Counter[int] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,15 +86,34 @@ class RequestGuard:
         headers = Headers(scope=scope)
         try:
             check_url(scope)
-            if has_body(headers):
-                await self.authenticate(bearer_token(headers))
+            who = await self._caller(headers)
+            if who is not None and scope["path"] not in _UNCOUNTED:
+                self._count_in(who.user_id)
         except CirrusError as exc:
-            refusal = error_response(exc.status, exc.code, exc.message, _CLOSE)
+            extra = {"Retry-After": "1"} if isinstance(exc, TooManyRequests) else {}
+            if has_body(headers):  # its body is not read: the connection cannot be reused
+                extra.update(_CLOSE)
+            refusal = error_response(exc.status, exc.code, exc.message, extra)
             await refusal(scope, receive, send)
             return
         if has_body(headers):
             receive = _limited(scope, receive, declared_length(headers))
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if who is not None and scope["path"] not in _UNCOUNTED:
+                self._count_out(who.user_id)
+
+    async def _caller(self, headers: Headers) -> Principal | None:
+        """Who sends the request: required when it has a body; otherwise None when there
+        is no valid token (the route then answers as it does for anyone)."""
+        token = bearer_token(headers)
+        try:
+            return await self.authenticate(token)
+        except Unauthorized:
+            if has_body(headers):
+                raise
+            return None
 
     async def authenticate(self, token: str | None) -> Principal:
         if token is None:
@@ -89,6 +122,18 @@ class RequestGuard:
         if known is not None:
             return known
         return await run_in_threadpool(self.metadata.authenticate, token, None)
+
+    def _count_in(self, user_id: int) -> None:
+        if self._in_progress[user_id] >= self.requests_per_user:
+            raise TooManyRequests(
+                f"at most {self.requests_per_user} requests of a user may be in progress"
+            )
+        self._in_progress[user_id] += 1
+
+    def _count_out(self, user_id: int) -> None:
+        self._in_progress[user_id] -= 1
+        if not self._in_progress[user_id]:
+            del self._in_progress[user_id]
 
 
 def check_url(scope: Scope) -> None:

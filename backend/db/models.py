@@ -286,6 +286,8 @@ class BatchAnswer(Base):
     client: Mapped[str] = mapped_column(String(DEVICE_LEN), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     answer: Mapped[dict] = mapped_column(JSON)
+    # when the answer was stored; a drive keeps its newest answers only (0: before 0003)
+    created: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class UploadSession(Base):

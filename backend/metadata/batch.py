@@ -40,12 +40,28 @@ from backend.protocol.errors import CirrusError, InvalidRequest
 
 MAX_BATCH_OPS = 1000
 MAX_CLIENT = 64
+# Answers a drive keeps over all its clients; past it, other clients' oldest go first (a
+# client that made up a new id for every batch would otherwise pin rows forever).
+MAX_KEPT_ANSWERS = 10 * MAX_BATCH_OPS
 _ANSWER_TABLE = BatchAnswer.__table__
 _INSERT_ANSWERS = insert(_ANSWER_TABLE)
 _MINE = (_ANSWER_TABLE.c.namespace_id == bindparam("namespace")) & (
     _ANSWER_TABLE.c.client == bindparam("client")
 )
 _DROP_ANSWERS = delete(_ANSWER_TABLE).where(_MINE, _ANSWER_TABLE.c.seq < bindparam("first"))
+_NEWEST_KEPT = (
+    select(_ANSWER_TABLE.c.created)
+    .where(_ANSWER_TABLE.c.namespace_id == bindparam("namespace"))
+    .order_by(_ANSWER_TABLE.c.created.desc())
+    .limit(1)
+    .offset(MAX_KEPT_ANSWERS)
+    .scalar_subquery()
+)
+_DROP_OLDEST = delete(_ANSWER_TABLE).where(
+    _ANSWER_TABLE.c.namespace_id == bindparam("namespace"),
+    _ANSWER_TABLE.c.client != bindparam("client"),
+    _ANSWER_TABLE.c.created <= _NEWEST_KEPT,
+)
 _ANSWERS = select(_ANSWER_TABLE.c.seq, _ANSWER_TABLE.c.answer).where(
     _MINE, _ANSWER_TABLE.c.seq.in_(bindparam("seqs", expanding=True))
 )
@@ -110,12 +126,14 @@ class Batches:
             if client is not None:
                 rows = [
                     {"namespace_id": tx.namespace_id, "client": client, "seq": op.seq,
-                     "answer": answer}
+                     "answer": answer, "created": tx.now_ns}
                     for op, answer in zip(ops, run.answers, strict=False)
                     if op.seq is not None and op.seq not in given
                 ]  # fmt: skip
                 if rows:
                     tx.connection.execute(_INSERT_ANSWERS, rows)
+                    mine = {"namespace": tx.namespace_id, "client": client}
+                    tx.connection.execute(_DROP_OLDEST, mine)
         return run.answers
 
     def one(self, tx: Txn, who: Principal, op: BatchOp, commit: tuple | None) -> Any:

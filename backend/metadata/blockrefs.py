@@ -170,17 +170,22 @@ class BlockRefs:
         complete the revisions they finish: a batch pays for one commit, not one per block."""
         if not isinstance(blocks, list) or len(blocks) > MAX_HASHES:
             raise InvalidRequest(f"record at most {MAX_HASHES} blocks at once")
-        rows = {check_hash(hash): _checked_sizes(size, stored) for hash, size, stored in blocks}
-        if not rows:
-            return
-        ordered = sorted(rows)  # a stable lock order between concurrent drives on PostgreSQL
-        with self.db.write(who.namespace_id) as tx:
-            _upsert_blocks(tx, [(hash, *rows[hash]) for hash in ordered])
-            insert_ignore(tx.session, NamespaceBlock, [
-                {"namespace_id": tx.namespace_id, "hash": hash} for hash in ordered
-            ])  # fmt: skip
-            tx.namespace.bytes_received += sum(size for size, _stored in rows.values())
-            _complete_waiting(tx, ordered)
+        if blocks:
+            with self.db.write(who.namespace_id) as tx:
+                record_in(tx, blocks)
+
+
+def record_in(tx: Txn, blocks: list[tuple[str, int, int]]) -> None:
+    """record_blocks inside an open write transaction (an upload records its blocks in the
+    transaction of its commit, so a failed commit charges the drive for none of them)."""
+    rows = {check_hash(hash): _checked_sizes(size, stored) for hash, size, stored in blocks}
+    ordered = sorted(rows)  # a stable lock order between concurrent drives on PostgreSQL
+    _upsert_blocks(tx, [(hash, *rows[hash]) for hash in ordered])
+    insert_ignore(tx.session, NamespaceBlock, [
+        {"namespace_id": tx.namespace_id, "hash": hash} for hash in ordered
+    ])  # fmt: skip
+    tx.namespace.bytes_received += sum(size for size, _stored in rows.values())
+    _complete_waiting(tx, ordered)
 
 
 def _upsert_blocks(tx: Txn, rows: list[tuple[str, int, int]]) -> None:

@@ -22,7 +22,7 @@ from backend.db.models import (
     Revision,
     RevisionBlock,
 )
-from backend.metadata.blockrefs import check_hash
+from backend.metadata.blockrefs import check_hash, record_in
 from backend.metadata.nodes import INT64_MAX, Tree, check_mode, check_mtime, parse_path
 from backend.metadata.retention import prune_revisions
 from backend.metadata.txn import Database, Txn
@@ -64,9 +64,15 @@ class Revisions:
         self.db = db
         self.max_revisions = max_revisions
 
-    def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
+    def commit(
+        self, who: Principal, request: CommitRequest, stored: list[tuple[str, int, int]] = ()
+    ) -> CommitResult:
+        """Commit; `stored` blocks (hash, size, stored_size) are recorded first, in the
+        same transaction."""
         parts, blocks = check_commit(request)
         with self.db.write(who.namespace_id) as tx:
+            if stored:
+                record_in(tx, stored)
             return commit_once(tx, who, parts, request, blocks, self.max_revisions)
 
     def restore(self, who: Principal, path: str, rev: int) -> CommitResult:

@@ -131,9 +131,16 @@ class MetadataService:
 
     # files and revisions
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
+        return self.commit_stored(who, request, [])
+
+    def commit_stored(
+        self, who: Principal, request: CommitRequest, stored: list[tuple[str, int, int]]
+    ) -> CommitResult:
+        """record_blocks(stored) and commit in ONE transaction: an upload whose commit fails
+        (a full disk) leaves no block recorded to the drive."""
         if request.commit_id is not None:  # a repeat returns the first one's answer
-            return run_again(self._revisions.commit, who, request)
-        return self._revisions.commit(who, request)
+            return run_again(self._revisions.commit, who, request, stored)
+        return self._revisions.commit(who, request, stored)
 
     @repeatable
     def block_list(

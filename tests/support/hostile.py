@@ -1,7 +1,7 @@
 """Tools for tests that play a hostile client: raw sockets and the server's memory.
 
-    peak = memory_kib(server.process.pid)["VmHWM"]       # resident memory, from /proc
-    with raw_connection(server.port) as sock: ...        # a socket that is always closed
+peak = memory_kib(server.process.pid)["VmHWM"]       # resident memory, from /proc
+with raw_connection(server.port) as sock: ...        # a socket that is always closed
 """
 
 import contextlib
