@@ -6,9 +6,9 @@ Run by hand from the repository root, as root (PostgreSQL runs as its own system
     python -m bench.cluster [--clients 16] [--seconds 15] [--servers 1 2 3] [--kill]
 
 Every run gets a fresh PostgreSQL database, N `cirrus serve` processes sharing it (and one
-block store and key) and a real HAProxy in front (the test suite's helpers start them). Each
-client is a user of its own with one keep-alive connection to the balancer, and loops over
-four calls:
+block store and key) and a real HAProxy running docs/haproxy.cfg in front (the test suite's
+helpers start them). Each client is a user of its own with one keep-alive connection to the
+balancer, and loops over four calls:
 - commit: `POST /v1/files/commit` of one of 20 files, based on its last revision, naming a
   block the client stored before the clock started (the metadata write path: row lock,
   revision, journal entry, notification);
@@ -40,8 +40,8 @@ from backend.blocks import store_frame
 from backend.protocol.hashing import block_hash
 from bench.stats import percentile
 from tests.postgres import find_bindir, running_postgres
-from tests.support.balancer import running_haproxy
 from tests.support.cluster import running_cluster
+from tests.support.haproxy import HAProxy
 from tests.support.server import ServerProcess
 
 OPS = ("commit", "list", "fetch", "poll")
@@ -153,8 +153,9 @@ def one_run(root: Path, db_url: str, servers: int, clients: int, seconds: float,
     """Start `servers` servers and a balancer, drive them, print one line of results."""
     with (
         running_cluster(root / "cluster", db_url, servers) as processes,
-        running_haproxy(root / "balancer", processes) as url,
+        HAProxy(root / "balancer", [process.port for process in processes]) as balancer,
     ):
+        url = balancer.url
         tokens = [processes[0].add_user(f"client{n}") for n in range(clients)]
         victim: ServerProcess = processes[0]
         load_before = os.getloadavg()[0]

@@ -5,6 +5,8 @@ reports no error, every file arrives intact, no resumable session is lost."""
 import hashlib
 import os
 import random
+import re
+import socket
 import subprocess
 import tarfile
 import threading
@@ -17,10 +19,11 @@ import httpx
 import pytest
 
 from tests import postgres
-from tests.support.balancer import running_haproxy
 from tests.support.cluster import running_cluster
+from tests.support.haproxy import HAProxy
 from tests.support.mount import MountProcess, wait_until
 from tests.support.server import ServerProcess
+from tests.test_api_uploads import progress, put, start
 
 pytestmark = pytest.mark.postgres
 postgres_server = postgres.postgres_server
@@ -76,12 +79,14 @@ def test_a_server_killed_mid_untar_loses_nothing(
     tar = make_tar(tmp_path)
     expected = _tar_contents(tar)
     large = os.urandom(large_mib * 1024 * 1024)
+    cut = os.urandom(2 * PART)
     expected["/large.bin"] = hashlib.sha256(large).hexdigest()
     db_url = postgres_server.create_database()
     with (
         running_cluster(tmp_path / "cluster", db_url, 3) as servers,
-        running_haproxy(tmp_path / "lb", servers) as url,
+        HAProxy(tmp_path / "lb", [server.port for server in servers]) as balancer,
     ):
+        url = balancer.url
         token = servers[1].create_user("alice")
         drive = MountProcess(url, token, tmp_path / "mnt", tmp_path / "cache")
         killed = threading.Event()
@@ -97,22 +102,36 @@ def test_a_server_killed_mid_untar_loses_nothing(
             large_write = background.submit((drive.path / "large.bin").write_bytes, large)
             for upload in uploads:
                 upload.start()
-            # Kill once the servers hold part of the tree, while the rest is on its way.
+            # Once the servers hold part of the tree, while the rest is on its way, kill the
+            # server that holds a resumable PUT half received.
             with servers[1].client(token) as direct:
                 wait_until(lambda: _files(direct) >= len(expected) // 5, timeout=120, step=0.2)
-            servers[0].kill()
+                location = start(direct, "/resumable/cut.bin", 2 * PART)
+                assert put(direct, location, 0, PART - 1, cut).status_code == 308
+            in_flight = PutInFlight(balancer, token, location, len(cut))
+            victim = servers[int(in_flight.server) - 1]
+            victim.kill()
             killed.set()
+            in_flight.close()
+            survivors = [server for server in servers if server is not victim]
+            with survivors[0].client(token) as direct:
+                # the acknowledged first part is kept, the cut one was never acknowledged
+                assert (
+                    progress(direct, location, len(cut)).headers["Range"] == f"bytes=0-{PART - 1}"
+                )
+                assert put(direct, location, PART, 2 * PART - 1, cut).status_code == 201
             _, errors = untar.communicate(timeout=SYNC_TIMEOUT_S)
             large_write.result(SYNC_TIMEOUT_S)  # raises what the mount answered, if it failed
             for upload in uploads:
                 upload.join(SYNC_TIMEOUT_S)
             assert untar.returncode == 0 and errors == b"", errors.decode()
             assert [u.failure for u in uploads] == [None] * SESSIONS
-            with servers[1].client(token, timeout=60.0) as direct:
-                total = len(expected) + SESSIONS
+            with survivors[0].client(token, timeout=60.0) as direct:
+                total = len(expected) + SESSIONS + 1
                 wait_until(lambda: _files(direct) >= total, timeout=SYNC_TIMEOUT_S, step=0.5)
             wanted = expected | {u.path: hashlib.sha256(u.data).hexdigest() for u in uploads}
-            assert _digests(servers[1:], token, sorted(wanted)) == wanted
+            wanted["/resumable/cut.bin"] = hashlib.sha256(cut).hexdigest()
+            assert _digests(survivors, token, sorted(wanted)) == wanted
         finally:
             killed.set()
             for upload in uploads:
@@ -120,6 +139,34 @@ def test_a_server_killed_mid_untar_loses_nothing(
             drive.unmount()
             background.shutdown()
         assert drive.errors_logged() == [], drive.log_tail()
+
+
+class PutInFlight:
+    """A resumable PUT left half-sent on a raw connection through the balancer, and the
+    server HAProxy gave it to (found by the connection's source port in `show sess`)."""
+
+    def __init__(self, balancer: HAProxy, token: str, location: str, total: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", balancer.port), timeout=30)
+        head = (
+            f"PUT {location} HTTP/1.1\r\nHost: cirrus\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Range: bytes {PART}-{2 * PART - 1}/{total}\r\n"
+            f"Content-Length: {PART}\r\n\r\n"
+        )
+        self.sock.sendall(head.encode() + os.urandom(PART // 4))
+        source = f"src=127.0.0.1:{self.sock.getsockname()[1]} "
+        self.server = wait_until(lambda: _server_of(balancer, source), timeout=10, step=0.05)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _server_of(balancer: HAProxy, source: str) -> str | None:
+    """The number (from 1) of the server serving the session from `source`, once chosen."""
+    for line in balancer.admin("show sess").splitlines():
+        found = re.search(r" srv=cirrus(\d+) ", line)
+        if source in line and found:
+            return found.group(1)
+    return None
 
 
 def _tar_contents(tar: Path) -> dict[str, str]:
