@@ -11,7 +11,10 @@ SQLite (the embedded default) gets:
   they upgrade; taking the write lock at BEGIN makes them queue instead. Sessions opened on
   `writer(engine)` ask for it; other sessions begin DEFERRED and only read.
 
-PostgreSQL needs none of this: writers serialize per drive on the namespace row instead.
+PostgreSQL needs none of this: writers serialize per drive on the namespace row instead. Its
+engine pings a pooled connection before lending it (`pool_pre_ping`), so connections to a
+primary that died are replaced, through a multi-host URL, by ones to the new primary
+(backend/db/failover.py, docs/architecture.md).
 """
 
 import sqlite3
@@ -27,6 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+CONNECT_TIMEOUT_S = 5
 _WRITE_OPTION = "cirrus_write"
 _MIGRATION_LOCK = 0x43697272  # "Cirr": the advisory lock key of schema migrations
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -38,7 +42,12 @@ def create_engine_for(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # A host of a multi-host URL that does not answer (down, not refusing) must not hold a
+    # connection attempt forever: libpq waits without limit unless told.
+    connect_args = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
