@@ -1,22 +1,21 @@
-"""Whole-file uploads: bytes spooled to disk, then cut into blocks and committed.
+"""Whole-file uploads (the API's simple and resumable ones): cut into blocks and committed.
 
-Both upload types of the API end here. A simple upload streams its body into a temporary
-spool; a resumable upload (Google Drive's protocol) appends each ranged PUT to a spool named
-after its session. Either way the file never sits in memory: the finished spool is cut by
-FastCDC through a memory map (the same chunking as the mount, so both dedupe against each
-other), each block stored unless the store already has it, and one commit makes the file's
-new revision.
+A simple upload streams its body into a temporary spool on this server's disk; once the body
+is whole, the spool is cut by FastCDC (the same chunking as the mount, so both dedupe against
+each other), each block stored unless the drive already has it, and one transaction records
+the new blocks and commits the file's new revision.
 
 A resumable session keeps nothing on the server that takes a PUT, so any server behind a
 balancer can take any PUT of it, and it survives the death of the server that started it. Its
 bytes are cut into blocks as they arrive (the same cut points as the whole file: see
-StreamCutter) and the blocks stored in the block store, which every server shares, and
-recorded as the drive's; the bytes after the last cut (under 2 MiB) wait in the session's row.
-One transaction then notes the new blocks with that tail and moves `received`, only if no
-other PUT moved it first, and only after it commits is the client answered. A PUT that fails
-before that acknowledges nothing: the blocks it stored are the drive's but unreferenced, as
-after a simple upload that failed. The last byte's PUT commits the noted block list, with
-the upload id as commit id, so a repeat after a crash is harmless.
+StreamCutter) and stored in the block store, which every server shares; the bytes after the
+last cut (under 2 MiB) wait in the session's row. Once the PUT's body is all stored, its new
+blocks are recorded as the drive's, then one transaction notes them with the new tail and
+moves `received`, only if no other PUT moved it first, and only after it commits is the
+client answered. A PUT that fails before that acknowledges nothing (blocks it recorded are
+the drive's but unreferenced, like those of a mount's upload that never got its commit). The
+last byte's PUT commits the noted block list, with the upload id as commit id, so a repeat
+after a crash is harmless.
 """
 
 import asyncio
