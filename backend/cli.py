@@ -23,6 +23,7 @@ from backend.limits_cli import add_limit_options
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from sqlalchemy.engine import Engine
 
 log = logging.getLogger("cirrus")
 
@@ -53,13 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", help=f"address to listen on ({DEFAULT_HOST})")
     serve.add_argument("--port", type=_port, help=f"TCP port, 0 for any ({DEFAULT_PORT})")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (info)")
-    serve.add_argument(
-        "--key-file",
-        metavar="FILE",
-        type=Path,
-        help="the master key every server of the drive shares (default: $CIRRUS_MASTER_KEY, "
-        "else DIR/master.key)",
-    )
+    add_key_options(serve)
     serve.add_argument(
         "--drain-timeout",
         dest="drain_timeout_s",
@@ -81,6 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name", help="user name (unique)")
     _add_storage_options(create)
     create.set_defaults(func=create_user_command)
+    from backend.admin_keys import register as register_key_commands
+
+    register_key_commands(admin_commands)
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +100,24 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="metadata database URL, e.g. postgresql+psycopg://user@host/cirrus "
         "(default: sqlite:///DIR/metadata.db)",
+    )
+
+
+def add_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key-file",
+        metavar="FILE",
+        type=Path,
+        help="the master key every server of the drive shares (default: $CIRRUS_MASTER_KEY, "
+        "else DIR/master.key)",
+    )
+    parser.add_argument(
+        "--read-key-file",
+        dest="read_key_files",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        help="an older master key still read during a key rotation (repeatable)",
     )
 
 
@@ -153,7 +169,11 @@ def _config(args: argparse.Namespace, **overrides: object) -> ServerConfig:
     try:
         settings = read_config_file(args.config) if args.config else {}
         fields = {field.name for field in dataclasses.fields(ServerConfig)}
-        flags = {name: value for name, value in vars(args).items() if name in fields}
+        flags = {
+            name: tuple(value) if isinstance(value, list) else value
+            for name, value in vars(args).items()
+            if name in fields
+        }
         flags |= {
             "data_dir": args.data,
             "db_url": args.db,
@@ -250,13 +270,9 @@ def _raise_open_file_limit() -> None:
             log.warning("cannot raise the open file limit from %d: %s", soft, exc)
 
 
-@_fail_in_one_line("admin")
-def create_user_command(args: argparse.Namespace) -> int:
-    """Print the new user's token last, alone on its line, so scripts can take `tail -n 1`."""
+def open_database(args: argparse.Namespace) -> tuple[ServerConfig, "Engine"]:
+    """The configuration and its migrated database, for admin commands."""
     from backend.db import create_engine_for, migrate
-    from backend.metadata.service import MetadataService
-    from backend.notify import LocalNotifier
-    from backend.protocol.errors import CirrusError
 
     config = _config(args)
     try:
@@ -265,6 +281,17 @@ def create_user_command(args: argparse.Namespace) -> int:
         migrate(engine)
     except Exception as exc:
         raise _open_failure(exc) from exc
+    return config, engine
+
+
+@_fail_in_one_line("admin")
+def create_user_command(args: argparse.Namespace) -> int:
+    """Print the new user's token last, alone on its line, so scripts can take `tail -n 1`."""
+    from backend.metadata.service import MetadataService
+    from backend.notify import LocalNotifier
+    from backend.protocol.errors import CirrusError
+
+    engine = open_database(args)[1]
     metadata = MetadataService(engine, LocalNotifier(lambda _namespace: 0))
     try:
         token = metadata.create_user(args.name)

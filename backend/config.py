@@ -3,6 +3,9 @@
 Everything lives under one data directory by default (metadata database, blocks, master key,
 upload spools), so `cirrus serve` works with no other service; `--db` and `--blocks` move the
 metadata to PostgreSQL and the blocks to another store without changing anything else.
+
+A `--config` TOML file (backend/config_file.py) sets any field below by its name, and a
+`cirrus serve` flag whose argparse dest is a field's name (default None) overrides it.
 """
 
 import os
@@ -31,6 +34,8 @@ class ServerConfig:
     # The master key's file, shared by every server of a drive; None: $CIRRUS_MASTER_KEY,
     # else DATA/master.key (created at the first start).
     key_file: Path | None = None
+    # Older master keys this server still reads blocks with, during a key rotation.
+    read_key_files: tuple[Path, ...] = ()
     # After SIGTERM or SIGHUP, requests in flight get this long to finish (long polls are
     # answered at once); the load balancer's and systemd's stop timeouts must be longer.
     drain_timeout_s: float = 10.0

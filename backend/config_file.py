@@ -52,7 +52,8 @@ def read_config_file(path: Path) -> dict[str, object]:
 
 
 def _coerce(name: str, value: object, hint: object, base: Path) -> object:
-    """value as the field's type: TOML strings become paths, integers floats, lists tuples."""
+    """value as the field's type: TOML strings become paths, integers floats, lists tuples
+    (of their items' type)."""
     if name == "blocks_url" and isinstance(value, list) and value:
         value = value[0] if len(value) == 1 else REPLICATED_PREFIX + REPLICA_SEPARATOR.join(value)
     kinds = [hint]
@@ -65,7 +66,8 @@ def _coerce(name: str, value: object, hint: object, base: Path) -> object:
         if plain is float and type(value) is int:
             return float(value)
         if plain is tuple and isinstance(value, list):
-            return tuple(value)
+            item = (typing.get_args(kind) or (object,))[0]
+            return tuple(_coerce(name, element, item, base) for element in value)
         if isinstance(plain, type) and isinstance(value, plain) and type(value) is not bool:
             return value
         if plain is bool and type(value) is bool:

@@ -7,8 +7,9 @@ Every server of one drive needs the same key. It comes from, in this order:
 - DATA/master.key, created once, atomically, at the first start of a single server, so two
   servers starting together can never end up with different keys.
 A key of the wrong length is refused rather than replaced, because a new key would make every
-stored block unreadable. The database keeps a check value of the key (backend/keycheck.py),
-so a server given another key than its peers refuses to start.
+stored block unreadable. The database keeps a check value of each key (backend/keycheck.py),
+so a server given another key than its peers refuses to start. Older keys a server still
+reads during a rotation come from files (`read_key_files`).
 """
 
 import os
@@ -31,15 +32,20 @@ def load_master_key(key_file: Path | None, default_path: Path) -> bytes:
     if key_file is not None:
         if from_env:
             raise ValueError(f"both a key file and ${KEY_ENV} are set; give the key once")
-        if not Path(key_file).is_file():
-            raise ValueError(
-                f"master key file {key_file} does not exist; copy the key every server of the "
-                "drive shares there (a new one: openssl rand -hex 32)"
-            )
-        return _parse(Path(key_file).read_bytes(), f"master key file {key_file}")
+        return read_key_file(key_file)
     if from_env:
         return _parse(from_env.encode(), f"${KEY_ENV}")
     return load_or_create_master_key(default_path)
+
+
+def read_key_file(path: Path) -> bytes:
+    """A key from a file that must exist (keys shared by servers are never invented)."""
+    if not Path(path).is_file():
+        raise ValueError(
+            f"master key file {path} does not exist; copy the key every server of the "
+            "drive shares there (a new one: openssl rand -hex 32)"
+        )
+    return _parse(Path(path).read_bytes(), f"master key file {path}")
 
 
 def load_or_create_master_key(path: Path) -> bytes:

@@ -45,6 +45,7 @@ def test_the_file_sets_fields_by_name_and_flags_override_it(tmp_path: Path) -> N
         'db_url = "postgresql+psycopg://cirrus@db/cirrus"\n'
         'blocks_url = ["file:///srv/a", "file:///srv/b"]\n'
         'key_file = "master.key"\n'
+        'read_key_files = ["old.key", "/etc/older.key"]\n'
         'host = "0.0.0.0"\nport = 9000\nlog_level = "warning"\n'
     )
     config = config_of("--config", str(path))
@@ -52,9 +53,14 @@ def test_the_file_sets_fields_by_name_and_flags_override_it(tmp_path: Path) -> N
     assert config.db_url == "postgresql+psycopg://cirrus@db/cirrus"
     assert config.blocks_url == "replicated:file:///srv/a|file:///srv/b"
     assert config.key_file == path.parent / "master.key"  # relative to the file
+    assert config.read_key_files == (path.parent / "old.key", Path("/etc/older.key"))
     assert (config.host, config.port, config.log_level) == ("0.0.0.0", 9000, "warning")
-    flags = config_of("--config", str(path), "--port", "9001", "--db", "sqlite:///x.db")
+    flags = config_of(
+        "--config", str(path), "--port", "9001", "--db", "sqlite:///x.db",
+        "--read-key-file", "a.key", "--read-key-file", "b.key",
+    )  # fmt: skip
     assert (flags.port, flags.db_url, flags.host) == (9001, "sqlite:///x.db", "0.0.0.0")
+    assert flags.read_key_files == (Path("a.key"), Path("b.key"))
 
 
 def test_without_a_file_the_defaults_stay(tmp_path: Path) -> None:

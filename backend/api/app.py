@@ -18,8 +18,7 @@ from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
 from backend.health import HealthCheck
-from backend.keycheck import check_master_key
-from backend.keys import load_master_key
+from backend.keycheck import open_key_ring
 from backend.metadata.service import MetadataService
 from backend.notify_pg import notifier_for
 from backend.upload_limits import UploadLimits
@@ -36,14 +35,15 @@ SWEEP_INTERVAL_S = 3600.0
 def open_services(config: ServerConfig) -> Services:
     """Open (and migrate) the database, the block store and the master key."""
     config.prepare()
-    master_key = load_master_key(config.key_file, config.master_key_path)
     engine = create_engine_for(config.db_url)
     migrate(engine)
-    check_master_key(engine, master_key)
+    keys = open_key_ring(config, engine)
     # The notifier reads a namespace's cursor through the service it is handed to (late bound).
     notifier = notifier_for(engine, lambda namespace_id: metadata.current_cursor(namespace_id))
     metadata = MetadataService(engine, notifier)
-    blocks = BlockService(open_store(config.blocks_url), master_key)
+    blocks = BlockService(
+        open_store(config.blocks_url), keys.current, keys.current_id, keys.readable
+    )
     limits = UploadLimits(
         config.upload_sessions_per_user,
         config.upload_spool_bytes_per_user,
