@@ -67,7 +67,9 @@ def django_tree(root: Path) -> Path:
     ("make_tar", "large_mib"),
     [
         pytest.param(lambda root: generated_tree(root, 1000), 48, id="generated"),
-        pytest.param(django_tree, 256, id="django", marks=pytest.mark.slow),
+        pytest.param(
+            django_tree, 256, id="django", marks=[pytest.mark.slow, pytest.mark.timeout(1800)]
+        ),
     ],
 )
 def test_a_server_killed_mid_untar_loses_nothing(
