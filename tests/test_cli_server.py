@@ -33,7 +33,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
 def test_serve_help_documents_every_option() -> None:
     result = cirrus("serve", "--help")
     assert result.returncode == 0
-    for option in ("--data", "--host", "--port", "--db", "--blocks", "--log-level"):
+    for option in ("--data", "--host", "--port", "--db", "--blocks", "--log-level", "--config",
+                   "--key-file", "--read-key-file", "--drain-timeout"):  # fmt: skip
         assert option in result.stdout
     assert "XDG_DATA_HOME" in result.stdout
 

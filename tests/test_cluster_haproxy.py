@@ -191,4 +191,7 @@ def test_a_server_restarted_during_idle_polls_misses_no_change(
     # A poll whose connection the restart cut is polled again (as the mount does); the
     # balancer hides nearly all of them (about one in 200 clients meets one).
     failed = [error for client_errors in errors for error in client_errors]
-    assert len(failed) <= max(2, count // 50), f"{len(failed)} failed polls: {failed[:10]}"
+    assert len(failed) <= max(2, count // 50), (
+        f"{len(failed)} failed polls: {failed[:10]}; the balancer's log of them:\n"
+        + "\n".join(balancer.abnormal_log_lines()[:20])
+    )

@@ -58,11 +58,15 @@ class Poll:
         return self.answer
 
 
-def listener_pid(server: ServerProcess, postgres: PostgresServer) -> int:
+def admin(postgres: PostgresServer) -> psycopg.Connection:
     dsn = f"host={postgres.host} port={postgres.port} user={postgres.user} dbname=postgres"
+    return psycopg.connect(dsn, autocommit=True)
+
+
+def listener_pid(server: ServerProcess, postgres: PostgresServer) -> int:
     name = f"{LISTENER_NAME}-{server.process.pid}"
     deadline = time.monotonic() + 10
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with admin(postgres) as conn:
         while time.monotonic() < deadline:
             row = conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,)
@@ -74,9 +78,14 @@ def listener_pid(server: ServerProcess, postgres: PostgresServer) -> int:
 
 
 def terminate(pid: int, postgres: PostgresServer) -> None:
-    dsn = f"host={postgres.host} port={postgres.port} user={postgres.user} dbname=postgres"
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with admin(postgres) as conn:
         assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+
+
+def allow_new_connections(postgres: PostgresServer, url: str, allow: bool) -> None:
+    """Refuse (or allow again) new connections to the database; open ones stay."""
+    with admin(postgres) as conn:
+        conn.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" ALLOW_CONNECTIONS {allow}')
 
 
 def test_a_change_through_one_server_wakes_polls_on_the_others(three) -> None:
@@ -100,20 +109,29 @@ def test_a_change_through_one_server_wakes_polls_on_the_others(three) -> None:
 
 
 def test_the_listener_reconnects_and_nothing_is_missed(three, postgres_server) -> None:  # noqa: F811
+    """B's listener is cut and cannot come back while A commits a change: its NOTIFY is lost.
+    When B listens again it answers its waiting poll, and the poll after reads the journal."""
     a, b, _ = three
     token = a.create_user("bob")
     with a.client(token) as via_a, b.client(token) as via_b:
+        # A's sender connection and both servers' pooled connections are open from here on.
+        assert via_a.post("/v1/tree/mkdir", json={"path": "/warm-up"}).status_code == 201
         cursor = cursor_of(via_b)
         waiting = Poll(via_b, cursor)
         time.sleep(0.5)
-        terminate(listener_pid(b, postgres_server), postgres_server)
-        # Made while B's listener is gone: its NOTIFY never reaches B.
-        assert via_a.post("/v1/tree/mkdir", json={"path": "/in-the-gap"}).status_code == 201
+        allow_new_connections(postgres_server, b.db_url, False)
+        try:
+            terminate(listener_pid(b, postgres_server), postgres_server)
+            assert via_a.post("/v1/tree/mkdir", json={"path": "/in-the-gap"}).status_code == 201
+            time.sleep(1)
+            assert waiting.answer is None  # B heard nothing, and cannot listen yet
+        finally:
+            allow_new_connections(postgres_server, b.db_url, True)
         answer = waiting.result(within=10)
-        assert answer is not None, "the waiting poll was not answered after the reconnect"
-        # Whatever the answer said, polling again from the same cursor sees the change.
+        # Answered by the reconnect, not by a notification: the cursor it knew.
+        assert answer == {"changes": False, "cursor": cursor}
         again = via_b.get("/v1/changes/poll", params={"cursor": cursor, "timeout": 5})
-        assert again.json()["changes"] is True
+        assert again.json()["changes"] is True  # read from the journal
         cursor = again.json()["cursor"]
         changes = via_b.get("/v1/changes", params={"cursor": 0}).json()["entries"]
         assert "in-the-gap" in [entry["node"]["name"] for entry in changes]

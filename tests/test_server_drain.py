@@ -102,6 +102,20 @@ def slow_body(chunks: int, pause: float, sent: threading.Event) -> Iterator[byte
         time.sleep(pause)
 
 
+def refuses_new_connections(server: ServerProcess, within: float) -> bool:
+    """Whether a new connection is refused before `within` seconds pass."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{server.url}/v1/health", timeout=1, trust_env=False)
+        except httpx.ConnectError:
+            return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
 def test_sigterm_answers_polls_finishes_requests_in_flight_and_exits(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "server")
     try:
@@ -118,7 +132,7 @@ def test_sigterm_answers_polls_finishes_requests_in_flight_and_exits(tmp_path: P
 
             def upload() -> None:
                 params = {"uploadType": "media", "path": "/slow.bin"}
-                body = slow_body(10, 0.1, started)
+                body = slow_body(20, 0.1, started)
                 answers["upload"] = uploader.post("/v1/files", params=params, content=body)
 
             threads = [threading.Thread(target=f, daemon=True) for f in (poll, upload)]
@@ -128,11 +142,13 @@ def test_sigterm_answers_polls_finishes_requests_in_flight_and_exits(tmp_path: P
             time.sleep(0.2)
             stopping = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
+            assert refuses_new_connections(server, within=5)
+            assert threads[1].is_alive()  # the upload is still in flight meanwhile
             for thread in threads:
                 thread.join(15)
             assert answers["poll"].json() == {"changes": False, "cursor": cursor}
             assert answers["upload"].status_code == 201, answers["upload"].text
-            assert answers["upload"].json()["size"] == 10 * 64 * 1024
+            assert answers["upload"].json()["size"] == 20 * 64 * 1024
             assert server.process.wait(15) == 0
             assert time.monotonic() - stopping < 8
     finally:

@@ -111,6 +111,11 @@ class HAProxy:
             assert time.monotonic() < deadline, f"servers {states}, wanted {wanted}"
             time.sleep(0.1)
 
+    def abnormal_log_lines(self) -> list[str]:
+        """Logged requests that did not end normally (termination state other than ----)."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [line for line in lines if re.search(r" (?!----)[A-Za-z-]{4} \d+/\d+/", line)]
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
