@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.permissions import make_private
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -85,4 +87,5 @@ class ServerConfig:
     def prepare(self) -> None:
         """Create the private data directories (0700: they hold keys and user data)."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private(self.data_dir)
         self.uploads_dir.mkdir(mode=0o700, exist_ok=True)

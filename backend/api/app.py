@@ -60,6 +60,9 @@ async def _sweep_forever(services: Services, interval: float) -> None:
             expired = await run_in_threadpool(services.uploads.sweep_expired)
             if expired:
                 log.info("removed %d expired upload sessions", expired)
+            staged = await run_in_threadpool(services.metadata.sweep_staged)
+            if staged:
+                log.info("removed %d staged commits left by a crash", staged)
         except Exception:
             log.exception("upload sweep failed; retrying at the next interval")
         await asyncio.sleep(interval)

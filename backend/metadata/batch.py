@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select
 
 from backend.db.models import BatchAnswer
+from backend.metadata import staging
 from backend.metadata.revisions import check_commit, commit_once, note_unused_commit_ids
 from backend.metadata.tree import (
     delete_in,
@@ -78,6 +79,16 @@ def _given_answers(tx: Txn, client: str | None, ops: list[BatchOp]) -> dict[int,
     return dict(tx.connection.execute(_ANSWERS, {**mine, "seqs": seqs}).tuples().all())
 
 
+def _stage(db: Database, who: Principal, blocks: list) -> int | CirrusError | None:
+    """The staged revision of a large commit (None for a small one), or why it was refused."""
+    if len(blocks) <= staging.STAGE_ABOVE:
+        return None
+    try:
+        return staging.stage(db, who, blocks)
+    except CirrusError as exc:
+        return exc
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one operation returned (as its single call would) or the error refusing it."""
@@ -115,12 +126,34 @@ class Batches:
             for index, op in enumerate(ops)
             if op.kind == "commit"
         }
+        staged = {index: _stage(self.db, who, blocks) for index, (_p, blocks) in commits.items()}
+        try:
+            return self._apply(who, ops, render, stop_on_error, client, commits, staged)
+        finally:
+            for revision in staged.values():
+                if isinstance(revision, int):
+                    staging.discard(self.db, who.namespace_id, revision)
+
+    def _apply(
+        self,
+        who: Principal,
+        ops: list[BatchOp],
+        render: Render,
+        stop_on_error: bool,
+        client: str | None,
+        checked: dict[int, tuple],
+        staged: dict[int, int | CirrusError | None],
+    ) -> list[dict]:
+        commits = {index: (*checked[index], staged[index]) for index in checked}
         with self.db.write(who.namespace_id) as tx:
             tx.read_whole = len(ops)  # a folder's children cost at most what its lookups would
             given = _given_answers(tx, client, ops)
             ids = [op.args["request"].commit_id for op in ops if op.kind == "commit"]
             note_unused_commit_ids(tx, [i for i in ids if i is not None])
-            tx.owned(list({b.hash: None for _parts, blocks in commits.values() for b in blocks}))
+            tx.owned(list({
+                b.hash: None for _p, blocks, ahead in commits.values() if ahead is None
+                for b in blocks
+            }))  # fmt: skip
             run = _Run(self, tx, who, ops, commits, given, render, stop_on_error)
             run.stretch(0, len(ops))
             if client is not None:
@@ -154,8 +187,10 @@ class Batches:
                 return set_xattr_in(tx, args["path"], args["name"], args["value"])
             case "commit":
                 request: CommitRequest = args["request"]
-                parts, blocks = commit
-                return commit_once(tx, who, parts, request, blocks, self.max_revisions)
+                parts, blocks, staged = commit
+                if isinstance(staged, CirrusError):  # refused while its blocks were staged
+                    raise staged
+                return commit_once(tx, who, parts, request, blocks, self.max_revisions, staged)
         raise InvalidRequest(f"unknown operation {op.kind!r}")
 
 

@@ -11,11 +11,13 @@ this class only routes to them. The engine must come from backend.db.create_engi
 its schema from backend.db.migrate.
 """
 
+import time
 from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
 from backend.db.failover import repeatable, run_again
+from backend.metadata import staging
 from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.journal import Journal
@@ -49,6 +51,7 @@ class MetadataService:
         self.engine = engine
         self.notifier = notifier
         db = Database(engine, notifier)
+        self._db = db
         self._users = Users(db)
         self._tree = TreeOps(db)
         self._revisions = Revisions(db, max_revisions)
@@ -172,6 +175,10 @@ class MetadataService:
     def record_blocks(self, who: Principal, blocks: list[tuple[str, int, int]]) -> None:
         """record_block for several blocks (hash, size, stored_size) in one transaction."""
         self._blocks.record_blocks(who, blocks)
+
+    def sweep_staged(self) -> int:
+        """Remove the staged block lists of large commits a crash left behind; how many."""
+        return staging.sweep(self._db, time.time_ns())
 
     @repeatable
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
