@@ -10,7 +10,8 @@ Run by hand from the repository root:
    memory (VmRSS) before and after, and its peak (VmHWM), from /proc.
 2. One user sends a /v1/batch whose single commit names `--blocks` blocks (by default the
    most a batch may name, 524,289) the server does not have, while another user creates a
-   folder every 50 ms. Reported: the batch's duration, and the other user's latencies.
+   folder every 50 ms. Reported: the batch's duration, and the other user's latencies
+   during the batch and, for comparison, in the QUIET_S seconds before it.
 """
 
 import argparse
@@ -31,6 +32,7 @@ from bench.cirrus import CirrusServer
 
 PIECE = b" " * (256 * 1024)
 BLOCK_SIZE = 100_000
+QUIET_S = 5.0  # the other user's latency measured alone first, for comparison
 
 
 def memory_mib(pid: int) -> dict[str, float]:
@@ -112,7 +114,8 @@ def latency_run(server: CirrusServer, blocks: int) -> dict:
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        time.sleep(1.0)
+        time.sleep(QUIET_S)
+        quiet = sorted(seen)
         before = len(seen)
         headers = {"Authorization": f"Bearer {heavy}", "Content-Type": "application/json"}
         started = time.monotonic()
@@ -125,6 +128,9 @@ def latency_run(server: CirrusServer, blocks: int) -> dict:
     answer.raise_for_status()
     during.sort()
     return {
+        "quiet_requests": len(quiet),
+        "quiet_median_ms": round(statistics.median(quiet) * 1000),
+        "quiet_max_ms": round(quiet[-1] * 1000),
         "blocks": blocks,
         "body_mb": round(len(body) / 2**20, 1),
         "batch_seconds": round(took, 1),
