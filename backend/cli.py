@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backend.config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, ServerConfig
+from backend.limits_cli import add_limit_options
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -68,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from backend.lifecycle import admin as lifecycle
 
     lifecycle.add_lifecycle_options(serve, serving=True)
+    add_limit_options(serve)
     serve.set_defaults(func=serve_command)
 
     admin = subparsers.add_parser("admin", help="administer the server's users")
@@ -255,6 +257,8 @@ def _run_server(app: "FastAPI", config: ServerConfig) -> int:
     (exec: same pid, configuration read afresh), which is systemd's ExecReload."""
     import uvicorn
 
+    from backend.api.transport import guarded_protocol
+
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
@@ -272,11 +276,13 @@ def _run_server(app: "FastAPI", config: ServerConfig) -> int:
             host=config.host,
             port=config.port,
             log_level=config.log_level,
-            http="httptools",
+            http=guarded_protocol(
+                config.header_timeout_s, config.body_timeout_s, config.max_connections
+            ),
             loop="uvloop",
             lifespan="on",
             backlog=LISTEN_BACKLOG,
-            limit_concurrency=None,
+            limit_concurrency=None,  # connections are capped in backend/api/transport.py
             timeout_graceful_shutdown=config.drain_timeout_s,
             server_header=False,
         )

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.permissions import make_private
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -56,6 +58,14 @@ class ServerConfig:
     max_revisions: int = 100
     max_history_s: float | None = None
     thinning: str = "24h:all,7d:1h,30d:1d"
+    # Limits against hostile and careless clients (docs/architecture.md, Security).
+    upload_sessions_per_user: int = 32
+    upload_spool_bytes_per_user: int = 64 * 1024**3
+    upload_lifetime_s: int = 24 * 3600
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 10_000
+    requests_per_user: int = 32
 
     def __post_init__(self) -> None:
         """Refuse values a flag's parser would have refused (they may come from a file)."""
@@ -94,4 +104,5 @@ class ServerConfig:
     def prepare(self) -> None:
         """Create the private data directories (0700: they hold keys and user data)."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private(self.data_dir)
         self.uploads_dir.mkdir(mode=0o700, exist_ok=True)

@@ -1,22 +1,21 @@
-"""Whole-file uploads: bytes spooled to disk, then cut into blocks and committed.
+"""Whole-file uploads (the API's simple and resumable ones): cut into blocks and committed.
 
-Both upload types of the API end here. A simple upload streams its body into a temporary
-spool; a resumable upload (Google Drive's protocol) appends each ranged PUT to a spool named
-after its session. Either way the file never sits in memory: the finished spool is cut by
-FastCDC through a memory map (the same chunking as the mount, so both dedupe against each
-other), each block stored unless the store already has it, and one commit makes the file's
-new revision.
+A simple upload streams its body into a temporary spool on this server's disk; once the body
+is whole, the spool is cut by FastCDC (the same chunking as the mount, so both dedupe against
+each other), each block stored unless the drive already has it, and one transaction records
+the new blocks and commits the file's new revision.
 
 A resumable session keeps nothing on the server that takes a PUT, so any server behind a
 balancer can take any PUT of it, and it survives the death of the server that started it. Its
 bytes are cut into blocks as they arrive (the same cut points as the whole file: see
-StreamCutter) and the blocks stored in the block store, which every server shares, and
-recorded as the drive's; the bytes after the last cut (under 2 MiB) wait in the session's row.
-One transaction then notes the new blocks with that tail and moves `received`, only if no
-other PUT moved it first, and only after it commits is the client answered. A PUT that fails
-before that acknowledges nothing: the blocks it stored are the drive's but unreferenced, as
-after a simple upload that failed. The last byte's PUT commits the noted block list, with
-the upload id as commit id, so a repeat after a crash is harmless.
+StreamCutter) and stored in the block store, which every server shares; the bytes after the
+last cut (under 2 MiB) wait in the session's row. Once the PUT's body is all stored, its new
+blocks are recorded as the drive's, then one transaction notes them with the new tail and
+moves `received`, only if no other PUT moved it first, and only after it commits is the
+client answered. A PUT that fails before that acknowledges nothing (blocks it recorded are
+the drive's but unreferenced, like those of a mount's upload that never got its commit). The
+last byte's PUT commits the noted block list, with the upload id as commit id, so a repeat
+after a crash is harmless.
 """
 
 import asyncio
@@ -52,11 +51,13 @@ from backend.protocol.errors import (
     RangeNotSatisfiable,
 )
 from backend.protocol.hashing import block_hash
+from backend.upload_limits import UploadLimits
 
 MAX_FILE_SIZE = 64 * 1024**3
-SESSION_LIFETIME_NS = 7 * 24 * 3600 * 10**9
 # Blocks a simple upload stores and records together (one query and one transaction).
 STORE_GROUP = 16
+# Blocks a resumable PUT records per transaction (a PUT may carry gigabytes).
+RECORD_GROUP = 1000
 # Bytes gathered from the request before one write() in a worker thread.
 WRITE_BUFFER = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d{1,20})-(\d{1,20})|\*)/(\d{1,20})")
@@ -112,9 +113,11 @@ class UploadManager:
         spool_dir: Path,
         metadata: MetadataService,
         blocks: BlockService,
+        limits: UploadLimits,
         collector: Collector,
     ) -> None:
         self._engine = engine
+        self._limits = limits
         self._writer = writer(engine)
         self._spool_dir = spool_dir
         self._tmp_dir = spool_dir / "tmp"
@@ -165,6 +168,9 @@ class UploadManager:
             raise IsADirectory(f"a folder is in the way: {path}")
 
     def _store_and_commit(self, who: Principal, request: CommitRequest, spool: Path) -> NodeInfo:
+        """Store the spool's blocks (each recorded as the drive's once stored, through the
+        collector's protocol), then commit them: if the disk fills up on the way, nothing is
+        committed and the request can be retried; what was stored unused is collected."""
         blocks: list[BlockRef] = []
         with open(spool, "rb") as file:
             group: list[Chunk] = []
@@ -179,7 +185,8 @@ class UploadManager:
     def _commit(self, who: Principal, request: CommitRequest) -> NodeInfo:
         """Commit the stored blocks as the file's new revision (never a conflicted copy)."""
         size = sum(block.size for block in request.blocks)
-        result = self._metadata.commit(who, replace(request, size=size, overwrite=True))
+        commit = replace(request, base_rev=None, size=size, overwrite=True)
+        result = self._metadata.commit(who, commit)
         if result.missing:  # a collection took blocks the drive held after they were checked
             raise BlockBeingCollected("blocks of this upload were collected; send it again")
         return result.node
@@ -215,9 +222,10 @@ class UploadManager:
             device=who.device,
             created=now,
             updated=now,
-            expires=now + SESSION_LIFETIME_NS,
+            expires=now + self._limits.lifetime_ns,
         )
         with self._transaction() as session, session.begin():
+            self._limits.check_room(session, who.namespace_id, total, now)
             session.add(row)
         return UploadState(row.id, 0, total, row.expires)
 
@@ -244,8 +252,10 @@ class UploadManager:
     async def _append(
         self, who: Principal, row: UploadSession, wanted: ContentRange, body: AsyncIterator[bytes]
     ) -> None:
-        """Cut the new part of the range into blocks and store them as it arrives, then note
-        them with the uncut tail and move `received`, in one transaction."""
+        """Cut the new part of the range into blocks and store them as it arrives; then
+        record the new ones to the drive, and note them with the uncut tail and move
+        `received` in one transaction. A PUT that fails before (a full disk) records and
+        acknowledges nothing."""
         tail = row.tail or b""
         cutter = StreamCutter(row.received - len(tail), tail)
         blocks: list[BlockRef] = []
@@ -271,7 +281,7 @@ class UploadManager:
             "received": received,
             "tail": tail or None,
             "updated": now,
-            "expires": now + SESSION_LIFETIME_NS,
+            "expires": now + self._limits.lifetime_ns,
         }
         with self._transaction() as session, session.begin():
             done = session.execute(
@@ -315,7 +325,7 @@ class UploadManager:
             ).all()
         blocks = [BlockRef(*block) for block in noted]
         request = CommitRequest(row.path, None, 0, blocks, commit_id=f"upload:{row.id}")
-        node = self._commit(author, request)
+        node = self._commit(author, request, [])  # its blocks were recorded with each PUT
         with self._transaction() as session, session.begin():
             self._discard(session, row.id)
         return UploadState(row.id, row.received, row.total_size, row.expires, node)

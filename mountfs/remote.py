@@ -5,7 +5,7 @@ backend). Every call either returns the decoded answer or raises:
 
     CirrusError (backend.protocol.errors)  the server refused the request (a 4xx with a code);
                                            retrying the same call will fail the same way.
-     └── ServerUnreachable                 no answer, a timeout, a 5xx or a garbled answer;
+     └── ServerUnreachable                 no answer, a timeout, a 5xx, a 429 or a garbled answer;
                                            the sync engine goes offline and retries later.
 
 Blocks are zstd-compressed and decompressed in worker threads so that CPU work never stalls
@@ -180,7 +180,7 @@ class _BlockFetcher:
                 raise ServerUnreachable(f"POST {self._url}: {detail}") from None
             self._give(connection, response.will_close)
             break
-        if response.status >= 500:
+        if _retryable(response.status):
             raise ServerUnreachable(f"POST {self._url}: HTTP {response.status}")
         if response.status >= 400:
             try:
@@ -279,9 +279,9 @@ class RemoteDrive:
             except ValueError:
                 body = None
             error = error_from_json(response.status_code, body)
-            # A 5xx is the server's trouble (try again later) except a full quota, which
-            # is a refusal that the sync engine keeps retrying until space is freed.
-            if response.status_code >= 500 and not isinstance(error, QuotaExceeded):
+            # A 5xx or a 429 is the server's trouble (try again later) except a full quota,
+            # a refusal that the sync engine keeps retrying until space is freed.
+            if _retryable(response.status_code) and not isinstance(error, QuotaExceeded):
                 raise ServerUnreachable(f"{method} {url}: HTTP {response.status_code}")
             raise error
         return response
@@ -449,3 +449,9 @@ class RemoteDrive:
         """The file's revisions, newest first (at most `limit`, 1..1000)."""
         params = {"path": _check_path(path), "limit": limit}
         return (await self._json("GET", "/files/history", params=params))["revisions"]
+
+
+def _retryable(status: int) -> bool:
+    """A 5xx (507 insufficient_storage included) or 429 (too many requests in progress):
+    the server may take the same call later, so the mount keeps its data and retries."""
+    return status >= 500 or status == 429

@@ -26,6 +26,7 @@ from backend.lifecycle.journal import compact_journal_forever
 from backend.lifecycle.trash import empty_trash_forever
 from backend.metadata.service import MetadataService
 from backend.notify_pg import notifier_for
+from backend.upload_limits import UploadLimits
 from backend.uploads import UploadManager
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,12 @@ def open_services(config: ServerConfig) -> Services:
         open_store(config.blocks_url), keys.current, keys.current_id, keys.readable
     )
     collector = Collector(engine, blocks, config.gc_grace_s)
-    upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks, collector)
+    limits = UploadLimits(
+        config.upload_sessions_per_user,
+        config.upload_spool_bytes_per_user,
+        config.upload_lifetime_s,
+    )
+    upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks, limits, collector)
     health = HealthCheck(engine, blocks.store)
     return Services(config, metadata, blocks, upload_manager, notifier, health, collector)
 
@@ -60,6 +66,9 @@ async def _sweep_forever(services: Services, interval: float) -> None:
             expired = await run_in_threadpool(services.uploads.sweep_expired)
             if expired:
                 log.info("removed %d expired upload sessions", expired)
+            staged = await run_in_threadpool(services.metadata.sweep_staged)
+            if staged:
+                log.info("removed %d staged commits left by a crash", staged)
         except Exception:
             log.exception("upload sweep failed; retrying at the next interval")
         await asyncio.sleep(interval)
@@ -99,7 +108,11 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, metadata=services.metadata)
+    app.add_middleware(
+        RequestGuard,
+        metadata=services.metadata,
+        requests_per_user=services.config.requests_per_user,
+    )
     for module in (account, files, uploads, blocks, tree, batch, changes, trash, usage):
         app.include_router(module.router)
     app.include_router(login_api.router)

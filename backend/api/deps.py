@@ -1,5 +1,6 @@
 """What every handler depends on: the services, the caller (from the bearer token), valid paths."""
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -65,9 +66,12 @@ async def get_principal(
 
 
 def check_path(path: str) -> str:
-    """Validate a drive path from a request: 400 invalid_path, or name_too_long for length."""
+    """Validate a drive path from a request: 400 invalid_path, or name_too_long for length.
+
+    Names are kept in Unicode NFC (what macOS and Windows clients and web pages produce in
+    practice): a name sent in another form (NFD) names the same node as its NFC form."""
     try:
-        return paths.normalize(path)
+        return paths.normalize(unicodedata.normalize("NFC", path))
     except paths.InvalidPath as exc:
         if _too_long(path):
             raise NameTooLong(f"{exc}: {path[:64]!r}...") from None

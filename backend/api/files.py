@@ -111,8 +111,10 @@ def restore(who: PrincipalDep, services: ServicesDep, body: RestoreIn) -> dict:
 
 
 @large_json_post(router, "/commit", status_code=201)
-def commit(who: PrincipalDep, services: ServicesDep, body: CommitIn) -> dict:
-    return commit_answer(services.metadata.commit(who, commit_request(body)))
+def commit(who: PrincipalDep, services: ServicesDep, body: CommitIn) -> JSONResponse:
+    # Rendered here, in the worker thread: a large commit's answer lists up to 524,289
+    # missing hashes, which FastAPI would otherwise encode on the event loop.
+    return JSONResponse(commit_answer(services.metadata.commit(who, commit_request(body))), 201)
 
 
 def commit_request(body: CommitIn) -> CommitRequest:

@@ -14,8 +14,11 @@ from the headers first; a request with a body and no valid token is answered 401
 against the matched route's limit (backend/api/bodies.py): past it, 413 `too_large`.
 The few routes whose body is itself the credential (ANONYMOUS_BODY_PATHS: a login with a
 one-time code) skip the token and may send at most ANONYMOUS_BODY_MAX bytes.
+A caller with a valid token may have `requests_per_user` requests in progress at once
+(429 too_many_requests beyond), so one user cannot take every worker thread.
 """
 
+from collections import Counter
 from urllib.parse import unquote_to_bytes
 
 from starlette.concurrency import run_in_threadpool
@@ -27,11 +30,18 @@ from backend.api.bodies import route_limit
 from backend.api.errors import error_response
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
-from backend.protocol.errors import CirrusError, InvalidPathError, InvalidRequest, Unauthorized
+from backend.protocol.errors import (
+    CirrusError,
+    InvalidPathError,
+    InvalidRequest,
+    TooManyRequests,
+    Unauthorized,
+)
 
 _CLOSE = {"Connection": "close"}
 ANONYMOUS_BODY_PATHS = frozenset({"/v1/login"})
 ANONYMOUS_BODY_MAX = 4096
+_UNCOUNTED = frozenset({"/v1/changes/poll", "/v1/health"})
 
 
 def bearer_token(headers: Headers) -> str | None:
@@ -63,11 +73,15 @@ class BodyTooLarge(HTTPException):
 
 
 class RequestGuard:
-    """Authenticate a request that carries a body before reading it; keep it to its limit."""
+    """Authenticate a request that carries a body before reading it; keep it to its limit;
+    hold each user to `requests_per_user` requests in progress (long polls aside: they wait
+    for news, not for the server)."""
 
-    def __init__(self, app: ASGIApp, metadata: MetadataService) -> None:
+    def __init__(self, app: ASGIApp, metadata: MetadataService, requests_per_user: int) -> None:
         self.app = app
         self.metadata = metadata
+        self.requests_per_user = requests_per_user
+        self._in_progress: Counter[int] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,16 +91,36 @@ class RequestGuard:
         anonymous = scope.get("path") in ANONYMOUS_BODY_PATHS
         try:
             check_url(scope)
-            if has_body(headers) and not anonymous:
-                await self.authenticate(bearer_token(headers))
+            who = await self._caller(headers, anonymous)
+            if who is not None and scope["path"] not in _UNCOUNTED:
+                self._count_in(who.user_id)
         except CirrusError as exc:
-            refusal = error_response(exc.status, exc.code, exc.message, _CLOSE)
+            extra = {"Retry-After": "1"} if isinstance(exc, TooManyRequests) else {}
+            if has_body(headers):  # its body is not read: the connection cannot be reused
+                extra.update(_CLOSE)
+            refusal = error_response(exc.status, exc.code, exc.message, extra)
             await refusal(scope, receive, send)
             return
         if has_body(headers):
             ceiling = ANONYMOUS_BODY_MAX if anonymous else None
             receive = _limited(scope, receive, declared_length(headers), ceiling)
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if who is not None and scope["path"] not in _UNCOUNTED:
+                self._count_out(who.user_id)
+
+    async def _caller(self, headers: Headers, anonymous: bool) -> Principal | None:
+        """Who sends the request: required when it has a body (but on the anonymous
+        routes); otherwise None when there is no valid token (the route then answers as it
+        does for anyone)."""
+        token = bearer_token(headers)
+        try:
+            return await self.authenticate(token)
+        except Unauthorized:
+            if has_body(headers) and not anonymous:
+                raise
+            return None
 
     async def authenticate(self, token: str | None) -> Principal:
         if token is None:
@@ -95,6 +129,18 @@ class RequestGuard:
         if known is not None:
             return known
         return await run_in_threadpool(self.metadata.authenticate, token, None)
+
+    def _count_in(self, user_id: int) -> None:
+        if self._in_progress[user_id] >= self.requests_per_user:
+            raise TooManyRequests(
+                f"at most {self.requests_per_user} requests of a user may be in progress"
+            )
+        self._in_progress[user_id] += 1
+
+    def _count_out(self, user_id: int) -> None:
+        self._in_progress[user_id] -= 1
+        if not self._in_progress[user_id]:
+            del self._in_progress[user_id]
 
 
 def check_url(scope: Scope) -> None:

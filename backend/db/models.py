@@ -33,8 +33,8 @@ DEVICE_LEN = 64
 
 # nodes.type
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
-# revisions.status
-PENDING, UPLOADED = "pending", "uploaded"
+# revisions.status (STAGING: a large commit's block list being written, backend/metadata/staging.py)
+PENDING, UPLOADED, STAGING = "pending", "uploaded", "staging"
 # blocks.tier
 HOT, ARCHIVE = "hot", "archive"
 
@@ -218,7 +218,7 @@ class Revision(Base):
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     device: Mapped[str] = mapped_column(String(DEVICE_LEN))  # Principal.author at commit time
     created: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(8))  # PENDING or UPLOADED
+    status: Mapped[str] = mapped_column(String(8))  # PENDING, UPLOADED or STAGING
     commit_id: Mapped[str | None] = mapped_column(String(64))
     # True when the commit was stored as a conflicted copy (repeats answer the same).
     conflict: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -369,6 +369,8 @@ class BatchAnswer(Base):
     client: Mapped[str] = mapped_column(String(DEVICE_LEN), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     answer: Mapped[dict] = mapped_column(JSON)
+    # when the answer was stored; a drive keeps its newest answers only (0: before 0003)
+    created: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class UploadSession(Base):

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from backend import clock
 from backend.blocks import BlockService, StoredBlock
 from backend.db.engine import writer
-from backend.db.models import Block, Namespace, NamespaceBlock
+from backend.db.models import Block, Namespace, NamespaceBlock, UploadBlock
 from backend.metadata.blockrefs import lock_blocks
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
@@ -234,12 +234,16 @@ class Collector:
 
 
 def _collectable(cutoff: int, columns=Block) -> tuple:
-    """The conditions under which a block may be claimed (re-checked by the claim itself)."""
+    """The conditions under which a block may be claimed (re-checked by the claim itself).
+    A block an open resumable session has stored is not referenced by any revision yet, but
+    the session's final commit will name it: it stays while the session lives."""
+    in_session = select(UploadBlock.hash).where(UploadBlock.hash == columns.hash).exists()
     return (
         columns.refcount == 0,
         columns.stored_size.is_not(None),
         columns.deleting_since.is_(None),
         columns.last_used <= cutoff,
+        ~in_session,
     )
 
 

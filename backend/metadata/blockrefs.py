@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from backend.db.engine import insert_ignore
 from backend.db.models import (
     HOT,
+    PENDING,
     UPLOADED,
     Block,
     NamespaceBlock,
@@ -311,4 +312,6 @@ def _complete_waiting(tx: Txn, hashes: list[str]) -> None:
     )
     for revision_id in sorted(waiting - missized):
         if not tx.session.scalar(select(exists().where(PendingBlock.revision_id == revision_id))):
-            complete_revision(tx, tx.session.get(Revision, revision_id))
+            revision = tx.session.get(Revision, revision_id)
+            if revision.status == PENDING:  # a STAGING one gets its status when adopted
+                complete_revision(tx, revision)

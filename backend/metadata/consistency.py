@@ -52,7 +52,7 @@ def _refcounts(conn: Connection) -> list[str]:
 def _pending_status(conn: Connection) -> list[str]:
     waits = select(PendingBlock.revision_id).where(PendingBlock.revision_id == Revision.id).exists()
     query = select(Revision.id, Revision.status).where(
-        or_(and_(Revision.status == PENDING, ~waits), and_(Revision.status != PENDING, waits))
+        or_(and_(Revision.status == PENDING, ~waits), and_(Revision.status == UPLOADED, waits))
     )
     return [
         f"revision {i}: status {s} disagrees with pending_blocks" for i, s in conn.execute(query)

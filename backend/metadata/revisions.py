@@ -22,6 +22,7 @@ from backend.db.models import (
     Revision,
     RevisionBlock,
 )
+from backend.metadata import staging
 from backend.metadata.blockrefs import check_hash
 from backend.metadata.nodes import INT64_MAX, Tree, check_mode, check_mtime, parse_path
 from backend.metadata.quota import check_commit as check_quota
@@ -67,8 +68,14 @@ class Revisions:
 
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
         parts, blocks = check_commit(request)
-        with self.db.write(who.namespace_id, who.author) as tx:
-            return commit_once(tx, who, parts, request, blocks, self.retention.cap(tx))
+        staged = staging.stage(self.db, who, blocks) if len(blocks) > staging.STAGE_ABOVE else None
+        try:
+            with self.db.write(who.namespace_id, who.author) as tx:
+                keep = self.retention.cap(tx)
+                return commit_once(tx, who, parts, request, blocks, keep, staged)
+        finally:
+            if staged is not None:
+                staging.discard(self.db, who.namespace_id, staged)
 
     def restore(self, who: Principal, path: str, rev: int) -> CommitResult:
         parts = parse_path(path)
@@ -135,6 +142,7 @@ def commit_once(
     request: CommitRequest,
     blocks: list[BlockRef],
     keep: int,
+    staged: int | None = None,
 ) -> CommitResult:
     """commit_in, unless a commit with the same commit_id landed already: then its answer."""
     if request.commit_id is not None and request.commit_id not in tx.unused_commit_ids:
@@ -146,7 +154,7 @@ def commit_once(
         if prior is not None:
             return _result_of(tx, prior)
     tx.unused_commit_ids.discard(request.commit_id)  # a repeat in the same batch must look
-    return commit_in(tx, who, parts, request, blocks, keep)
+    return commit_in(tx, who, parts, request, blocks, keep, staged)
 
 
 def note_unused_commit_ids(tx: Txn, commit_ids: list[str]) -> None:
@@ -167,11 +175,17 @@ def commit_in(
     request: CommitRequest,
     blocks: list[BlockRef],
     keep: int,
+    staged: int | None = None,
 ) -> CommitResult:
-    """Record a checked commit inside an open write transaction, keeping `keep` versions."""
-    distinct = list(dict.fromkeys(b.hash for b in blocks))
-    owned = tx.owned(distinct)
-    _check_sizes(blocks, owned)
+    """Record a checked commit inside an open write transaction, keeping `keep` versions;
+    `staged`: the STAGING revision holding its block list already (staging.stage)."""
+    if staged is None:
+        distinct = list(dict.fromkeys(b.hash for b in blocks))
+        owned = tx.owned(distinct)
+        _check_sizes(blocks, owned)
+        missing = [h for h in distinct if h not in owned]
+    else:
+        missing = staging.awaited(tx, staged)
     check_quota(tx, blocks)
     parent = tx.make_dirs(parts[:-1])
     name = parts[-1]
@@ -186,7 +200,6 @@ def commit_in(
         elif not request.overwrite and (node.type != FILE or request.base_rev != node.head_rev):
             name, node, conflict = _conflicted_name(tx, parent, name, who.author), None, True
     mtime_ns = tx.now_ns if request.mtime_ns is None else request.mtime_ns
-    missing = [h for h in distinct if h not in owned]
     if node is None:  # a new file, inserted with its first revision shown unless pending
         mode = request.mode or DEFAULT_FILE_MODE
         revision = (1, 0, 0) if missing else (1, 1, request.size)
@@ -199,7 +212,7 @@ def commit_in(
         if not missing:
             node.rev, node.size = node.head_rev, request.size
     number = node.head_rev
-    _add_revision(tx, node, who, request, blocks, conflict, missing)
+    _add_revision(tx, node, who, request, blocks, conflict, missing, staged)
     prune_revisions(tx, node, keep)
     info = tx.journal(node)
     return CommitResult(info, number, missing, conflict, info.path)
@@ -224,10 +237,12 @@ def _add_revision(
     blocks: list[BlockRef],
     conflict: bool,
     missing: list[str],
+    staged: int | None,
 ) -> None:
     """Insert the node's newest revision (its head_rev), its block list and the hashes it
     awaits (`missing`: PENDING until they arrive). Plain INSERTs on the session's
-    connection: no ORM object to flush, none of the ORM's bulk-insert machinery per row."""
+    connection: no ORM object to flush, none of the ORM's bulk-insert machinery per row.
+    A staged revision has its block list and pending hashes already: it is adopted."""
     row = {
         "namespace_id": tx.namespace_id,
         "node_id": node.id,
@@ -240,6 +255,9 @@ def _add_revision(
         "commit_id": request.commit_id,
         "conflict": conflict,
     }
+    if staged is not None:
+        staging.adopt(tx, staged, row)
+        return
     revision_id = tx.connection.execute(_INSERT_REVISION, row).scalar_one()
     if blocks:
         rows = [

@@ -11,11 +11,13 @@ this class only routes to them. The engine must come from backend.db.create_engi
 its schema from backend.db.migrate.
 """
 
+import time
 from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
 from backend.db.failover import repeatable, run_again
+from backend.metadata import staging
 from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.compaction import compact
@@ -59,6 +61,7 @@ class MetadataService:
         self.engine = engine
         self.notifier = notifier
         db = Database(engine, notifier)
+        self._db = db
         self._users = Users(db)
         self._tree = TreeOps(db)
         self._retention = Retention(db, retention or Policy(max_revisions=max_revisions))
@@ -209,6 +212,10 @@ class MetadataService:
     def deletion_marks(self, hashes: list[str]) -> dict[str, int | None]:
         """When a collection last deleted each block (None: never); see record_blocks."""
         return self._blocks.deletion_marks(hashes)
+
+    def sweep_staged(self) -> int:
+        """Remove the staged block lists of large commits a crash left behind; how many."""
+        return staging.sweep(self._db, time.time_ns())
 
     @repeatable
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:

@@ -21,6 +21,10 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── RangeNotSatisfiable 416 bad_range         (EINVAL)
      ├── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
      ├── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
+     ├── TooManyUploads      429 too_many_uploads  (EAGAIN: resumable sessions per user)
+     ├── TooManyRequests     429 too_many_requests (EAGAIN: requests in progress per user)
+     ├── UploadSpaceExceeded 507 upload_space_exceeded (ENOSPC: resumable spool bytes per user)
+     ├── InsufficientStorage 507 insufficient_storage (ENOSPC: the server's disk is full; retry)
      ├── DatabaseUnavailable 503 unavailable       (EIO: no database primary reachable; retry)
      ├── CursorExpired       410 cursor_expired    (EIO: the journal was trimmed past it)
      ├── QuotaExceeded       507 quota_exceeded    (EDQUOT: the user's quota is used up)
@@ -115,6 +119,22 @@ class DatabaseUnavailable(CirrusError):
     the call could not safely be run again. Retrying later is the right answer."""
 
     code, status, errno = "unavailable", 503, _errno.EIO
+
+
+class TooManyUploads(CirrusError):
+    code, status, errno = "too_many_uploads", 429, _errno.EAGAIN
+
+
+class TooManyRequests(CirrusError):
+    code, status, errno = "too_many_requests", 429, _errno.EAGAIN
+
+
+class UploadSpaceExceeded(CirrusError):
+    code, status, errno = "upload_space_exceeded", 507, _errno.ENOSPC
+
+
+class InsufficientStorage(CirrusError):
+    code, status, errno = "insufficient_storage", 507, _errno.ENOSPC
 
 
 class CursorExpired(CirrusError):

@@ -7,7 +7,7 @@ from byte 0 (`received` = 0), which the protocol lets a server do (the client as
 progress and resends from what the answer says).
 
 Revision ID: 0008
-Revises: 0007
+Revises: 0003, 0007 (the two branches meet here)
 Create Date: 2026-12-04 16:00:00.000000
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0007"
+down_revision: tuple[str, ...] = ("0003", "0007")
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
