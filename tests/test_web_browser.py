@@ -71,11 +71,11 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriv
 
 
 def wait_for(driver: webdriver.Chrome, what: Callable[[webdriver.Chrome], object]) -> object:
-    shown = lambda: driver.current_url + "\n" + driver.find_element(By.TAG_NAME, "body").text
     try:
         return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(what)
     except TimeoutException:
-        raise AssertionError(f"the page did not get there in {WAIT_S}s:\n{shown()}") from None
+        shown = driver.current_url + "\n" + driver.find_element(By.TAG_NAME, "body").text
+        raise AssertionError(f"the page did not get there in {WAIT_S}s:\n{shown}") from None
 
 
 def downloaded(folder: Path, name: str) -> bytes:
