@@ -130,6 +130,13 @@ class QuotaExceeded(CirrusError):
     code, status, errno = "quota_exceeded", 507, _errno.EDQUOT
 
 
+class CsrfRefused(CirrusError):
+    """A state-changing request of the web page without its session's CSRF token, or sent
+    from another site: a forgery, or a page too old to trust (reload it)."""
+
+    code, status, errno = "csrf_refused", 403, _errno.EACCES
+
+
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
     cls.code: cls for cls in CirrusError.__subclasses__()
 }

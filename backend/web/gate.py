@@ -12,11 +12,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.api.deps import Services
 from backend.api.errors import error_response
+from backend.protocol.errors import CsrfRefused
 from backend.web.pages import create_pages
 from backend.web.session import (
     CSRF_HEADER,
     SESSION_COOKIE,
-    CsrfRefused,
     check_csrf,
     split_cookie,
 )

@@ -16,12 +16,11 @@ from starlette.exceptions import HTTPException
 
 from backend.api.deps import Services
 from backend.metadata.types import Principal
-from backend.protocol.errors import CirrusError, InvalidRequest, PayloadTooLarge
+from backend.protocol.errors import CirrusError, CsrfRefused, InvalidRequest, PayloadTooLarge
 from backend.web.session import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
-    CsrfRefused,
     check_csrf,
     check_origin,
     cookie_options,

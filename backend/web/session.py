@@ -12,17 +12,13 @@ import secrets
 
 from starlette.requests import Request
 
-from backend.protocol.errors import CirrusError
+from backend.protocol.errors import CsrfRefused
 
 SESSION_COOKIE = "cirrus_session"
 LOGIN_COOKIE = "cirrus_login"  # the log-in form's CSRF value (before there is a session)
 CSRF_HEADER = "x-csrf-token"
 SESSION_MAX_AGE_S = 30 * 86400
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-class CsrfRefused(CirrusError):
-    code, status = "csrf_refused", 403
 
 
 def csrf_token(session: str) -> str:
