@@ -102,9 +102,9 @@ class Shots:
             assert self.driver.save_screenshot(str(Path(self.folder) / f"{name}.png"))
 
 
-def upload(driver: webdriver.Chrome, local: Path, size_shown: str) -> None:
-    """Choose a file in the upload field; the page reloads once the upload is done."""
-    driver.find_element(By.ID, "upload-input").send_keys(str(local))
+def upload(driver: webdriver.Chrome, files: list[Path], size_shown: str) -> None:
+    """Choose files in the upload field; the page reloads once every upload is done."""
+    driver.find_element(By.ID, "upload-input").send_keys("\n".join(map(str, files)))
 
     def finished(d: webdriver.Chrome) -> bool:
         failed = d.find_elements(By.CSS_SELECTOR, "#upload-list li.failed")
@@ -123,6 +123,7 @@ def test_log_in_upload_browse_download_and_restore(
     (tmp_path / "v1").mkdir()
     (tmp_path / "v2").mkdir()
     (tmp_path / "v1" / "big.bin").write_bytes(original)
+    (tmp_path / "v1" / "notes.txt").write_text("several files at once\n")
     (tmp_path / "v2" / "big.bin").write_bytes(b"a newer, smaller revision\n")
     with ServerProcess(tmp_path / "server") as server:
         server.create_user("alice")
@@ -140,13 +141,14 @@ def test_log_in_upload_browse_download_and_restore(
         crumb = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[aria-current]"))
         assert crumb[0].text == "Reports <2026>"
 
-        upload(browser, tmp_path / "v1" / "big.bin", "20.0 MiB")
+        upload(browser, [tmp_path / "v1" / "big.bin", tmp_path / "v1" / "notes.txt"], "20.0 MiB")
+        assert browser.find_elements(By.LINK_TEXT, "notes.txt")
         shots.take("files")
         browser.find_element(By.LINK_TEXT, "big.bin").click()
         assert downloaded(tmp_path / "downloads", "big.bin") == original
         (tmp_path / "downloads" / "big.bin").unlink()
 
-        upload(browser, tmp_path / "v2" / "big.bin", "26 bytes")
+        upload(browser, [tmp_path / "v2" / "big.bin"], "26 bytes")
         browser.find_element(By.PARTIAL_LINK_TEXT, "History").click()
         restore = wait_for(
             browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[aria-label='Restore revision 1']")

@@ -1,5 +1,6 @@
 """The page's own app: templates, security headers, sessions, log-in and log-out."""
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -11,10 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from backend.api.deps import Services
+from backend.db.failover import connection_lost
 from backend.metadata.types import Principal
 from backend.protocol.errors import CirrusError, CsrfRefused, InvalidRequest, PayloadTooLarge
 from backend.web.session import (
@@ -30,6 +33,8 @@ from backend.web.session import (
     secure_transport,
     split_cookie,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_FORM_BYTES = 64 * 1024
 LOGIN_NONCE_MAX_AGE_S = 3600
@@ -183,6 +188,14 @@ def _install_handlers(pages: FastAPI) -> None:
     @pages.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return _error_page(request, exc.status_code, str(exc.detail))
+
+    @pages.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        """A database failover is 503 (try again); anything else a logged server bug."""
+        if isinstance(exc, DBAPIError) and connection_lost(exc):
+            return _error_page(request, 503, "the drive is briefly unavailable; try again")
+        log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error_page(request, 500, "internal server error")
 
 
 def _error_page(request: Request, status: int, message: str) -> Response:
