@@ -19,7 +19,13 @@ from starlette.exceptions import HTTPException
 from backend.api.deps import Services
 from backend.db.failover import connection_lost
 from backend.metadata.types import Principal
-from backend.protocol.errors import CirrusError, CsrfRefused, InvalidRequest, PayloadTooLarge
+from backend.protocol.errors import (
+    CirrusError,
+    CsrfRefused,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from backend.web.session import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -104,7 +110,7 @@ def current_session(request: Request) -> Session:
     metadata = services_of(request).metadata
     try:
         who = metadata.authenticate_cached(token, None) or metadata.authenticate(token, None)
-    except CirrusError:
+    except Unauthorized:  # unknown or revoked: log in again (other failures show as such)
         raise LoginNeeded from None
     return Session(name, token, who)
 
