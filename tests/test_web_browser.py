@@ -32,7 +32,17 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
 
 from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+# A file dropped on the upload area, as a drag from the desktop delivers it.
+DROP_A_FILE = """
+const files = new DataTransfer();
+files.items.add(new File(["dropped by drag and drop\\n"], "dropped <1>.txt"));
+const zone = document.getElementById("drop-zone");
+zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: files, cancelable: true}));
+zone.dispatchEvent(new DragEvent("drop", {dataTransfer: files, cancelable: true}));
+"""
 
 
 @pytest.fixture
@@ -135,14 +145,15 @@ def test_log_in_upload_browse_download_and_restore(
         wait_for(browser, lambda d: d.find_elements(By.ID, "upload-input"))
         assert browser.get_cookie("cirrus_session")["httpOnly"] is True
 
-        browser.find_element(By.ID, "new-folder").send_keys("Reports <2026>")
-        browser.find_element(By.CSS_SELECTOR, "form.mkdir button").click()
+        browser.find_element(By.ID, "new-folder").send_keys("Reports <2026>", Keys.ENTER)
         wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, "Reports <2026>"))[0].click()
         crumb = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[aria-current]"))
         assert crumb[0].text == "Reports <2026>"
 
         upload(browser, [tmp_path / "v1" / "big.bin", tmp_path / "v1" / "notes.txt"], "20.0 MiB")
         assert browser.find_elements(By.LINK_TEXT, "notes.txt")
+        browser.execute_script(DROP_A_FILE)
+        wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, "dropped <1>.txt"))
         shots.take("files")
         browser.find_element(By.LINK_TEXT, "big.bin").click()
         assert downloaded(tmp_path / "downloads", "big.bin") == original

@@ -136,6 +136,23 @@ def test_traversal_and_bad_names_get_a_clear_error_page(page: WebSession) -> Non
     assert page.get("/web/files", params={"path": "/missing"}).status_code == 404
 
 
+def test_oversized_or_garbled_forms_get_a_clear_error(page: WebSession) -> None:
+    big = page.post("/web/mkdir", {"id": "1", "name": "x" * 70_000})
+    assert big.status_code == 413 and 'role="alert"' in big.text
+    garbled = page.client.post(
+        "/web/mkdir",
+        content=b"csrf=" + page.csrf.encode() + b"&id=1&name=%ff%fe",
+        headers={
+            "Cookie": f"cirrus_session={page.cookie}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert garbled.status_code == 400 and "UTF-8" in garbled.text
+    script = page.get("/web/static/cirrus.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "script-src 'self'" in script.headers["content-security-policy"]
+
+
 def test_a_forged_csrf_token_or_foreign_origin_is_refused(
     page: WebSession, server: ServerProcess, token: str
 ) -> None:
