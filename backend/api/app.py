@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from backend import web
 from backend.api import account, batch, blocks, changes, files, trash, tree, uploads, usage
 from backend.api import login as login_api
 from backend.api.deps import Services
@@ -116,4 +117,5 @@ def create_app(services: Services) -> FastAPI:
     for module in (account, files, uploads, blocks, tree, batch, changes, trash, usage):
         app.include_router(module.router)
     app.include_router(login_api.router)
+    web.install(app)
     return app

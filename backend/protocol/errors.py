@@ -28,7 +28,8 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── DatabaseUnavailable 503 unavailable       (EIO: no database primary reachable; retry)
      ├── CursorExpired       410 cursor_expired    (EIO: the journal was trimmed past it)
      ├── QuotaExceeded       507 quota_exceeded    (EDQUOT: the user's quota is used up)
-     └── BlockBeingCollected 409 block_being_collected (EAGAIN: send the upload again)
+     ├── BlockBeingCollected 409 block_being_collected (EAGAIN: send the upload again)
+     └── CsrfRefused         403 csrf_refused      (EACCES: a web page request without its token)
 """
 
 import errno as _errno
@@ -155,6 +156,13 @@ class BlockBeingCollected(CirrusError):
     """An upload kept meeting collections of its blocks; sending it again later succeeds."""
 
     code, status, errno = "block_being_collected", 409, _errno.EAGAIN
+
+
+class CsrfRefused(CirrusError):
+    """A state-changing request of the web page without its session's CSRF token, or sent
+    from another site: a forgery, or a page too old to trust (reload it)."""
+
+    code, status, errno = "csrf_refused", 403, _errno.EACCES
 
 
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
