@@ -132,24 +132,40 @@ class BlockService:
     def put_wire_many(self, items: Sequence[tuple[str, bytes | memoryview]]) -> list[StoredBlock]:
         """Store blocks clients sent as zstd frames, each under the name it claims.
 
-        Every block is verified and sealed (in parallel threads) before any is stored, so one
-        refused block stores none of the batch; the store then writes them all with its
-        durability shared. The client's frame is kept as-is when it is smaller than the
-        plaintext, so the server never recompresses what a client already compressed.
+        Every block is verified (in parallel threads) before any is stored, so one refused
+        block stores none of the batch. A block whose object the store already holds, and
+        that object authenticates, is not sealed and written again (a user without a
+        reference still sends the block, proving they have it, but the server's disk does
+        not pay for it twice); a missing or corrupt object is written anew, so a resend
+        repairs it. The store writes the rest with its durability shared. The client's
+        frame is kept as-is when it is smaller than the plaintext, so the server never
+        recompresses what a client already compressed.
         """
-        sealed = _each(lambda item: self._seal_wire(*item), items)
-        self.store.put_many([(block.hash, obj) for block, obj in sealed])
-        return [block for block, _obj in sealed]
+        verified = _each(lambda item: self._verify_wire(*item), items)
+        held = self.store.held([block[0] for block in verified], self._intact)
+        fresh = [block for block in verified if block[0] not in held]
+        sealed = dict(_each(lambda block: self._seal(*block), fresh))
+        if sealed:
+            self.store.put_many([(block.hash, obj) for block, obj in sealed.items()])
+        stored = {block.hash: block for block in sealed}
+        return [
+            stored.get(hash) or StoredBlock(hash=hash, size=size, stored_size=held[hash])
+            for hash, size, _flags, _payload in verified
+        ]
 
-    def _seal_wire(self, hash: str, wire: bytes | memoryview) -> tuple[StoredBlock, bytearray]:
+    def _verify_wire(
+        self, hash: str, wire: bytes | memoryview
+    ) -> tuple[str, int, int, bytes | memoryview]:
+        """(hash, size, flags, payload) of a client's frame once its content hashes to its
+        name; the payload is the frame when that is smaller than the plaintext."""
         _check_hash(hash)
         plain = _decompress(wire, InvalidRequest)
         actual = block_hash(plain)
         if actual != hash:
             raise HashMismatch(f"block content hashes to {actual}, not {hash}")
         if len(wire) < len(plain):
-            return self._seal(hash, len(plain), FLAG_ZSTD, wire)
-        return self._seal(hash, len(plain), 0, plain)
+            return hash, len(plain), FLAG_ZSTD, wire
+        return hash, len(plain), 0, plain
 
     def put_plain(self, data: bytes) -> StoredBlock:
         """Store a block the server cut itself (a simple or resumable upload)."""
@@ -239,7 +255,17 @@ class BlockService:
         except BlockNotFound:
             raise NotFound(f"no such block: {hash}") from None
 
+    def _intact(self, hash: str, obj: bytes) -> bool:
+        """Whether a stored object authenticates under hash. The server seals only content
+        it has hashed to that name, so an authentic object holds the block."""
+        try:
+            self._open(hash, obj)
+        except CorruptBlock:
+            return False
+        return True
+
     def _open(self, hash: str, obj: bytes) -> tuple[int, bytes]:
+        """Decrypt an object stored under hash; its flags and payload, or CorruptBlock."""
         key_id = _key_id(hash, obj)
         prefix_size = 1 if obj[0] >> 4 == LEGACY_VERSION else 1 + KEY_ID_SIZE
         aead = self._aeads.get(key_id)

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.chart import DEFAULT_CHART, draw
 from bench.cirrus import CirrusTarget
 from bench.context import Bench, Sizes
 from bench.results import Table
@@ -26,6 +27,8 @@ WORKLOADS: dict[str, str] = {
     "latency": "bench.latency",
     "longpoll": "bench.longpoll",
     "pipeline": "bench.pipeline_stage",
+    "repeat": "bench.repetitive",
+    "appends": "bench.appends",
 }
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "local": LocalTarget,
@@ -66,6 +69,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="where the downloaded source tarball is kept between runs",
     )
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        help=f"draw the table as bars, one panel per metric, into this image (default: "
+        f"{DEFAULT_CHART.name} beside docs/benchmarks.md, except with --quick); needs the "
+        "`bench` extra (matplotlib)",
+    )
     return parser.parse_args(argv)
 
 
@@ -129,6 +139,9 @@ def main(argv: list[str]) -> int:
     print("\n" + table.render_text())
     if args.markdown:
         args.markdown.write_text(table.render_markdown() + "\n")
+    chart = args.chart or (None if args.quick else DEFAULT_CHART)
+    if chart is not None:
+        print(f"chart: {draw(table, chart)}", file=sys.stderr)
     return 0
 
 

@@ -23,6 +23,8 @@ class Sizes:
     sync_timeout: float = 600.0
     small_sync_timeout: float = 300.0
     small_budget: float = 240.0
+    repeat_bytes: int = 1024 * MiB
+    append_lines: int = 10_000
 
     @classmethod
     def quick(cls) -> "Sizes":
@@ -35,6 +37,8 @@ class Sizes:
             latency_samples=20,
             long_polls=1000,
             sync_timeout=120.0,
+            repeat_bytes=64 * MiB,
+            append_lines=500,
         )
 
 

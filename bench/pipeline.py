@@ -23,7 +23,7 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from backend.blocks import BlockService, compress_if_worthwhile
-from backend.blockstore.base import BlockStore
+from backend.blockstore.base import BlockNotFound, BlockStore
 from backend.protocol.chunking import iter_chunks
 from backend.protocol.hashing import block_hash
 
@@ -39,7 +39,7 @@ class DiscardStore(BlockStore):
         pass
 
     def get(self, key: str) -> bytes:
-        raise KeyError(key)
+        raise BlockNotFound(key)
 
     def delete(self, key: str) -> None:
         pass

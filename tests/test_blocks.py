@@ -13,6 +13,7 @@ import zstandard
 from backend.blocks import FLAG_ZSTD, FORMAT_VERSION, BlockService, CorruptBlock, StoredBlock
 from backend.blockstore.local import LocalBlockStore
 from backend.blockstore.memory import MemoryBlockStore
+from backend.blockstore.replicated import ReplicatedBlockStore
 from backend.keys import KEY_SIZE, load_or_create_master_key
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import HashMismatch, InvalidRequest, NotFound, PayloadTooLarge
@@ -104,14 +105,49 @@ def test_put_plain_round_trips_through_both_reads(service: BlockService, kind: s
         assert stored.stored_size == len(data) + OVERHEAD
 
 
-def test_a_rewrite_uses_a_fresh_nonce(service: BlockService, store: LocalBlockStore) -> None:
+def test_a_resend_keeps_an_intact_object_untouched(
+    service: BlockService, store: LocalBlockStore
+) -> None:
     data = text(100_000)
-    service.put_plain(data)
-    first = store.get(block_hash(data))
-    service.put_wire(block_hash(data), frame(data))
-    second = store.get(block_hash(data))
-    assert first[1:13] != second[1:13]
-    assert service.get_plain(block_hash(data)) == data
+    first = service.put_plain(data)
+    path = object_path(store, first.hash)
+    before = path.stat()
+    again = service.put_wire_many([(first.hash, frame(data)), (first.hash, frame(data))])
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert again == [first, first]  # the size at rest is the object's, not the new frame's
+    assert service.get_plain(first.hash) == data
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_a_resend_repairs_a_corrupt_or_lost_object_with_a_fresh_nonce(
+    service: BlockService, store: LocalBlockStore, damage: str
+) -> None:
+    data = text(100_000)
+    name = service.put_plain(data).hash
+    path = object_path(store, name)
+    good = path.read_bytes()
+    if damage == "flip":
+        path.write_bytes(good[:50] + bytes([good[50] ^ 1]) + good[51:])
+    elif damage == "truncate":
+        path.write_bytes(good[:10])
+    else:
+        path.unlink()
+    stored = service.put_wire(name, frame(data))
+    assert stored.stored_size == path.stat().st_size
+    assert path.read_bytes()[1:13] != good[1:13]
+    assert service.get_plain(name) == data
+
+
+def test_a_resend_reaches_every_replica_that_lacks_the_object(tmp_path: Path) -> None:
+    near, far = LocalBlockStore(tmp_path / "near"), LocalBlockStore(tmp_path / "far")
+    data = text(100_000)
+    name = BlockService(near, KEY).put_plain(data).hash
+    both = BlockService(ReplicatedBlockStore([near, far]), KEY)
+    assert not far.exists(name)
+    both.put_wire(name, frame(data))
+    assert far.exists(name)
+    assert BlockService(far, KEY).get_plain(name) == data
 
 
 def test_wire_frame_without_declared_size_is_accepted(service: BlockService) -> None:

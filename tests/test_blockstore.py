@@ -98,6 +98,12 @@ def test_keys_lists_exactly_what_was_put(store: BlockStore) -> None:
     assert len(list(store.keys())) == len(expected)
 
 
+def test_held_names_the_objects_the_check_accepts_with_their_sizes(store: BlockStore) -> None:
+    store.put_many([(key(40), b"good"), (key(41), b"bad!!")])
+    held = store.held([key(40), key(41), key(42)], lambda name, data: data == b"good")
+    assert held == {key(40): 4}
+
+
 def test_empty_and_large_objects_round_trip(store: BlockStore) -> None:
     large = os.urandom(3 * 1024 * 1024)
     store.put(key(6), b"")
@@ -180,6 +186,14 @@ def test_replicated_get_repairs_replicas_that_lack_the_object(tmp_path: Path) ->
     store = ReplicatedBlockStore([near, far])
     assert store.get(key(22)) == b"only far"
     assert near.get(key(22)) == b"only far"
+
+
+def test_replicated_held_is_only_what_every_replica_holds(tmp_path: Path) -> None:
+    near, far = LocalBlockStore(tmp_path / "near"), MemoryBlockStore()
+    near.put_many([(key(43), b"both"), (key(44), b"near only")])
+    far.put(key(43), b"both")
+    held = ReplicatedBlockStore([near, far]).held([key(43), key(44)], lambda _k, _d: True)
+    assert held == {key(43): 4}
 
 
 def test_replicated_get_reads_around_a_failed_replica(tmp_path: Path) -> None:

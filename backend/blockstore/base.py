@@ -5,7 +5,7 @@ encrypted by the block service). Every operation is idempotent, so wrappers may 
 Stores refuse a key that is not a block hash, so no key can ever name a path outside a store.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from backend.protocol.errors import InvalidRequest
@@ -32,6 +32,23 @@ class BlockStore(Protocol):
         """
         for key, data in items:
             self.put(key, data)
+
+    def held(self, keys: Sequence[str], intact: Callable[[str, bytes], bool]) -> dict[str, int]:
+        """The keys whose object this store holds and `intact(key, object)` accepts, each
+        with its object's size: objects that need not be written again.
+
+        A store of several copies overrides this to answer only what every copy holds, so a
+        write still reaches the copies that lack the object.
+        """
+        found: dict[str, int] = {}
+        for key in keys:
+            try:
+                data = self.get(key)
+            except BlockNotFound:
+                continue
+            if intact(key, data):
+                found[key] = len(data)
+        return found
 
     def get(self, key: str) -> bytes:
         """Return the object under key or raise BlockNotFound."""

@@ -8,7 +8,7 @@ reads: one region's outage does not stop downloads.
 """
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from backend.blockstore.base import BlockNotFound, BlockStore, check_key
 
@@ -32,6 +32,16 @@ class ReplicatedBlockStore(BlockStore):
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         for store in self.stores:
             store.put_many(items)
+
+    def held(self, keys: Sequence[str], intact: Callable[[str, bytes], bool]) -> dict[str, int]:
+        """Only what every replica holds intact: a write must still reach the others."""
+        found = self.stores[0].held(keys, intact)
+        for store in self.stores[1:]:
+            if not found:
+                break
+            theirs = store.held(list(found), intact)
+            found = {key: size for key, size in found.items() if key in theirs}
+        return found
 
     def get(self, key: str) -> bytes:
         check_key(key)  # a bad key is the caller's error, not a replica failure
