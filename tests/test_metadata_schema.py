@@ -26,7 +26,7 @@ def test_migrate_creates_the_model_schema_and_is_idempotent(database_url: str) -
             tables = set(inspect(conn).get_table_names())
             version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         assert set(Base.metadata.tables) <= tables
-        assert version == "0002"
+        assert version == "0009"
     finally:
         engine.dispose()
 

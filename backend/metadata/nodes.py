@@ -81,6 +81,13 @@ def node_info(node: Node, path: str) -> NodeInfo:
         target=node.target,
         xattrs={k: base64.b64decode(v) for k, v in (node.xattrs or {}).items()},
         deleted=node.deleted,
+        uid=node.uid,
+        gid=node.gid,
+        atime_ns=node.atime_ns,
+        ctime_ns=node.ctime_ns,
+        rdev=node.rdev or 0,
+        nlink=node.nlink or 1,
+        link_id=node.link_id,
     )
 
 
@@ -100,6 +107,13 @@ def node_info_from_json(data: dict) -> NodeInfo:
         target=data["target"],
         xattrs={k: base64.b64decode(v) for k, v in data["xattrs"].items()},
         deleted=data["deleted"],
+        uid=data.get("uid"),
+        gid=data.get("gid"),
+        atime_ns=data.get("atime_ns"),
+        ctime_ns=data.get("ctime_ns"),
+        rdev=data.get("rdev", 0),
+        nlink=data.get("nlink", 1),
+        link_id=data.get("link_id"),
     )
 
 
