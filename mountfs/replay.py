@@ -294,13 +294,29 @@ class Replayer:
             return self._local(entry, folded=True)
         return await getattr(self, f"_plan_{entry.op}")(entry, batch)
 
+    def _posix(self, entry: JournalEntry) -> dict:
+        """Owner and times an operation carries: the node's as the mirror has them now (a
+        later change's values are final anyway), and for a change of names the instant it
+        happened, so the server's folder times equal the ones the mount showed."""
+        node = self._db.get(entry.inode)
+        if node is not None and node.is_link and node.link_inode is not None:
+            node = self._db.get(node.link_inode)
+        attrs = {}
+        if node is not None:
+            values = {"uid": node.uid, "gid": node.gid, "atime_ns": node.atime_ns}
+            attrs = {key: value for key, value in values.items() if value is not None}
+            attrs["ctime_ns"] = node.ctime_ns
+        if "at" in entry.args:
+            attrs["ctime_ns"] = entry.args["at"]
+        return attrs
+
     def _tagged(self, entry: JournalEntry, op: dict, carried: Iterable[int] = ()) -> dict:
         """`op` with the tag the server keeps its answer under: the entry's seq and how many
         setattrs after it the operation carries (they are the first ones that follow it, so
         the count names the operation). A resend that carries more than the attempt whose
         answer the server kept is then applied, not answered from that attempt, which would
         settle setattrs the server never received."""
-        return {**op, "seq": entry.seq * TAG_SPACE + len(set(carried))}
+        return {**self._posix(entry), **op, "seq": entry.seq * TAG_SPACE + len(set(carried))}
 
     async def _plan_mkdir(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
@@ -316,19 +332,24 @@ class Replayer:
 
         return Step(entry, settle, self._tagged(entry, op, carried))
 
-    async def _plan_symlink(self, entry: JournalEntry, batch: Batch) -> Step:
-        args = entry.args
-        op = {"op": "symlink", "path": args["path"], "target": args["target"]}
-        op["mtime_ns"] = args["mtime_ns"]
+    def _settle_made(self, entry: JournalEntry, path: str) -> Settle:
+        """Settling the making of a node at `path` (one already there is taken: an
+        earlier attempt made it)."""
 
         async def settle(answer: Answer | None) -> None:
             try:
                 node = answer.body()
             except AlreadyExists:
-                node = await self._remote.stat(args["path"])
+                node = await self._remote.stat(path)
             self._done(entry, remote_id=node["id"])
 
-        return Step(entry, settle, self._tagged(entry, op))
+        return settle
+
+    async def _plan_symlink(self, entry: JournalEntry, batch: Batch) -> Step:
+        args = entry.args
+        op = {"op": "symlink", "path": args["path"], "target": args["target"]}
+        op["mtime_ns"] = args["mtime_ns"]
+        return Step(entry, self._settle_made(entry, args["path"]), self._tagged(entry, op))
 
     async def _plan_rename(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
@@ -353,6 +374,16 @@ class Replayer:
         return Step(entry, settle, self._tagged(entry, op))
 
     _plan_rmdir = _plan_unlink
+
+    async def _plan_mknod(self, entry: JournalEntry, batch: Batch) -> Step:
+        args = entry.args
+        op = {"op": "mknod", **{key: args[key] for key in ("path", "type", "mode", "rdev")}}
+        op["mtime_ns"] = args["mtime_ns"]
+        return Step(entry, self._settle_made(entry, args["path"]), self._tagged(entry, op))
+
+    async def _plan_link(self, entry: JournalEntry, batch: Batch) -> Step:
+        op = {"op": "link", "from": entry.args["src"], "to": entry.args["dst"]}
+        return Step(entry, self._settle_made(entry, entry.args["dst"]), self._tagged(entry, op))
 
     async def _plan_setattr(self, entry: JournalEntry, batch: Batch) -> Step:
         asked = _asked(entry)
@@ -501,6 +532,7 @@ class Replayer:
         with self._db.transaction():
             self._db.set_entry_args(entry.seq, {**entry.args, "commit_id": commit_id})
         step.op = {
+            **self._posix(entry),
             "op": "commit",
             "path": path,
             "base_rev": base_rev,

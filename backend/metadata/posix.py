@@ -69,11 +69,11 @@ def inode_of(tree: Tree, node: Node) -> Node:
 
 
 def mknod_in(
-    tx: Txn, path: str, type: str, mode: int, rdev: int, mtime_ns: int | None, attrs: dict
+    tx: Txn, path: str, kind: str, mode: int, rdev: int, mtime_ns: int | None, attrs: dict
 ) -> NodeInfo:
     """A FIFO, socket or device node: metadata only (type, mode, rdev), no content."""
     parts = parse_path(path)
-    if type not in SPECIAL_TYPES:
+    if kind not in SPECIAL_TYPES:
         raise InvalidRequest(f"type must be one of {', '.join(SPECIAL_TYPES)}")
     if not parts:
         raise AlreadyExists("the root folder exists")
@@ -85,7 +85,7 @@ def mknod_in(
     parent = tx.lookup_dir(parts[:-1])
     if tx.child(parent, parts[-1]) is not None:
         raise AlreadyExists(f"already exists: {path}")
-    node = tx.create(parent, parts[-1], type, mode, mtime_ns, attrs=attrs, rdev=rdev)
+    node = tx.create(parent, parts[-1], kind, mode, mtime_ns, attrs=attrs, rdev=rdev)
     entries_changed(tx, parent, attrs)
     return tx.journal(node)
 
