@@ -49,10 +49,10 @@ from backend.protocol.errors import (
     RangeNotSatisfiable,
 )
 from backend.protocol.hashing import block_hash
+from backend.protocol.limits import MAX_FILE_SIZE
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_SIZE = 64 * 1024**3
 SESSION_LIFETIME_NS = 7 * 24 * 3600 * 10**9
 # A spool with no session row is removed once it is this old (never while being created).
 ORPHAN_AGE_NS = 3600 * 10**9

@@ -37,6 +37,7 @@ from backend.protocol.errors import (
     NotEmpty,
     NotFound,
 )
+from backend.protocol.limits import MAX_FILE_SIZE
 from backend.protocol.paths import NAME_MAX, check_name
 from cache.metadb import ROOT_INODE, MetaDB, Node
 from mountfs.content import Content, Revision
@@ -339,6 +340,8 @@ class VFS:
             raise IsADirectory("cannot truncate a folder")
         if node.type != "file":
             raise FsError(errno.EINVAL, "not a regular file")
+        if size > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG, f"files hold at most {MAX_FILE_SIZE} bytes")
         async with self.content.lock(node.inode):
             await self._begin_change(node.inode, keep=size > 0)
             self.content.truncate(node.inode, size)
@@ -628,6 +631,8 @@ class VFS:
         handle = self._handle(fh)
         if not handle.writable:
             raise FsError(errno.EBADF, "file not open for writing")
+        if offset + len(data) > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG, f"files hold at most {MAX_FILE_SIZE} bytes")
         node = self.node(handle.inode)
         if not (node.dirty and node.modified):
             await self._start_writing(handle.inode, keep=True)
