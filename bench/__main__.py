@@ -26,6 +26,7 @@ WORKLOADS: dict[str, str] = {
     "latency": "bench.latency",
     "longpoll": "bench.longpoll",
     "pipeline": "bench.pipeline_stage",
+    "posix": "bench.pjdfstest",
 }
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "local": LocalTarget,
