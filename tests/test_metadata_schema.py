@@ -61,7 +61,7 @@ def test_servers_starting_together_migrate_once(database_url: str) -> None:
                 future.result(timeout=120)
         with engines[0].connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0002",)]
+        assert versions == [("0009",)]
     finally:
         for engine in engines:
             engine.dispose()
