@@ -51,6 +51,8 @@ TAG_SPACE = 256
 # in all; a larger file streams its blocks on its own (mountfs/upload.py), one per batch.
 GROUP_FILE_BYTES = 4 * 1024 * 1024
 GROUP_BYTES = 32 * 1024 * 1024
+# What a setattr entry may ask for (mountfs/vfs.py); ctime is carried by every operation.
+_SETTABLE = ("mode", "mtime_ns", "uid", "gid", "atime_ns")
 
 
 class Answer:
@@ -236,7 +238,7 @@ class Replayer:
         but the mode and mtime its operation carries (`tar` sets both on every file)."""
         folded: list[int] = []
         for following in self._setattrs_after(entry):
-            if any(sent[key] != value for key, value in _asked(following).items()):
+            if any(sent.get(key) != value for key, value in _asked(following).items()):
                 break
             folded.append(following.seq)
         return folded
@@ -309,6 +311,12 @@ class Replayer:
         if "at" in entry.args:
             attrs["ctime_ns"] = entry.args["at"]
         return attrs
+
+    def _with_owner(self, entry: JournalEntry, sent: dict) -> dict:
+        """`sent` (what a commit sets) with the owner and atime it carries from the mirror,
+        so that the setattrs it folds are those asking for exactly these."""
+        posix = self._posix(entry)
+        return {**sent, **{key: posix[key] for key in ("uid", "gid", "atime_ns") if key in posix}}
 
     def _tagged(self, entry: JournalEntry, op: dict, carried: Iterable[int] = ()) -> dict:
         """`op` with the tag the server keeps its answer under: the entry's seq and how many
@@ -425,7 +433,7 @@ class Replayer:
         if not self._may_commit(entry, batch):
             return None
         args = entry.args
-        sent = {"mode": args["mode"], "mtime_ns": args["mtime_ns"]}
+        sent = self._with_owner(entry, {"mode": args["mode"], "mtime_ns": args["mtime_ns"]})
         generation = self._vfs.generation(entry.inode)
         step = self._local(entry)
         await self._plan_commit(step, batch, Manifest(0, []), sent, None, generation)
@@ -491,7 +499,7 @@ class Replayer:
             if node is None:
                 continue
             log.debug("upload #%d %s: base_rev %s", entry.seq, entry.args["path"], node.head_rev)
-            sent = {"mode": node.mode, "mtime_ns": node.mtime_ns}
+            sent = self._with_owner(entry, {"mode": node.mode, "mtime_ns": node.mtime_ns})
             await self._plan_commit(step, batch, manifest, sent, node.head_rev, generation)
 
     async def _plan_commit(
@@ -533,6 +541,7 @@ class Replayer:
             self._db.set_entry_args(entry.seq, {**entry.args, "commit_id": commit_id})
         step.op = {
             **self._posix(entry),
+            **{key: sent[key] for key in ("uid", "gid", "atime_ns") if key in sent},
             "op": "commit",
             "path": path,
             "base_rev": base_rev,
@@ -639,12 +648,13 @@ class Replayer:
 
 
 def _applied(node: dict) -> dict:
-    """The mode and mtime the server's answer says a node has: what settles a setattr (the
+    """The attributes the server's answer says a node has: what settles a setattr (the
     values an operation sent may not be the ones applied, e.g. when the server repeats the
     answer of an earlier attempt)."""
-    return {"mode": node["mode"] & 0o7777, "mtime_ns": node["mtime_ns"]}
+    applied = {"mode": node["mode"] & 0o7777, "mtime_ns": node["mtime_ns"]}
+    return {**applied, **{key: node.get(key) for key in ("uid", "gid", "atime_ns")}}
 
 
 def _asked(entry: JournalEntry) -> dict:
-    """The mode and mtime a setattr entry asks for (the keys it leaves alone are absent)."""
-    return {key: entry.args[key] for key in ("mode", "mtime_ns") if entry.args.get(key) is not None}
+    """The attributes a setattr entry asks for (the keys it leaves alone are absent)."""
+    return {key: entry.args[key] for key in _SETTABLE if entry.args.get(key) is not None}
