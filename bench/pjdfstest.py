@@ -2,7 +2,9 @@
 
 pjdfstest (github pjd/pjdfstest, BSD licence) is built from its source in a temporary copy
 (`autoreconf -ifs && ./configure && make pjdfstest`: autoconf, automake and gcc) and run with
-`prove -r` inside a fresh folder of the target; the table gets the tests passed and failed.
+`prove -r` in the root of a fresh mount (a folder of the local directory); the table gets
+the tests passed and the run time. In the root, because the suite makes paths of PATH_MAX-1
+bytes below where it runs and a drive's paths are at most 4,096 bytes from its root.
 Its source is the nearest `shared/third_party/pjdfstest` above the repository, or the folder
 named by CIRRUS_PJDFSTEST_SOURCE. The Cirrus mount is mounted with `--allow-other`: the
 suite acts as other users, whom FUSE keeps out of a mount without it.
@@ -128,11 +130,11 @@ def run(bench: Bench) -> None:
 def _run_on(bench: Bench, target, built: Path) -> None:
     mount = None
     try:
-        root = target.root
+        folder = target.root / "pjdfstest"
         if isinstance(target, CirrusTarget):
             mount = target.new_mount(target.scratch / "mnt-pjdfstest", ("--allow-other",))
-            root = mount.mountpoint
-        result = run_suite(built, root / "pjdfstest")
+            folder = mount.mountpoint
+        result = run_suite(built, folder)
     except Exception as exc:
         bench.table.note(f"{target.name}: pjdfstest failed to run: {exc!r}")
         return

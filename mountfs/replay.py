@@ -31,7 +31,14 @@ from typing import Any
 import blake3
 import trio
 
-from backend.protocol.errors import AlreadyExists, CirrusError, NotFound, Unauthorized
+from backend.protocol.errors import (
+    AlreadyExists,
+    CirrusError,
+    InvalidPathError,
+    NotFound,
+    Unauthorized,
+)
+from backend.protocol.paths import InvalidPath, split_path
 from cache.blockcache import BlockCache
 from cache.metadb import ROOT_INODE, JournalEntry, MetaDB
 from mountfs.feed import Feed, remote_fields
@@ -294,6 +301,9 @@ class Replayer:
         """The step that replays `entry` in this batch; None to end the batch before it."""
         if entry.seq in batch.folded:
             return self._local(entry, folded=True)
+        invalid = _invalid_path(entry)
+        if invalid is not None:  # the server would refuse the whole batch: refuse it alone
+            return Step(entry, partial(_refuse, invalid))
         return await getattr(self, f"_plan_{entry.op}")(entry, batch)
 
     def _posix(self, entry: JournalEntry) -> dict:
@@ -645,6 +655,22 @@ class Replayer:
         self._vfs.content.dirty.remove(inode)
         self._vfs.stale.add(inode)
         self._kernel.forget_inode(inode)
+
+
+def _invalid_path(entry: JournalEntry) -> CirrusError | None:
+    """Why a path of the entry can never be sent (a folder moved below a longer path made
+    one too long), if it cannot."""
+    for key in ("path", "src", "dst"):
+        if key in entry.args:
+            try:
+                split_path(entry.args[key])
+            except InvalidPath as exc:
+                return InvalidPathError(str(exc))
+    return None
+
+
+async def _refuse(error: CirrusError, _answer: Answer | None) -> None:
+    raise error
 
 
 def _applied(node: dict) -> dict:

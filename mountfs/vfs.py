@@ -38,7 +38,7 @@ from backend.protocol.errors import (
     NotFound,
 )
 from backend.protocol.limits import MAX_FILE_SIZE
-from backend.protocol.paths import NAME_MAX, check_name
+from backend.protocol.paths import NAME_MAX, PATH_MAX, check_name
 from cache.metadb import ROOT_INODE, MetaDB, Node
 from mountfs.content import Content, Revision
 from mountfs.errors import FsError
@@ -243,7 +243,14 @@ class VFS:
         name = decode_name(raw)
         if self._db.child(parent, name) is not None:
             raise AlreadyExists(f"{name} exists")
+        self._check_path_length(parent, raw)
         return name
+
+    def _check_path_length(self, parent: int, raw: bytes) -> None:
+        """The drive keeps paths of at most PATH_MAX bytes from its root: a name that would
+        make a longer one is refused now (the server would refuse its replay)."""
+        if len(self._db.path(parent).rstrip("/").encode()) + 1 + len(raw) > PATH_MAX:
+            raise NameTooLong(f"the drive path would be longer than {PATH_MAX} bytes")
 
     def generation(self, inode: int) -> int:
         return self._gens.get(inode, 0)
@@ -506,6 +513,7 @@ class VFS:
         source = self._name(old_parent, old_raw)
         self._dir(new_parent)
         new_name = decode_name(new_raw)
+        self._check_path_length(new_parent, new_raw)
         target = self._db.child(new_parent, new_name)
         if target is not None and self.resolve(target).inode == self.resolve(source).inode:
             return

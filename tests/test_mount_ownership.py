@@ -134,9 +134,16 @@ def test_hard_links(d: Path, env: tuple) -> None:
     os.unlink(d / "a")
     assert (d / "b").stat().st_nlink == 2 and (d / "b").read_text() == "two"
     server = env[2]
-    link = wait_until(lambda: server_stat(server, env[1], _server_path(env, d / "sub" / "c")))
+    file = wait_until(  # the unlink of "a" reached the server: "b" holds the file now
+        lambda: (
+            (node := server_stat(server, env[1], _server_path(env, d / "b")))
+            and node["type"] == "file"
+            and node
+        )
+    )
+    link = server_stat(server, env[1], _server_path(env, d / "sub" / "c"))
     assert link["type"] == "hardlink"
-    file = server_stat(server, env[1], _server_path(env, d / "b"))
+    assert server_stat(server, env[1], _server_path(env, d / "a")) is None
     assert (file["type"], file["nlink"], link["link_id"]) == ("file", 2, file["id"])
 
 
@@ -155,6 +162,29 @@ def test_bad_input_gets_an_errno_and_changes_nothing(d: Path) -> None:
     assert time.monotonic() - started < 5
     assert (d / "f").read_text() == "x" and (d / "f").stat().st_size == 1
     assert sorted(os.listdir(d)) == ["dir", "f"]
+
+
+def test_a_path_longer_than_the_drive_keeps_is_refused_at_once(d: Path, env: tuple) -> None:
+    """Names relative to folder descriptors: the full local path is over the kernel's
+    PATH_MAX long before the drive's path is."""
+    server_path, fd = _server_path(env, d), os.open(d, os.O_RDONLY)
+    try:
+        while (room := 4096 - len(server_path.encode()) - 1) > 200:  # ends at 100 bytes
+            name = "x" * min(250, room - 101)
+            os.mkdir(name, dir_fd=fd)
+            fd, parent = os.open(name, os.O_RDONLY, dir_fd=fd), fd
+            os.close(parent)
+            server_path += "/" + name
+        fits, too_long = "y" * room, "z" * (room + 1)
+        os.close(os.open(fits, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        assert _errno_of(lambda: os.mkdir(too_long, dir_fd=fd)) == errno.ENAMETOOLONG
+        with pytest.raises(OSError) as refused:
+            os.rename(fits, too_long, src_dir_fd=fd, dst_dir_fd=fd)
+        assert refused.value.errno == errno.ENAMETOOLONG
+        assert os.listdir(fd) == [fits]
+    finally:
+        os.close(fd)
+    assert wait_until(lambda: server_stat(env[2], env[1], server_path + "/" + fits))
 
 
 def test_a_second_mount_sees_owners_links_and_special_files(
