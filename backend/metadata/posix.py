@@ -55,10 +55,14 @@ def stamp(tx: Txn, node: Node, attrs: dict) -> None:
 
 
 def entries_changed(tx: Txn, folder: Node, attrs: dict) -> None:
-    """A folder gained or lost a name: its mtime and ctime become the change's instant.
-    Not journaled (one entry per change, not two): clients see it in the folder's next
-    snapshot, and a mount has set the same times itself."""
-    folder.mtime_ns = folder.ctime_ns = attrs.get("ctime_ns", tx.now_ns)
+    """A folder gained or lost a name: its mtime and ctime become the change's instant,
+    unless the folder changed later already (a mount replaying `mkdir` with the times `tar`
+    set after the folder's contents, then the contents). Not journaled (one entry per change,
+    not two): clients see it in the folder's next snapshot, and a mount has set the same
+    times itself."""
+    at = attrs.get("ctime_ns", tx.now_ns)
+    if folder.ctime_ns is None or folder.ctime_ns <= at:
+        folder.mtime_ns = folder.ctime_ns = at
 
 
 def inode_of(tree: Tree, node: Node) -> Node:
