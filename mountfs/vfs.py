@@ -40,6 +40,7 @@ from backend.protocol.errors import (
 from backend.protocol.limits import MAX_FILE_SIZE
 from backend.protocol.paths import NAME_MAX, PATH_MAX, check_name
 from cache.metadb import ROOT_INODE, MetaDB, Node
+from mountfs import acl
 from mountfs.content import Content, Revision
 from mountfs.errors import FsError
 
@@ -335,11 +336,15 @@ class VFS:
             changes["atime_ns"] = atime_ns
         asked = mode is not None or uid is not None or gid is not None
         if changes or asked:
-            with self._db.transaction():
-                self._db.update(inode, ctime_ns=time.time_ns(), **changes)
-                if changes and self._db.get(inode).parent is not None:
-                    self._journal("setattr", inode, {"path": self._db.path(inode), **changes})
+            self._change_attributes(inode, changes)
         return self.attrs(inode)
+
+    def _change_attributes(self, inode: int, changes: dict) -> None:
+        """Apply attribute changes with a new ctime, and journal them for the server."""
+        with self._db.transaction():
+            self._db.update(inode, ctime_ns=time.time_ns(), **changes)
+            if changes and self._db.get(inode).parent is not None:
+                self._journal("setattr", inode, {"path": self._db.path(inode), **changes})
 
     async def _truncate(self, node: Node, size: int, commit: bool = True) -> None:
         """Truncate; `commit` journals the upload now (an open's O_TRUNC leaves it to close)."""
@@ -727,17 +732,28 @@ class VFS:
             raise FsError(errno.E2BIG, "attribute value too large")
         if value is None and name not in node.xattrs:
             raise FsError(errno.ENODATA, f"no attribute {name}")
-        xattrs = dict(node.xattrs)
+        with self._db.transaction():
+            if name == acl.ACCESS and value is not None:
+                mode, extended = acl.apply_to_mode(value, node.mode)
+                if mode != node.mode:
+                    self._change_attributes(node.inode, {"mode": mode})
+                if not extended:  # just a mode: nothing to keep (a stored one goes)
+                    if name not in node.xattrs:
+                        return
+                    value = None
+            self._set_xattr(node, name, value)
+
+    def _set_xattr(self, node: Node, name: str, value: bytes | None) -> None:
+        xattrs = dict(self.node(node.inode).xattrs)
         encoded = None if value is None else base64.b64encode(value).decode("ascii")
         if encoded is None:
             del xattrs[name]
         else:
             xattrs[name] = encoded
-        with self._db.transaction():
-            self._db.update(inode, xattrs=xattrs, ctime_ns=time.time_ns())
-            if node.parent is not None or inode == 1:
-                args = {"path": self._db.path(inode), "name": name, "value": encoded}
-                self._journal("xattr", inode, args)
+        self._db.update(node.inode, xattrs=xattrs, ctime_ns=time.time_ns())
+        if node.parent is not None or node.inode == ROOT_INODE:
+            args = {"path": self._db.path(node.inode), "name": name, "value": encoded}
+            self._journal("xattr", node.inode, args)
 
     def status(self, node: Node) -> str:
         if self._db.has_pending(node.inode):

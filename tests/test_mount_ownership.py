@@ -9,6 +9,7 @@ through subprocesses started with that uid.
 import errno
 import os
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -145,6 +146,35 @@ def test_hard_links(d: Path, env: tuple) -> None:
     assert link["type"] == "hardlink"
     assert server_stat(server, env[1], _server_path(env, d / "a")) is None
     assert (file["type"], file["nlink"], link["link_id"]) == ("file", 2, file["id"])
+
+
+def _acl(*entries: tuple[int, int, int]) -> bytes:
+    """A system.posix_acl_access value: (tag, permissions, id) entries."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def test_posix_acls_are_kept_enforced_and_set_the_mode(d: Path, env: tuple) -> None:
+    path = d / "f"
+    path.write_text("acl")
+    path.chmod(0o600)
+    owner, user, group, mask, other = 0x01, 0x02, 0x04, 0x10, 0x20
+    named = _acl((owner, 6, 0), (user, 4, NOBODY), (group, 0, 0), (mask, 4, 0), (other, 0, 0))
+    os.setxattr(path, "system.posix_acl_access", named)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # the mask shows as the group's bits
+    assert _as_nobody("cat f", d).stdout == "acl"  # the kernel enforces the named entry
+    plain = _acl((owner, 6, 0), (group, 4, 0), (other, 4, 0))
+    os.setxattr(path, "system.posix_acl_access", plain)  # just a mode: not kept
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert "system.posix_acl_access" not in os.listxattr(path)
+    os.setxattr(path, "system.posix_acl_access", named)
+    node = wait_until(
+        lambda: (
+            (n := server_stat(env[2], env[1], _server_path(env, path)))
+            and "system.posix_acl_access" in n["xattrs"]
+            and n
+        )
+    )
+    assert node["mode"] == 0o640
 
 
 def test_bad_input_gets_an_errno_and_changes_nothing(d: Path) -> None:
