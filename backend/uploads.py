@@ -54,9 +54,9 @@ from backend.protocol.errors import (
     RangeNotSatisfiable,
 )
 from backend.protocol.hashing import block_hash
+from backend.protocol.limits import MAX_FILE_SIZE
 from backend.upload_limits import UploadLimits
 
-MAX_FILE_SIZE = 64 * 1024**3
 # Blocks a simple upload stores and records together (one query and one transaction).
 STORE_GROUP = 16
 # Blocks a resumable PUT records per transaction (a PUT may carry gigabytes).

@@ -29,6 +29,7 @@ WORKLOADS: dict[str, str] = {
     "pipeline": "bench.pipeline_stage",
     "repeat": "bench.repetitive",
     "appends": "bench.appends",
+    "posix": "bench.pjdfstest",
 }
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "local": LocalTarget,

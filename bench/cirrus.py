@@ -65,9 +65,17 @@ class CirrusServer:
 class CirrusMount:
     """One `cirrus mount` in the foreground, with its own cache directory."""
 
-    def __init__(self, url: str, token_file: Path, mountpoint: Path, cache: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        token_file: Path,
+        mountpoint: Path,
+        cache: Path,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.url, self.token_file = url, token_file
         self.mountpoint, self.cache = mountpoint, cache
+        self.extra_args = extra_args
         self.proc: subprocess.Popen | None = None
 
     def mount(self) -> None:
@@ -83,6 +91,7 @@ class CirrusMount:
             "--cache-dir",
             str(self.cache),
             "--foreground",
+            *self.extra_args,
         ]
         self.proc = procs.start(cmd, self.cache.parent / f"{self.cache.name}.log")
         procs.wait_until(self._mounted, 60, 0.05, "the Cirrus mount")
@@ -213,12 +222,11 @@ class CirrusTarget(Target):
         self.api = Api(self.server.url, token)
         self.main = self.new_mount(self.root)
 
-    def new_mount(self, mountpoint: Path) -> CirrusMount:
+    def new_mount(self, mountpoint: Path, extra_args: tuple[str, ...] = ()) -> CirrusMount:
         """Mount the drive again at `mountpoint` with a new, empty cache directory."""
         self.generation += 1
-        mount = CirrusMount(
-            self.server.url, self.token_file, mountpoint, self.scratch / f"cache-{self.generation}"
-        )
+        cache = self.scratch / f"cache-{self.generation}"
+        mount = CirrusMount(self.server.url, self.token_file, mountpoint, cache, extra_args)
         self.mounts.append(mount)
         mount.mount()
         return mount

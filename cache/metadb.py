@@ -18,8 +18,14 @@ Schema (every column's special values):
       parent    parent inode; NULL for the root and for a *detached* node: unlinked or
                 replaced while the kernel still knows it (deleted in forget).
       name      the node's name in its parent ('' for the root).
-      type      'file' | 'dir' | 'symlink'.
-      mode      permission bits only (0o7777); the type is in `type`.
+      type      'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chr' | 'blk', or
+                'hardlink': a second name of the file `link_inode` (the kernel sees that
+                inode; this row only holds the name and its server node id).
+      mode      permission bits with setuid/setgid/sticky (0o7777); the type is in `type`.
+      uid, gid  owner and group by numeric id; NULL: the mounting user's (nodes made
+                through the HTTP API).
+      atime_ns  last access (relatime: reads update it once after each change, or daily).
+      rdev      device number of 'chr' and 'blk' nodes, else 0.
       size      bytes of the content the mount shows (the dirty file's when dirty).
       rev       the server revision the content comes from; 0 = no uploaded revision (empty).
       head_rev  newest server revision known, the base_rev of the next commit; NULL when the
@@ -69,7 +75,12 @@ CREATE TABLE IF NOT EXISTS nodes (
     xattrs    TEXT NOT NULL DEFAULT '{}',
     dirty     INTEGER NOT NULL DEFAULT 0,
     conflict  INTEGER NOT NULL DEFAULT 0,
-    modified  INTEGER NOT NULL DEFAULT 0
+    modified  INTEGER NOT NULL DEFAULT 0,
+    uid       INTEGER,
+    gid       INTEGER,
+    atime_ns  INTEGER,
+    rdev      INTEGER NOT NULL DEFAULT 0,
+    link_inode INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS nodes_by_name ON nodes(parent, name) WHERE parent IS NOT NULL;
 CREATE TABLE IF NOT EXISTS blocklists (
@@ -89,10 +100,23 @@ CREATE INDEX IF NOT EXISTS journal_by_inode ON journal(inode);
 CREATE INDEX IF NOT EXISTS journal_by_other ON journal(other) WHERE other IS NOT NULL;
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Created after the columns they index exist (an older cache gets them in _migrate first).
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS nodes_by_link ON nodes(link_inode) WHERE link_inode IS NOT NULL;
+"""
+# Columns added since the first schema: (name, definition), in the order they were added.
+_ADDED_COLUMNS = (
+    ("modified", "INTEGER NOT NULL DEFAULT 0"),
+    ("uid", "INTEGER"),
+    ("gid", "INTEGER"),
+    ("atime_ns", "INTEGER"),
+    ("rdev", "INTEGER NOT NULL DEFAULT 0"),
+    ("link_inode", "INTEGER"),
+)
 
 _NODE_COLUMNS = (
     "inode, remote_id, parent, name, type, mode, size, mtime_ns, ctime_ns, rev, head_rev, "
-    "target, xattrs, dirty, conflict, modified"
+    "target, xattrs, dirty, conflict, modified, uid, gid, atime_ns, rdev, link_inode"
 )
 
 
@@ -114,10 +138,20 @@ class Node:
     dirty: bool = False
     conflict: bool = False
     modified: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int | None = None
+    rdev: int = 0
+    link_inode: int | None = None
 
     @property
     def is_dir(self) -> bool:
         return self.type == "dir"
+
+    @property
+    def is_link(self) -> bool:
+        """A second name of a file (a hard link): `link_inode` is the file."""
+        return self.type == "hardlink"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +182,7 @@ class MetaDB:
         self._path = path
         self._db.executescript(_SCHEMA)
         self._migrate()
+        self._db.executescript(_INDEXES)
         self._depth = 0
         self._folder_paths: dict[int, str] = {ROOT_INODE: "/"}
         if self.get(ROOT_INODE) is None:
@@ -161,10 +196,12 @@ class MetaDB:
             self.set_state("client_id", uuid.uuid4().hex)
 
     def _migrate(self) -> None:
-        """Bring a cache made by an older version up to the current schema."""
+        """Bring a cache made by an older version up to the current schema (nodes it knew
+        get no owner: they show as the mounting user's, as before)."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(nodes)")}
-        if "modified" not in columns:
-            self._db.execute("ALTER TABLE nodes ADD COLUMN modified INTEGER NOT NULL DEFAULT 0")
+        for name, definition in _ADDED_COLUMNS:
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE nodes ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         self._db.close()
@@ -321,6 +358,30 @@ class MetaDB:
         """The server ids of the nodes in the tree (the root and detached nodes excluded)."""
         query = "SELECT remote_id FROM nodes WHERE parent IS NOT NULL AND remote_id IS NOT NULL"
         return [row[0] for row in self._db.execute(query)]
+
+    def nlink(self, node: Node) -> int:
+        """Names of a node: a file's own and its hard links (0 once unlinked); a folder's
+        `.`, its name and each subfolder's `..`."""
+        if node.is_dir:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM nodes WHERE parent = ? AND type = 'dir'", (node.inode,)
+            )
+            return 2 + row.fetchone()[0]
+        links = self._db.execute(
+            "SELECT COUNT(*) FROM nodes WHERE link_inode = ? AND parent IS NOT NULL",
+            (node.inode,),
+        ).fetchone()[0]
+        return links + (node.parent is not None)
+
+    def links(self, inode: int) -> list[Node]:
+        """The attached hard links of a file, in the order the server promotes them (by its
+        node id, then those it does not know yet)."""
+        rows = self._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE link_inode = ? AND parent IS NOT NULL "
+            "ORDER BY remote_id IS NULL, remote_id, inode",
+            (inode,),
+        )
+        return [_node(row) for row in rows]
 
     def totals(self) -> tuple[int, int]:
         """(node count, total file bytes), for statfs."""

@@ -1,9 +1,10 @@
 """The one place where exceptions become errno values for the kernel.
 
 Every FUSE handler is wrapped by `fuse_errors`. API errors (backend.protocol.errors) carry
-their errno; `FsError` carries errno values the API has no code for (EPERM for hard links,
-ENODATA for a missing xattr ...); an invalid name is EINVAL. Anything else is a bug: it is
-logged with its traceback and the caller sees EIO rather than a hung or crashed mount.
+their errno; `FsError` carries errno values the API has no code for (EPERM for a hard link
+to a folder, ENODATA for a missing xattr, EFBIG past the drive's file size ...); an invalid
+name is EINVAL. Anything else is a bug: it is logged with its traceback and the caller sees
+EIO rather than a hung or crashed mount.
 """
 
 import errno

@@ -24,10 +24,28 @@ def remote_fields(remote: dict[str, Any], with_content: bool = True) -> dict[str
         "head_rev": remote["head_rev"] if remote["type"] == "file" else None,
         "target": remote.get("target"),
         "xattrs": remote.get("xattrs") or {},
+        "uid": remote.get("uid"),
+        "gid": remote.get("gid"),
+        "rdev": remote.get("rdev") or 0,
     }
+    if remote.get("atime_ns") is not None:
+        fields["atime_ns"] = remote["atime_ns"]
+    if remote.get("ctime_ns") is not None:
+        fields["ctime_ns"] = remote["ctime_ns"]
     if with_content:
         fields.update(size=remote["size"], rev=remote["rev"], mtime_ns=remote["mtime_ns"])
     return fields
+
+
+# What a server snapshot older than the mirror's (by ctime) may not overwrite: the folder
+# times the mount set itself when entries came and went, which the server keeps without a
+# change entry of their own.
+_ATTRIBUTES = ("mode", "uid", "gid", "atime_ns", "ctime_ns", "mtime_ns", "xattrs")
+
+
+def _older(local: Node, remote: dict[str, Any]) -> bool:
+    ctime = remote.get("ctime_ns")
+    return ctime is not None and ctime < local.ctime_ns
 
 
 class Feed:
@@ -61,9 +79,15 @@ class Feed:
             log.debug("remote %s takes %s from inode %s", remote["id"], remote["name"], occupant)
             self._kernel.forget_entry(parent.inode, occupant.name)
             self._vfs.detach(occupant)
+        fields = _insert_fields(remote)
+        if remote["type"] == "hardlink":
+            inode = self._db.by_remote(remote.get("link_id") or 0)
+            if inode is None:
+                return False  # its file comes later in this batch of changes
+            fields["link_inode"] = inode.inode
         if local is None:
             log.debug("remote %s inserted: %s", remote["id"], remote)
-            self._db.insert(parent.inode, remote["name"], remote["type"], **_insert_fields(remote))
+            self._db.insert(parent.inode, remote["name"], remote["type"], **fields)
             self._kernel.forget_entry(parent.inode, remote["name"])
         else:
             self._update(local, parent.inode, remote)
@@ -72,6 +96,9 @@ class Feed:
     def _apply_root(self, remote: dict[str, Any]) -> None:
         fields = remote_fields(remote)
         fields.pop("size")
+        if _older(self._db.get(ROOT_INODE), remote):
+            for key in _ATTRIBUTES:
+                fields.pop(key, None)
         self._db.update(ROOT_INODE, **fields)
 
     def _update(self, local: Node, parent: int, remote: dict[str, Any]) -> None:
@@ -82,6 +109,9 @@ class Feed:
         fields = remote_fields(remote, with_content=clean)
         if not clean:
             fields.pop("head_rev")
+        if _older(local, remote):
+            for key in _ATTRIBUTES:
+                fields.pop(key, None)
         moved = (local.parent, local.name) != (parent, remote["name"])
         content_changed = clean and local.type == "file" and local.rev != remote["rev"]
         self._db.update(local.inode, parent=parent, name=remote["name"], **fields)
@@ -122,4 +152,6 @@ def _visible_change(local: Node, remote: dict[str, Any]) -> bool:
         local.mode != remote["mode"] & 0o7777
         or local.mtime_ns != remote["mtime_ns"]
         or local.size != remote["size"]
+        or (local.uid, local.gid) != (remote.get("uid"), remote.get("gid"))
+        or local.ctime_ns != remote.get("ctime_ns", local.ctime_ns)
     )

@@ -2,9 +2,10 @@
 
 Each handler converts arguments, calls one VFS method and converts the answer; errors become
 errno values in one place (`fuse_errors`). Requests about the read-only `.cirrus/` folder
-(inodes and handles numbered above the mirror's) go to the virtual tree instead. Hard links
-are refused with EPERM: a drive node has exactly one path (the API has no link), as on FAT
-or many network filesystems.
+(inodes and handles numbered above the mirror's) go to the virtual tree instead. Access
+checks are the kernel's (`default_permissions`, and POSIX ACLs with `enable_acl`), made from
+the owner, group and mode reported here; handlers that make nodes pass the caller, who owns
+them.
 """
 
 import errno
@@ -15,7 +16,7 @@ import pyfuse3
 
 from cache.metadb import ROOT_INODE, Node
 from mountfs.errors import FsError, fuse_errors
-from mountfs.vfs import VFS
+from mountfs.vfs import VFS, Caller
 from mountfs.virtual import ENTRY_TIMEOUT, VirtualTree
 
 # How long the kernel may keep names and attributes: every change the mirror learns from the
@@ -28,7 +29,16 @@ BLOCK_SIZE = 4096
 # has answered, a large capacity and the files the mirror knows.
 REPORTED_CAPACITY = 1 << 50
 REPORTED_INODES = 1 << 32
-_TYPE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+_TYPE_BITS = {
+    "file": stat.S_IFREG,
+    "dir": stat.S_IFDIR,
+    "symlink": stat.S_IFLNK,
+    "fifo": stat.S_IFIFO,
+    "socket": stat.S_IFSOCK,
+    "chr": stat.S_IFCHR,
+    "blk": stat.S_IFBLK,
+}
+_SPECIAL_KINDS = {bits: kind for kind, bits in _TYPE_BITS.items() if kind not in ("dir", "symlink")}
 _RENAME_MODES = {
     0: "replace",
     pyfuse3.RENAME_NOREPLACE: "noreplace",
@@ -49,13 +59,12 @@ def _size(node: Node) -> int:
 class CirrusOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
+    enable_acl = True
 
     def __init__(self, vfs: VFS, virtual: VirtualTree) -> None:
         super().__init__()
         self._vfs = vfs
         self._virtual = virtual
-        self._uid = os.getuid()
-        self._gid = os.getgid()
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
@@ -64,13 +73,14 @@ class CirrusOperations(pyfuse3.Operations):
         timeout = ENTRY_TIMEOUT if self._virtual.owns(node.inode) else ATTR_TIMEOUT
         entry.entry_timeout = entry.attr_timeout = timeout
         entry.st_mode = _TYPE_BITS[node.type] | node.mode
-        entry.st_nlink = 1
-        entry.st_uid = self._uid
-        entry.st_gid = self._gid
+        entry.st_nlink = self._vfs.nlink(node)
+        entry.st_uid = self._vfs.owner_uid(node)
+        entry.st_gid = self._vfs.owner_gid(node)
+        entry.st_rdev = node.rdev
         entry.st_size = _size(node)
         entry.st_blksize = BLOCK_SIZE
         entry.st_blocks = (entry.st_size + 511) // 512
-        entry.st_atime_ns = node.mtime_ns
+        entry.st_atime_ns = node.atime_ns or node.mtime_ns
         entry.st_mtime_ns = node.mtime_ns
         entry.st_ctime_ns = node.ctime_ns
         return entry
@@ -100,7 +110,12 @@ class CirrusOperations(pyfuse3.Operations):
         mode = attr.st_mode if fields.update_mode else None
         size = attr.st_size if fields.update_size else None
         mtime = attr.st_mtime_ns if fields.update_mtime else None
-        return self._entry(await self._vfs.setattr(inode, mode, size, mtime))
+        atime = attr.st_atime_ns if fields.update_atime else None
+        owner = (
+            attr.st_uid if fields.update_uid else None,
+            attr.st_gid if fields.update_gid else None,
+        )
+        return self._entry(await self._vfs.setattr(inode, mode, size, mtime, owner, atime))
 
     @fuse_errors
     async def opendir(self, inode, ctx):
@@ -113,14 +128,14 @@ class CirrusOperations(pyfuse3.Operations):
         if self._virtual.owns(fh):
             await self._readdir_virtual(fh, start_id, token)
             return
-        while nodes := self._vfs.readdir(fh, start_id):
-            for node in nodes:
+        while entries := self._vfs.readdir(fh, start_id):
+            for row, node in entries:
                 if not pyfuse3.readdir_reply(
-                    token, node.name.encode(), self._entry(node), node.inode
+                    token, row.name.encode(), self._entry(node), row.inode
                 ):
                     return
                 self._vfs.readdir_remember(node.inode)
-                start_id = node.inode
+                start_id = row.inode
 
     async def _readdir_virtual(self, inode: int, start: int, token) -> None:
         """Offsets are positions here; entries need no lookup count (the tree keeps them)."""
@@ -136,7 +151,7 @@ class CirrusOperations(pyfuse3.Operations):
     @fuse_errors
     async def mkdir(self, parent_inode, name, mode, ctx):
         self._virtual.refuse_change(parent_inode, name)
-        return self._entry(self._vfs.mkdir(parent_inode, name, mode))
+        return self._entry(self._vfs.mkdir(parent_inode, name, mode, _caller(ctx)))
 
     @fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
@@ -160,7 +175,7 @@ class CirrusOperations(pyfuse3.Operations):
     @fuse_errors
     async def symlink(self, parent_inode, name, target, ctx):
         self._virtual.refuse_change(parent_inode, name)
-        return self._entry(self._vfs.symlink(parent_inode, name, target))
+        return self._entry(self._vfs.symlink(parent_inode, name, target, _caller(ctx)))
 
     @fuse_errors
     async def readlink(self, inode, ctx):
@@ -168,18 +183,29 @@ class CirrusOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        raise FsError(errno.EPERM, "hard links are not supported")
+        self._refuse_virtual(inode)
+        self._virtual.refuse_change(new_parent_inode, new_name)
+        return self._entry(self._vfs.link(inode, new_parent_inode, new_name))
 
     @fuse_errors
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        raise FsError(errno.EPERM, "only files, folders and symlinks can be stored")
+        self._virtual.refuse_change(parent_inode, name)
+        kind = _SPECIAL_KINDS.get(stat.S_IFMT(mode))
+        if kind is None:
+            raise FsError(errno.EINVAL, f"cannot make a node of type {stat.S_IFMT(mode):#o}")
+        if kind == "file":  # mknod(2) of a regular file: an empty one
+            fh, node = self._vfs.create(parent_inode, name, mode, os.O_WRONLY, _caller(ctx))
+            await self._vfs.release(fh)
+            return self._entry(node)
+        rdev = rdev if kind in ("chr", "blk") else 0
+        return self._entry(self._vfs.mknod(parent_inode, name, kind, mode, rdev, _caller(ctx)))
 
     @fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
         self._virtual.refuse_change(parent_inode, name)
         if not stat.S_ISREG(mode):
             raise FsError(errno.EPERM, "only regular files can be created")
-        fh, node = self._vfs.create(parent_inode, name, mode, flags)
+        fh, node = self._vfs.create(parent_inode, name, mode, flags, _caller(ctx))
         return pyfuse3.FileInfo(fh=fh), self._entry(node)
 
     @fuse_errors
@@ -234,18 +260,22 @@ class CirrusOperations(pyfuse3.Operations):
     async def getxattr(self, inode, name, ctx):
         if self._virtual.owns(inode):
             raise FsError(errno.ENODATA, "no attribute")
-        return self._vfs.getxattr(inode, name)
+        return self._vfs.getxattr(inode, name, _caller(ctx))
 
     @fuse_errors
     async def listxattr(self, inode, ctx):
-        return [] if self._virtual.owns(inode) else self._vfs.listxattr(inode)
+        return [] if self._virtual.owns(inode) else self._vfs.listxattr(inode, _caller(ctx))
 
     @fuse_errors
     async def setxattr(self, inode, name, value, ctx):
         self._refuse_virtual(inode)
-        self._vfs.setxattr(inode, name, value)
+        self._vfs.setxattr(inode, name, value, _caller(ctx))
 
     @fuse_errors
     async def removexattr(self, inode, name, ctx):
         self._refuse_virtual(inode)
-        self._vfs.setxattr(inode, name, None)
+        self._vfs.setxattr(inode, name, None, _caller(ctx))
+
+
+def _caller(ctx: pyfuse3.RequestContext) -> Caller:
+    return Caller(ctx.uid, ctx.gid)

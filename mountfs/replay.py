@@ -34,10 +34,12 @@ import trio
 from backend.protocol.errors import (
     AlreadyExists,
     CirrusError,
+    InvalidPathError,
     NotFound,
     QuotaExceeded,
     Unauthorized,
 )
+from backend.protocol.paths import InvalidPath, split_path
 from cache.blockcache import BlockCache
 from cache.metadb import ROOT_INODE, JournalEntry, MetaDB
 from mountfs.feed import Feed, remote_fields
@@ -57,6 +59,8 @@ TAG_SPACE = 256
 # in all; a larger file streams its blocks on its own (mountfs/upload.py), one per batch.
 GROUP_FILE_BYTES = 4 * 1024 * 1024
 GROUP_BYTES = 32 * 1024 * 1024
+# What a setattr entry may ask for (mountfs/vfs.py); ctime is carried by every operation.
+_SETTABLE = ("mode", "mtime_ns", "uid", "gid", "atime_ns")
 
 
 class Answer:
@@ -242,7 +246,7 @@ class Replayer:
         but the mode and mtime its operation carries (`tar` sets both on every file)."""
         folded: list[int] = []
         for following in self._setattrs_after(entry):
-            if any(sent[key] != value for key, value in _asked(following).items()):
+            if any(sent.get(key) != value for key, value in _asked(following).items()):
                 break
             folded.append(following.seq)
         return folded
@@ -298,7 +302,32 @@ class Replayer:
         """The step that replays `entry` in this batch; None to end the batch before it."""
         if entry.seq in batch.folded:
             return self._local(entry, folded=True)
+        invalid = _invalid_path(entry)
+        if invalid is not None:  # the server would refuse the whole batch: refuse it alone
+            return Step(entry, partial(_refuse, invalid))
         return await getattr(self, f"_plan_{entry.op}")(entry, batch)
+
+    def _posix(self, entry: JournalEntry) -> dict:
+        """Owner and times an operation carries: the node's as the mirror has them now (a
+        later change's values are final anyway), and for a change of names the instant it
+        happened, so the server's folder times equal the ones the mount showed."""
+        node = self._db.get(entry.inode)
+        if node is not None and node.is_link and node.link_inode is not None:
+            node = self._db.get(node.link_inode)
+        attrs = {}
+        if node is not None:
+            values = {"uid": node.uid, "gid": node.gid, "atime_ns": node.atime_ns}
+            attrs = {key: value for key, value in values.items() if value is not None}
+            attrs["ctime_ns"] = node.ctime_ns
+        if "at" in entry.args:
+            attrs["ctime_ns"] = entry.args["at"]
+        return attrs
+
+    def _with_owner(self, entry: JournalEntry, sent: dict) -> dict:
+        """`sent` (what a commit sets) with the owner and atime it carries from the mirror,
+        so that the setattrs it folds are those asking for exactly these."""
+        posix = self._posix(entry)
+        return {**sent, **{key: posix[key] for key in ("uid", "gid", "atime_ns") if key in posix}}
 
     def _tagged(self, entry: JournalEntry, op: dict, carried: Iterable[int] = ()) -> dict:
         """`op` with the tag the server keeps its answer under: the entry's seq and how many
@@ -306,7 +335,7 @@ class Replayer:
         the count names the operation). A resend that carries more than the attempt whose
         answer the server kept is then applied, not answered from that attempt, which would
         settle setattrs the server never received."""
-        return {**op, "seq": entry.seq * TAG_SPACE + len(set(carried))}
+        return {**self._posix(entry), **op, "seq": entry.seq * TAG_SPACE + len(set(carried))}
 
     async def _plan_mkdir(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
@@ -322,19 +351,24 @@ class Replayer:
 
         return Step(entry, settle, self._tagged(entry, op, carried))
 
-    async def _plan_symlink(self, entry: JournalEntry, batch: Batch) -> Step:
-        args = entry.args
-        op = {"op": "symlink", "path": args["path"], "target": args["target"]}
-        op["mtime_ns"] = args["mtime_ns"]
+    def _settle_made(self, entry: JournalEntry, path: str) -> Settle:
+        """Settling the making of a node at `path` (one already there is taken: an
+        earlier attempt made it)."""
 
         async def settle(answer: Answer | None) -> None:
             try:
                 node = answer.body()
             except AlreadyExists:
-                node = await self._remote.stat(args["path"])
+                node = await self._remote.stat(path)
             self._done(entry, remote_id=node["id"])
 
-        return Step(entry, settle, self._tagged(entry, op))
+        return settle
+
+    async def _plan_symlink(self, entry: JournalEntry, batch: Batch) -> Step:
+        args = entry.args
+        op = {"op": "symlink", "path": args["path"], "target": args["target"]}
+        op["mtime_ns"] = args["mtime_ns"]
+        return Step(entry, self._settle_made(entry, args["path"]), self._tagged(entry, op))
 
     async def _plan_rename(self, entry: JournalEntry, batch: Batch) -> Step:
         args = entry.args
@@ -359,6 +393,16 @@ class Replayer:
         return Step(entry, settle, self._tagged(entry, op))
 
     _plan_rmdir = _plan_unlink
+
+    async def _plan_mknod(self, entry: JournalEntry, batch: Batch) -> Step:
+        args = entry.args
+        op = {"op": "mknod", **{key: args[key] for key in ("path", "type", "mode", "rdev")}}
+        op["mtime_ns"] = args["mtime_ns"]
+        return Step(entry, self._settle_made(entry, args["path"]), self._tagged(entry, op))
+
+    async def _plan_link(self, entry: JournalEntry, batch: Batch) -> Step:
+        op = {"op": "link", "from": entry.args["src"], "to": entry.args["dst"]}
+        return Step(entry, self._settle_made(entry, entry.args["dst"]), self._tagged(entry, op))
 
     async def _plan_setattr(self, entry: JournalEntry, batch: Batch) -> Step:
         asked = _asked(entry)
@@ -400,7 +444,7 @@ class Replayer:
         if not self._may_commit(entry, batch):
             return None
         args = entry.args
-        sent = {"mode": args["mode"], "mtime_ns": args["mtime_ns"]}
+        sent = self._with_owner(entry, {"mode": args["mode"], "mtime_ns": args["mtime_ns"]})
         generation = self._vfs.generation(entry.inode)
         step = self._local(entry)
         await self._plan_commit(step, batch, Manifest(0, []), sent, None, generation)
@@ -466,7 +510,7 @@ class Replayer:
             if node is None:
                 continue
             log.debug("upload #%d %s: base_rev %s", entry.seq, entry.args["path"], node.head_rev)
-            sent = {"mode": node.mode, "mtime_ns": node.mtime_ns}
+            sent = self._with_owner(entry, {"mode": node.mode, "mtime_ns": node.mtime_ns})
             await self._plan_commit(step, batch, manifest, sent, node.head_rev, generation)
 
     async def _plan_commit(
@@ -507,6 +551,8 @@ class Replayer:
         with self._db.transaction():
             self._db.set_entry_args(entry.seq, {**entry.args, "commit_id": commit_id})
         step.op = {
+            **self._posix(entry),
+            **{key: sent[key] for key in ("uid", "gid", "atime_ns") if key in sent},
             "op": "commit",
             "path": path,
             "base_rev": base_rev,
@@ -612,13 +658,30 @@ class Replayer:
         self._kernel.forget_inode(inode)
 
 
+def _invalid_path(entry: JournalEntry) -> CirrusError | None:
+    """Why a path of the entry can never be sent (a folder moved below a longer path made
+    one too long), if it cannot."""
+    for key in ("path", "src", "dst"):
+        if key in entry.args:
+            try:
+                split_path(entry.args[key])
+            except InvalidPath as exc:
+                return InvalidPathError(str(exc))
+    return None
+
+
+async def _refuse(error: CirrusError, _answer: Answer | None) -> None:
+    raise error
+
+
 def _applied(node: dict) -> dict:
-    """The mode and mtime the server's answer says a node has: what settles a setattr (the
+    """The attributes the server's answer says a node has: what settles a setattr (the
     values an operation sent may not be the ones applied, e.g. when the server repeats the
     answer of an earlier attempt)."""
-    return {"mode": node["mode"] & 0o7777, "mtime_ns": node["mtime_ns"]}
+    applied = {"mode": node["mode"] & 0o7777, "mtime_ns": node["mtime_ns"]}
+    return {**applied, **{key: node.get(key) for key in ("uid", "gid", "atime_ns")}}
 
 
 def _asked(entry: JournalEntry) -> dict:
-    """The mode and mtime a setattr entry asks for (the keys it leaves alone are absent)."""
-    return {key: entry.args[key] for key in ("mode", "mtime_ns") if entry.args.get(key) is not None}
+    """The attributes a setattr entry asks for (the keys it leaves alone are absent)."""
+    return {key: entry.args[key] for key in _SETTABLE if entry.args.get(key) is not None}

@@ -38,8 +38,10 @@ from backend.protocol.errors import (
     NotFound,
     QuotaExceeded,
 )
-from backend.protocol.paths import NAME_MAX, check_name
+from backend.protocol.limits import MAX_FILE_SIZE
+from backend.protocol.paths import NAME_MAX, PATH_MAX, check_name
 from cache.metadb import ROOT_INODE, MetaDB, Node
+from mountfs import acl
 from mountfs.content import Content, Revision
 from mountfs.errors import FsError
 from mountfs.published import STATUS_XATTR
@@ -47,6 +49,8 @@ from mountfs.quota import Usage
 
 log = logging.getLogger(__name__)
 
+# Namespaces the server keeps (backend/metadata/tree.py); ACLs are system.posix_acl_*.
+XATTR_PREFIXES = ("user.", "security.", "trusted.", "system.posix_acl_")
 _RESERVED_XATTR_PREFIX = "user.cirrus."
 XATTR_VALUE_MAX = 64 * 1024
 
@@ -88,6 +92,24 @@ class GroupSync:
                 self._busy = False
                 self._idle.set()
                 self._idle = trio.Event()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who makes a request (the FUSE context): new nodes belong to them."""
+
+    uid: int
+    gid: int
+
+
+ROOT = Caller(0, 0)
+# relatime: a read updates atime when it is not after the last change, or once a day.
+ATIME_REFRESH_NS = 24 * 3600 * 10**9
+
+
+def _may_see(name: str, caller: Caller) -> bool:
+    """trusted.* attributes exist only for root, as on Linux filesystems."""
+    return caller.uid == 0 or not name.startswith("trusted.")
 
 
 @dataclass(slots=True)
@@ -169,7 +191,11 @@ class VFS:
         if node.dirty and (size := self.content.dirty.size_if_exists(inode)) is not None:
             node.size = size
             node.mtime_ns = self._mtimes.get(inode, node.mtime_ns)
+            node.ctime_ns = max(node.ctime_ns, node.mtime_ns)
         return node
+
+    def nlink(self, node: Node) -> int:
+        return self._db.nlink(node)
 
     def _dir(self, inode: int) -> Node:
         node = self.node(inode)
@@ -177,12 +203,41 @@ class VFS:
             raise NotADirectory(f"inode {inode} is not a folder")
         return node
 
-    def _child(self, parent: int, raw: bytes) -> Node:
+    def _name(self, parent: int, raw: bytes) -> Node:
+        """The row holding a name (a hard link's own row, not its file)."""
         self._dir(parent)
         node = self._db.child(parent, decode_name(raw))
         if node is None:
             raise NotFound(f"no entry {raw!r}")
         return node
+
+    def _child(self, parent: int, raw: bytes) -> Node:
+        return self.resolve(self._name(parent, raw))
+
+    def resolve(self, row: Node) -> Node:
+        """The node a name shows: a hard link's file, else the row itself."""
+        return self.node(row.link_inode) if row.is_link and row.link_inode else row
+
+    def _entries_changed(self, folder: int, now: int) -> None:
+        """A folder gained or lost a name: its mtime and ctime (the server sets the same
+        from the instant the journal entry carries)."""
+        self._db.update(folder, mtime_ns=now, ctime_ns=now)
+
+    def _owner(self, parent: Node, caller: Caller, mode: int, is_dir: bool) -> dict:
+        """Owner, group and mode of a new node: a setgid folder gives its group (and, to
+        folders, its setgid bit), as on Linux."""
+        gid = caller.gid
+        if parent.mode & stat.S_ISGID:
+            gid = self.owner_gid(parent)
+            if is_dir:
+                mode |= stat.S_ISGID
+        return {"uid": caller.uid, "gid": gid, "mode": stat.S_IMODE(mode)}
+
+    def owner_uid(self, node: Node) -> int:
+        return os.getuid() if node.uid is None else node.uid
+
+    def owner_gid(self, node: Node) -> int:
+        return os.getgid() if node.gid is None else node.gid
 
     def _journal(self, op: str, inode: int, args: dict, other: int | None = None) -> None:
         seq = self._db.append(op, inode, args, other)
@@ -198,7 +253,14 @@ class VFS:
         name = decode_name(raw)
         if self._db.child(parent, name) is not None:
             raise AlreadyExists(f"{name} exists")
+        self._check_path_length(parent, raw)
         return name
+
+    def _check_path_length(self, parent: int, raw: bytes) -> None:
+        """The drive keeps paths of at most PATH_MAX bytes from its root: a name that would
+        make a longer one is refused now (the server would refuse its replay)."""
+        if len(self._db.path(parent).rstrip("/").encode()) + 1 + len(raw) > PATH_MAX:
+            raise NameTooLong(f"the drive path would be longer than {PATH_MAX} bytes")
 
     def generation(self, inode: int) -> int:
         return self._gens.get(inode, 0)
@@ -254,23 +316,44 @@ class VFS:
     # -- attributes ---------------------------------------------------------------------------
 
     async def setattr(
-        self, inode: int, mode: int | None, size: int | None, mtime_ns: int | None
+        self,
+        inode: int,
+        mode: int | None,
+        size: int | None,
+        mtime_ns: int | None,
+        owner: tuple[int | None, int | None] = (None, None),
+        atime_ns: int | None = None,
     ) -> Node:
+        """chmod, chown, truncate, utimes. The kernel checked who may (default_permissions)
+        and computed the mode chown leaves (setuid/setgid cleared on files). Every call
+        changes ctime; only what differs is journaled (tar chmods to the same mode)."""
         node = self.node(inode)
         if size is not None:
             await self._truncate(node, size)
         changes: dict = {}
-        if mode is not None and stat.S_IMODE(mode) != node.mode:  # tar chmods to the same
+        if mode is not None and stat.S_IMODE(mode) != node.mode:
             changes["mode"] = stat.S_IMODE(mode)
+        uid, gid = owner
+        if uid is not None and uid != self.owner_uid(node):
+            changes["uid"] = uid
+        if gid is not None and gid != self.owner_gid(node):
+            changes["gid"] = gid
         if mtime_ns is not None:
             changes["mtime_ns"] = mtime_ns
             self._mtimes.pop(inode, None)
-        if changes:
-            with self._db.transaction():
-                self._db.update(inode, ctime_ns=time.time_ns(), **changes)
-                if self._db.get(inode).parent is not None:
-                    self._journal("setattr", inode, {"path": self._db.path(inode), **changes})
+        if atime_ns is not None:
+            changes["atime_ns"] = atime_ns
+        asked = mode is not None or uid is not None or gid is not None
+        if changes or asked:
+            self._change_attributes(inode, changes)
         return self.attrs(inode)
+
+    def _change_attributes(self, inode: int, changes: dict) -> None:
+        """Apply attribute changes with a new ctime, and journal them for the server."""
+        with self._db.transaction():
+            self._db.update(inode, ctime_ns=time.time_ns(), **changes)
+            if changes and self._db.get(inode).parent is not None:
+                self._journal("setattr", inode, {"path": self._db.path(inode), **changes})
 
     async def _truncate(self, node: Node, size: int, commit: bool = True) -> None:
         """Truncate; `commit` journals the upload now (an open's O_TRUNC leaves it to close)."""
@@ -278,6 +361,8 @@ class VFS:
             raise IsADirectory("cannot truncate a folder")
         if node.type != "file":
             raise FsError(errno.EINVAL, "not a regular file")
+        if size > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG, f"files hold at most {MAX_FILE_SIZE} bytes")
         async with self.content.lock(node.inode):
             await self._begin_change(node.inode, keep=size > 0)
             self.content.truncate(node.inode, size)
@@ -324,48 +409,107 @@ class VFS:
     def opendir(self, inode: int) -> None:
         self._dir(inode)
 
-    def readdir(self, inode: int, after: int) -> list[Node]:
-        """A page of children with their attributes (one query; only dirty files need more)."""
-        nodes = self._db.children(inode, after, limit=256)
-        return [self.attrs(node.inode) if node.dirty else node for node in nodes]
+    def readdir(self, inode: int, after: int) -> list[tuple[Node, Node]]:
+        """A page of children as (row, what it shows): one query, and more only for dirty
+        files and hard links, which show their file."""
+        rows = self._db.children(inode, after, limit=256)
+        shown = [self.attrs(row.inode) if row.dirty else self.resolve(row) for row in rows]
+        return list(zip(rows, shown, strict=True))
 
-    def mkdir(self, parent: int, raw: bytes, mode: int) -> Node:
+    def _made(self, node: Node, op: str, args: dict) -> Node:
+        """Journal the making of `node` with its path and note it in its folder."""
+        self._journal(op, node.inode, {"path": self._db.path(node.inode), **args})
+        self._entries_changed(node.parent, node.ctime_ns)
+        return node
+
+    def mkdir(self, parent: int, raw: bytes, mode: int, caller: Caller = ROOT) -> Node:
         name = self._new_name(parent, raw)
+        owner = self._owner(self.node(parent), caller, mode, is_dir=True)
         with self._db.transaction():
-            node = self._db.insert(parent, name, "dir", stat.S_IMODE(mode))
-            args = {"path": self._db.path(node.inode), "mode": node.mode, "mtime_ns": node.mtime_ns}
-            self._journal("mkdir", node.inode, args)
+            node = self._db.insert(parent, name, "dir", **owner)
+            self._made(node, "mkdir", {"mode": node.mode, "mtime_ns": node.mtime_ns})
         return self._remember(node)
 
     def rmdir(self, parent: int, raw: bytes) -> None:
-        node = self._child(parent, raw)
+        node = self._name(parent, raw)
         if not node.is_dir:
             raise NotADirectory(f"{node.name} is not a folder")
         if self._db.has_children(node.inode):
             raise NotEmpty(f"{node.name} is not empty")
+        now = time.time_ns()
         with self._db.transaction():
-            self._journal("rmdir", node.inode, {"path": self._db.path(node.inode)})
+            self._journal("rmdir", node.inode, {"path": self._db.path(node.inode), "at": now})
             self.detach(node)
+            self._entries_changed(parent, now)
 
     def unlink(self, parent: int, raw: bytes) -> None:
-        node = self._child(parent, raw)
-        if node.is_dir:
-            raise IsADirectory(f"{node.name} is a folder")
+        row = self._name(parent, raw)
+        if row.is_dir:
+            raise IsADirectory(f"{row.name} is a folder")
+        now = time.time_ns()
         with self._db.transaction():
-            self._journal("unlink", node.inode, {"path": self._db.path(node.inode)})
-            self.detach(node)
+            self._journal("unlink", row.inode, {"path": self._db.path(row.inode), "at": now})
+            self._unname(row, now)
+            self._entries_changed(parent, now)
 
-    def symlink(self, parent: int, raw: bytes, target: bytes) -> Node:
+    def _unname(self, row: Node, now: int) -> None:
+        """Remove one name, as the server does (backend/metadata/posix.py): a hard link
+        goes and its file changes; a file with other names takes the place of the first of
+        them, which goes; else the node is detached."""
+        if row.is_link:
+            self.detach(row)
+            if row.link_inode is not None:
+                self._db.update(row.link_inode, ctime_ns=now)
+            return
+        heirs = [] if row.is_dir else self._db.links(row.inode)
+        if not heirs:
+            self.detach(row)
+            return
+        heir = heirs[0]
+        self.detach(heir)
+        self._db.update(row.inode, parent=heir.parent, name=heir.name, ctime_ns=now)
+
+    def symlink(self, parent: int, raw: bytes, target: bytes, caller: Caller = ROOT) -> Node:
         name = self._new_name(parent, raw)
         try:
             text = target.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidPathError("symlink target is not valid UTF-8") from None
+        owner = self._owner(self.node(parent), caller, 0o777, is_dir=False)
         with self._db.transaction():
-            node = self._db.insert(parent, name, "symlink", 0o777, target=text, size=len(target))
-            args = {"path": self._db.path(node.inode), "target": text, "mtime_ns": node.mtime_ns}
-            self._journal("symlink", node.inode, args)
+            node = self._db.insert(parent, name, "symlink", target=text, size=len(target), **owner)
+            self._made(node, "symlink", {"target": text, "mtime_ns": node.mtime_ns})
         return self._remember(node)
+
+    def mknod(
+        self, parent: int, raw: bytes, kind: str, mode: int, rdev: int, caller: Caller
+    ) -> Node:
+        """A FIFO, socket or device: metadata only, synced like a symlink (the kernel
+        refused devices to callers without CAP_MKNOD already)."""
+        name = self._new_name(parent, raw)
+        owner = self._owner(self.node(parent), caller, mode, is_dir=False)
+        with self._db.transaction():
+            node = self._db.insert(parent, name, kind, rdev=rdev, **owner)
+            args = {"type": kind, "mode": node.mode, "rdev": rdev, "mtime_ns": node.mtime_ns}
+            self._made(node, "mknod", args)
+        return self._remember(node)
+
+    def link(self, inode: int, new_parent: int, raw: bytes) -> Node:
+        """A second name for a file (link(2)); folders cannot have one (EPERM)."""
+        node = self.node(inode)
+        if node.is_dir:
+            raise FsError(errno.EPERM, "a folder cannot have a second name")
+        if node.parent is None and inode != ROOT_INODE:
+            raise NotFound("the file has no name left")
+        name = self._new_name(new_parent, raw)
+        now = time.time_ns()
+        with self._db.transaction():
+            row = self._db.insert(new_parent, name, "hardlink", node.mode, link_inode=inode)
+            args = {"src": self._db.path(inode), "dst": self._db.path(row.inode), "at": now}
+            self._journal("link", row.inode, args)
+            self._db.update(inode, ctime_ns=now)
+            self._entries_changed(new_parent, now)
+        return self._remember(self.attrs(inode))
 
     def readlink(self, inode: int) -> bytes:
         node = self.node(inode)
@@ -378,12 +522,14 @@ class VFS:
     def rename(
         self, old_parent: int, old_raw: bytes, new_parent: int, new_raw: bytes, mode: str
     ) -> None:
-        """rename(2): mode is 'replace', 'noreplace' or 'exchange', as the API names them."""
-        source = self._child(old_parent, old_raw)
+        """rename(2): mode is 'replace', 'noreplace' or 'exchange', as the API names them.
+        A name moved onto another name of the same file changes nothing."""
+        source = self._name(old_parent, old_raw)
         self._dir(new_parent)
         new_name = decode_name(new_raw)
+        self._check_path_length(new_parent, new_raw)
         target = self._db.child(new_parent, new_name)
-        if target is not None and target.inode == source.inode:
+        if target is not None and self.resolve(target).inode == self.resolve(source).inode:
             return
         if mode == "noreplace" and target is not None:
             raise AlreadyExists(f"{new_name} exists")
@@ -398,16 +544,25 @@ class VFS:
             return
         if target is not None:
             self._check_replace(source, target)
+        now = time.time_ns()
         with self._db.transaction():
             args = {
                 "src": self._db.path(source.inode),
                 "dst": self._db.path(new_parent).rstrip("/") + "/" + new_name,
                 "mode": mode,
+                "at": now,
             }
             self._journal("rename", source.inode, args, other=target and target.inode)
             if target is not None:
-                self.detach(target)
-            self._db.update(source.inode, parent=new_parent, name=new_name, ctime_ns=time.time_ns())
+                self._unname(target, now)
+            self._db.update(source.inode, parent=new_parent, name=new_name)
+            self._moved(source, now)
+            self._entries_changed(old_parent, now)
+            self._entries_changed(new_parent, now)
+
+    def _moved(self, row: Node, now: int) -> None:
+        """A moved name's file changes (its ctime, as Linux filesystems set it)."""
+        self._db.update(self.resolve(row).inode, ctime_ns=now)
 
     def _check_replace(self, source: Node, target: Node) -> None:
         if target.is_dir and not source.is_dir:
@@ -418,27 +573,33 @@ class VFS:
             raise NotEmpty(f"{target.name} is not empty")
 
     def _exchange(self, source: Node, target: Node) -> None:
+        now = time.time_ns()
         with self._db.transaction():
             args = {
                 "src": self._db.path(source.inode),
                 "dst": self._db.path(target.inode),
                 "mode": "exchange",
+                "at": now,
             }
             self._journal("rename", source.inode, args, other=target.inode)
-            now = time.time_ns()
             self._db.update(target.inode, parent=None)
-            self._db.update(source.inode, parent=target.parent, name=target.name, ctime_ns=now)
-            self._db.update(target.inode, parent=source.parent, name=source.name, ctime_ns=now)
+            self._db.update(source.inode, parent=target.parent, name=target.name)
+            self._db.update(target.inode, parent=source.parent, name=source.name)
+            for row in (source, target):
+                self._moved(row, now)
+                self._entries_changed(row.parent, now)
 
     # -- files --------------------------------------------------------------------------------
 
-    def create(self, parent: int, raw: bytes, mode: int, flags: int) -> tuple[int, Node]:
+    def create(
+        self, parent: int, raw: bytes, mode: int, flags: int, caller: Caller = ROOT
+    ) -> tuple[int, Node]:
         name = self._new_name(parent, raw)
+        owner = self._owner(self.node(parent), caller, mode, is_dir=False)
         with self._db.transaction():
-            node = self._db.insert(parent, name, "file", stat.S_IMODE(mode), dirty=1, modified=1)
+            node = self._db.insert(parent, name, "file", dirty=1, modified=1, **owner)
             self.content.dirty.create_empty(node.inode)
-            args = {"path": self._db.path(node.inode), "mode": node.mode, "mtime_ns": node.mtime_ns}
-            self._journal("create", node.inode, args)
+            self._made(node, "create", {"mode": node.mode, "mtime_ns": node.mtime_ns})
         return self._open_handle(node.inode, writable=True), self._remember(node)
 
     async def open(self, inode: int, flags: int) -> tuple[int, bool]:
@@ -471,15 +632,29 @@ class VFS:
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handle(fh)
+        if handle.next_offset < 0:
+            self._accessed(handle.inode)
         sequential = offset == handle.next_offset
         data = await self.content.read(handle.inode, handle.revision, offset, size, sequential)
         handle.next_offset = offset + len(data)
         return data
 
+    def _accessed(self, inode: int) -> None:
+        """relatime, at a handle's first read: atime moves when it is not after the last
+        change or is a day old. Kept in the mirror; it reaches the server with the node's
+        next change (a read sends nothing)."""
+        node = self.node(inode)
+        now = time.time_ns()
+        atime = node.atime_ns or 0
+        if atime <= max(node.mtime_ns, node.ctime_ns) or now - atime > ATIME_REFRESH_NS:
+            self._db.update(inode, atime_ns=now)
+
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self._handle(fh)
         if not handle.writable:
             raise FsError(errno.EBADF, "file not open for writing")
+        if offset + len(data) > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG, f"files hold at most {MAX_FILE_SIZE} bytes")
         node = self.node(handle.inode)
         if not (node.dirty and node.modified):
             await self._start_writing(handle.inode, keep=True)
@@ -539,46 +714,60 @@ class VFS:
 
     # -- extended attributes ------------------------------------------------------------------
 
-    def getxattr(self, inode: int, raw: bytes) -> bytes:
+    def getxattr(self, inode: int, raw: bytes, caller: Caller = ROOT) -> bytes:
         name = raw.decode("utf-8", "surrogateescape")
-        if not name.startswith("user."):  # the kernel asks security.capability before writes
-            raise FsError(errno.ENODATA, f"no attribute {name}")
         node = self.node(inode)
         if name == STATUS_XATTR:
             return self.status(node).encode()
-        if name not in node.xattrs:
+        if name not in node.xattrs or not _may_see(name, caller):
             raise FsError(errno.ENODATA, f"no attribute {name}")
         return base64.b64decode(node.xattrs[name])
 
-    def listxattr(self, inode: int) -> list[bytes]:
-        return [name.encode("utf-8") for name in self.node(inode).xattrs]
+    def listxattr(self, inode: int, caller: Caller = ROOT) -> list[bytes]:
+        names = self.node(inode).xattrs
+        return [name.encode("utf-8") for name in names if _may_see(name, caller)]
 
-    def setxattr(self, inode: int, raw: bytes, value: bytes | None) -> None:
-        """Set (or with None remove) a `user.` attribute; the server stores it."""
+    def setxattr(self, inode: int, raw: bytes, value: bytes | None, caller: Caller = ROOT) -> None:
+        """Set (or with None remove) an attribute of a namespace the server keeps."""
         node = self.node(inode)
         try:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise FsError(errno.EINVAL, "attribute name is not UTF-8") from None
-        if not name.startswith("user.") or len(raw) > NAME_MAX:
-            raise FsError(errno.EOPNOTSUPP if len(raw) <= NAME_MAX else errno.ERANGE)
+        if len(raw) > NAME_MAX:
+            raise FsError(errno.ERANGE, "attribute name too long")
+        if not name.startswith(XATTR_PREFIXES) or name.endswith("."):
+            raise FsError(errno.EOPNOTSUPP, f"{name}: namespace not supported")
+        if not _may_see(name, caller):
+            raise FsError(errno.EPERM, "trusted.* attributes are for root")
         if name.startswith(_RESERVED_XATTR_PREFIX):
             raise FsError(errno.EPERM, f"{name} is read-only")
         if value is not None and len(value) > XATTR_VALUE_MAX:
             raise FsError(errno.E2BIG, "attribute value too large")
         if value is None and name not in node.xattrs:
             raise FsError(errno.ENODATA, f"no attribute {name}")
-        xattrs = dict(node.xattrs)
+        with self._db.transaction():
+            if name == acl.ACCESS and value is not None:
+                mode, extended = acl.apply_to_mode(value, node.mode)
+                if mode != node.mode:
+                    self._change_attributes(node.inode, {"mode": mode})
+                if not extended:  # just a mode: nothing to keep (a stored one goes)
+                    if name not in node.xattrs:
+                        return
+                    value = None
+            self._set_xattr(node, name, value)
+
+    def _set_xattr(self, node: Node, name: str, value: bytes | None) -> None:
+        xattrs = dict(self.node(node.inode).xattrs)
         encoded = None if value is None else base64.b64encode(value).decode("ascii")
         if encoded is None:
             del xattrs[name]
         else:
             xattrs[name] = encoded
-        with self._db.transaction():
-            self._db.update(inode, xattrs=xattrs, ctime_ns=time.time_ns())
-            if node.parent is not None or inode == 1:
-                args = {"path": self._db.path(inode), "name": name, "value": encoded}
-                self._journal("xattr", inode, args)
+        self._db.update(node.inode, xattrs=xattrs, ctime_ns=time.time_ns())
+        if node.parent is not None or node.inode == ROOT_INODE:
+            args = {"path": self._db.path(node.inode), "name": name, "value": encoded}
+            self._journal("xattr", node.inode, args)
 
     def status(self, node: Node) -> str:
         if self._db.has_pending(node.inode):

@@ -35,7 +35,7 @@ def mkdir(path: str) -> BatchOp:
 def test_a_step_that_fails_after_journaling_is_undone_with_its_entries(
     metadata: MetadataService, alice: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def journal_then_fail(tx, path, mode, mtime_ns):
+    def journal_then_fail(tx, path, mode, mtime_ns, *_attrs):
         mkdir_in(tx, "/ghost", None, None, False)
         raise errors.NotFound("refused after a change")
 
@@ -141,7 +141,7 @@ def test_a_refused_step_drops_its_block_references(
     consistency check after the test compares every refcount with the block lists)."""
     data = b"shared block"
 
-    def commit_then_fail(tx, path, mode, mtime_ns):
+    def commit_then_fail(tx, path, mode, mtime_ns, *_attrs):
         request = CommitRequest("/ghost", None, len(data), [BlockRef(block_hash(data), len(data))])
         commit_in(tx, alice, ["ghost"], request, request.blocks, 10)
         raise errors.NotFound("refused after a commit")
@@ -156,7 +156,7 @@ def test_a_refused_step_drops_its_block_references(
 def test_names_made_by_an_undone_step_are_gone_for_the_steps_after_it(
     metadata: MetadataService, alice: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def mkdir_then_fail(tx, path, mode, mtime_ns):
+    def mkdir_then_fail(tx, path, mode, mtime_ns, *_attrs):
         mkdir_in(tx, "/ghost", None, None, False)
         raise errors.NotFound("refused after a change")
 
@@ -173,7 +173,7 @@ def test_a_refused_step_that_only_inserted_rows_is_undone(
     """A step whose only writes are plain INSERTs into a folder the batch made (no query
     at all) is undone too: its savepoint exists before its first write."""
 
-    def mkdir_then_fail(tx, path, mode, mtime_ns):
+    def mkdir_then_fail(tx, path, mode, mtime_ns, *_attrs):
         mkdir_in(tx, "/d/ghost", None, None, False)
         raise errors.NotFound("refused after a change")
 

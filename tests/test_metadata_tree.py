@@ -147,7 +147,7 @@ def test_setattr_and_xattrs(metadata: MetadataService, alice: Principal) -> None
     assert metadata.set_xattr(alice, "/d", "user.color", None).xattrs == {}
     with pytest.raises(errors.NotFound):
         metadata.set_xattr(alice, "/d", "user.color", None)
-    for bad in ("security.x", "user.", "user." + "x" * 251, "trusted.y", "user.\udcff", 5):
+    for bad in ("system.x", "user.", "user." + "x" * 251, "os2.y", "user.\udcff", 5):
         with pytest.raises(errors.InvalidRequest):
             metadata.set_xattr(alice, "/d", bad, b"v")
     with pytest.raises(errors.PayloadTooLarge):

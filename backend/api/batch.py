@@ -18,7 +18,9 @@ from backend.api.models import (
     BatchIn,
     BatchOpIn,
     CommitOp,
+    LinkOp,
     MkdirOp,
+    MknodOp,
     MoveOp,
     SetattrOp,
     SymlinkOp,
@@ -49,6 +51,16 @@ def _checked(op: BatchOpIn) -> BatchOp:
     """The service's form of one operation, with the checks its single call makes."""
     if isinstance(op, CommitOp):
         return BatchOp("commit", {"request": commit_request(op)})
+    checked = _checked_plain(op)
+    return BatchOp(checked.kind, {**checked.args, "attrs": op.posix()}, checked.seq)
+
+
+def _checked_plain(op: BatchOpIn) -> BatchOp:
+    if isinstance(op, MknodOp):
+        args = {"type": op.type, "mode": op.mode, "rdev": op.rdev, "mtime_ns": op.mtime_ns}
+        return BatchOp("mknod", {"path": check_path(op.path), **args}, op.seq)
+    if isinstance(op, LinkOp):
+        return BatchOp("link", {"src": check_path(op.from_), "dst": check_path(op.to)}, op.seq)
     if isinstance(op, MkdirOp):
         args = {"mode": op.mode, "mtime_ns": op.mtime_ns, "parents": op.parents}
         return BatchOp("mkdir", {"path": check_path(op.path), **args}, op.seq)
@@ -78,7 +90,7 @@ def _answer(outcome: Outcome) -> dict[str, Any]:
         case "mkdir":
             node, created = value
             return {"status": 201 if created else 200, "body": node.to_json()}
-        case "symlink":
+        case "symlink" | "mknod" | "link":
             return {"status": 201, "body": value.to_json()}
         case "move":
             return {"status": 200, "body": move_answer(*value)}

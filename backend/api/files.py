@@ -133,6 +133,7 @@ def commit_request(body: CommitIn) -> CommitRequest:
         mode=body.mode,
         mtime_ns=body.mtime_ns,
         commit_id=body.commit_id,
+        attrs=body.posix(),
     )
 
 

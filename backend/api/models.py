@@ -44,12 +44,29 @@ TimeNs = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 Revision = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
+OwnerId = Annotated[int, Field(ge=0, le=2**32 - 2)]
+
+
+class PosixIn(BaseModel):
+    """Owner and times a change also sets (backend/metadata/posix.py); absent: unchanged,
+    and the change's ctime is the server's clock."""
+
+    uid: OwnerId | None = None
+    gid: OwnerId | None = None
+    atime_ns: TimeNs | None = None
+    ctime_ns: TimeNs | None = None
+
+    def posix(self) -> dict[str, int]:
+        fields = ("uid", "gid", "atime_ns", "ctime_ns")
+        return {key: getattr(self, key) for key in fields if getattr(self, key) is not None}
+
+
 class BlockIn(BaseModel):
     hash: BlockHash
     size: int = Field(ge=1, le=MAX_BLOCK_SIZE)
 
 
-class CommitIn(BaseModel):
+class CommitIn(PosixIn):
     path: str
     base_rev: Revision | None = None
     size: int = Field(ge=0, le=MAX_FILE_SIZE)
@@ -68,41 +85,56 @@ class MissingIn(BaseModel):
     hashes: list[BlockHash] = Field(max_length=MAX_MISSING_QUERY)
 
 
-class MkdirIn(BaseModel):
+class MkdirIn(PosixIn):
     path: str
     mode: Mode | None = None
     mtime_ns: TimeNs | None = None
     parents: bool = False
 
 
-class SymlinkIn(BaseModel):
+class SymlinkIn(PosixIn):
     path: str
     target: Text = Field(min_length=1, max_length=4096)
     mtime_ns: TimeNs | None = None
 
 
-class MoveIn(BaseModel):
+class MoveIn(PosixIn):
     from_: str = Field(alias="from")
     to: str
     mode: Literal["replace", "noreplace", "exchange"] = "replace"
 
 
-class DeleteIn(BaseModel):
+class DeleteIn(PosixIn):
     path: str
     recursive: bool = False
 
 
-class SetattrIn(BaseModel):
+class SetattrIn(PosixIn):
     path: str
     mode: Mode | None = None
     mtime_ns: TimeNs | None = None
 
 
-class XattrIn(BaseModel):
+class XattrIn(PosixIn):
     path: str
-    name: Text = Field(min_length=6, max_length=255, pattern=r"^user\.")
+    name: Text = Field(
+        min_length=6, max_length=255, pattern=r"^(user\.|security\.|trusted\.|system\.posix_acl_)"
+    )
     # base64 of at most MAX_XATTR_VALUE bytes
     value: str | None = Field(None, max_length=(MAX_XATTR_VALUE + 2) // 3 * 4)
+
+
+class MknodIn(PosixIn):
+    path: str
+    type: Literal["fifo", "socket", "chr", "blk"]
+    mode: Mode = 0o644
+    rdev: int = Field(0, ge=0, le=INT64_MAX)
+    mtime_ns: TimeNs | None = None
+
+
+class LinkIn(PosixIn):
+    from_: str = Field(alias="from")
+    to: str
 
 
 # -- a batch of namespace operations (POST /v1/batch) -----------------------------------------
@@ -142,8 +174,16 @@ class CommitOp(CommitIn):
     op: Literal["commit"]
 
 
+class MknodOp(MknodIn, Tagged):
+    op: Literal["mknod"]
+
+
+class LinkOp(LinkIn, Tagged):
+    op: Literal["link"]
+
+
 BatchOpIn = Annotated[
-    MkdirOp | SymlinkOp | MoveOp | DeleteOp | SetattrOp | XattrOp | CommitOp,
+    MkdirOp | SymlinkOp | MoveOp | DeleteOp | SetattrOp | XattrOp | CommitOp | MknodOp | LinkOp,
     Field(discriminator="op"),
 ]
 

@@ -10,7 +10,9 @@ from backend.api.deps import PrincipalDep, ServicesDep, check_path
 from backend.api.models import (
     MAX_XATTR_VALUE,
     DeleteIn,
+    LinkIn,
     MkdirIn,
+    MknodIn,
     MoveIn,
     SetattrIn,
     SymlinkIn,
@@ -37,20 +39,35 @@ def list_dir(who: PrincipalDep, services: ServicesDep, path: str) -> dict:
 @router.post("/mkdir", status_code=201)
 def mkdir(who: PrincipalDep, services: ServicesDep, body: MkdirIn) -> JSONResponse:
     path = check_path(body.path)
-    node, created = services.metadata.mkdir(who, path, body.mode, body.mtime_ns, body.parents)
+    mode, mtime_ns, parents = body.mode, body.mtime_ns, body.parents
+    node, created = services.metadata.mkdir(who, path, mode, mtime_ns, parents, body.posix())
     return JSONResponse(node.to_json(), status_code=201 if created else 200)
 
 
 @router.post("/symlink", status_code=201)
 def symlink(who: PrincipalDep, services: ServicesDep, body: SymlinkIn) -> dict:
     path = check_path(body.path)
-    return services.metadata.symlink(who, path, body.target, body.mtime_ns).to_json()
+    node = services.metadata.symlink(who, path, body.target, body.mtime_ns, body.posix())
+    return node.to_json()
+
+
+@router.post("/mknod", status_code=201)
+def mknod(who: PrincipalDep, services: ServicesDep, body: MknodIn) -> dict:
+    path = check_path(body.path)
+    args = (body.type, body.mode, body.rdev, body.mtime_ns, body.posix())
+    return services.metadata.mknod(who, path, *args).to_json()
+
+
+@router.post("/link", status_code=201)
+def link(who: PrincipalDep, services: ServicesDep, body: LinkIn) -> dict:
+    src, dst = check_path(body.from_), check_path(body.to)
+    return services.metadata.link(who, src, dst, body.posix()).to_json()
 
 
 @router.post("/move")
 def move(who: PrincipalDep, services: ServicesDep, body: MoveIn) -> dict:
     src, dst = check_path(body.from_), check_path(body.to)
-    return move_answer(*services.metadata.move(who, src, dst, body.mode))
+    return move_answer(*services.metadata.move(who, src, dst, body.mode, body.posix()))
 
 
 def move_answer(node: NodeInfo, replaced: NodeInfo | None) -> dict:
@@ -59,19 +76,21 @@ def move_answer(node: NodeInfo, replaced: NodeInfo | None) -> dict:
 
 @router.post("/delete")
 def delete(who: PrincipalDep, services: ServicesDep, body: DeleteIn) -> dict:
-    return {"deleted": services.metadata.delete(who, check_path(body.path), body.recursive)}
+    path = check_path(body.path)
+    return {"deleted": services.metadata.delete(who, path, body.recursive, body.posix())}
 
 
 @router.post("/setattr")
 def setattr(who: PrincipalDep, services: ServicesDep, body: SetattrIn) -> dict:
     path = check_path(body.path)
-    return services.metadata.setattr(who, path, body.mode, body.mtime_ns).to_json()
+    return services.metadata.setattr(who, path, body.mode, body.mtime_ns, body.posix()).to_json()
 
 
 @router.post("/xattr")
 def xattr(who: PrincipalDep, services: ServicesDep, body: XattrIn) -> dict:
     value = xattr_value(body)
-    return services.metadata.set_xattr(who, check_path(body.path), body.name, value).to_json()
+    path = check_path(body.path)
+    return services.metadata.set_xattr(who, path, body.name, value, body.posix()).to_json()
 
 
 def xattr_value(body: XattrIn) -> bytes | None:

@@ -33,6 +33,11 @@ DEVICE_LEN = 64
 
 # nodes.type
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
+# nodes.type of metadata-only special files (FIFO, Unix socket, character and block device)
+FIFO, SOCKET, CHR, BLK = "fifo", "socket", "chr", "blk"
+SPECIAL_TYPES = (FIFO, SOCKET, CHR, BLK)
+# nodes.type of a second name of a file (a hard link): `link_id` names the file
+HARDLINK = "hardlink"
 # revisions.status (STAGING: a large commit's block list being written, backend/metadata/staging.py)
 PENDING, UPLOADED, STAGING = "pending", "uploaded", "staging"
 # blocks.tier
@@ -174,6 +179,18 @@ class Node(Base):
     deleted_at: Mapped[int | None] = mapped_column(BigInteger)
     deleted_by: Mapped[str | None] = mapped_column(String(DEVICE_LEN))
     trash_id: Mapped[int | None] = mapped_column(Integer)
+    # POSIX owner and group by numeric id; NULL (nodes made through the HTTP API and before
+    # owners were kept): a mount shows the mounting user's.
+    uid: Mapped[int | None] = mapped_column(BigInteger)
+    gid: Mapped[int | None] = mapped_column(BigInteger)
+    # Last access and last change of the node (a change's own time, sent by the mount).
+    atime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    ctime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    rdev: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # devices
+    # Names of a file (1 + its live HARDLINK nodes); 1 for every other node.
+    nlink: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # HARDLINK nodes only: the file whose content, revisions and attributes this name shows.
+    link_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", name="fk_nodes_link_id"))
 
 
 # Names are unique among the live children of a folder; deleted nodes may repeat them.
@@ -196,6 +213,7 @@ Index(
 )
 Index("ix_nodes_parent", Node.parent_id)
 Index("ix_nodes_deleted_at", Node.deleted_at)
+Index("ix_nodes_link", Node.link_id)
 
 
 class Revision(Base):

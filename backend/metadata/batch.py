@@ -26,6 +26,7 @@ from sqlalchemy import bindparam, delete, insert, select
 
 from backend.db.models import BatchAnswer
 from backend.metadata import staging
+from backend.metadata.posix import link_in, mknod_in
 from backend.metadata.retention import Retention
 from backend.metadata.revisions import check_commit, commit_once, note_unused_commit_ids
 from backend.metadata.tree import (
@@ -173,19 +174,26 @@ class Batches:
     def one(self, tx: Txn, who: Principal, op: BatchOp, commit: tuple | None) -> Any:
         """Apply one operation as its single call would; its value, or CirrusError."""
         args = op.args
+        attrs = args.get("attrs")
         match op.kind:
             case "mkdir":
-                return mkdir_in(tx, args["path"], args["mode"], args["mtime_ns"], args["parents"])
+                path, mode, mtime_ns = args["path"], args["mode"], args["mtime_ns"]
+                return mkdir_in(tx, path, mode, mtime_ns, args["parents"], attrs)
             case "symlink":
-                return symlink_in(tx, args["path"], args["target"], args["mtime_ns"])
+                return symlink_in(tx, args["path"], args["target"], args["mtime_ns"], attrs)
             case "move":
-                return move_in(tx, args["src"], args["dst"], args["mode"])
+                return move_in(tx, args["src"], args["dst"], args["mode"], attrs)
             case "delete":
-                return delete_in(tx, args["path"], args["recursive"])
+                return delete_in(tx, args["path"], args["recursive"], attrs)
             case "setattr":
-                return setattr_in(tx, args["path"], args["mode"], args["mtime_ns"])
+                return setattr_in(tx, args["path"], args["mode"], args["mtime_ns"], attrs)
             case "xattr":
-                return set_xattr_in(tx, args["path"], args["name"], args["value"])
+                return set_xattr_in(tx, args["path"], args["name"], args["value"], attrs)
+            case "mknod":
+                kind, mode, rdev = args["type"], args["mode"], args["rdev"]
+                return mknod_in(tx, args["path"], kind, mode, rdev, args["mtime_ns"], attrs or {})
+            case "link":
+                return link_in(tx, args["src"], args["dst"], attrs or {})
             case "commit":
                 request: CommitRequest = args["request"]
                 parts, blocks, staged = commit

@@ -13,7 +13,7 @@ from functools import cache
 from sqlalchemy import Select, and_, bindparam, exists, false, select
 from sqlalchemy.orm import Session, aliased
 
-from backend.db.models import DIR, Node
+from backend.db.models import DIR, HARDLINK, Node
 from backend.metadata.types import NodeInfo
 from backend.protocol.errors import (
     InvalidPathError,
@@ -66,13 +66,17 @@ def check_mtime(mtime_ns: object) -> int:
     return mtime_ns
 
 
-def node_info(node: Node, path: str) -> NodeInfo:
+def node_info(node: Node, path: str, shown: Node | None = None) -> NodeInfo:
+    """The node at `path`; `shown`: whose attributes and content it shows (a hard link's
+    file), else its own."""
+    name = node
+    node = shown or node
     return NodeInfo(
-        id=node.id,
-        parent_id=node.parent_id,
-        name=node.name,
+        id=name.id,
+        parent_id=name.parent_id,
+        name=name.name,
         path=path,
-        type=node.type,  # type: ignore[arg-type]
+        type=name.type,  # type: ignore[arg-type]
         mode=node.mode,
         mtime_ns=node.mtime_ns,
         size=node.size,
@@ -80,7 +84,14 @@ def node_info(node: Node, path: str) -> NodeInfo:
         head_rev=node.head_rev,
         target=node.target,
         xattrs={k: base64.b64decode(v) for k, v in (node.xattrs or {}).items()},
-        deleted=node.deleted,
+        deleted=name.deleted,
+        uid=node.uid,
+        gid=node.gid,
+        atime_ns=node.atime_ns,
+        ctime_ns=node.ctime_ns,
+        rdev=node.rdev or 0,
+        nlink=node.nlink or 1,
+        link_id=name.link_id,
     )
 
 
@@ -100,6 +111,13 @@ def node_info_from_json(data: dict) -> NodeInfo:
         target=data["target"],
         xattrs={k: base64.b64decode(v) for k, v in data["xattrs"].items()},
         deleted=data["deleted"],
+        uid=data.get("uid"),
+        gid=data.get("gid"),
+        atime_ns=data.get("atime_ns"),
+        ctime_ns=data.get("ctime_ns"),
+        rdev=data.get("rdev", 0),
+        nlink=data.get("nlink", 1),
+        link_id=data.get("link_id"),
     )
 
 
@@ -272,7 +290,9 @@ class Tree:
         self._root = None
 
     def info(self, node: Node) -> NodeInfo:
-        return node_info(node, self.path_of(node))
+        """A hard link shows its file's attributes under its own id, name and path."""
+        shown = self.session.get(Node, node.link_id) if node.type == HARDLINK else None
+        return node_info(node, self.path_of(node), shown)
 
 
 @cache

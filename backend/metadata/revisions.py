@@ -15,7 +15,6 @@ from backend.db.models import (
     DIR,
     FILE,
     PENDING,
-    SYMLINK,
     UPLOADED,
     Node,
     PendingBlock,
@@ -25,6 +24,7 @@ from backend.db.models import (
 from backend.metadata import staging
 from backend.metadata.blockrefs import check_hash
 from backend.metadata.nodes import INT64_MAX, Tree, check_mode, check_mtime, parse_path
+from backend.metadata.posix import check_attrs, entries_changed, inode_of, stamp
 from backend.metadata.quota import check_commit as check_quota
 from backend.metadata.retention import Retention, prune_revisions
 from backend.metadata.txn import Database, Txn
@@ -190,11 +190,13 @@ def commit_in(
     parent = tx.make_dirs(parts[:-1])
     name = parts[-1]
     node = tx.child(parent, name)
+    node = None if node is None else inode_of(tx, node)  # a hard link commits to its file
+    attrs = check_attrs(request.attrs)
     conflict = False
     if node is not None:
         if node.type == DIR:
             raise IsADirectory(f"a folder is in the way: {request.path}")
-        if request.overwrite and node.type == SYMLINK:
+        if request.overwrite and node.type != FILE:
             tx.remove(node)
             node = None
         elif not request.overwrite and (node.type != FILE or request.base_rev != node.head_rev):
@@ -203,11 +205,13 @@ def commit_in(
     if node is None:  # a new file, inserted with its first revision shown unless pending
         mode = request.mode or DEFAULT_FILE_MODE
         revision = (1, 0, 0) if missing else (1, 1, request.size)
-        node = tx.create(parent, name, FILE, mode, mtime_ns, revision=revision)
+        node = tx.create(parent, name, FILE, mode, mtime_ns, revision=revision, attrs=attrs)
+        entries_changed(tx, parent, attrs)
     else:
         if request.mode is not None:
             node.mode = request.mode
         node.mtime_ns = mtime_ns
+        stamp(tx, node, attrs)
         node.head_rev += 1
         if not missing:
             node.rev, node.size = node.head_rev, request.size
@@ -353,7 +357,7 @@ def _check_file(node: Node) -> Node:
 
 
 def _file_at(tree: Tree, parts: list[str]) -> Node:
-    return _check_file(tree.lookup(parts))
+    return _check_file(inode_of(tree, tree.lookup(parts)))
 
 
 def _file_or_deleted_at(tree: Tree, parts: list[str]) -> Node:

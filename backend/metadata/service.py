@@ -108,30 +108,70 @@ class MetadataService:
         return self._tree.list_dir(who, path)
 
     def mkdir(
-        self, who: Principal, path: str, mode: int | None, mtime_ns: int | None, parents: bool
+        self,
+        who: Principal,
+        path: str,
+        mode: int | None,
+        mtime_ns: int | None,
+        parents: bool,
+        attrs: dict | None = None,
     ) -> tuple[NodeInfo, bool]:
-        """Return (node, created)."""
-        return self._tree.mkdir(who, path, mode, mtime_ns, parents)
+        """Return (node, created). `attrs` (here and below): owner and times the change
+        also sets (backend/metadata/posix.py)."""
+        return self._tree.mkdir(who, path, mode, mtime_ns, parents, attrs)
 
-    def symlink(self, who: Principal, path: str, target: str, mtime_ns: int | None) -> NodeInfo:
-        return self._tree.symlink(who, path, target, mtime_ns)
+    def symlink(
+        self,
+        who: Principal,
+        path: str,
+        target: str,
+        mtime_ns: int | None,
+        attrs: dict | None = None,
+    ) -> NodeInfo:
+        return self._tree.symlink(who, path, target, mtime_ns, attrs)
 
     def move(
-        self, who: Principal, src: str, dst: str, mode: MoveMode
+        self, who: Principal, src: str, dst: str, mode: MoveMode, attrs: dict | None = None
     ) -> tuple[NodeInfo, NodeInfo | None]:
         """Return (moved node, replaced-or-exchanged node)."""
-        return self._tree.move(who, src, dst, mode)
+        return self._tree.move(who, src, dst, mode, attrs)
 
-    def delete(self, who: Principal, path: str, recursive: bool) -> list[int]:
-        return self._tree.delete(who, path, recursive)
+    def delete(
+        self, who: Principal, path: str, recursive: bool, attrs: dict | None = None
+    ) -> list[int]:
+        return self._tree.delete(who, path, recursive, attrs)
 
     def setattr(
-        self, who: Principal, path: str, mode: int | None, mtime_ns: int | None
+        self,
+        who: Principal,
+        path: str,
+        mode: int | None,
+        mtime_ns: int | None,
+        attrs: dict | None = None,
     ) -> NodeInfo:
-        return self._tree.setattr(who, path, mode, mtime_ns)
+        return self._tree.setattr(who, path, mode, mtime_ns, attrs)
 
-    def set_xattr(self, who: Principal, path: str, name: str, value: bytes | None) -> NodeInfo:
-        return self._tree.set_xattr(who, path, name, value)
+    def set_xattr(
+        self, who: Principal, path: str, name: str, value: bytes | None, attrs: dict | None = None
+    ) -> NodeInfo:
+        return self._tree.set_xattr(who, path, name, value, attrs)
+
+    def mknod(
+        self,
+        who: Principal,
+        path: str,
+        type: str,
+        mode: int,
+        rdev: int,
+        mtime_ns: int | None,
+        attrs: dict | None = None,
+    ) -> NodeInfo:
+        """A FIFO, socket or device node (metadata only)."""
+        return self._tree.mknod(who, path, type, mode, rdev, mtime_ns, attrs)
+
+    def link(self, who: Principal, src: str, dst: str, attrs: dict | None = None) -> NodeInfo:
+        """A second name for a file (a hard link); the new name's node."""
+        return self._tree.link(who, src, dst, attrs)
 
     def apply_batch(
         self,

@@ -109,26 +109,39 @@ class Txn(Tree):
         mtime_ns: int | None,
         target: str | None = None,
         revision: tuple[int, int, int] = (0, 0, 0),
+        attrs: dict | None = None,
+        rdev: int = 0,
+        link_id: int | None = None,
     ) -> Node:
         """A new live node, inserted at once (its id is needed for children and journal)
         with a plain INSERT, then handed to the session as a loaded, unchanged object: an
         ORM flush per created node cost more than the rest of a typical operation.
         `revision`: (head_rev, rev, size) of a file created with its first revision, so
-        that no UPDATE follows the INSERT."""
+        that no UPDATE follows the INSERT. `attrs`: the owner and times it is made with
+        (backend.metadata.posix.ATTRS; the server's clock for absent times)."""
         head_rev, rev, size = revision
+        attrs = attrs or {}
+        mtime_ns = self.now_ns if mtime_ns is None else mtime_ns
         row = {
             "namespace_id": self.namespace_id,
             "parent_id": parent.id,
             "name": name,
             "type": type,
             "mode": mode,
-            "mtime_ns": self.now_ns if mtime_ns is None else mtime_ns,
+            "mtime_ns": mtime_ns,
             "size": size,
             "rev": rev,
             "head_rev": head_rev,
             "target": target,
             "xattrs": {},
             "deleted": False,
+            "uid": attrs.get("uid"),
+            "gid": attrs.get("gid"),
+            "atime_ns": attrs.get("atime_ns", mtime_ns),
+            "ctime_ns": attrs.get("ctime_ns", self.now_ns),
+            "rdev": rdev,
+            "nlink": 1,
+            "link_id": link_id,
         }
         self.session.flush()  # earlier changes (a name freed ...) reach the database first
         node = Node(id=self.connection.execute(_INSERT_NODE, row).scalar_one(), **row)

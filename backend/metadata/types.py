@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-NodeType = Literal["file", "dir", "symlink"]
+NodeType = Literal["file", "dir", "symlink", "fifo", "socket", "chr", "blk", "hardlink"]
 MoveMode = Literal["replace", "noreplace", "exchange"]
 
 
@@ -43,6 +43,13 @@ class NodeInfo:
     target: str | None = None
     xattrs: dict[str, bytes] = field(default_factory=dict)
     deleted: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int | None = None
+    ctime_ns: int | None = None
+    rdev: int = 0
+    nlink: int = 1
+    link_id: int | None = None
 
     @property
     def status(self) -> str:
@@ -65,6 +72,13 @@ class NodeInfo:
             "target": self.target,
             "xattrs": {k: base64.b64encode(v).decode() for k, v in self.xattrs.items()},
             "deleted": self.deleted,
+            "uid": self.uid,
+            "gid": self.gid,
+            "atime_ns": self.atime_ns,
+            "ctime_ns": self.ctime_ns,
+            "rdev": self.rdev,
+            "nlink": self.nlink,
+            "link_id": self.link_id,
         }
 
 
@@ -116,6 +130,7 @@ class CommitRequest:
     mtime_ns: int | None = None
     commit_id: str | None = None
     overwrite: bool = False  # simple uploads and restores: a new revision, never a conflict
+    attrs: dict[str, int] = field(default_factory=dict)  # owner and times (posix.ATTRS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +151,9 @@ class BatchOp:
     """One operation of a batch: `kind` names the single call, `args` its checked arguments
     (keyword names of the matching *_in function; a commit carries its CommitRequest)."""
 
-    kind: Literal["mkdir", "symlink", "move", "delete", "setattr", "xattr", "commit"]
+    kind: Literal[
+        "mkdir", "symlink", "move", "delete", "setattr", "xattr", "commit", "mknod", "link"
+    ]
     args: dict[str, Any]
     seq: int | None = None  # the client's number for it: a repeat gets the first answer
 

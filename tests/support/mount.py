@@ -194,12 +194,12 @@ def drive(mount_factory: MountFactory) -> MountProcess:
 
 @contextlib.contextmanager
 def module_drive(
-    server: ServerProcess, base: Path, user: str
+    server: ServerProcess, base: Path, user: str, extra_args: tuple[str, ...] = ()
 ) -> Iterator[tuple[MountProcess, str, ServerProcess]]:
     """A mount for a new user that a whole test module shares: always unmounted afterwards,
     and the module fails if the mount logged an unexpected error."""
     token = server.create_user(user)
-    drive = MountProcess(server.url, token, base / "mnt", base / "cache")
+    drive = MountProcess(server.url, token, base / "mnt", base / "cache", extra_args)
     try:
         drive.mount()
         yield drive, token, server

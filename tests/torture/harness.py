@@ -51,9 +51,32 @@ def local_snapshot(root: Path, skip: Callable[[str], bool] = lambda _: False) ->
                 snap[rel] = ("symlink", os.readlink(full))
             elif stat.S_ISDIR(st.st_mode):
                 snap[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            elif not stat.S_ISREG(st.st_mode):  # a FIFO, socket or device: never opened
+                snap[rel] = ("special", SPECIAL_KINDS[stat.S_IFMT(st.st_mode)], st.st_rdev)
             else:
                 snap[rel] = ("file", stat.S_IMODE(st.st_mode), Path(full).read_bytes())
     return snap
+
+
+SPECIAL_KINDS = {
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "chr",
+    stat.S_IFBLK: "blk",
+}
+
+
+def local_owners(root: Path) -> dict[str, tuple[int, int, int]]:
+    """(uid, gid, link count) of every entry below root but folders (whose link counts
+    are file-system specific)."""
+    owners = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            nlink = None if stat.S_ISDIR(st.st_mode) else st.st_nlink
+            owners[os.path.relpath(full, root)] = (st.st_uid, st.st_gid, nlink)
+    return owners
 
 
 def describe_diff(expected: Snapshot, actual: Snapshot, limit: int = 20) -> list[str]:
@@ -139,6 +162,15 @@ class ServerView:
                 if node["type"] == "dir":
                     pending.append(node["path"])
 
+    def owners(self, root: str, default: tuple[int, int]) -> dict[str, tuple[int, int, int]]:
+        """local_owners of the server's copy; `default`: a mount's owner for nodes with none."""
+        owners = {}
+        for rel, node in self.walk(root):
+            uid = default[0] if node.get("uid") is None else node["uid"]
+            gid = default[1] if node.get("gid") is None else node["gid"]
+            owners[rel] = (uid, gid, None if node["type"] == "dir" else node.get("nlink", 1))
+        return owners
+
     def snapshot(self, root: str, skip: Callable[[str], bool] = lambda _: False) -> Snapshot:
         """The server's copy of a folder in the local_snapshot format.
 
@@ -151,6 +183,8 @@ class ServerView:
                 snap[rel] = ("dir", node["mode"] & 0o7777)
             elif node["type"] == "symlink":
                 snap[rel] = ("symlink", node["target"])
+            elif node["type"] in SPECIAL_KINDS.values():
+                snap[rel] = ("special", node["type"], node.get("rdev", 0))
             elif node["head_rev"] != node["rev"]:
                 snap[rel] = ("pending", node["head_rev"])
             else:
@@ -188,12 +222,13 @@ def wait_server_matches(
 
 
 def unsynced_files(root: Path) -> list[str]:
-    """Files below root whose `user.cirrus.status` attribute does not say "synced"."""
+    """Files below root whose `user.cirrus.status` attribute does not say "synced" (symlinks
+    and special files have no user.* attributes on Linux)."""
     problems = []
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
             full = os.path.join(dirpath, name)
-            if os.path.islink(full):
+            if not stat.S_ISREG(os.lstat(full).st_mode):
                 continue
             status = os.getxattr(full, STATUS_XATTR).decode()
             if status != "synced":

@@ -1,7 +1,9 @@
 """Model-based test: one random sequence of file operations runs on the drive and on a plain
 local directory, and every result must agree — return values, the exact errno of each failing
-call, listings, sizes, modes and contents. Remounts happen in the middle of the sequence; at
-the end of each sequence the server must hold exactly what the local directory holds.
+call, listings, sizes, modes, owners, link counts and contents. The operations include hard
+links, chown and special files (mknod); fallocate is not among them: the mount does not offer
+it (pyfuse3 has no handler for it). Remounts happen in the middle of the sequence; at the
+end of each sequence the server must hold exactly what the local directory holds.
 
 Sizes: CIRRUS_TORTURE_MODEL_EXAMPLES sequences of CIRRUS_TORTURE_MODEL_STEPS steps each
 (the slow variant runs about 100,000 operations).
@@ -35,6 +37,7 @@ from .harness import (
     attempt,
     describe_diff,
     env_int,
+    local_owners,
     local_snapshot,
     report,
     unsynced_files,
@@ -62,6 +65,9 @@ OPEN_FLAGS = [
     os.O_RDWR,
     os.O_RDONLY,
 ]
+owners = st.sampled_from([(0, 0), (65534, 65534), (1000, 100)])
+# Special files live at names the other rules never reach (see DriveVersusModel.mknod).
+SPECIAL_NAMES = {"p": (stat.S_IFIFO, 0), "n": (stat.S_IFCHR, os.makedev(1, 3))}
 MAX_HANDLES = 4
 SYNC_TIMEOUT_S = 60.0
 
@@ -70,12 +76,14 @@ def payload(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def lstat_summary(path: Path) -> tuple[int, int, int | None]:
-    """What must agree between drive and model: type, permission bits, size (not for folders,
-    whose st_size is file-system specific)."""
+def lstat_summary(path: Path) -> tuple:
+    """What must agree between drive and model: type, permission bits, owner, device; size
+    and link count (not for folders, where both are file-system specific)."""
     st_ = os.lstat(path)
-    size = None if stat.S_ISDIR(st_.st_mode) else st_.st_size
-    return (stat.S_IFMT(st_.st_mode), stat.S_IMODE(st_.st_mode), size)
+    folder = stat.S_ISDIR(st_.st_mode)
+    size, nlink = (None, None) if folder else (st_.st_size, st_.st_nlink)
+    kind, mode = stat.S_IFMT(st_.st_mode), stat.S_IMODE(st_.st_mode)
+    return (kind, mode, size, nlink, st_.st_uid, st_.st_gid, st_.st_rdev)
 
 
 @dataclass(eq=False)
@@ -195,6 +203,23 @@ class DriveVersusModel(RuleBasedStateMachine):
     def readlink(self, rel: str) -> None:
         self.both(lambda root: os.readlink(root / rel))
 
+    @rule(src=paths, dst=paths)
+    def link(self, src: str, dst: str) -> None:
+        self.both(lambda root: os.link(root / src, root / dst, follow_symlinks=False))
+
+    @rule(rel=paths, owner=owners)
+    def chown(self, rel: str, owner: tuple[int, int]) -> None:
+        self.both(lambda root: os.lchown(root / rel, *owner))
+
+    @rule(folder=folders, name=st.sampled_from(sorted(SPECIAL_NAMES)), owner=owners)
+    def mknod(self, folder: str, name: str, owner: tuple[int, int]) -> None:
+        """FIFOs and devices, at names no rule opens (opening a FIFO would wait for a
+        writer); folders holding them still move, and refuse rmdir."""
+        kind, rdev = SPECIAL_NAMES[name]
+        self.both(lambda root: os.mknod(root / folder / name, 0o640 | kind, rdev))
+        self.both(lambda root: os.lchown(root / folder / name, *owner))
+        self.both(lambda root: lstat_summary(root / folder / name))
+
     # --- open files -----------------------------------------------------------------------
 
     def open_both(self, rel: str, flags: int) -> Handle | None:
@@ -276,6 +301,8 @@ class DriveVersusModel(RuleBasedStateMachine):
     def compare_trees(self) -> None:
         problems = describe_diff(local_snapshot(self.model), local_snapshot(self.real))
         assert not problems, "drive differs from the model:\n" + "\n".join(problems)
+        owners = local_owners(self.model)
+        assert local_owners(self.real) == owners, "owners or link counts differ"
 
     @rule(roll=st.integers(0, 3))
     def remount(self, roll: int) -> None:
@@ -300,6 +327,9 @@ class DriveVersusModel(RuleBasedStateMachine):
             )
             self.counters.server_checks += 1
             assert not problems, "server differs from the model:\n" + "\n".join(problems)
+            default = (os.getuid(), os.getgid())
+            owners = self.drive.view.owners("/" + self.name, default)
+            assert owners == local_owners(self.model), "the server's owners differ"
 
 
 def run_model(drive: Drive, tmp_path: Path, examples: int, steps: int) -> Counters:
