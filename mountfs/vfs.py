@@ -506,7 +506,9 @@ class VFS:
         with self._db.transaction():
             row = self._db.insert(new_parent, name, "hardlink", node.mode, link_inode=inode)
             args = {"src": self._db.path(inode), "dst": self._db.path(row.inode), "at": now}
-            self._journal("link", row.inode, args)
+            # `other` names the file: its create or upload before this entry is then never
+            # skipped for a later upload, so the server has the file before its new name.
+            self._journal("link", row.inode, args, inode)
             self._db.update(inode, ctime_ns=now)
             self._entries_changed(new_parent, now)
         return self._remember(self.attrs(inode))
