@@ -136,6 +136,7 @@ def serve_command(args: argparse.Namespace) -> int:
     config = _config(args, host=args.host, port=args.port, log_level=args.log_level)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # a line per credential lookup
     signal.signal(signal.SIGTERM, _exit_cleanly)
     _raise_open_file_limit()
     from backend.api.app import create_app, open_services

@@ -3,11 +3,15 @@
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from tests.support.server import ServerProcess
+
+if TYPE_CHECKING:
+    from tests.support.s3 import MotoServer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,3 +61,21 @@ def new_user(shared_server: ServerProcess) -> Iterator[Callable[..., httpx.Clien
     finally:
         for client in clients:
             client.close()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator["MotoServer"]:
+    """One moto S3 server for the session (tests take a fresh bucket each), with dummy
+    credentials in the environment; always stopped."""
+    from tests.support.s3 import MotoServer, s3_credentials
+
+    with s3_credentials(), MotoServer(tmp_path_factory.mktemp("moto") / "moto.log") as s3:
+        yield s3
+
+
+@pytest.fixture
+def s3_bucket(moto: "MotoServer") -> str:
+    """A fresh, empty bucket on the session's moto server."""
+    bucket = f"cirrus-{secrets.token_hex(6)}"
+    moto.create_bucket(bucket)
+    return bucket

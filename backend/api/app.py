@@ -37,9 +37,9 @@ def open_services(config: ServerConfig) -> Services:
     # The notifier reads a namespace's cursor through the service it is handed to (late bound).
     notifier = LocalNotifier(lambda namespace_id: metadata.current_cursor(namespace_id))
     metadata = MetadataService(engine, notifier)
-    blocks = BlockService(
-        open_store(config.blocks_url), load_or_create_master_key(config.master_key_path)
-    )
+    store = open_store(config.blocks_url)
+    store.check()  # a missing bucket or refused credentials stop the start, in one line
+    blocks = BlockService(store, load_or_create_master_key(config.master_key_path))
     upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
     return Services(config, metadata, blocks, upload_manager, notifier)
 

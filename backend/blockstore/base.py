@@ -16,7 +16,17 @@ class BlockNotFound(KeyError):
     """The store holds no object under that key."""
 
 
+class StoreUnavailable(OSError):
+    """The store did not answer (no connection, a timeout, a server error): a region outage
+    rather than a wrong key or a misconfiguration."""
+
+
 class BlockStore(Protocol):
+    def check(self) -> None:
+        """Raise ValueError for a configuration that cannot work (no such bucket, refused
+        credentials) or StoreUnavailable when the store does not answer: called once when
+        the server starts, so a mistake is one line there rather than a failed upload."""
+
     def put(self, key: str, data: bytes) -> None:
         """Store data under key, atomically and durably; overwriting is allowed."""
 
