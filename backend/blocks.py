@@ -19,12 +19,13 @@ The AES key is derived from the master key with HKDF-SHA256 (info `cirrus block 
 the master key can later key other things without reusing one AES key across purposes.
 """
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar, runtime_checkable
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -32,7 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from backend.blockstore.base import BlockNotFound, BlockStore
+from backend.blockstore.base import BlockNotFound, BlockStore, each_copy
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import (
     CirrusError,
@@ -42,6 +43,8 @@ from backend.protocol.errors import (
     PayloadTooLarge,
 )
 from backend.protocol.hashing import block_hash, is_block_hash
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 FLAG_ZSTD = 0x1
@@ -55,6 +58,8 @@ COMPRESS_LEVEL = 1
 # A block is stored compressed only when a sample shrinks below this fraction of its size.
 PROBE_RATIO = 0.9
 PROBE_SLICE = 8 * 1024
+# Reads remembered between two archive passes; beyond it a read is simply not noted.
+MAX_NOTED_READS = 100_000
 # The fastest level, for frames of data that does not compress (stored raw, or probed).
 STORE_LEVEL = -7
 
@@ -72,6 +77,14 @@ class StoredBlock:
     hash: str
     size: int  # plaintext bytes
     stored_size: int  # bytes at rest, after compression and encryption
+    owed: tuple[str, ...] = ()  # regions that still need a copy (the replication queue's)
+
+
+@runtime_checkable
+class OwingStore(Protocol):
+    """A store that acknowledges a write once one region holds it (ReplicatedBlockStore)."""
+
+    def put_many_owing(self, items: Sequence[tuple[str, bytes]]) -> list[str]: ...
 
 
 class _Codecs(threading.local):
@@ -102,9 +115,20 @@ def _each(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
 class BlockService:
     """Verifies, compresses, encrypts and stores blocks; reads them back verified."""
 
-    def __init__(self, store: BlockStore, master_key: bytes) -> None:
+    def __init__(
+        self,
+        store: BlockStore,
+        master_key: bytes,
+        retire: Callable[[Sequence[str]], None] | None = None,
+    ) -> None:
+        """retire: where deletes go when the server queues them durably for every region
+        and tier (backend/lifecycle); without it a delete goes straight to the store."""
         self.store = store
         self._aead = AESGCM(_derive_block_key(master_key))
+        self._retire = retire
+        # Blocks read since the archive pass last asked (take_reads); bounded.
+        self._reads: set[str] = set()
+        self._reads_lock = threading.Lock()
 
     def put_wire(self, hash: str, wire: bytes) -> StoredBlock:
         """Store a block a client sent as a zstd frame under the name it claims."""
@@ -119,8 +143,15 @@ class BlockService:
         plaintext, so the server never recompresses what a client already compressed.
         """
         sealed = _each(lambda item: self._seal_wire(*item), items)
-        self.store.put_many([(block.hash, obj) for block, obj in sealed])
-        return [block for block, _obj in sealed]
+        owed = self._put_many([(block.hash, obj) for block, obj in sealed])
+        return [replace(block, owed=owed) for block, _obj in sealed]
+
+    def _put_many(self, items: Sequence[tuple[str, bytearray]]) -> tuple[str, ...]:
+        """Write objects; return the regions that still owe copies of them."""
+        if isinstance(self.store, OwingStore):
+            return tuple(self.store.put_many_owing(items))
+        self.store.put_many(items)
+        return ()
 
     def _seal_wire(self, hash: str, wire: bytes | memoryview) -> tuple[StoredBlock, bytearray]:
         _check_hash(hash)
@@ -144,7 +175,9 @@ class BlockService:
 
     def get_plain(self, hash: str) -> bytes:
         """Return the verified plaintext of a block; NotFound or CorruptBlock otherwise."""
-        flags, payload = self._load(hash)
+        return self._load(hash, self._plain)
+
+    def _plain(self, hash: str, flags: int, payload: bytes) -> bytes:
         plain = _decompress(payload, CorruptBlock) if flags & FLAG_ZSTD else payload
         _verify(hash, plain)
         return plain
@@ -155,7 +188,9 @@ class BlockService:
 
     def get_wire(self, hash: str) -> bytes:
         """Return a block as a zstd frame for a client, verified like get_plain."""
-        flags, payload = self._load(hash)
+        return self._load(hash, self._wire)
+
+    def _wire(self, hash: str, flags: int, payload: bytes) -> bytes:
         if flags & FLAG_ZSTD:
             _verify(hash, _decompress(payload, CorruptBlock))
             return payload
@@ -167,13 +202,28 @@ class BlockService:
         return self.store.exists(hash)
 
     def delete(self, hash: str) -> None:
-        _check_hash(hash)
-        self.store.delete(hash)
+        self.delete_many([hash])
+
+    def delete_many(self, hashes: Sequence[str]) -> None:
+        """Retire blocks from every region and tier: queued durably when the server has a
+        queue (an outage delays the delete, never skips it), else deleted at once."""
+        for hash in hashes:
+            _check_hash(hash)
+        if self._retire is not None:
+            self._retire(hashes)
+            return
+        for hash in hashes:
+            self.store.delete(hash)
+
+    def check_object(self, hash: str, obj: bytes) -> None:
+        """Raise CorruptBlock unless obj is a whole, authentic at-rest object of hash (what
+        a copy between regions or tiers checks before it writes)."""
+        flags, payload = self._open(hash, obj)
+        _verify(hash, _decompress(payload, CorruptBlock) if flags & FLAG_ZSTD else payload)
 
     def _store(self, hash: str, size: int, flags: int, payload: bytes) -> StoredBlock:
         block, obj = self._seal(hash, size, flags, payload)
-        self.store.put(hash, obj)
-        return block
+        return replace(block, owed=self._put_many([(hash, obj)]))
 
     def _seal(
         self, hash: str, size: int, flags: int, payload: bytes | memoryview
@@ -189,13 +239,41 @@ class BlockService:
             self._aead.encrypt_into(nonce, payload, aad, view[HEADER_SIZE:])
         return StoredBlock(hash=hash, size=size, stored_size=len(obj)), obj
 
-    def _load(self, hash: str) -> tuple[int, bytes]:
-        """Fetch and decrypt the object under hash; return its flags and payload."""
+    def _load(self, hash: str, finish: Callable[[str, int, bytes], R]) -> R:
+        """Fetch, decrypt and verify (finish) the object under hash. A copy that fails its
+        check is passed over for the next one the store offers (another region, the
+        archive): only a verified block is returned, from whichever store answered."""
         _check_hash(hash)
+        corrupt: CorruptBlock | None = None
         try:
-            obj = self.store.get(hash)
+            for obj in each_copy(self.store, hash):
+                try:
+                    result = finish(hash, *self._open(hash, obj))
+                except CorruptBlock as exc:
+                    log.warning("%s; trying another copy", exc.message)
+                    corrupt = corrupt or exc
+                    continue
+                self._note_read(hash)
+                return result
         except BlockNotFound:
-            raise NotFound(f"no such block: {hash}") from None
+            if corrupt is None:
+                raise NotFound(f"no such block: {hash}") from None
+        assert corrupt is not None
+        raise corrupt
+
+    def _note_read(self, hash: str) -> None:
+        with self._reads_lock:
+            if len(self._reads) < MAX_NOTED_READS:
+                self._reads.add(hash)
+
+    def take_reads(self) -> list[str]:
+        """The blocks read since the last call (for the archive policy's last_used)."""
+        with self._reads_lock:
+            reads, self._reads = self._reads, set()
+        return sorted(reads)
+
+    def _open(self, hash: str, obj: bytes) -> tuple[int, bytes]:
+        """Decrypt an at-rest object; return its flags and payload."""
         if len(obj) < HEADER_SIZE + TAG_SIZE or obj[0] >> 4 != FORMAT_VERSION:
             raise CorruptBlock(f"stored block {hash} is truncated or of an unknown format")
         header, nonce = obj[:1], obj[1:HEADER_SIZE]

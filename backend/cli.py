@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (info)"
     )
+    _add_lifecycle_options(serve)
     serve.set_defaults(func=serve_command)
 
     admin = subparsers.add_parser("admin", help="administer the server's users")
@@ -70,6 +71,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name", help="user name (unique)")
     _add_storage_options(create)
     create.set_defaults(func=create_user_command)
+    from backend.lifecycle.admin import register_admin
+
+    register_admin(admin_commands, _add_storage_options)
+
+
+def _add_lifecycle_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--archive", metavar="URL", help="archive store for cold blocks (e.g. an S3 URL with "
+        "&storage_class=GLACIER, or a directory)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--archive-after-days", metavar="DAYS", type=float,
+        help="archive blocks nobody has read or written for this many days",
+    )  # fmt: skip
+    serve.add_argument(
+        "--archive-old-revisions", action="store_true",
+        help="archive blocks that only old revisions and deleted files use",
+    )  # fmt: skip
+    serve.add_argument(
+        "--archive-interval", metavar="SECONDS", type=float, default=3600.0,
+        help="time between archive passes (3600)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--replication-interval", metavar="SECONDS", type=float, default=1.0,
+        help="how often an idle replication queue is checked (1)",
+    )  # fmt: skip
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +160,17 @@ def _config(args: argparse.Namespace, **listen: object) -> ServerConfig:
 
 @_fail_in_one_line("serve")
 def serve_command(args: argparse.Namespace) -> int:
-    config = _config(args, host=args.host, port=args.port, log_level=args.log_level)
+    config = _config(
+        args,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        archive_url=args.archive,
+        archive_after_days=args.archive_after_days,
+        archive_old_revisions=args.archive_old_revisions,
+        archive_interval_s=args.archive_interval,
+        replication_interval_s=args.replication_interval,
+    )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step
     logging.getLogger("botocore").setLevel(logging.WARNING)  # a line per credential lookup

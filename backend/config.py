@@ -28,6 +28,12 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     log_level: str = "info"
+    # Block lifecycle (docs/blocks.md, Regions and tiers).
+    replication_interval_s: float = 1.0  # idle wait of the replication queue's drain
+    archive_url: str | None = None  # cold store; None: no archive tier
+    archive_after_days: float | None = None  # archive blocks unread this long; None: never
+    archive_old_revisions: bool = False  # archive blocks only old revisions/deleted files use
+    archive_interval_s: float = 3600.0  # time between archive passes
 
     @classmethod
     def build(

@@ -180,7 +180,11 @@ class UploadManager:
         name = block_hash(data)
         if self._metadata.missing_blocks(who, [name]):
             stored = self._blocks.put_plain(data)
-            self._metadata.record_block(who, name, stored.size, stored.stored_size)
+            self._metadata.record_blocks(
+                who,
+                [(name, stored.size, stored.stored_size)],
+                [(name, region) for region in stored.owed],
+            )
         return BlockRef(name, len(data), offset)
 
     # resumable sessions

@@ -26,7 +26,7 @@ def test_migrate_creates_the_model_schema_and_is_idempotent(database_url: str) -
             tables = set(inspect(conn).get_table_names())
             version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         assert set(Base.metadata.tables) <= tables
-        assert version == "0002"
+        assert version == "0004"
     finally:
         engine.dispose()
 
@@ -61,7 +61,7 @@ def test_servers_starting_together_migrate_once(database_url: str) -> None:
                 future.result(timeout=120)
         with engines[0].connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0002",)]
+        assert versions == [("0004",)]
     finally:
         for engine in engines:
             engine.dispose()

@@ -13,10 +13,13 @@ from backend.api import account, batch, blocks, changes, files, tree, uploads
 from backend.api.deps import Services
 from backend.api.errors import install_error_handlers
 from backend.blocks import BlockService
-from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
 from backend.keys import load_or_create_master_key
+from backend.lifecycle.archive import archive_jobs
+from backend.lifecycle.jobs import Lifecycle
+from backend.lifecycle.layout import open_layout
+from backend.lifecycle.replicator import Replicator
 from backend.metadata.service import MetadataService
 from backend.notify import LocalNotifier
 from backend.uploads import UploadManager
@@ -37,11 +40,22 @@ def open_services(config: ServerConfig) -> Services:
     # The notifier reads a namespace's cursor through the service it is handed to (late bound).
     notifier = LocalNotifier(lambda namespace_id: metadata.current_cursor(namespace_id))
     metadata = MetadataService(engine, notifier)
-    store = open_store(config.blocks_url)
-    store.check()  # a missing bucket or refused credentials stop the start, in one line
-    blocks = BlockService(store, load_or_create_master_key(config.master_key_path))
+    layout = open_layout(config.blocks_url, config.archive_url)
+    layout.store.check()  # a missing bucket or refused credentials stop the start, in one line
+    # The replicator checks copies with the block service's key (late bound, like notifier).
+    replicator = Replicator(engine, layout, lambda hash, obj: blocks.check_object(hash, obj))
+    blocks = BlockService(
+        layout.store,
+        load_or_create_master_key(config.master_key_path),
+        retire=replicator.retire if layout.queued else None,
+    )
     upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks)
-    return Services(config, metadata, blocks, upload_manager, notifier)
+    lifecycle = Lifecycle(
+        replicator if layout.queued else None,
+        config.replication_interval_s,
+        archive_jobs(engine, layout, blocks, config),
+    )
+    return Services(config, metadata, blocks, upload_manager, notifier, lifecycle)
 
 
 async def _sweep_forever(services: Services, interval: float) -> None:
@@ -61,12 +75,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     await run_in_threadpool(services.uploads.clear_temporary)
     sweeper = asyncio.create_task(_sweep_forever(services, SWEEP_INTERVAL_S))
+    lifecycle = asyncio.create_task(services.lifecycle.run()) if services.lifecycle else None
     try:
         yield
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in (sweeper, lifecycle):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def create_app(services: Services) -> FastAPI:

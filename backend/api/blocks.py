@@ -82,7 +82,9 @@ def _store(services: Services, who: Principal, blocks: list[tuple[str, bytes]]) 
     """Verify and store every block, then record them all in one metadata transaction."""
     stored = services.blocks.put_wire_many(blocks)
     services.metadata.record_blocks(
-        who, [(block.hash, block.size, block.stored_size) for block in stored]
+        who,
+        [(block.hash, block.size, block.stored_size) for block in stored],
+        [(block.hash, region) for block in stored for region in block.owed],
     )
     return [{"hash": block.hash, "size": block.size} for block in stored]
 

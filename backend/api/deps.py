@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.blocks import BlockService
 from backend.config import ServerConfig
+from backend.lifecycle.jobs import Lifecycle
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
 from backend.notify import LocalNotifier
@@ -26,6 +27,7 @@ class Services:
     blocks: BlockService
     uploads: UploadManager
     notifier: LocalNotifier
+    lifecycle: Lifecycle | None = None  # background replication and archiving
 
 
 def get_services(request: Request) -> Services:

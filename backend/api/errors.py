@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from backend.protocol.errors import CirrusError
+from backend.protocol.errors import BlockRestoring, CirrusError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 async def _cirrus_error(_: Request, exc: CirrusError) -> JSONResponse:
+    if isinstance(exc, BlockRestoring):
+        headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(exc.status, exc.code, exc.message, headers)
     return error_response(exc.status, exc.code, exc.message)
 
 

@@ -53,6 +53,16 @@ class BlockStore(Protocol):
         """Every key in the store, in no particular order."""
 
 
+def each_copy(store: BlockStore, key: str) -> Iterator[bytes]:
+    """Every copy of an object a store can offer, best first: a replicated store yields one
+    per region (`get_each`), so a caller whose check fails on one can take the next."""
+    get_each = getattr(store, "get_each", None)
+    if get_each is not None:
+        yield from get_each(key)
+    else:
+        yield store.get(key)
+
+
 def check_key(key: str) -> str:
     """Return key when it is a block hash; raise InvalidRequest otherwise."""
     if not isinstance(key, str) or not is_block_hash(key):

@@ -71,7 +71,8 @@ def _open_replicated(url: str) -> BlockStore:
         )
     if any(member.startswith(REPLICATED_PREFIX) for member in members):
         raise ValueError(f"replicated stores cannot be nested: {url!r}")
-    return ReplicatedBlockStore([open_store(member) for member in members])
+    stores = [open_store(member) for member in members]
+    return ReplicatedBlockStore(stores, names=[member.strip() for member in members])
 
 
 def _open_s3(url: str) -> BlockStore:

@@ -1,30 +1,75 @@
 """A block store that keeps every object in several stores (e.g. two regions' buckets).
 
-A write succeeds only when every replica holds the object, so an acknowledged block survives
-the loss of all but one replica. A read takes the first replica that answers and copies the
-object back to earlier replicas that lacked it (read repair), so a replica that was down or
-replaced converges on its own. A replica that fails (rather than lacks the key) is skipped on
-reads: one region's outage does not stop downloads.
+Two ways to write:
+- `put_many` (a tool or test without a metadata database) writes every replica in turn and
+  fails if any fails, so an acknowledged object exists everywhere;
+- `put_many_owing` (the server) writes the first healthy region only (the primary, or the
+  next when it fails) and returns the names of the others, which the server records in its
+  durable replication queue in the same transaction as the block (docs/blocks.md). A write
+  is acknowledged once one region holds it; one region down fails nothing.
+
+A read asks the regions in order of preference, healthy ones first: a region that failed
+is tried last for DOWN_S seconds, so an outage costs one timeout, not one per block. A
+region that lacks the object gets it back (read repair). `get_each` yields every region's
+copy in turn so the caller can go on to the next when one fails its hash check.
 """
 
 import logging
+import threading
+import time
 from collections.abc import Iterator, Sequence
 
 from backend.blockstore.base import BlockNotFound, BlockStore, check_key
+from backend.protocol.errors import CirrusError
 
 log = logging.getLogger(__name__)
+
+DOWN_S = 10.0  # how long a failed region is asked last
 
 
 class ReplicatedBlockStore(BlockStore):
     """Mirror of objects over stores, in order of read preference (nearest first)."""
 
-    def __init__(self, stores: Sequence[BlockStore]) -> None:
+    def __init__(self, stores: Sequence[BlockStore], names: Sequence[str] = ()) -> None:
         if not stores:
             raise ValueError("a replicated block store needs at least one replica")
         self.stores = list(stores)
+        self.names = list(names) or [f"replica {i}" for i in range(len(self.stores))]
+        if len(self.names) != len(self.stores) or len(set(self.names)) != len(self.names):
+            raise ValueError("each replica needs a name of its own")
+        self._down_until = [0.0] * len(self.stores)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ReplicatedBlockStore({self.stores!r})"
+
+    def check(self) -> None:
+        """Every replica's configuration must be right; one may be down (it catches up)."""
+        failures = []
+        for name, store in zip(self.names, self.stores, strict=True):
+            try:
+                store.check()
+            except OSError as exc:
+                log.warning("region %s does not answer at start: %s", name, exc)
+                failures.append(exc)
+        if len(failures) == len(self.stores):
+            raise failures[0]
+
+    def _order(self) -> list[int]:
+        """Replica indices by preference, those that failed in the last DOWN_S last."""
+        now = time.monotonic()
+        with self._lock:
+            down = [self._down_until[i] > now for i in range(len(self.stores))]
+        return sorted(range(len(self.stores)), key=lambda i: down[i])
+
+    def _failed(self, index: int, what: str, exc: Exception) -> None:
+        log.warning("region %s failed to %s: %s", self.names[index], what, exc)
+        with self._lock:
+            self._down_until[index] = time.monotonic() + DOWN_S
+
+    def _answered(self, index: int) -> None:
+        with self._lock:
+            self._down_until[index] = 0.0
 
     def put(self, key: str, data: bytes) -> None:
         self.put_many([(key, data)])
@@ -33,25 +78,52 @@ class ReplicatedBlockStore(BlockStore):
         for store in self.stores:
             store.put_many(items)
 
+    def put_many_owing(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Write to the first region that takes the objects; return the other regions'
+        names (the copies still owed). Raise the last failure when no region takes them."""
+        for key, _data in items:
+            check_key(key)
+        failure: Exception | None = None
+        for index in self._order():
+            try:
+                self.stores[index].put_many(items)
+            except Exception as exc:
+                self._failed(index, "write", exc)
+                failure = exc
+                continue
+            self._answered(index)
+            return [name for i, name in enumerate(self.names) if i != index]
+        assert failure is not None
+        raise failure
+
     def get(self, key: str) -> bytes:
+        return next(self.get_each(key))
+
+    def get_each(self, key: str) -> Iterator[bytes]:
+        """Each region's copy in order of preference (a region that fails is skipped);
+        BlockNotFound when none holds it, or the failure when one that failed might."""
         check_key(key)  # a bad key is the caller's error, not a replica failure
         lacking: list[BlockStore] = []
         failure: Exception | None = None
-        for store in self.stores:
+        found = False
+        for index in self._order():
             try:
-                data = store.get(key)
+                data = self.stores[index].get(key)
             except BlockNotFound:
-                lacking.append(store)
+                lacking.append(self.stores[index])
                 continue
+            except CirrusError:
+                raise  # an answer about the block (being restored), not a region failure
             except Exception as exc:  # an unreachable replica: try the next one
-                log.warning("replica %r failed to read %s: %s", store, key, exc)
+                self._failed(index, f"read {key}", exc)
                 failure = exc
                 continue
+            self._answered(index)
             self._repair(key, data, lacking)
-            return data
-        if failure is not None:
-            raise failure
-        raise BlockNotFound(key)
+            lacking, found = [], True
+            yield data
+        if not found:
+            raise failure if failure is not None else BlockNotFound(key)
 
     def _repair(self, key: str, data: bytes, lacking: list[BlockStore]) -> None:
         """Copy an object to replicas that lacked it; a failure here must not fail the read."""

@@ -13,7 +13,7 @@ the other one.
 
 Objects written with an archive storage class (GLACIER, DEEP_ARCHIVE) cannot be read until
 restored: `get` then asks S3 for a restore and raises BlockRestoring, which the API answers
-with 503 and Retry-After.
+with 503 and Retry-After (the class's usual restore time).
 """
 
 from collections.abc import Iterator, Sequence
@@ -26,6 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from backend.blockstore.base import BlockNotFound, BlockStore, StoreUnavailable, check_key
+from backend.protocol.errors import BlockRestoring
 
 POOL_CONNECTIONS = 32
 CONNECT_TIMEOUT_S = 2.0
@@ -43,14 +44,6 @@ RESTORE_DAYS = 7
 RESTORE_RETRY_S = {"GLACIER": 3 * 3600, "DEEP_ARCHIVE": 12 * 3600}
 _OPTIONS = frozenset({"endpoint", "region", "storage_class"})
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
-
-
-class BlockRestoring(Exception):
-    """The object is in an archive class and a restore is under way; retry after `retry_after`."""
-
-    def __init__(self, key: str, retry_after: int) -> None:
-        super().__init__(f"block {key} is archived and being restored; retry in {retry_after} s")
-        self.retry_after = retry_after
 
 
 class S3BlockStore(BlockStore):
@@ -153,7 +146,8 @@ class S3BlockStore(BlockStore):
         except ClientError as exc:
             if _code(exc) != "RestoreAlreadyInProgress":
                 raise
-        return BlockRestoring(key, RESTORE_RETRY_S.get(self.storage_class, 3600))
+        retry = RESTORE_RETRY_S.get(self.storage_class, BlockRestoring.DEFAULT_RETRY_S)
+        return BlockRestoring(f"block {key} is archived and being restored", retry)
 
     def delete(self, key: str) -> None:
         self.delete_many([key])

@@ -35,6 +35,9 @@ FILE, DIR, SYMLINK = "file", "dir", "symlink"
 PENDING, UPLOADED = "pending", "uploaded"
 # blocks.tier
 HOT, ARCHIVE = "hot", "archive"
+# replication_queue.action
+COPY, DELETE = "copy", "delete"
+STORE_LEN = 1024  # a block store's URL, as the operator wrote it
 
 
 class Base(DeclarativeBase):
@@ -306,3 +309,27 @@ class UploadSession(Base):
     created: Mapped[int] = mapped_column(BigInteger)
     updated: Mapped[int] = mapped_column(BigInteger)
     expires: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class ReplicationTask(Base):
+    """A copy or delete a block store still owes (docs/blocks.md, Regions and tiers).
+
+    `store` names a store of the server's layout (a member URL of `replicated:`, the blocks
+    URL, or the archive URL). A "copy" row is written in the transaction that records the
+    block (record_blocks), so an acknowledged block is never forgotten by a restart; a
+    "delete" row replaces it when the block is retired or moved to the archive. Workers
+    drain rows whose `next_try` has come, and push it back with a growing delay on failure.
+    """
+
+    __tablename__ = "replication_queue"
+
+    hash: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
+    store: Mapped[str] = mapped_column(String(STORE_LEN), primary_key=True)
+    action: Mapped[str] = mapped_column(String(8))  # COPY or DELETE
+    size: Mapped[int] = mapped_column(BigInteger)  # bytes at rest, for the lag report
+    created: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try: Mapped[int] = mapped_column(BigInteger)
+
+
+Index("ix_replication_queue_next_try", ReplicationTask.next_try)

@@ -13,6 +13,7 @@ one transaction (one commit to disk) per batch of blocks.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, delete, exists, select, update
@@ -28,6 +29,7 @@ from backend.db.models import (
     PendingBlock,
     Revision,
 )
+from backend.metadata.replication import cancel_deletes, owe_copies
 from backend.metadata.types import Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import InvalidRequest
@@ -137,9 +139,16 @@ class BlockRefs:
     def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> None:
         self.record_blocks(who, [(hash, size, stored_size)])
 
-    def record_blocks(self, who: Principal, blocks: list[tuple[str, int, int]]) -> None:
+    def record_blocks(
+        self,
+        who: Principal,
+        blocks: list[tuple[str, int, int]],
+        owed: Sequence[tuple[str, str]] = (),
+    ) -> None:
         """Note stored blocks (hash, size, stored_size) for the drive in ONE transaction, and
-        complete the revisions they finish: a batch pays for one commit, not one per block."""
+        complete the revisions they finish: a batch pays for one commit, not one per block.
+        `owed` (hash, store) are the copies other regions still need: queued in the same
+        transaction, so an acknowledged block's replication survives any crash."""
         if not isinstance(blocks, list) or len(blocks) > MAX_HASHES:
             raise InvalidRequest(f"record at most {MAX_HASHES} blocks at once")
         rows = {check_hash(hash): _checked_sizes(size, stored) for hash, size, stored in blocks}
@@ -152,6 +161,9 @@ class BlockRefs:
                 {"namespace_id": tx.namespace_id, "hash": hash} for hash in ordered
             ])  # fmt: skip
             tx.namespace.bytes_received += sum(size for size, _stored in rows.values())
+            cancel_deletes(tx.session, ordered)  # stored again: no longer to be retired
+            copies = [(check_hash(hash), store, rows[hash][1]) for hash, store in owed]
+            owe_copies(tx.session, copies, tx.now_ns)
             _complete_waiting(tx, ordered)
 
 
@@ -164,7 +176,8 @@ def _upsert_blocks(tx: Txn, rows: list[tuple[str, int, int]]) -> None:
         for hash, size, stored_size in rows
     ])  # fmt: skip
     tx.session.execute(update(Block), [
-        {"hash": hash, "size": size, "stored_size": stored_size, "last_used": tx.now_ns}
+        {"hash": hash, "size": size, "stored_size": stored_size, "last_used": tx.now_ns,
+         "tier": HOT}  # just written to the hot store, even if an older copy was archived
         for hash, size, stored_size in rows
     ])  # fmt: skip
 

@@ -11,7 +11,7 @@ this class only routes to them. The engine must come from backend.db.create_engi
 its schema from backend.db.migrate.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Engine
 
@@ -149,9 +149,15 @@ class MetadataService:
         complete (mark uploaded, journal) every pending revision of the user now whole."""
         self._blocks.record_block(who, hash, size, stored_size)
 
-    def record_blocks(self, who: Principal, blocks: list[tuple[str, int, int]]) -> None:
-        """record_block for several blocks (hash, size, stored_size) in one transaction."""
-        self._blocks.record_blocks(who, blocks)
+    def record_blocks(
+        self,
+        who: Principal,
+        blocks: list[tuple[str, int, int]],
+        owed: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """record_block for several blocks (hash, size, stored_size) in one transaction,
+        queueing the copies (hash, store) other regions still owe in it too."""
+        self._blocks.record_blocks(who, blocks, owed)
 
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
         """The subset of hashes this user may read (may_read_block for many, one query)."""

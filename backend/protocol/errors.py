@@ -101,6 +101,18 @@ class HashMismatch(CirrusError):
     code, status, errno = "hash_mismatch", 422, _errno.EIO
 
 
+class BlockRestoring(CirrusError):
+    """An archived block is being restored from a cold storage class (S3 GLACIER): the
+    answer is 503 with Retry-After; the mount waits and asks again instead of failing."""
+
+    code, status, errno = "restoring", 503, _errno.EAGAIN
+    DEFAULT_RETRY_S = 60
+
+    def __init__(self, message: str = "", retry_after: int = DEFAULT_RETRY_S) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
     cls.code: cls for cls in CirrusError.__subclasses__()
 }

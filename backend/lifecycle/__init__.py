@@ -1,0 +1,1 @@
+"""Background work on stored blocks: replication between regions, moves to the archive."""
