@@ -1,5 +1,6 @@
 """Fixtures for the whole suite: real server processes, and the slow-test switch."""
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,9 +19,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 
 
-def _run_server(data_dir: Path) -> Iterator[ServerProcess]:
+def _run_server(data_dir: Path, extra_args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
     """Start a server; always stop it; fail the test if the server logged a traceback."""
-    server = ServerProcess(data_dir)
+    server = ServerProcess(data_dir, extra_args=extra_args)
     try:
         server.start()
         yield server
@@ -31,16 +32,29 @@ def _run_server(data_dir: Path) -> Iterator[ServerProcess]:
         pytest.fail(f"the server logged {len(errors)} error(s):\n{server.log_tail(80)}")
 
 
+def _blocks_on_s3(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """`--blocks` on a fresh bucket of the session's moto server when the suite runs with
+    CIRRUS_TEST_BLOCKS=s3 (every server-backed test then keeps its blocks in S3)."""
+    if os.environ.get("CIRRUS_TEST_BLOCKS") != "s3":
+        return ()
+    moto = request.getfixturevalue("moto")
+    bucket = f"cirrus-{secrets.token_hex(6)}"
+    moto.create_bucket(bucket)
+    return ("--blocks", moto.store_url(bucket))
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     """A fresh `cirrus serve` on an empty data directory, for one test."""
-    yield from _run_server(tmp_path / "server")
+    yield from _run_server(tmp_path / "server", _blocks_on_s3(request))
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def shared_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
     """One server for a whole module, for tests that isolate themselves by user."""
-    yield from _run_server(tmp_path_factory.mktemp("shared") / "server")
+    yield from _run_server(tmp_path_factory.mktemp("shared") / "server", _blocks_on_s3(request))
 
 
 @pytest.fixture
