@@ -63,12 +63,6 @@ def admin(server: ServerProcess, regions: list[MotoServer], *args: str) -> str:
     return result.stdout
 
 
-def keys(region: MotoServer, bucket: str) -> set[str]:
-    client = region.client()
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return {entry["Key"] for page in pages for entry in page.get("Contents", [])}
-
-
 def synced(path: Path) -> bool:
     return os.getxattr(path, "user.cirrus.status") == b"synced"
 
@@ -86,7 +80,7 @@ def write_tree(root: Path, files: int, seed: str) -> dict[Path, bytes]:
 
 
 def both_regions_hold_everything(regions: list[MotoServer]) -> bool:
-    a, b = (keys(region, bucket) for region, bucket in zip(regions, BUCKETS, strict=True))
+    a, b = (region.keys(bucket) for region, bucket in zip(regions, BUCKETS, strict=True))
     return bool(a) and a == b
 
 

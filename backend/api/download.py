@@ -58,12 +58,18 @@ def matches_etag(if_none_match: str | None, etag: str) -> bool:
 
 
 def _stream(service: BlockService, blocks: BlockList, first: int, last: int) -> Iterator[bytes]:
-    for block in blocks.blocks:
-        end = block.offset + block.size - 1
-        if end < first or block.offset > last:
-            continue
-        data = service.get_plain(block.hash)
-        yield data[max(0, first - block.offset) : last - block.offset + 1]
+    """The bytes first..last, block by block. The first block is read before the answer
+    starts, so a block that cannot be read now (being restored from the archive: 503
+    with Retry-After) is a proper error answer rather than a cut-off body."""
+    wanted = [b for b in blocks.blocks if b.offset + b.size - 1 >= first and b.offset <= last]
+    head = service.get_plain(wanted[0].hash) if wanted else b""
+
+    def pieces() -> Iterator[bytes]:
+        for index, block in enumerate(wanted):
+            data = head if index == 0 else service.get_plain(block.hash)
+            yield data[max(0, first - block.offset) : last - block.offset + 1]
+
+    return pieces()
 
 
 def file_response(

@@ -77,6 +77,11 @@ class S3BlockStore(BlockStore):
         self._class = {} if storage_class == "STANDARD" else {"StorageClass": storage_class}
         self._pool = ThreadPoolExecutor(POOL_CONNECTIONS, thread_name_prefix="s3")
 
+    @property
+    def needs_restore(self) -> bool:
+        """Whether objects must be restored before they can be read (GLACIER, DEEP_ARCHIVE)."""
+        return self.storage_class in RESTORE_CLASSES
+
     def __repr__(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
         return f"S3BlockStore(s3://{self.bucket}/{self.prefix}{where})"

@@ -127,12 +127,18 @@ class MotoServer:
     def create_bucket(self, bucket: str) -> None:
         self.client().create_bucket(Bucket=bucket)
 
+    def keys(self, bucket: str) -> set[str]:
+        """The keys of every object in a bucket (a listing: no object is read)."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return {entry["Key"] for page in pages for entry in page.get("Contents", [])}
+
     def objects(self, bucket: str) -> dict[str, bytes]:
         """Every object of a bucket by key (for assertions on small trees)."""
         client = self.client()
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-        keys = [entry["Key"] for page in pages for entry in page.get("Contents", [])]
-        return {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+        return {
+            key: client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            for key in sorted(self.keys(bucket))
+        }
 
     def store_url(self, bucket: str, prefix: str = "blocks", **options: str) -> str:
         query = "&".join(f"{name}={value}" for name, value in options.items())
