@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from backend.blockstore.base import BlockNotFound, BlockStore, each_copy
+from backend.blockstore.base import BlockNotFound, BlockStore, StoreUnavailable, each_copy
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import (
     CirrusError,
@@ -41,6 +41,7 @@ from backend.protocol.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    StorageUnavailable,
 )
 from backend.protocol.hashing import block_hash, is_block_hash
 
@@ -148,9 +149,12 @@ class BlockService:
 
     def _put_many(self, items: Sequence[tuple[str, bytearray]]) -> tuple[str, ...]:
         """Write objects; return the regions that still owe copies of them."""
-        if isinstance(self.store, OwingStore):
-            return tuple(self.store.put_many_owing(items))
-        self.store.put_many(items)
+        try:
+            if isinstance(self.store, OwingStore):
+                return tuple(self.store.put_many_owing(items))
+            self.store.put_many(items)
+        except StoreUnavailable as exc:
+            raise StorageUnavailable(f"the block store does not answer: {exc}") from None
         return ()
 
     def _seal_wire(self, hash: str, wire: bytes | memoryview) -> tuple[StoredBlock, bytearray]:
@@ -258,6 +262,9 @@ class BlockService:
         except BlockNotFound:
             if corrupt is None:
                 raise NotFound(f"no such block: {hash}") from None
+        except StoreUnavailable as exc:
+            if corrupt is None:
+                raise StorageUnavailable(f"the block store does not answer: {exc}") from None
         assert corrupt is not None
         raise corrupt
 

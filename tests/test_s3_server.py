@@ -1,6 +1,7 @@
 """The server with its blocks in S3 (moto's real HTTP server): start-up checks, encryption at
 rest in the bucket, and a corrupted object that is refused rather than served."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -102,3 +103,24 @@ def test_blocks_rest_encrypted_in_the_bucket_and_corruption_is_refused(
         assert answer.status_code == 422
         assert answer.json()["error"]["code"] == "hash_mismatch"
         client.close()
+
+
+def test_a_store_that_stops_answering_is_a_503_not_a_crash(tmp_path: Path) -> None:
+    with s3_credentials(), MotoServer(tmp_path / "moto.log") as s3:
+        s3.create_bucket("blocks")
+        args = ("--blocks", s3.store_url("blocks"))
+        with ServerProcess(tmp_path / "server", extra_args=args) as server:
+            client = server.client(server.create_user("alice"))
+            plain = os.urandom(50_000)
+            name = block_hash(plain)
+            frame = zstandard.ZstdCompressor().compress(plain)
+            assert client.put(f"/v1/blocks/{name}", content=frame).status_code == 201
+            s3.kill()
+            for answer in (
+                client.put(f"/v1/blocks/{block_hash(b'x')}", content=zstandard.compress(b"x")),
+                client.get(f"/v1/blocks/{name}"),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["error"]["code"] == "storage_unavailable"
+            client.close()
+        assert server.errors_logged() == []

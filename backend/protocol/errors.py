@@ -101,6 +101,13 @@ class HashMismatch(CirrusError):
     code, status, errno = "hash_mismatch", 422, _errno.EIO
 
 
+class StorageUnavailable(CirrusError):
+    """The block store does not answer (every region of it): the request changed nothing
+    and may be sent again later; the mount treats it like an unreachable server."""
+
+    code, status, errno = "storage_unavailable", 503, _errno.EIO
+
+
 class BlockRestoring(CirrusError):
     """An archived block is being restored from a cold storage class (S3 GLACIER): the
     answer is 503 with Retry-After; the mount waits and asks again instead of failing."""
