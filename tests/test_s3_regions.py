@@ -164,3 +164,35 @@ def test_primary_killed_reads_and_writes_go_on(
     wait_until(lambda: drained(server, regions), timeout=DRAIN_TIMEOUT_S, step=0.5)
     assert time.monotonic() - started < DRAIN_TIMEOUT_S
     assert_verified(server, regions)
+
+
+def all_synced(root: Path) -> bool:
+    return all(synced(path) for path in root.rglob("*") if path.is_file())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", [1, 0], ids=["secondary", "primary"])
+def test_a_region_killed_during_a_django_untar_and_256_mib(
+    server: ServerProcess, regions: list[MotoServer], mount_factory: MountFactory, killed: int
+) -> None:
+    from bench.source_tree import fetch_tarball
+
+    tarball = fetch_tarball(Path.home() / ".cache" / "cirrus-bench")
+    drive = mount_factory("a")
+    untar = subprocess.Popen(["tar", "-xf", str(tarball), "-C", str(drive.path)])
+    try:
+        time.sleep(2)
+        regions[killed].kill()  # in the middle of the untar
+        big = os.urandom(256 * MIB)
+        (drive.path / "big.bin").write_bytes(big)
+        assert untar.wait(600) == 0  # the mount saw no error
+    finally:
+        if untar.poll() is None:
+            untar.kill()
+    wait_until(lambda: all_synced(drive.path), timeout=900, step=2)
+    restart_empty(regions[killed], BUCKETS[killed])
+    admin(server, regions, "verify")
+    wait_until(lambda: drained(server, regions), timeout=900, step=2)
+    assert_verified(server, regions)
+    reader = mount_factory("b")
+    assert (reader.path / "big.bin").read_bytes() == big
