@@ -2,7 +2,9 @@
 rest in the bucket, and a corrupted object that is refused rather than served."""
 
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,14 @@ def test_a_store_that_stops_answering_is_a_503_not_a_crash(tmp_path: Path) -> No
                 assert answer.json()["error"]["code"] == "storage_unavailable"
             client.close()
         assert server.errors_logged() == []
+
+
+def test_an_endpoint_that_accepts_but_never_answers_stops_the_start(tmp_path: Path) -> None:
+    with socket.socket() as silent, s3_credentials():
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections are queued by the kernel and never answered
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        result = serve_once(tmp_path, f"s3://blocks/p?endpoint=http://127.0.0.1:{port}")
+    assert_one_line_error(result, "Read timeout")
+    assert time.monotonic() - started < 30

@@ -30,7 +30,9 @@ from backend.protocol.errors import BlockRestoring
 
 POOL_CONNECTIONS = 32
 CONNECT_TIMEOUT_S = 2.0
-READ_TIMEOUT_S = 20.0
+# Between two reads of the socket (not the whole transfer): S3 answers in well under a
+# second, so an endpoint silent this long is down and the other region should answer.
+READ_TIMEOUT_S = 5.0
 MAX_ATTEMPTS = 3  # one try and two retries, with botocore's jittered backoff
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 # Classes whose objects must be restored before a GET (GLACIER_IR reads instantly).
@@ -72,7 +74,11 @@ class S3BlockStore(BlockStore):
             # Path-style requests work on every S3 implementation and need no DNS per bucket.
             s3={"addressing_style": "path" if endpoint else "auto"},
         )
-        self.client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+        session = boto3.session.Session()
+        self.client = session.client("s3", endpoint_url=endpoint, config=config)
+        # The start-up check tries once: a server that cannot reach its store says so at once.
+        once = config.merge(Config(retries={"max_attempts": 1, "mode": "standard"}))
+        self._probe = session.client("s3", endpoint_url=endpoint, config=once)
         # STANDARD is S3's default: sent only when it differs (not every S3 knows the header).
         self._class = {} if storage_class == "STANDARD" else {"StorageClass": storage_class}
         self._pool = ThreadPoolExecutor(POOL_CONNECTIONS, thread_name_prefix="s3")
@@ -95,7 +101,7 @@ class S3BlockStore(BlockStore):
         such bucket, refused credentials), StoreUnavailable when the endpoint does not
         answer."""
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self._probe.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             code = _code(exc)
             if code in ("404", "NoSuchBucket"):
