@@ -10,7 +10,8 @@ Two ways to write:
 
 A read asks the regions in order of preference, healthy ones first: a region that failed
 is tried last for DOWN_S seconds, so an outage costs one timeout, not one per block. A
-region that lacks the object gets it back (read repair). `get_each` yields every region's
+region that lacks the object gets it back (read repair; off in the server, whose queue
+makes the copies). `get_each` yields every region's
 copy in turn so the caller can go on to the next when one fails its hash check.
 """
 
@@ -30,13 +31,19 @@ DOWN_S = 10.0  # how long a failed region is asked last
 class ReplicatedBlockStore(BlockStore):
     """Mirror of objects over stores, in order of read preference (nearest first)."""
 
-    def __init__(self, stores: Sequence[BlockStore], names: Sequence[str] = ()) -> None:
+    def __init__(
+        self, stores: Sequence[BlockStore], names: Sequence[str] = (), repair: bool = True
+    ) -> None:
+        """repair: copy an object back to regions that lacked it when it is read. The server
+        turns it off: its queue makes those copies, and a read must not bring back a copy a
+        queued delete has just removed (an archive move, a retired block)."""
         if not stores:
             raise ValueError("a replicated block store needs at least one replica")
         self.stores = list(stores)
         self.names = list(names) or [f"replica {i}" for i in range(len(self.stores))]
         if len(self.names) != len(self.stores) or len(set(self.names)) != len(self.names):
             raise ValueError("each replica needs a name of its own")
+        self.repair = repair
         self._down_until = [0.0] * len(self.stores)
         self._lock = threading.Lock()
 
@@ -119,7 +126,8 @@ class ReplicatedBlockStore(BlockStore):
                 failure = exc
                 continue
             self._answered(index)
-            self._repair(key, data, lacking)
+            if self.repair:
+                self._repair(key, data, lacking)
             lacking, found = [], True
             yield data
         if not found:

@@ -39,6 +39,7 @@ def open_layout(blocks_url: str, archive_url: str | None = None) -> Layout:
     hot = open_store(blocks_url)
     if isinstance(hot, ReplicatedBlockStore):
         regions = dict(zip(hot.names, hot.stores, strict=True))
+        hot = ReplicatedBlockStore(hot.stores, hot.names, repair=False)  # the queue repairs
     else:
         regions = {blocks_url: hot}
     if archive_url is None:
