@@ -333,3 +333,5 @@ class ReplicationTask(Base):
 
 
 Index("ix_replication_queue_next_try", ReplicationTask.next_try)
+# Which revisions name a block: the archive policy asks it of every candidate block.
+Index("ix_revision_blocks_hash", RevisionBlock.hash)

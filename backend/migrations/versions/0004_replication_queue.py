@@ -1,4 +1,5 @@
-"""The durable queue of copies and deletes that block stores (regions, tiers) still owe.
+"""The durable queue of copies and deletes that block stores (regions, tiers) still owe,
+and an index of revision_blocks by hash for the archive policy.
 
 Revision ID: 0004
 Revises: 0002
@@ -30,8 +31,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("hash", "store"),
     )
     op.create_index("ix_replication_queue_next_try", "replication_queue", ["next_try"])
+    # The archive policy asks, per candidate block, whether a current revision names it.
+    op.create_index("ix_revision_blocks_hash", "revision_blocks", ["hash"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_revision_blocks_hash", table_name="revision_blocks")
     op.drop_index("ix_replication_queue_next_try", table_name="replication_queue")
     op.drop_table("replication_queue")
