@@ -102,14 +102,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 # Decompression, hashing and AES release the GIL: a batch of blocks keeps every core busy.
 _WORKERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="blocks")
+# Reads mostly wait for the store (an S3 round trip, a disk read): a batch's objects are
+# fetched in parallel, so a fetch is not bound by one object's latency.
+_READERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="block-reads")
 
 
-def _each(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """work(item) for every item, over the worker threads when there are several; the first
+def _each(
+    work: Callable[[T], R], items: Sequence[T], pool: ThreadPoolExecutor = _WORKERS
+) -> list[R]:
+    """work(item) for every item, over the pool's threads when there are several; the first
     failure (in item order) is raised once every item is done, so none runs on unseen."""
     if len(items) <= 1:
         return [work(item) for item in items]
-    futures = [_WORKERS.submit(work, item) for item in items]
+    futures = [pool.submit(work, item) for item in items]
     return [future.result() for future in futures]
 
 
@@ -188,7 +193,7 @@ class BlockService:
 
     def get_wire_many(self, hashes: Sequence[str]) -> list[bytes]:
         """get_wire of every hash, in order, decrypted and verified in parallel threads."""
-        return _each(self.get_wire, hashes)
+        return _each(self.get_wire, hashes, _READERS)
 
     def get_wire(self, hash: str) -> bytes:
         """Return a block as a zstd frame for a client, verified like get_plain."""
