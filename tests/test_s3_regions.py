@@ -178,9 +178,9 @@ def all_synced(root: Path) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-@pytest.mark.parametrize("killed", [1, 0], ids=["secondary", "primary"])
-def test_a_region_killed_during_a_django_untar_and_256_mib(
-    server: ServerProcess, regions: list[MotoServer], mount_factory: MountFactory, killed: int
+@pytest.mark.parametrize("down", [1, 0], ids=["secondary", "primary"])
+def test_a_region_down_during_a_django_untar_and_256_mib(
+    server: ServerProcess, regions: list[MotoServer], mount_factory: MountFactory, down: int
 ) -> None:
     from bench.source_tree import fetch_tarball
 
@@ -189,16 +189,18 @@ def test_a_region_killed_during_a_django_untar_and_256_mib(
     untar = subprocess.Popen(["tar", "-xf", str(tarball), "-C", str(drive.path)])
     try:
         time.sleep(2)
-        regions[killed].kill()  # in the middle of the untar
+        # In the middle of the untar the region stops answering (frozen: its connections
+        # hang, which is harder than a refusal) and comes back, data intact, at the end.
+        regions[down].pause()
         big = os.urandom(256 * MIB)
         (drive.path / "big.bin").write_bytes(big)
         assert untar.wait(600) == 0  # the mount saw no error
+        wait_until(lambda: all_synced(drive.path), timeout=900, step=2)
+        assert not drained(server, regions)  # copies are owed to the frozen region
     finally:
+        regions[down].resume()
         if untar.poll() is None:
             untar.kill()
-    wait_until(lambda: all_synced(drive.path), timeout=900, step=2)
-    restart_empty(regions[killed], BUCKETS[killed])
-    admin(server, regions, "verify")
     wait_until(lambda: drained(server, regions), timeout=900, step=2)
     assert_verified(server, regions)
     reader = mount_factory("b")

@@ -9,10 +9,11 @@ Two ways to write:
   is acknowledged once one region holds it; one region down fails nothing.
 
 A read asks the regions in order of preference, healthy ones first: a region that failed
-is tried last for DOWN_S seconds, so an outage costs one timeout, not one per block. A
-region that lacks the object gets it back (read repair; off in the server, whose queue
-makes the copies). `get_each` yields every region's
-copy in turn so the caller can go on to the next when one fails its hash check.
+is tried last for a while (DOWN_FIRST_S, doubling while it keeps failing, at most
+DOWN_MAX_S), so an outage costs a timeout now and then, not one per block. A region that
+lacks the object gets it back (read repair; off in the server, whose queue makes the
+copies). `get_each` yields every region's copy in turn so the caller can go on to the next
+when one fails its hash check.
 """
 
 import logging
@@ -25,7 +26,9 @@ from backend.protocol.errors import CirrusError
 
 log = logging.getLogger(__name__)
 
-DOWN_S = 10.0  # how long a failed region is asked last
+# How long a failed region is asked last: doubled after each failure, reset by an answer.
+DOWN_FIRST_S = 10.0
+DOWN_MAX_S = 120.0
 
 
 class ReplicatedBlockStore(BlockStore):
@@ -45,6 +48,7 @@ class ReplicatedBlockStore(BlockStore):
             raise ValueError("each replica needs a name of its own")
         self.repair = repair
         self._down_until = [0.0] * len(self.stores)
+        self._down_for = [0.0] * len(self.stores)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -63,7 +67,7 @@ class ReplicatedBlockStore(BlockStore):
             raise failures[0]
 
     def _order(self) -> list[int]:
-        """Replica indices by preference, those that failed in the last DOWN_S last."""
+        """Replica indices by preference, those marked down last."""
         now = time.monotonic()
         with self._lock:
             down = [self._down_until[i] > now for i in range(len(self.stores))]
@@ -72,11 +76,13 @@ class ReplicatedBlockStore(BlockStore):
     def _failed(self, index: int, what: str, exc: Exception) -> None:
         log.warning("region %s failed to %s: %s", self.names[index], what, exc)
         with self._lock:
-            self._down_until[index] = time.monotonic() + DOWN_S
+            longer = min(DOWN_MAX_S, 2 * self._down_for[index]) or DOWN_FIRST_S
+            self._down_for[index] = longer
+            self._down_until[index] = time.monotonic() + longer
 
     def _answered(self, index: int) -> None:
         with self._lock:
-            self._down_until[index] = 0.0
+            self._down_until[index] = self._down_for[index] = 0.0
 
     def put(self, key: str, data: bytes) -> None:
         self.put_many([(key, data)])

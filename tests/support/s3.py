@@ -3,7 +3,8 @@
     with MotoServer(tmp_path / "moto.log") as s3:       # start() ... stop()
         s3.create_bucket("blocks")
         url = s3.store_url("blocks", "prefix")             # s3://blocks/prefix?endpoint=...
-        s3.kill(); s3.start()                              # a region outage, same port
+        s3.pause(); s3.resume()                            # an outage: no answer, data kept
+        s3.kill(); s3.start()                              # a replacement region, same port
 
 Two instances on two ports are two regions. moto keeps its objects in memory, so a restart
 is a region that came back empty: what a replacement region looks like. Credentials are
@@ -100,6 +101,7 @@ class MotoServer:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        self.resume()  # a paused process would not act on SIGTERM
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(STOP_TIMEOUT_S)
@@ -111,6 +113,15 @@ class MotoServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(STOP_TIMEOUT_S)
+
+    def pause(self) -> None:
+        """SIGSTOP: the region stops answering (connections hang) but keeps its objects."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
 
     def client(self):  # -> botocore S3 client
         """A boto3 client for inspecting the buckets directly (made once: that is slow)."""
