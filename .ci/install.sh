@@ -9,7 +9,7 @@ if command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
         fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv \
-        postgresql redis-server git rsync sqlite3 >/dev/null
+        postgresql haproxy systemd git rsync sqlite3 >/dev/null
 fi
 
 python3 -m venv .venv

@@ -5,16 +5,20 @@ frame; the server checks the name on the way in and again on the way out, so a s
 never serve data under the wrong name. At rest every block is encrypted; compression is used
 only where it pays (text shrinks, media does not).
 
-At-rest object format (version 1), stored under the block's hash:
+At-rest object format (version 2), stored under the block's hash:
 
     offset  size  field
-    0       1     header: version in the high nibble (1), flags in the low nibble;
+    0       1     header: version in the high nibble (2), flags in the low nibble;
                   flag 0x1 = the payload is a zstd frame, else the raw plaintext
-    1       12    nonce, random per write (a rewrite of the same block gets a new one)
-    13      n+16  AES-256-GCM ciphertext of the payload, followed by its 16-byte tag
+    1       2     key id, big-endian: which master key sealed it (master_keys table)
+    3       12    nonce, random per write (a rewrite of the same block gets a new one)
+    15      n+16  AES-256-GCM ciphertext of the payload, followed by its 16-byte tag
 
-The associated data is the header byte followed by the 64 ASCII hex digits of the hash, so an
-object moved under another name, or with its compression flag flipped, fails authentication.
+The associated data is the header byte and the key id followed by the 64 ASCII hex digits of
+the hash, so an object moved under another name, or with its compression flag or key id
+changed, fails authentication. Version 1 objects (the same without the key id) are still
+read; they were sealed with key 1. Keys rotate (docs/cluster.md): a service holds the key it
+seals with and the older keys it still reads, and `reseal` moves a block to the current key.
 The AES key is derived from the master key with HKDF-SHA256 (info `cirrus block key v1`), so
 the master key can later key other things without reusing one AES key across purposes.
 """
@@ -22,7 +26,7 @@ the master key can later key other things without reusing one AES key across pur
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar, runtime_checkable
@@ -47,11 +51,15 @@ from backend.protocol.hashing import block_hash, is_block_hash
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_VERSION = 1  # no key id: sealed with key 1
+FIRST_KEY_ID = 1
+KEY_ID_SIZE = 2
 FLAG_ZSTD = 0x1
 NONCE_SIZE = 12
 TAG_SIZE = 16
-HEADER_SIZE = 1 + NONCE_SIZE
+HEADER_SIZE = 1 + KEY_ID_SIZE + NONCE_SIZE
+LEGACY_HEADER_SIZE = 1 + NONCE_SIZE
 
 # Level 1 by measurement (bench/pipeline.py): on text it keeps ~90% of level 3's savings at
 # ~1.7x the speed; compression is the one stage that bounds the pipeline on text.
@@ -125,12 +133,19 @@ class BlockService:
         self,
         store: BlockStore,
         master_key: bytes,
+        key_id: int = FIRST_KEY_ID,
+        read_keys: Mapping[int, bytes] | None = None,
         retire: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
-        """retire: where deletes go when the server queues them durably for every region
+        """master_key (id key_id) seals new blocks; read_keys, by id, open older ones.
+        retire: where deletes go when the server queues them durably for every region
         and tier (backend/lifecycle); without it a delete goes straight to the store."""
+        if not 0 < key_id < 1 << (8 * KEY_ID_SIZE):
+            raise ValueError(f"key id {key_id} is out of range")
         self.store = store
-        self._aead = AESGCM(_derive_block_key(master_key))
+        self.key_id = key_id
+        self._aeads = {kid: AESGCM(_derive_block_key(k)) for kid, k in (read_keys or {}).items()}
+        self._aeads[key_id] = AESGCM(_derive_block_key(master_key))
         self._retire = retire
         # Blocks read since the archive pass last asked (take_reads); bounded.
         self._reads: set[str] = set()
@@ -221,8 +236,7 @@ class BlockService:
         if self._retire is not None:
             self._retire(hashes)
             return
-        for hash in hashes:
-            self.store.delete(hash)
+        self.store.delete_many(hashes)
 
     def check_object(self, hash: str, obj: bytes) -> None:
         """Raise CorruptBlock unless obj is a whole, authentic at-rest object of hash (what
@@ -234,18 +248,32 @@ class BlockService:
         block, obj = self._seal(hash, size, flags, payload)
         return replace(block, owed=self._put_many([(hash, obj)]))
 
+    def reseal(self, hash: str) -> bool:
+        """Seal a stored block again with the current key if another key sealed it (key
+        rotation); True when it was rewritten. The plaintext is verified first, and the new
+        object replaces the old one atomically, so readers see one or the other."""
+        obj = self._fetch(hash)
+        if _key_id(hash, obj) == self.key_id:
+            return False
+        flags, payload = self._open(hash, obj)
+        plain = _decompress(payload, CorruptBlock) if flags & FLAG_ZSTD else payload
+        _verify(hash, plain)
+        self._store(hash, len(plain), flags, payload)
+        return True
+
     def _seal(
         self, hash: str, size: int, flags: int, payload: bytes | memoryview
     ) -> tuple[StoredBlock, bytearray]:
-        """The at-rest object of a payload: header, fresh nonce, AES-GCM ciphertext and tag."""
-        header = bytes([FORMAT_VERSION << 4 | flags])
+        """The at-rest object of a payload: header and key id, fresh nonce, AES-GCM
+        ciphertext and tag."""
+        prefix = bytes([FORMAT_VERSION << 4 | flags]) + self.key_id.to_bytes(KEY_ID_SIZE, "big")
         nonce = os.urandom(NONCE_SIZE)
         # Encrypted straight into the object's buffer: no second copy of the block.
         obj = bytearray(HEADER_SIZE + len(payload) + TAG_SIZE)
-        obj[:HEADER_SIZE] = header + nonce
+        obj[:HEADER_SIZE] = prefix + nonce
         with memoryview(obj) as view:
-            aad = header + hash.encode("ascii")
-            self._aead.encrypt_into(nonce, payload, aad, view[HEADER_SIZE:])
+            aad = prefix + hash.encode("ascii")
+            self._aeads[self.key_id].encrypt_into(nonce, payload, aad, view[HEADER_SIZE:])
         return StoredBlock(hash=hash, size=size, stored_size=len(obj)), obj
 
     def _load(self, hash: str, finish: Callable[[str, int, bytes], R]) -> R:
@@ -284,19 +312,47 @@ class BlockService:
             reads, self._reads = self._reads, set()
         return sorted(reads)
 
-    def _open(self, hash: str, obj: bytes) -> tuple[int, bytes]:
-        """Decrypt an at-rest object; return its flags and payload."""
-        if len(obj) < HEADER_SIZE + TAG_SIZE or obj[0] >> 4 != FORMAT_VERSION:
-            raise CorruptBlock(f"stored block {hash} is truncated or of an unknown format")
-        header, nonce = obj[:1], obj[1:HEADER_SIZE]
+    def _fetch(self, hash: str) -> bytes:
+        """The object under hash, from the first copy the store offers."""
+        _check_hash(hash)
         try:
-            payload = self._aead.decrypt(nonce, obj[HEADER_SIZE:], header + hash.encode("ascii"))
+            return self.store.get(hash)
+        except BlockNotFound:
+            raise NotFound(f"no such block: {hash}") from None
+        except StoreUnavailable as exc:
+            raise StorageUnavailable(f"the block store does not answer: {exc}") from None
+
+    def _open(self, hash: str, obj: bytes) -> tuple[int, bytes]:
+        key_id = _key_id(hash, obj)
+        prefix_size = 1 if obj[0] >> 4 == LEGACY_VERSION else 1 + KEY_ID_SIZE
+        aead = self._aeads.get(key_id)
+        if aead is None:
+            raise CorruptBlock(
+                f"stored block {hash} is sealed with master key {key_id}, which this server "
+                "does not hold (give it in read_key_files)"
+            )
+        prefix = obj[:prefix_size]
+        nonce = obj[prefix_size : prefix_size + NONCE_SIZE]
+        try:
+            payload = aead.decrypt(
+                nonce, obj[prefix_size + NONCE_SIZE :], prefix + hash.encode("ascii")
+            )
         except InvalidTag:
             raise CorruptBlock(
                 f"stored block {hash} fails authentication (corrupted, tampered with, "
                 "or written under another master key)"
             ) from None
-        return header[0] & 0xF, payload
+        return obj[0] & 0xF, payload
+
+
+def _key_id(hash: str, obj: bytes) -> int:
+    """Which key sealed an object (1 for version 1); CorruptBlock if it is no known format."""
+    version = obj[0] >> 4 if obj else 0
+    if version == LEGACY_VERSION and len(obj) >= LEGACY_HEADER_SIZE + TAG_SIZE:
+        return FIRST_KEY_ID
+    if version == FORMAT_VERSION and len(obj) >= HEADER_SIZE + TAG_SIZE:
+        return int.from_bytes(obj[1 : 1 + KEY_ID_SIZE], "big")
+    raise CorruptBlock(f"stored block {hash} is truncated or of an unknown format")
 
 
 # -- batch framing: several blocks in one request or answer body ---------------------------

@@ -7,7 +7,9 @@ stderr and a non-zero exit, never a traceback.
 """
 
 import argparse
+import dataclasses
 import logging
+import os
 import resource
 import signal
 import socket
@@ -17,18 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backend.config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, ServerConfig
+from backend.limits_cli import add_limit_options
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from sqlalchemy.engine import Engine
+
+    from backend.metadata.service import MetadataService
 
 log = logging.getLogger("cirrus")
 
 # Pending connections the kernel queues before accept(); a burst of reconnecting long polls
 # (every mount after a server restart) must not be refused.
 LISTEN_BACKLOG = 4096
-# After SIGTERM, requests in flight get this long to finish; long polls are then cut, and
-# their clients simply poll again.
-GRACEFUL_SHUTDOWN_S = 3
 
 
 class CommandError(Exception):
@@ -49,16 +52,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="block store: a directory, file:///path, memory:// or replicated:URL|URL "
         "(default: DIR/blocks)",
     )
+    # Flags default to None so that only those given override the --config file.
+    serve.add_argument("--host", help=f"address to listen on ({DEFAULT_HOST})")
+    serve.add_argument("--port", type=_port, help=f"TCP port, 0 for any ({DEFAULT_PORT})")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (info)")
+    add_key_options(serve)
     serve.add_argument(
-        "--host", default=DEFAULT_HOST, help=f"address to listen on ({DEFAULT_HOST})"
+        "--drain-timeout",
+        dest="drain_timeout_s",
+        metavar="SECONDS",
+        type=float,
+        help="after SIGTERM (stop) or SIGHUP (drain and restart in place), how long requests "
+        "in flight may take to finish (10)",
     )
-    serve.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help=f"TCP port, 0 for any ({DEFAULT_PORT})"
-    )
-    serve.add_argument(
-        "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (info)"
-    )
-    _add_lifecycle_options(serve)
+    _add_trash_and_journal_options(serve)
+    from backend.lifecycle import admin as lifecycle
+
+    lifecycle.add_lifecycle_options(serve, serving=True)
+    add_limit_options(serve)
+    _add_tier_options(serve)
     serve.set_defaults(func=serve_command)
 
     admin = subparsers.add_parser("admin", help="administer the server's users")
@@ -71,35 +83,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name", help="user name (unique)")
     _add_storage_options(create)
     create.set_defaults(func=create_user_command)
-    from backend.lifecycle.admin import register_admin
+    quota = admin_commands.add_parser(
+        "set-quota",
+        help="set or remove a user's storage quota",
+        description="Limit the bytes a user's drive may use (docs/api.md, Quotas): sizes "
+        "like 10G or 500M count in powers of 1024; `none` removes the quota.",
+    )
+    quota.add_argument("name", help="user name")
+    quota.add_argument("size", help="bytes, e.g. 10G, 500M, 1048576, or none")
+    _add_storage_options(quota)
+    quota.set_defaults(func=set_quota_command)
+    from backend.token_admin import register as register_token_commands
+
+    register_token_commands(admin_commands, _add_storage_options)
+    from backend.admin_keys import register as register_key_commands
+
+    register_key_commands(admin_commands)
+    lifecycle.register(admin_commands)
+    from backend.lifecycle.replication_admin import register_admin
 
     register_admin(admin_commands, _add_storage_options)
 
 
-def _add_lifecycle_options(serve: argparse.ArgumentParser) -> None:
+def _add_tier_options(serve: argparse.ArgumentParser) -> None:
+    """Regions and tiers (docs/blocks.md); None unless given, like every serve flag."""
     serve.add_argument(
-        "--archive", metavar="URL", help="archive store for cold blocks (e.g. an S3 URL with "
-        "&storage_class=GLACIER, or a directory)",
+        "--archive", dest="archive_url", metavar="URL", help="archive store for cold blocks "
+        "(e.g. an S3 URL with &storage_class=GLACIER, or a directory)",
     )  # fmt: skip
     serve.add_argument(
-        "--archive-after-days", metavar="DAYS", type=float,
+        "--archive-after-days", metavar="DAYS", type=_non_negative,
         help="archive blocks nobody has read or written for this many days",
     )  # fmt: skip
     serve.add_argument(
-        "--archive-old-revisions", action="store_true",
+        "--archive-old-revisions", action="store_true", default=None,
         help="archive blocks that only old revisions and deleted files use",
     )  # fmt: skip
     serve.add_argument(
-        "--archive-interval", metavar="SECONDS", type=float, default=3600.0,
-        help="time between archive passes (3600)",
+        "--archive-interval", dest="archive_interval_s", metavar="SECONDS",
+        type=_non_negative, help="time between archive passes (3600)",
     )  # fmt: skip
     serve.add_argument(
-        "--replication-interval", metavar="SECONDS", type=float, default=1.0,
-        help="how often an idle replication queue is checked (1)",
+        "--replication-interval", dest="replication_interval_s", metavar="SECONDS",
+        type=_non_negative, help="how often an idle replication queue is checked (1)",
     )  # fmt: skip
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="TOML file setting any server option by its name (db_url, blocks_url, key_file, "
+        "port, ...); options given on the command line win",
+    )
     parser.add_argument(
         "--data",
         metavar="DIR",
@@ -111,6 +148,49 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="metadata database URL, e.g. postgresql+psycopg://user@host/cirrus "
         "(default: sqlite:///DIR/metadata.db)",
+    )
+
+
+def _add_trash_and_journal_options(serve: argparse.ArgumentParser) -> None:
+    """How long the trash and the change journal keep what they hold (ServerConfig)."""
+    options = (
+        ("--trash-days", "trash_days", "days a deleted file stays in the trash"),
+        ("--trash-interval", "trash_interval_s", "seconds between two emptyings of the trash"),
+        ("--journal-days", "journal_days", "days a change journal entry is kept at most"),
+        ("--journal-interval", "journal_interval_s", "seconds between two journal trims"),
+    )
+    for flag, field, text in options:
+        default = ServerConfig.__dataclass_fields__[field].default
+        serve.add_argument(
+            flag, dest=field, metavar="N", type=_non_negative, help=f"{text} ({default:g})"
+        )
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def add_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key-file",
+        metavar="FILE",
+        type=Path,
+        help="the master key every server of the drive shares (default: $CIRRUS_MASTER_KEY, "
+        "else DIR/master.key)",
+    )
+    parser.add_argument(
+        "--read-key-file",
+        dest="read_key_files",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        help="an older master key still read during a key rotation (repeatable)",
     )
 
 
@@ -154,24 +234,40 @@ def _open_failure(exc: Exception) -> CommandError:
     return CommandError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
 
 
-def _config(args: argparse.Namespace, **listen: object) -> ServerConfig:
-    return ServerConfig.build(args.data, args.db, getattr(args, "blocks", None), **listen)
+def _config(args: argparse.Namespace, **overrides: object) -> ServerConfig:
+    """The --config file's settings, overridden by every flag given (a flag whose dest is a
+    ServerConfig field's name needs no mapping here), then by overrides."""
+    from backend.config_file import read_config_file
+
+    try:
+        settings = read_config_file(args.config) if args.config else {}
+        fields = {field.name for field in dataclasses.fields(ServerConfig)}
+        flags = {
+            name: tuple(value) if isinstance(value, list) else value
+            for name, value in vars(args).items()
+            if name in fields
+        }
+        flags |= {
+            "data_dir": args.data,
+            "db_url": args.db,
+            "blocks_url": getattr(args, "blocks", None),
+        }
+        settings |= {
+            name: value for name, value in (flags | overrides).items() if value is not None
+        }
+        return ServerConfig.build(**settings)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 @_fail_in_one_line("serve")
 def serve_command(args: argparse.Namespace) -> int:
-    config = _config(
-        args,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        archive_url=args.archive,
-        archive_after_days=args.archive_after_days,
-        archive_old_revisions=args.archive_old_revisions,
-        archive_interval_s=args.archive_interval,
-        replication_interval_s=args.replication_interval,
+    from backend.lifecycle.admin import lifecycle_settings
+
+    config = _config(args, **lifecycle_settings(args))
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s"
     )
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step
     logging.getLogger("botocore").setLevel(logging.WARNING)  # a line per credential lookup
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -186,7 +282,11 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _run_server(app: "FastAPI", config: ServerConfig) -> int:
+    """Serve until SIGTERM; on SIGHUP drain the same way, then start again in this process
+    (exec: same pid, configuration read afresh), which is systemd's ExecReload."""
     import uvicorn
+
+    from backend.api.transport import guarded_protocol
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -205,16 +305,28 @@ def _run_server(app: "FastAPI", config: ServerConfig) -> int:
             host=config.host,
             port=config.port,
             log_level=config.log_level,
-            http="httptools",
+            http=guarded_protocol(
+                config.header_timeout_s, config.body_timeout_s, config.max_connections
+            ),
             loop="uvloop",
             lifespan="on",
             backlog=LISTEN_BACKLOG,
-            limit_concurrency=None,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            limit_concurrency=None,  # connections are capped in backend/api/transport.py
+            timeout_graceful_shutdown=config.drain_timeout_s,
             server_header=False,
         )
     )
+    reload = []
+
+    def drain_and_reload(_signum: int, _frame: object) -> None:
+        reload.append(True)
+        server.should_exit = True
+
+    signal.signal(signal.SIGHUP, drain_and_reload)
     server.run()
+    if reload and server.started:
+        log.info("drained; starting again with the configuration read afresh")
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     return 0 if server.started else 1
 
 
@@ -237,10 +349,37 @@ def _raise_open_file_limit() -> None:
 @_fail_in_one_line("admin")
 def create_user_command(args: argparse.Namespace) -> int:
     """Print the new user's token last, alone on its line, so scripts can take `tail -n 1`."""
-    from backend.db import create_engine_for, migrate
-    from backend.metadata.service import MetadataService
-    from backend.notify import LocalNotifier
     from backend.protocol.errors import CirrusError
+
+    metadata = _open_metadata(args)
+    try:
+        token = metadata.create_user(args.name)
+    except CirrusError as exc:
+        raise CommandError(exc.message) from exc
+    finally:
+        metadata.engine.dispose()
+    print(f"created user {args.name}; API token:")
+    print(token)
+    return 0
+
+
+@_fail_in_one_line("admin")
+def set_quota_command(args: argparse.Namespace) -> int:
+    from backend.quota_admin import set_quota
+
+    metadata = _open_metadata(args)
+    try:
+        print(set_quota(metadata, args.name, args.size))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        metadata.engine.dispose()
+    return 0
+
+
+def open_database(args: argparse.Namespace) -> tuple[ServerConfig, "Engine"]:
+    """The configuration and its migrated database, for admin commands."""
+    from backend.db import create_engine_for, migrate
 
     config = _config(args)
     try:
@@ -249,13 +388,12 @@ def create_user_command(args: argparse.Namespace) -> int:
         migrate(engine)
     except Exception as exc:
         raise _open_failure(exc) from exc
-    metadata = MetadataService(engine, LocalNotifier(lambda _namespace: 0))
-    try:
-        token = metadata.create_user(args.name)
-    except CirrusError as exc:
-        raise CommandError(exc.message) from exc
-    finally:
-        engine.dispose()
-    print(f"created user {args.name}; API token:")
-    print(token)
-    return 0
+    return config, engine
+
+
+def _open_metadata(args: argparse.Namespace) -> "MetadataService":
+    """The metadata service on the command's database (migrated), for admin commands."""
+    from backend.metadata.service import MetadataService
+    from backend.notify import LocalNotifier
+
+    return MetadataService(open_database(args)[1], LocalNotifier(lambda _namespace: 0))

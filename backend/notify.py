@@ -7,9 +7,9 @@ sets, and the latest cursor per namespace is kept in memory, so an idle poll nev
 database after its first look.
 
 LocalNotifier only hears commits made in this process. Several API servers behind a load
-balancer need a shared bus instead; such a notifier (Redis pub/sub, PostgreSQL LISTEN/NOTIFY)
-implements the same two calls: `publish` (types.Notifier) and `wait` (ChangeWaiter), and
-feeds what it hears from the bus into the same in-memory cursors.
+balancer share a bus instead: PgNotifier (backend/notify_pg.py) extends this class, sends
+each publish over PostgreSQL NOTIFY and feeds what it hears into the same in-memory cursors;
+when it may have missed something it calls `resync`.
 """
 
 import asyncio
@@ -47,6 +47,7 @@ class LocalNotifier:
         self._loading: dict[int, asyncio.Future[int]] = {}  # one cursor read per namespace
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False  # set at shutdown: every poll answers "no change" at once
+        self._epoch = 0  # advanced by resync: polls waiting from before it are answered
 
     def publish(self, namespace_id: int, cursor: int) -> None:
         with self._lock:
@@ -72,6 +73,24 @@ class LocalNotifier:
         self._closing = True
         for channel in self._channels.values():
             channel.event.set()
+
+    def resync(self) -> None:
+        """Forget every known cursor and answer the polls waiting now (with the cursor they
+        know), from any thread. Called when notifications may have been missed: clients poll
+        again at once, and each namespace's cursor is then read from the journal afresh."""
+        with self._lock:
+            self._cursors.clear()
+            loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._answer_waiting)
+
+    def _answer_waiting(self) -> None:
+        self._epoch += 1
+        for namespace_id in list(self._channels):
+            self._wake(namespace_id)
+
+    def close(self) -> None:
+        """Stop background work at shutdown; a notifier on a shared bus stops its listener."""
 
     def latest(self, namespace_id: int) -> int | None:
         with self._lock:
@@ -106,10 +125,11 @@ class LocalNotifier:
         cursor = await self.current(namespace_id)
         if cursor > after_cursor:
             return cursor
+        epoch = self._epoch
         channel = self._channels.setdefault(namespace_id, _Channel())
         channel.waiters += 1
         try:
-            while cursor <= after_cursor and not self._closing:
+            while cursor <= after_cursor and not self._closing and self._epoch == epoch:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break

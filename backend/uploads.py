@@ -1,46 +1,48 @@
-"""Whole-file uploads: bytes spooled to disk, then cut into blocks and committed.
+"""Whole-file uploads (the API's simple and resumable ones): cut into blocks and committed.
 
-Both upload types of the API end here. A simple upload streams its body into a temporary
-spool; a resumable upload (Google Drive's protocol) appends each ranged PUT to a spool named
-after its session. Either way the file never sits in memory: the finished spool is cut by
-FastCDC through a memory map (the same chunking as the mount, so both dedupe against each
-other), each block stored unless the store already has it, and one commit makes the file's
-new revision.
+A simple upload streams its body into a temporary spool on this server's disk; once the body
+is whole, the spool is cut by FastCDC (the same chunking as the mount, so both dedupe against
+each other), each block stored unless the drive already has it, and one transaction records
+the new blocks and commits the file's new revision.
 
-Durability of a resumable session: the bytes of a PUT are fsynced before the session row's
-`received` moves, and the client is answered only after that. After a crash the spool may hold
-more than `received` (an unacknowledged tail) or, if the disk lost it, less; the next access
-trusts min(spool size, received) and truncates the spool to it.
-
-A session's spool lives on this server's disk, so with several API servers a resumable upload
-must reach the same one (sticky routing on the upload id) or the spools a shared filesystem.
+A resumable session keeps nothing on the server that takes a PUT, so any server behind a
+balancer can take any PUT of it, and it survives the death of the server that started it. Its
+bytes are cut into blocks as they arrive (the same cut points as the whole file: see
+StreamCutter) and stored in the block store, which every server shares; the bytes after the
+last cut (under 2 MiB) wait in the session's row. Once the PUT's body is all stored, its new
+blocks are recorded as the drive's, then one transaction notes them with the new tail and
+moves `received`, only if no other PUT moved it first, and only after it commits is the
+client answered. A PUT that fails before that acknowledges nothing (blocks it recorded are
+the drive's but unreferenced, like those of a mount's upload that never got its commit). The
+last byte's PUT commits the noted block list, with the upload id as commit id, so a repeat
+after a crash is harmless.
 """
 
 import asyncio
-import logging
-import os
 import re
 import secrets
-import stat
 import time
 import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
 import anyio.to_thread
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from backend.blocks import BlockService
 from backend.db import writer
-from backend.db.models import UploadSession
+from backend.db.failover import repeatable
+from backend.db.models import UploadBlock, UploadSession
+from backend.lifecycle.gc import Collector
 from backend.metadata.service import MetadataService
 from backend.metadata.types import BlockRef, CommitRequest, NodeInfo, Principal
-from backend.protocol.chunking import iter_file_chunks
+from backend.protocol.chunking import Chunk, StreamCutter, iter_file_chunks
 from backend.protocol.errors import (
+    BlockBeingCollected,
     CirrusError,
     InvalidRequest,
     IsADirectory,
@@ -49,13 +51,13 @@ from backend.protocol.errors import (
     RangeNotSatisfiable,
 )
 from backend.protocol.hashing import block_hash
-
-log = logging.getLogger(__name__)
+from backend.upload_limits import UploadLimits
 
 MAX_FILE_SIZE = 64 * 1024**3
-SESSION_LIFETIME_NS = 7 * 24 * 3600 * 10**9
-# A spool with no session row is removed once it is this old (never while being created).
-ORPHAN_AGE_NS = 3600 * 10**9
+# Blocks a simple upload stores and records together (one query and one transaction).
+STORE_GROUP = 16
+# Blocks a resumable PUT records per transaction (a PUT may carry gigabytes).
+RECORD_GROUP = 1000
 # Bytes gathered from the request before one write() in a worker thread.
 WRITE_BUFFER = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d{1,20})-(\d{1,20})|\*)/(\d{1,20})")
@@ -103,25 +105,36 @@ def check_file_size(size: int) -> int:
 
 
 class UploadManager:
-    """Spools, resumable sessions and the final store-and-commit of uploaded files."""
+    """Simple uploads' spools, resumable sessions and the store-and-commit of uploaded files."""
 
     def __init__(
-        self, engine: Engine, spool_dir: Path, metadata: MetadataService, blocks: BlockService
+        self,
+        engine: Engine,
+        spool_dir: Path,
+        metadata: MetadataService,
+        blocks: BlockService,
+        limits: UploadLimits,
+        collector: Collector,
     ) -> None:
         self._engine = engine
+        self._limits = limits
         self._writer = writer(engine)
         self._spool_dir = spool_dir
         self._tmp_dir = spool_dir / "tmp"
         self._metadata = metadata
         self._blocks = blocks
+        self._collector = collector
         # One PUT at a time per session in this process (weak: gone when nobody holds it).
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def clear_temporary(self) -> None:
-        """Drop simple-upload spools a previous process left behind (they were never answered)."""
+        """Drop spools a previous process left behind: simple uploads' (never answered) and
+        resumable sessions' from before their bytes moved to the block store (0008)."""
         self._tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for leftover in self._tmp_dir.iterdir():
-            leftover.unlink(missing_ok=True)
+        for folder in (self._tmp_dir, self._spool_dir):
+            for leftover in folder.iterdir():
+                if leftover.is_file():
+                    leftover.unlink(missing_ok=True)
 
     # simple uploads and the common store-and-commit step
 
@@ -139,7 +152,7 @@ class UploadManager:
         try:
             with open(spool, "wb") as file:
                 too_large = PayloadTooLarge(f"files are limited to {MAX_FILE_SIZE} bytes")
-                await _write_body(body, file, 0, MAX_FILE_SIZE, too_large)
+                await _write_body(body, file, MAX_FILE_SIZE, too_large)
             request = CommitRequest(path, None, 0, [], mode, mtime_ns, overwrite=True)
             return await anyio.to_thread.run_sync(self._store_and_commit, who, request, spool)
         finally:
@@ -155,48 +168,53 @@ class UploadManager:
             raise IsADirectory(f"a folder is in the way: {path}")
 
     def _store_and_commit(self, who: Principal, request: CommitRequest, spool: Path) -> NodeInfo:
+        """Store the spool's blocks (each recorded as the drive's once stored, through the
+        collector's protocol), then commit them: if the disk fills up on the way, nothing is
+        committed and the request can be retried; what was stored unused is collected."""
         blocks: list[BlockRef] = []
         with open(spool, "rb") as file:
+            group: list[Chunk] = []
             for chunk in iter_file_chunks(file):
-                blocks.append(self._store_block(who, chunk.data, chunk.offset))
-        size = sum(block.size for block in blocks)
-        result = self._metadata.commit(
-            who,
-            CommitRequest(
-                path=request.path,
-                base_rev=None,
-                size=size,
-                blocks=blocks,
-                mode=request.mode,
-                mtime_ns=request.mtime_ns,
-                commit_id=request.commit_id,
-                overwrite=True,
-            ),
-        )
+                group.append(chunk)
+                if len(group) == STORE_GROUP:
+                    blocks += self._store_chunks(who, group)
+                    group = []
+            blocks += self._store_chunks(who, group)
+        return self._commit(who, replace(request, blocks=blocks))
+
+    def _commit(self, who: Principal, request: CommitRequest) -> NodeInfo:
+        """Commit the stored blocks as the file's new revision (never a conflicted copy)."""
+        size = sum(block.size for block in request.blocks)
+        commit = replace(request, base_rev=None, size=size, overwrite=True)
+        result = self._metadata.commit(who, commit)
+        if result.missing:  # a collection took blocks the drive held after they were checked
+            raise BlockBeingCollected("blocks of this upload were collected; send it again")
         return result.node
 
-    def _store_block(self, who: Principal, data: bytes, offset: int) -> BlockRef:
-        """Store a block unless this drive already uploaded it (then it is known stored)."""
-        name = block_hash(data)
-        if self._metadata.missing_blocks(who, [name]):
-            stored = self._blocks.put_plain(data)
-            self._metadata.record_blocks(
-                who,
-                [(name, stored.size, stored.stored_size)],
-                [(name, region) for region in stored.owed],
-            )
-        return BlockRef(name, len(data), offset)
+    def _store_chunks(self, who: Principal, chunks: list[Chunk]) -> list[BlockRef]:
+        """Store the chunks this drive does not hold yet and record them as its own."""
+        refs = [BlockRef(block_hash(chunk.data), len(chunk.data), chunk.offset) for chunk in chunks]
+        if not refs:
+            return refs
+        missing = set(self._metadata.missing_blocks(who, [ref.hash for ref in refs]))
+        plain: dict[str, bytes] = {}
+        for ref, chunk in zip(refs, chunks, strict=True):
+            if ref.hash in missing and ref.hash not in plain:
+                plain[ref.hash] = bytes(chunk.data)
+        if plain:  # recorded through the collector, which writes again what it took meanwhile
+            write = lambda hashes: [self._blocks.put_plain(plain[h]) for h in hashes]  # noqa: E731
+            self._collector.store(self._metadata, who, list(plain), write)
+        return refs
 
     # resumable sessions
 
     def create(self, who: Principal, path: str, total: int) -> UploadState:
         self._refuse_folder(who, path)
         check_file_size(total)
+        self._metadata.check_size_quota(who, total)
         now = time.time_ns()
-        upload_id = secrets.token_urlsafe(24)
-        self._spool(upload_id).touch(mode=0o600)
         row = UploadSession(
-            id=upload_id,
+            id=secrets.token_urlsafe(24),
             namespace_id=who.namespace_id,
             path=path,
             total_size=total,
@@ -204,11 +222,12 @@ class UploadManager:
             device=who.device,
             created=now,
             updated=now,
-            expires=now + SESSION_LIFETIME_NS,
+            expires=now + self._limits.lifetime_ns,
         )
         with self._transaction() as session, session.begin():
+            self._limits.check_room(session, who.namespace_id, total, now)
             session.add(row)
-        return UploadState(upload_id, 0, total, row.expires)
+        return UploadState(row.id, 0, total, row.expires)
 
     async def receive_range(
         self, who: Principal, upload_id: str, content_range: str | None, body: AsyncIterator[bytes]
@@ -225,36 +244,45 @@ class UploadManager:
                     raise RangeNotSatisfiable(
                         f"range starts at {wanted.first} but only {row.received} bytes arrived"
                     )
-                await self._append(row, wanted, body)
+                await self._append(who, row, wanted, body)
             if row.received == row.total_size:
                 return await anyio.to_thread.run_sync(self._finish, who, row)
             return UploadState(upload_id, row.received, row.total_size, row.expires)
 
     async def _append(
-        self, row: UploadSession, wanted: ContentRange, body: AsyncIterator[bytes]
+        self, who: Principal, row: UploadSession, wanted: ContentRange, body: AsyncIterator[bytes]
     ) -> None:
-        """Write the new part of the range, fsync it, then move `received` (or undo)."""
-        skip = row.received - wanted.first
-        with open(self._spool(row.id), "r+b") as file:
-            file.seek(row.received)
-            try:
-                too_long = InvalidRequest(
-                    f"body is longer than the {wanted.length} bytes announced"
-                )
-                sent = await _write_body(body, file, skip, wanted.length, too_long)
-                if sent != wanted.length:
-                    raise InvalidRequest(
-                        f"body has {sent} bytes but Content-Range announces {wanted.length}"
-                    )
-                await anyio.to_thread.run_sync(_sync, file)
-                await anyio.to_thread.run_sync(self._advance, row, wanted.last + 1)
-            except BaseException:
-                file.truncate(row.received)
-                raise
+        """Cut the new part of the range into blocks and store them as it arrives; then
+        record the new ones to the drive, and note them with the uncut tail and move
+        `received` in one transaction. A PUT that fails before (a full disk) records and
+        acknowledges nothing."""
+        tail = row.tail or b""
+        cutter = StreamCutter(row.received - len(tail), tail)
+        blocks: list[BlockRef] = []
+        too_long = InvalidRequest(f"body is longer than the {wanted.length} bytes announced")
+        reader = _BodyReader(body, row.received - wanted.first, wanted.length, too_long)
+        async for piece in reader:
+            chunks = cutter.feed(piece)
+            if chunks:
+                blocks += await anyio.to_thread.run_sync(self._store_chunks, who, chunks)
+        if reader.length != wanted.length:
+            raise InvalidRequest(
+                f"body has {reader.length} bytes but Content-Range announces {wanted.length}"
+            )
+        final = cutter.cut(final=wanted.last + 1 == row.total_size)
+        blocks += await anyio.to_thread.run_sync(self._store_chunks, who, final)
+        await anyio.to_thread.run_sync(self._advance, row, wanted.last + 1, blocks, cutter.tail)
 
-    def _advance(self, row: UploadSession, received: int) -> None:
+    def _advance(
+        self, row: UploadSession, received: int, blocks: list[BlockRef], tail: bytes
+    ) -> None:
         now = time.time_ns()
-        values = {"received": received, "updated": now, "expires": now + SESSION_LIFETIME_NS}
+        values = {
+            "received": received,
+            "tail": tail or None,
+            "updated": now,
+            "expires": now + self._limits.lifetime_ns,
+        }
         with self._transaction() as session, session.begin():
             done = session.execute(
                 update(UploadSession)
@@ -263,10 +291,18 @@ class UploadManager:
             )
             if done.rowcount != 1:
                 raise RangeNotSatisfiable("the upload changed concurrently; ask for progress")
-        row.received, row.updated, row.expires = received, now, values["expires"]
+            if blocks:
+                session.execute(insert(UploadBlock), [
+                    {"upload_id": row.id, "offset": b.offset, "hash": b.hash, "size": b.size}
+                    for b in blocks
+                ])  # fmt: skip
+        row.received, row.tail, row.updated, row.expires = (
+            received, values["tail"], now, values["expires"]
+        )  # fmt: skip
 
+    @repeatable
     def _load(self, who: Principal, upload_id: str) -> UploadSession:
-        """The caller's live session, its spool reconciled with the committed offset."""
+        """The caller's live session (an expired one is removed and reported missing)."""
         if not _SESSION_ID.fullmatch(upload_id):
             raise NotFound(f"no such upload: {upload_id[:64]}")
         with self._transaction() as session, session.begin():
@@ -276,21 +312,20 @@ class UploadManager:
             if row.expires < time.time_ns():
                 self._discard(session, row.id)
                 raise NotFound(f"upload {upload_id} has expired")
-            spool = self._spool(upload_id)
-            with open(spool, "ab") as file:
-                size = file.tell()
-                if size > row.received:
-                    file.truncate(row.received)
-            if size < row.received:
-                log.warning("upload %s: spool has %d of %d bytes", upload_id, size, row.received)
-                row.received = size
         return row
 
     def _finish(self, who: Principal, row: UploadSession) -> UploadState:
-        """Commit the complete spool; the upload id makes a repeat after a crash harmless."""
+        """Commit the noted blocks; the upload id makes a repeat after a crash harmless."""
         author = Principal(who.user_id, who.user_name, who.namespace_id, row.device)
-        request = CommitRequest(row.path, None, 0, [], commit_id=f"upload:{row.id}")
-        node = self._store_and_commit(author, request, self._spool(row.id))
+        with self._transaction() as session, session.begin():
+            noted = session.execute(
+                select(UploadBlock.hash, UploadBlock.size, UploadBlock.offset)
+                .where(UploadBlock.upload_id == row.id)
+                .order_by(UploadBlock.offset)
+            ).all()
+        blocks = [BlockRef(*block) for block in noted]
+        request = CommitRequest(row.path, None, 0, blocks, commit_id=f"upload:{row.id}")
+        node = self._commit(author, request, [])  # its blocks were recorded with each PUT
         with self._transaction() as session, session.begin():
             self._discard(session, row.id)
         return UploadState(row.id, row.received, row.total_size, row.expires, node)
@@ -301,7 +336,7 @@ class UploadManager:
             self._discard(session, row.id)
 
     def sweep_expired(self) -> int:
-        """Delete sessions past their expiry and spools without a session; return how many."""
+        """Delete sessions past their expiry; return how many."""
         now = time.time_ns()
         with self._transaction() as session, session.begin():
             expired = session.scalars(
@@ -309,60 +344,53 @@ class UploadManager:
             ).all()
             for upload_id in expired:
                 self._discard(session, upload_id)
-            live = set(session.scalars(select(UploadSession.id)).all())
-        for spool in self._spool_dir.iterdir():
-            if spool.name not in live and _older_than(spool, now - ORPHAN_AGE_NS):
-                spool.unlink(missing_ok=True)
         return len(expired)
 
     def _discard(self, session: Session, upload_id: str) -> None:
+        session.execute(delete(UploadBlock).where(UploadBlock.upload_id == upload_id))
         session.execute(delete(UploadSession).where(UploadSession.id == upload_id))
-        self._spool(upload_id).unlink(missing_ok=True)
 
     def _transaction(self) -> Session:
         """A write session (SQLite's lock taken at BEGIN); rows stay readable after commit."""
         return Session(self._writer, expire_on_commit=False)
 
-    def _spool(self, upload_id: str) -> Path:
-        return self._spool_dir / upload_id
 
+class _BodyReader:
+    """A request body's pieces, its first `skip` bytes dropped; `length` counts every byte
+    read. Raises overflow as soon as the body exceeds limit, so an oversized body is never
+    read to its end."""
 
-def _older_than(spool: Path, instant_ns: int) -> bool:
-    """A spool file last written before instant (one being created now is left alone)."""
-    try:
-        info = spool.lstat()
-    except FileNotFoundError:
-        return False
-    return stat.S_ISREG(info.st_mode) and info.st_mtime_ns < instant_ns
+    def __init__(
+        self, body: AsyncIterator[bytes], skip: int, limit: int, overflow: CirrusError
+    ) -> None:
+        self._body = body
+        self._skip = skip
+        self._limit = limit
+        self._overflow = overflow
+        self.length = 0
 
-
-def _sync(file: BinaryIO) -> None:
-    file.flush()
-    os.fsync(file.fileno())
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for piece in self._body:
+            if self.length + len(piece) > self._limit:
+                raise self._overflow
+            start = max(0, min(len(piece), self._skip - self.length))
+            self.length += len(piece)
+            if start < len(piece):
+                yield piece[start:] if start else piece
 
 
 async def _write_body(
-    body: AsyncIterator[bytes], file: BinaryIO, skip: int, limit: int, overflow: CirrusError
-) -> int:
-    """Copy a request body into file, dropping its first `skip` bytes; return its length.
-
-    Raise overflow as soon as the body exceeds limit, so an oversized body is never read to
-    its end. Writes happen in worker threads, a megabyte at a time.
-    """
-    seen = 0
+    body: AsyncIterator[bytes], file: BinaryIO, limit: int, overflow: CirrusError
+) -> None:
+    """Copy a request body of at most limit bytes into file, in worker threads, a megabyte
+    at a time."""
     pending: list[bytes] = []
     buffered = 0
-    async for piece in body:
-        if seen + len(piece) > limit:
-            raise overflow
-        start = max(0, min(len(piece), skip - seen))
-        seen += len(piece)
-        if start < len(piece):
-            pending.append(piece[start:] if start else piece)
-            buffered += len(piece) - start
+    async for piece in _BodyReader(body, 0, limit, overflow):
+        pending.append(piece)
+        buffered += len(piece)
         if buffered >= WRITE_BUFFER:
             await anyio.to_thread.run_sync(file.write, b"".join(pending))
             pending, buffered = [], 0
     if pending:
         await anyio.to_thread.run_sync(file.write, b"".join(pending))
-    return seen

@@ -317,6 +317,11 @@ class MetaDB:
             current = None if found is None else found[0]
         return False
 
+    def attached_remote_ids(self) -> list[int]:
+        """The server ids of the nodes in the tree (the root and detached nodes excluded)."""
+        query = "SELECT remote_id FROM nodes WHERE parent IS NOT NULL AND remote_id IS NOT NULL"
+        return [row[0] for row in self._db.execute(query)]
+
     def totals(self) -> tuple[int, int]:
         """(node count, total file bytes), for statfs."""
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM nodes").fetchone()
@@ -386,6 +391,18 @@ class MetaDB:
 
     def journal_length(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
+
+    def pending_uploads(self) -> tuple[int, int]:
+        """(files, bytes) whose content is still waiting to be uploaded, for `cirrus status`."""
+        return self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM nodes "
+            "WHERE inode IN (SELECT inode FROM journal WHERE op = 'upload')"
+        ).fetchone()
+
+    def conflicted(self) -> list[int]:
+        """Attached nodes that a commit of ours turned into conflicted copies."""
+        rows = self._db.execute("SELECT inode FROM nodes WHERE conflict = 1 AND parent IS NOT NULL")
+        return [row[0] for row in rows]
 
     # -- state --------------------------------------------------------------------------------
 

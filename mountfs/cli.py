@@ -1,4 +1,5 @@
-"""The `cirrus` command: `serve` and `admin` (the server), `mount` and `unmount` (the drive).
+"""The `cirrus` command: `serve` and `admin` (the server), `mount` and `unmount` (the drive),
+and the user's commands (`login`, `status`, `history`, `restore`, `upload`, `download`).
 
 Each part registers its own subcommands, imported lazily so that `cirrus mount` never loads
 the server's database layer and `cirrus serve` never loads FUSE.
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_server(commands)
     register_mount(commands)
+    from mountfs.usercli import register as register_user
+
+    register_user(commands)
     return parser
 
 

@@ -25,10 +25,12 @@ from mountfs.content import Content
 from mountfs.feed import Feed
 from mountfs.fs import CirrusOperations
 from mountfs.kernel import Kernel
+from mountfs.quota import Usage
 from mountfs.remote import RemoteDrive, ServerUnreachable
 from mountfs.replay import Replayer
 from mountfs.sync import SyncEngine, Wakeup
 from mountfs.vfs import VFS
+from mountfs.virtual import MountInfo, VirtualTree
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +137,20 @@ async def serve(opts: MountOptions, ready: Callable[[str | None], None]) -> None
             content = Content(
                 db, DirtyFiles(os.path.join(opts.cache_dir, "dirty")), blocks, remote, nursery
             )
-            vfs = VFS(db, content, wakeup.set)
+            usage = Usage()
+            vfs = VFS(db, content, wakeup.set, usage)
             feed = Feed(db, vfs, kernel)
             replayer = Replayer(db, vfs, remote, blocks, kernel, feed)
-            engine = SyncEngine(db, remote, feed, replayer, wakeup)
+            engine = SyncEngine(db, remote, feed, replayer, wakeup, usage)
+            info = MountInfo(
+                opts.server_url, opts.token, opts.device, opts.mountpoint, opts.cache_dir
+            )
+            virtual = VirtualTree(db, content, remote, info, lambda: engine.online)
             fresh = not engine.has_cursor
             await _check_server(remote, fresh, opts.server_url)
             if fresh:
                 await engine.initial_sync()
-            await _run_fuse(opts, vfs, kernel, engine, nursery, ready)
+            await _run_fuse(opts, vfs, virtual, kernel, engine, nursery, ready)
     finally:
         await remote.aclose()
         blocks.close()
@@ -153,13 +160,14 @@ async def serve(opts: MountOptions, ready: Callable[[str | None], None]) -> None
 async def _run_fuse(
     opts: MountOptions,
     vfs: VFS,
+    virtual: VirtualTree,
     kernel: Kernel,
     engine: SyncEngine,
     nursery: trio.Nursery,
     ready: Callable[[str | None], None],
 ) -> None:
     try:
-        pyfuse3.init(CirrusOperations(vfs), opts.mountpoint, _fuse_options(opts))
+        pyfuse3.init(CirrusOperations(vfs, virtual), opts.mountpoint, _fuse_options(opts))
     except RuntimeError as exc:
         raise MountError(f"cannot mount on {opts.mountpoint}: {exc}") from None
     kernel.mounted = True

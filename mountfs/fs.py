@@ -1,8 +1,10 @@
 """The pyfuse3 Operations: thin adapters from FUSE requests to the VFS.
 
 Each handler converts arguments, calls one VFS method and converts the answer; errors become
-errno values in one place (`fuse_errors`). Hard links are refused with EPERM: a drive node has
-exactly one path (the API has no link), as on FAT or many network filesystems.
+errno values in one place (`fuse_errors`). Requests about the read-only `.cirrus/` folder
+(inodes and handles numbered above the mirror's) go to the virtual tree instead. Hard links
+are refused with EPERM: a drive node has exactly one path (the API has no link), as on FAT
+or many network filesystems.
 """
 
 import errno
@@ -14,6 +16,7 @@ import pyfuse3
 from cache.metadb import ROOT_INODE, Node
 from mountfs.errors import FsError, fuse_errors
 from mountfs.vfs import VFS
+from mountfs.virtual import ENTRY_TIMEOUT, VirtualTree
 
 # How long the kernel may keep names and attributes: every change the mirror learns from the
 # server is invalidated explicitly (mountfs/kernel.py), so this only bounds what a missed
@@ -21,7 +24,8 @@ from mountfs.vfs import VFS
 # LOOKUP or GETATTR per entry.
 ATTR_TIMEOUT = 60.0
 BLOCK_SIZE = 4096
-# statfs: a drive has no fixed size here; report a large capacity and the files the mirror knows.
+# statfs: the quota (or the server's capacity) and usage from GET /v1/usage; until the server
+# has answered, a large capacity and the files the mirror knows.
 REPORTED_CAPACITY = 1 << 50
 REPORTED_INODES = 1 << 32
 _TYPE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
@@ -46,9 +50,10 @@ class CirrusOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, vfs: VFS) -> None:
+    def __init__(self, vfs: VFS, virtual: VirtualTree) -> None:
         super().__init__()
         self._vfs = vfs
+        self._virtual = virtual
         self._uid = os.getuid()
         self._gid = os.getgid()
 
@@ -56,8 +61,8 @@ class CirrusOperations(pyfuse3.Operations):
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = node.inode
         entry.generation = 0
-        entry.entry_timeout = ATTR_TIMEOUT
-        entry.attr_timeout = ATTR_TIMEOUT
+        timeout = ENTRY_TIMEOUT if self._virtual.owns(node.inode) else ATTR_TIMEOUT
+        entry.entry_timeout = entry.attr_timeout = timeout
         entry.st_mode = _TYPE_BITS[node.type] | node.mode
         entry.st_nlink = 1
         entry.st_uid = self._uid
@@ -72,18 +77,26 @@ class CirrusOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def lookup(self, parent_inode, name, ctx):
+        if self._virtual.is_entry(parent_inode, name):
+            return self._entry(await self._virtual.lookup(parent_inode, name))
         return self._entry(self._vfs.lookup(parent_inode, name))
 
     async def forget(self, inode_list):
         for inode, count in inode_list:
-            self._vfs.forget(inode, count)
+            if self._virtual.owns(inode):
+                self._virtual.forget(inode)
+            else:
+                self._vfs.forget(inode, count)
 
     @fuse_errors
     async def getattr(self, inode, ctx):
+        if self._virtual.owns(inode):
+            return self._entry(self._virtual.attrs(inode))
         return self._entry(self._vfs.attrs(inode))
 
     @fuse_errors
     async def setattr(self, inode, attr, fields, fh, ctx):
+        self._refuse_virtual(inode)
         mode = attr.st_mode if fields.update_mode else None
         size = attr.st_size if fields.update_size else None
         mtime = attr.st_mtime_ns if fields.update_mtime else None
@@ -91,11 +104,15 @@ class CirrusOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def opendir(self, inode, ctx):
-        self._vfs.opendir(inode)
+        if not self._virtual.owns(inode):
+            self._vfs.opendir(inode)
         return inode
 
     @fuse_errors
     async def readdir(self, fh, start_id, token):
+        if self._virtual.owns(fh):
+            await self._readdir_virtual(fh, start_id, token)
+            return
         while nodes := self._vfs.readdir(fh, start_id):
             for node in nodes:
                 if not pyfuse3.readdir_reply(
@@ -105,20 +122,36 @@ class CirrusOperations(pyfuse3.Operations):
                 self._vfs.readdir_remember(node.inode)
                 start_id = node.inode
 
+    async def _readdir_virtual(self, inode: int, start: int, token) -> None:
+        """Offsets are positions here; entries need no lookup count (the tree keeps them)."""
+        for position, (name, node) in enumerate(await self._virtual.readdir(inode, start)):
+            entry = self._entry(node)
+            if not pyfuse3.readdir_reply(token, name.encode(), entry, start + position + 1):
+                return
+
+    def _refuse_virtual(self, inode: int) -> None:
+        if self._virtual.owns(inode):
+            raise FsError(errno.EROFS, ".cirrus is read-only")
+
     @fuse_errors
     async def mkdir(self, parent_inode, name, mode, ctx):
+        self._virtual.refuse_change(parent_inode, name)
         return self._entry(self._vfs.mkdir(parent_inode, name, mode))
 
     @fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
+        self._virtual.refuse_change(parent_inode, name)
         self._vfs.rmdir(parent_inode, name)
 
     @fuse_errors
     async def unlink(self, parent_inode, name, ctx):
+        self._virtual.refuse_change(parent_inode, name)
         self._vfs.unlink(parent_inode, name)
 
     @fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        self._virtual.refuse_change(parent_inode_old, name_old)
+        self._virtual.refuse_change(parent_inode_new, name_new)
         mode = _RENAME_MODES.get(flags)
         if mode is None:
             raise FsError(errno.EINVAL, f"unsupported rename flags {flags:#x}")
@@ -126,6 +159,7 @@ class CirrusOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def symlink(self, parent_inode, name, target, ctx):
+        self._virtual.refuse_change(parent_inode, name)
         return self._entry(self._vfs.symlink(parent_inode, name, target))
 
     @fuse_errors
@@ -142,6 +176,7 @@ class CirrusOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
+        self._virtual.refuse_change(parent_inode, name)
         if not stat.S_ISREG(mode):
             raise FsError(errno.EPERM, "only regular files can be created")
         fh, node = self._vfs.create(parent_inode, name, mode, flags)
@@ -149,11 +184,15 @@ class CirrusOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def open(self, inode, flags, ctx):
+        if self._virtual.owns(inode):
+            return pyfuse3.FileInfo(fh=await self._virtual.open(inode, flags), direct_io=True)
         fh, keep_cache = await self._vfs.open(inode, flags)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
 
     @fuse_errors
     async def read(self, fh, off, size):
+        if self._virtual.owns_handle(fh):
+            return await self._virtual.read(fh, off, size)
         return await self._vfs.read(fh, off, size)
 
     @fuse_errors
@@ -162,23 +201,30 @@ class CirrusOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def flush(self, fh):
-        await self._vfs.flush(fh)
+        if not self._virtual.owns_handle(fh):
+            await self._vfs.flush(fh)
 
     @fuse_errors
     async def fsync(self, fh, datasync):
-        await self._vfs.flush(fh)
+        if not self._virtual.owns_handle(fh):
+            await self._vfs.flush(fh)
 
     @fuse_errors
     async def release(self, fh):
-        await self._vfs.release(fh)
+        if self._virtual.owns_handle(fh):
+            self._virtual.release(fh)
+        else:
+            await self._vfs.release(fh)
 
     @fuse_errors
     async def statfs(self, ctx):
-        files, used = self._vfs.statfs()
+        files, used, total = self._vfs.statfs()
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = BLOCK_SIZE
-        data.f_blocks = max(REPORTED_CAPACITY, used * 2) // BLOCK_SIZE
-        data.f_bfree = data.f_bavail = data.f_blocks - (used + BLOCK_SIZE - 1) // BLOCK_SIZE
+        total = max(REPORTED_CAPACITY, used * 2) if total is None else total
+        data.f_blocks = total // BLOCK_SIZE
+        used_blocks = (used + BLOCK_SIZE - 1) // BLOCK_SIZE
+        data.f_bfree = data.f_bavail = max(data.f_blocks - used_blocks, 0)
         data.f_files = REPORTED_INODES
         data.f_ffree = data.f_favail = REPORTED_INODES - files
         data.f_namemax = 255
@@ -186,16 +232,20 @@ class CirrusOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode, name, ctx):
+        if self._virtual.owns(inode):
+            raise FsError(errno.ENODATA, "no attribute")
         return self._vfs.getxattr(inode, name)
 
     @fuse_errors
     async def listxattr(self, inode, ctx):
-        return self._vfs.listxattr(inode)
+        return [] if self._virtual.owns(inode) else self._vfs.listxattr(inode)
 
     @fuse_errors
     async def setxattr(self, inode, name, value, ctx):
+        self._refuse_virtual(inode)
         self._vfs.setxattr(inode, name, value)
 
     @fuse_errors
     async def removexattr(self, inode, name, ctx):
+        self._refuse_virtual(inode)
         self._vfs.setxattr(inode, name, None)

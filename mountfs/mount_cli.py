@@ -111,11 +111,15 @@ def _default_cache_dir(server_url: str) -> str:
     return os.path.join(base, "cirrus", digest)
 
 
-def _read_token(path: str | None) -> str:
+def _read_token(path: str | None, server_url: str) -> str:
+    """The token from --token-file, else $CIRRUS_TOKEN, else the one `cirrus login` saved
+    for this server."""
     if path is None:
-        token = os.environ.get("CIRRUS_TOKEN", "")
+        token = os.environ.get("CIRRUS_TOKEN", "") or _logged_in_token(server_url)
         if not token:
-            raise UsageError("no token: give --token-file FILE or set CIRRUS_TOKEN")
+            raise UsageError(
+                "no token: give --token-file FILE, set CIRRUS_TOKEN or `cirrus login` first"
+            )
         return token.strip()
     try:
         with open(path, encoding="utf-8") as file:
@@ -125,6 +129,17 @@ def _read_token(path: str | None) -> str:
     if not token:
         raise UsageError(f"token file {path} is empty")
     return token
+
+
+def _logged_in_token(server_url: str) -> str:
+    from mountfs.usercli.context import CliError, config_path, read_config
+
+    try:
+        settings = read_config(config_path())
+    except CliError as exc:
+        raise UsageError(str(exc)) from None
+    same = settings.get("server", "").rstrip("/") == server_url.rstrip("/")
+    return settings.get("token", "") if same else ""
 
 
 def _check_mountpoint(path: str) -> str:
@@ -150,7 +165,7 @@ def _options(args: argparse.Namespace) -> "MountOptions":
     return MountOptions(
         server_url=args.server_url,
         mountpoint=_check_mountpoint(args.mountpoint),
-        token=_read_token(args.token_file),
+        token=_read_token(args.token_file, args.server_url),
         cache_dir=os.path.abspath(args.cache_dir or _default_cache_dir(args.server_url)),
         cache_size=args.cache_size,
         allow_other=args.allow_other,

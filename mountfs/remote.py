@@ -5,7 +5,7 @@ backend). Every call either returns the decoded answer or raises:
 
     CirrusError (backend.protocol.errors)  the server refused the request (a 4xx with a code);
                                            retrying the same call will fail the same way.
-     ├── ServerUnreachable                 no answer, a timeout, a 5xx or a garbled answer;
+     ├── ServerUnreachable                 no answer, a timeout, a 5xx, a 429 or a garbled answer;
      │                                     the sync engine goes offline and retries later.
      └── BlockRestoring (503 "restoring")  a block is coming back from a cold archive class:
                                            block reads wait and ask again (wait_for_restores).
@@ -50,6 +50,7 @@ from backend.protocol.errors import (
     HashMismatch,
     InvalidPathError,
     InvalidRequest,
+    QuotaExceeded,
 )
 from backend.protocol.errors import from_json as error_from_json
 from backend.protocol.hashing import block_hash, is_block_hash
@@ -78,13 +79,15 @@ class ServerUnreachable(CirrusError):
 
 def _refusal(status: int, body: object, retry_after: str | None) -> CirrusError:
     """The error an answer of status >= 400 stands for: the server's code for a refusal or
-    a block being restored from the archive, ServerUnreachable for any other 5xx."""
+    a block being restored from the archive (503 "restoring", waited for). Any other 5xx or
+    a 429 is the server's trouble (ServerUnreachable: try again later) except a full quota,
+    a refusal that the sync engine keeps retrying until space is freed."""
     error = error_from_json(status, body)
     if isinstance(error, BlockRestoring):
         with contextlib.suppress(ValueError, TypeError):
             error.retry_after = max(1, int(retry_after))  # type: ignore[arg-type]
         return error
-    if status >= 500:
+    if _retryable(status) and not isinstance(error, QuotaExceeded):
         return ServerUnreachable(f"HTTP {status}: {error.message}")
     return error
 
@@ -328,6 +331,10 @@ class RemoteDrive:
     async def account(self) -> dict:
         return await self._json("GET", "/account")
 
+    async def usage(self) -> dict:
+        """{"used", "quota", "free", "total"} in bytes (quota None: none)."""
+        return await self._json("GET", "/usage")
+
     async def snapshot(self, after_id: int, limit: int = 1000) -> dict:
         return await self._json("GET", "/snapshot", params={"after_id": after_id, "limit": limit})
 
@@ -472,3 +479,14 @@ class RemoteDrive:
         """The whole current content of a file, in memory: for tools and tests, not the mount."""
         response = await self._send("GET", "/files/content", params={"path": _check_path(path)})
         return response.content
+
+    async def history(self, path: str, limit: int = 100) -> list[dict]:
+        """The file's revisions, newest first (at most `limit`, 1..1000)."""
+        params = {"path": _check_path(path), "limit": limit}
+        return (await self._json("GET", "/files/history", params=params))["revisions"]
+
+
+def _retryable(status: int) -> bool:
+    """A 5xx (507 insufficient_storage included) or 429 (too many requests in progress):
+    the server may take the same call later, so the mount keeps its data and retries."""
+    return status >= 500 or status == 429

@@ -14,11 +14,11 @@ answers an operation it applied before (a batch whose answer was lost) with its 
 instead of applying it again; commits carry a `commit_id` derived from the entry and its
 blocks, so a repeat returns the first answer.
 
-`ServerUnreachable` (and a refused token) propagate: the sync engine waits and retries the
-same entries. Any other refusal (a 4xx: another client took the name meanwhile ...) is logged
-and the entry dropped, since sending it again would fail the same way; then the server's state
-at the paths the entry touched is read back and the mirror follows it, so the mount never
-shows something the server will never have.
+`ServerUnreachable` (and a refused token, and a full quota) propagate: the sync engine waits
+and retries the same entries. Any other refusal (a 4xx: another client took the name
+meanwhile ...) is logged and the entry dropped, since sending it again would fail the same
+way; then the server's state at the paths the entry touched is read back and the mirror
+follows it, so the mount never shows something the server will never have.
 """
 
 import contextlib
@@ -31,7 +31,13 @@ from typing import Any
 import blake3
 import trio
 
-from backend.protocol.errors import AlreadyExists, CirrusError, NotFound, Unauthorized
+from backend.protocol.errors import (
+    AlreadyExists,
+    CirrusError,
+    NotFound,
+    QuotaExceeded,
+    Unauthorized,
+)
 from cache.blockcache import BlockCache
 from cache.metadb import ROOT_INODE, JournalEntry, MetaDB
 from mountfs.feed import Feed, remote_fields
@@ -160,8 +166,8 @@ class Replayer:
         log.debug("replay #%d %s inode %s %s", entry.seq, entry.op, entry.inode, entry.args)
         try:
             await step.settle(answer)
-        except (ServerUnreachable, Unauthorized):
-            raise
+        except (ServerUnreachable, Unauthorized, QuotaExceeded):
+            raise  # the entry stays: sent again later (once space is freed)
         except CirrusError as exc:
             log.warning("server refused %s %s: %s", entry.op, entry.args, exc)
             await self._reconcile(entry)

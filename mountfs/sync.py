@@ -13,9 +13,10 @@ import logging
 
 import trio
 
-from backend.protocol.errors import Unauthorized
+from backend.protocol.errors import CursorExpired, QuotaExceeded, Unauthorized
 from cache.metadb import MetaDB
 from mountfs.feed import Feed
+from mountfs.quota import Usage
 from mountfs.remote import RemoteDrive, ServerUnreachable
 from mountfs.replay import Replayer
 
@@ -34,6 +35,9 @@ BATCH_ENTRIES = 256
 # costs both sides far less per entry than a batch of a few.
 GATHER_QUIET = 0.005
 GATHER_MAX = 0.1
+# While the quota is full, uploads are tried again after this long (doubling up to the
+# maximum), or as soon as the server's usage or the quota changes.
+QUOTA_RETRY_FIRST, QUOTA_RETRY_MAX = 1.0, 10.0
 
 
 class Wakeup:
@@ -55,14 +59,22 @@ class Wakeup:
 
 class SyncEngine:
     def __init__(
-        self, db: MetaDB, remote: RemoteDrive, feed: Feed, replayer: Replayer, wakeup: Wakeup
+        self,
+        db: MetaDB,
+        remote: RemoteDrive,
+        feed: Feed,
+        replayer: Replayer,
+        wakeup: Wakeup,
+        usage: Usage | None = None,
     ) -> None:
         self._db = db
         self._remote = remote
         self._feed = feed
         self._replayer = replayer
         self._wakeup = wakeup
+        self.usage = usage or Usage()
         self.online = False
+        self._quota_retry = QUOTA_RETRY_FIRST
 
     @property
     def has_cursor(self) -> bool:
@@ -70,6 +82,13 @@ class SyncEngine:
 
     async def initial_sync(self) -> None:
         """Fill an empty mirror from the snapshot; later changes come from its cursor."""
+        cursor, nodes = await self._snapshot()
+        with self._db.transaction():
+            self._feed.apply_all(nodes)
+            self._db.set_state("cursor", str(cursor))
+
+    async def _snapshot(self) -> tuple[int, list[dict]]:
+        """Every live node of the drive, and the cursor to follow changes from."""
         after_id, cursor, nodes = 0, None, []
         while True:
             page = await self._remote.snapshot(after_id, PAGE)
@@ -78,21 +97,41 @@ class SyncEngine:
             if not page["has_more"] or not page["nodes"]:
                 break
             after_id = page["nodes"][-1]["id"]
+        return cursor, nodes
+
+    async def resync(self) -> None:
+        """The server trimmed its journal past our cursor (410): make the mirror the
+        snapshot's tree. Nodes with pending local operations are left to the journal, as
+        the feed always does; nodes the server no longer has go, like remote deletions."""
+        log.warning("the server's change journal was trimmed past our cursor; re-syncing")
+        cursor, nodes = await self._snapshot()
+        present = {node["id"] for node in nodes}
         with self._db.transaction():
             self._feed.apply_all(nodes)
+            gone = [rid for rid in self._db.attached_remote_ids() if rid not in present]
+            self._feed.apply_all([{"id": rid, "deleted": True} for rid in gone])
             self._db.set_state("cursor", str(cursor))
 
     async def run(self) -> None:
         backoff = BACKOFF_FIRST
+        refusal: QuotaExceeded | None = None
         while True:
             try:
+                if refusal is not None:
+                    await self._wait_for_space(refusal)
+                    refusal = None
                 if not self.has_cursor:
                     await self.initial_sync()
                 await self.replay_all()
+                self.usage.over = False
                 await self._pull()
+                await self.usage.refresh(self._remote)
                 self.online = True
                 backoff = BACKOFF_FIRST
                 await self._wait_for_news()
+                continue
+            except QuotaExceeded as exc:
+                refusal = exc
                 continue
             except (ServerUnreachable, Unauthorized) as exc:
                 if self.online:
@@ -108,6 +147,25 @@ class SyncEngine:
         while self._db.first_entry() is not None:
             await self._gather()
             await self._replayer.replay(self._db.first_entries(BATCH_ENTRIES))
+
+    async def _wait_for_space(self, refusal: QuotaExceeded) -> None:
+        """The server refused an upload for the quota: keep following its changes, and
+        return after the retry delay, or sooner when the usage or the quota changes (raises
+        when the server goes away, like the rest of the cycle)."""
+        if not self.usage.over:
+            log.warning("the quota is full; uploads wait for space: %s", refusal)
+            self._quota_retry = QUOTA_RETRY_FIRST
+        self.usage.over = True
+        deadline = trio.current_time() + self._quota_retry
+        self._quota_retry = min(self._quota_retry * 2, QUOTA_RETRY_MAX)
+        await self.usage.refresh(self._remote)
+        refused_at = (self.usage.used, self.usage.quota)
+        while trio.current_time() < deadline:
+            await trio.sleep(min(QUOTA_RETRY_FIRST, deadline - trio.current_time()))
+            await self._pull()
+            await self.usage.refresh(self._remote)
+            if (self.usage.used, self.usage.quota) != refused_at:
+                return
 
     async def _gather(self) -> None:
         """Wait while the journal is still growing and short of a full batch."""
@@ -129,7 +187,11 @@ class SyncEngine:
         while more:
             latest: dict[int, dict] = {}
             for _ in range(PULL_PAGES):
-                page = await self._remote.changes(cursor, PAGE)
+                try:
+                    page = await self._remote.changes(cursor, PAGE)
+                except CursorExpired:  # the snapshot is newer than what this round read
+                    await self.resync()
+                    return
                 for change in page["entries"]:
                     latest.pop(change["node"]["id"], None)  # keep the order of last changes
                     latest[change["node"]["id"]] = change["node"]
@@ -170,7 +232,7 @@ class SyncEngine:
         with trio.move_on_after(seconds):
             try:
                 await self.replay_all()
-            except (ServerUnreachable, Unauthorized) as exc:
+            except (ServerUnreachable, Unauthorized, QuotaExceeded) as exc:
                 log.warning("pending changes stay in the journal for the next mount: %s", exc)
         left = self._db.journal_length()
         if left:

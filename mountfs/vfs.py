@@ -36,15 +36,17 @@ from backend.protocol.errors import (
     NotADirectory,
     NotEmpty,
     NotFound,
+    QuotaExceeded,
 )
 from backend.protocol.paths import NAME_MAX, check_name
 from cache.metadb import ROOT_INODE, MetaDB, Node
 from mountfs.content import Content, Revision
 from mountfs.errors import FsError
+from mountfs.published import STATUS_XATTR
+from mountfs.quota import Usage
 
 log = logging.getLogger(__name__)
 
-STATUS_XATTR = "user.cirrus.status"
 _RESERVED_XATTR_PREFIX = "user.cirrus."
 XATTR_VALUE_MAX = 64 * 1024
 
@@ -102,9 +104,16 @@ class Handle:
 class VFS:
     """Namespace and file operations over the mirror; no SQL, HTTP or FUSE types here."""
 
-    def __init__(self, db: MetaDB, content: Content, on_journal: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: MetaDB,
+        content: Content,
+        on_journal: Callable[[], None],
+        usage: Usage | None = None,
+    ) -> None:
         self._db = db
         self.content = content
+        self.usage = usage or Usage()
         self._on_journal = on_journal
         self._lookups: dict[int, int] = {}
         self._handles: dict[int, Handle] = {}
@@ -479,7 +488,12 @@ class VFS:
         return written
 
     async def flush(self, fh: int) -> None:
-        await self.commit_content(self._handle(fh).inode)
+        """What fsync and close return: EDQUOT to a writer while the quota holds the upload
+        back (the data is safe in the cache all the same, and goes up once space is freed)."""
+        handle = self._handle(fh)
+        await self.commit_content(handle.inode)
+        if handle.writable and self.usage.over and self._db.has_pending_upload(handle.inode):
+            raise QuotaExceeded("the quota is full: the upload waits in the cache for space")
 
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
@@ -568,8 +582,14 @@ class VFS:
 
     def status(self, node: Node) -> str:
         if self._db.has_pending(node.inode):
-            return "pending"
+            over = self.usage.over and self._db.has_pending_upload(node.inode)
+            return "over-quota" if over else "pending"
         return "conflict" if node.conflict else "synced"
 
-    def statfs(self) -> tuple[int, int]:
-        return self._db.totals()
+    def statfs(self) -> tuple[int, int, int | None]:
+        """(nodes, bytes used, bytes in all or None when unknown): the server's usage and
+        quota (or capacity) once it has told them, else what the mirror holds."""
+        files, used = self._db.totals()
+        if self.usage.used is None:
+            return files, used, None
+        return files, self.usage.used, self.usage.total

@@ -32,10 +32,27 @@ def _run_server(data_dir: Path, extra_args: tuple[str, ...] = ()) -> Iterator[Se
         pytest.fail(f"the server logged {len(errors)} error(s):\n{server.log_tail(80)}")
 
 
-def _blocks_on_s3(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    """`--blocks` on a fresh bucket of the session's moto server when the suite runs with
-    CIRRUS_TEST_BLOCKS=s3 (every server-backed test then keeps its blocks in S3)."""
-    if os.environ.get("CIRRUS_TEST_BLOCKS") != "s3":
+# Modules whose every server-backed test runs twice: blocks on local disk, then in S3 (moto).
+S3_TOO = {"test_api_blocks.py", "test_mount_sync.py"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "block_store" in metafunc.fixturenames and metafunc.definition.path.name in S3_TOO:
+        metafunc.parametrize("block_store", ["local", "s3"], indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def block_store(request: pytest.FixtureRequest) -> str:
+    """Where the `server` and `shared_server` fixtures keep blocks: "local" (DATA/blocks) or
+    "s3" (a fresh bucket of the session's moto server): both for the S3_TOO modules, s3 for
+    every test when the suite runs with CIRRUS_TEST_BLOCKS=s3."""
+    default = "s3" if os.environ.get("CIRRUS_TEST_BLOCKS") == "s3" else "local"
+    return getattr(request, "param", default)
+
+
+def _blocks_args(request: pytest.FixtureRequest, block_store: str) -> tuple[str, ...]:
+    """`--blocks` on a fresh bucket of the session's moto server for block_store "s3"."""
+    if block_store != "s3":
         return ()
     moto = request.getfixturevalue("moto")
     bucket = f"cirrus-{secrets.token_hex(6)}"
@@ -44,17 +61,20 @@ def _blocks_on_s3(request: pytest.FixtureRequest) -> tuple[str, ...]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+def server(
+    tmp_path: Path, request: pytest.FixtureRequest, block_store: str
+) -> Iterator[ServerProcess]:
     """A fresh `cirrus serve` on an empty data directory, for one test."""
-    yield from _run_server(tmp_path / "server", _blocks_on_s3(request))
+    yield from _run_server(tmp_path / "server", _blocks_args(request, block_store))
 
 
 @pytest.fixture(scope="module")
 def shared_server(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, block_store: str
 ) -> Iterator[ServerProcess]:
     """One server for a whole module, for tests that isolate themselves by user."""
-    yield from _run_server(tmp_path_factory.mktemp("shared") / "server", _blocks_on_s3(request))
+    data = tmp_path_factory.mktemp("shared") / "server"
+    yield from _run_server(data, _blocks_args(request, block_store))
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""LocalNotifier on its own: wakes waiters from other threads, times out, costs no polling."""
+"""LocalNotifier on its own: wakes waiters from other threads, times out, costs no polling;
+and the payloads PgNotifier sends between servers."""
 
 import asyncio
 import threading
@@ -7,6 +8,7 @@ import time
 import pytest
 
 from backend.notify import LocalNotifier
+from backend.notify_pg import MAX_PAYLOAD, decode, encode
 
 
 class CountingCursor:
@@ -80,3 +82,30 @@ def test_many_idle_waiters_cost_no_thread(waiters: int) -> None:
 
     before = threading.active_count()
     assert run(scenario()) <= before + 1  # at most the one worker that read the cursor
+
+
+def test_resync_answers_waiting_polls_and_rereads_the_journal() -> None:
+    """What a notifier does after it may have missed notifications (its bus reconnected)."""
+    source = CountingCursor(3)
+    notifier = LocalNotifier(source)
+
+    async def scenario() -> tuple[list[int], int]:
+        waiters = [asyncio.create_task(notifier.wait(1, 3, timeout=5)) for _ in range(10)]
+        await asyncio.sleep(0.1)
+        source.value = 4  # a change this notifier never heard of
+        threading.Thread(target=notifier.resync).start()
+        answered = await asyncio.gather(*waiters)
+        return answered, await notifier.wait(1, 3, timeout=5)
+
+    answered, again = run(scenario())
+    assert answered == [3] * 10  # answered at once, with the cursor they knew
+    assert again == 4  # the next poll reads the journal and sees the change
+    assert source.reads == 2
+
+
+def test_payloads_carry_every_cursor_under_postgresql_limit() -> None:
+    cursors = {namespace: 10**12 + namespace for namespace in range(2000)}
+    payloads = encode(cursors)
+    assert len(payloads) > 1 and all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    assert dict(pair for p in payloads for pair in decode(p)) == cursors
+    assert decode("7:9 junk 8:x :3 5:6") == [(7, 9), (5, 6)]

@@ -5,6 +5,10 @@ import os
 import httpx
 import pytest
 
+from backend.protocol.chunking import iter_chunks
+from backend.protocol.hashing import block_hash
+from tests.support.server import ServerProcess
+
 DATA = os.urandom(2 * 1024 * 1024 + 777)
 PART = 1024 * 1024
 
@@ -88,20 +92,41 @@ def test_upload_survives_a_server_crash(server) -> None:
         assert download(alice, "/crash.bin") == DATA
 
 
-def test_spool_tail_beyond_the_acknowledged_offset_is_dropped(server) -> None:
-    """Bytes written but never acknowledged (a crash before the offset moved) are discarded."""
-    token = server.create_user("alice")
-    with server.client(token) as alice:
-        location = start(alice, "/tail.bin", len(DATA))
-        assert put(alice, location, 0, PART - 1).status_code == 308
-        upload_id = location.rsplit("/", 1)[1]
-        server.kill()
-        with open(server.data_dir / "uploads" / upload_id, "ab") as spool:
-            spool.write(b"garbage that was never acknowledged")
-        server.start()
-        assert progress(alice, location).headers["Range"] == f"bytes=0-{PART - 1}"
-        assert put(alice, location, PART, len(DATA) - 1).status_code == 201
-        assert download(alice, "/tail.bin") == DATA
+def test_a_session_continues_on_another_server_after_the_first_is_killed(tmp_path) -> None:
+    """Two servers share the database, the block store and the key, not a disk: the server
+    that started the session dies, and the other one takes its next PUTs."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "master.key").write_bytes(os.urandom(32))
+    options = ("--blocks", str(shared / "blocks"), "--key-file", str(shared / "master.key"))
+    db_url = f"sqlite:///{shared / 'metadata.db'}"
+    first, second = (
+        ServerProcess(tmp_path / name, db_url=db_url, extra_args=options) for name in "ab"
+    )
+    try:
+        first.start()
+        second.start()
+        token = first.create_user("alice")
+        with first.client(token) as on_a, second.client(token) as on_b:
+            location = start(on_a, "/moved.bin", len(DATA))
+            # Less than one block, then past one: both the uncut tail and stored blocks.
+            assert put(on_a, location, 0, 99_999).status_code == 308
+            assert put(on_a, location, 100_000, PART + 99_999).status_code == 308
+            first.kill()
+            assert progress(on_b, location).headers["Range"] == f"bytes=0-{PART + 99_999}"
+            assert put(on_b, location, PART + 100_000, 2 * PART).status_code == 308
+            done = put(on_b, location, 2 * PART + 1, len(DATA) - 1)
+            assert done.status_code == 201, done.text
+            assert download(on_b, "/moved.bin") == DATA
+            blocks = on_b.get("/v1/files/blocks", params={"path": "/moved.bin"}).json()["blocks"]
+        # Cut where the whole file is cut, so uploads dedupe against the mount's blocks.
+        assert [(b["offset"], b["hash"]) for b in blocks] == [
+            (chunk.offset, block_hash(chunk.data)) for chunk in iter_chunks(DATA)
+        ]
+    finally:
+        first.stop()
+        second.stop()
+    assert first.errors_logged() == [] and second.errors_logged() == [], second.log_tail()
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from backend.protocol.errors import HashMismatch, InvalidRequest, NotFound, Payl
 from backend.protocol.hashing import block_hash
 
 KEY = bytes(range(32))
-OVERHEAD = 1 + 12 + 16  # header byte, nonce, GCM tag
+OVERHEAD = 1 + 2 + 12 + 16  # header byte, key id, nonce, GCM tag
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -263,7 +263,7 @@ def test_tampered_object_is_detected(
         service.get_wire(name)
 
 
-@pytest.mark.parametrize("obj", [b"", b"\x10", b"\x10" + b"\0" * 20, b"\x20" + b"\0" * 100])
+@pytest.mark.parametrize("obj", [b"", b"\x10", b"\x10" + b"\0" * 20, b"\x30" + b"\0" * 100])
 def test_truncated_or_unknown_format_object_is_corrupt(
     service: BlockService, store: LocalBlockStore, obj: bytes
 ) -> None:

@@ -3,6 +3,7 @@
 import os
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,14 @@ def test_put_is_idempotent_and_overwrite_replaces(store: BlockStore) -> None:
     store.put(k, b"second version")
     assert store.get(k) == b"second version"
     assert list(store.keys()) == [k]
+
+
+def test_delete_many_removes_each_and_skips_absent_keys(store: BlockStore) -> None:
+    store.put_many([(key(i), bytes([i])) for i in range(10, 16)])
+    store.delete_many([key(i) for i in (10, 11, 12, 99)])
+    assert sorted(store.keys()) == sorted(key(i) for i in (13, 14, 15))
+    with pytest.raises(InvalidRequest):
+        store.delete_many([key(13), "not-a-hash"])
 
 
 def test_delete_of_absent_key_is_not_an_error(store: BlockStore) -> None:
@@ -312,3 +321,33 @@ def test_local_put_many_leaves_nothing_when_a_write_fails(
     with pytest.raises(OSError):
         store.put_many([(key(300), b"ok"), (key(301), b"refused"), (key(302), b"ok too")])
     assert list(store.keys()) == []  # no object renamed into place, and no temp file left
+
+
+def test_local_delete_removes_emptied_fan_out_folders(tmp_path: Path) -> None:
+    store = LocalBlockStore(tmp_path / "blocks")
+    first, second = "ab" * 32, "abcd" + "0" * 60
+    store.put(first, b"1")
+    store.put(second, b"2")
+    store.delete(first)
+    assert sorted(p.name for p in (tmp_path / "blocks").rglob("*")) == sorted(["ab", "cd", second])
+    store.delete(second)
+    assert list((tmp_path / "blocks").iterdir()) == []
+    store.put(first, b"again")  # the folders this store had made are made again
+    assert store.get(first) == b"again" and list(store.keys()) == [first]
+
+
+def test_local_writes_and_deletes_in_one_folder_at_once(tmp_path: Path) -> None:
+    """A delete that empties a folder while another thread writes into it loses nothing."""
+    store = LocalBlockStore(tmp_path / "blocks")
+    keys = ["ab" + f"{i:062x}" for i in range(200)]
+
+    def churn(offset: int) -> None:
+        for key in keys[offset::2]:
+            store.put(key, key.encode())
+            store.delete(key)
+            store.put(key, key.encode())
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(churn, (0, 1)))
+    assert sorted(store.keys()) == sorted(keys)
+    assert all(store.get(key) == key.encode() for key in keys)

@@ -30,6 +30,10 @@ DAMAGE = {
     "live folder": "UPDATE nodes SET parent_id = (SELECT MAX(id) FROM nodes) WHERE type = 'dir'"
     " AND parent_id IS NOT NULL",
     "journal": "UPDATE namespaces SET cursor = cursor + 1",
+    "miscounted": "UPDATE namespace_refs SET refs = refs + 1",
+    "not counted": "DELETE FROM namespace_refs",
+    "used_bytes": "UPDATE namespaces SET used_bytes = used_bytes + 1",
+    "compacted to": "UPDATE namespaces SET compacted = 1",
 }
 
 

@@ -5,15 +5,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from backend.db import create_engine_for, migrate
+from backend.db.engine import alembic_config
 from backend.db.models import Base
 from tests import postgres
 
 # Fixtures: a database per test, on SQLite and on PostgreSQL.
 database_url = postgres.database_url
 postgres_server = postgres.postgres_server
+
+
+def migration_heads() -> set[str]:
+    """The newest revision of every migration branch: what a migrated database records."""
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def test_migrate_creates_the_model_schema_and_is_idempotent(database_url: str) -> None:
@@ -24,9 +31,12 @@ def test_migrate_creates_the_model_schema_and_is_idempotent(database_url: str) -
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
             tables = set(inspect(conn).get_table_names())
-            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            versions = {
+                version
+                for (version,) in conn.execute(text("SELECT version_num FROM alembic_version"))
+            }
         assert set(Base.metadata.tables) <= tables
-        assert version == "0004"
+        assert versions == migration_heads()
     finally:
         engine.dispose()
 
@@ -61,7 +71,40 @@ def test_servers_starting_together_migrate_once(database_url: str) -> None:
                 future.result(timeout=120)
         with engines[0].connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0004",)]
+        assert {version for (version,) in versions} == migration_heads()
+        assert len(versions) == len(migration_heads())
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_upload_sessions_from_a_server_spool_restart_from_zero(database_url: str) -> None:
+    """Migration 0008: a session whose bytes were in one server's spool keeps its id but
+    starts again from byte 0 (no other server could read those bytes)."""
+    from alembic import command
+
+    from backend.db.engine import alembic_config
+    from backend.metadata.service import MetadataService
+    from tests.postgres import RecordingNotifier
+
+    engine = create_engine_for(database_url)
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0007")
+            for head in migration_heads() - {"0008"}:  # the other features' branches
+                command.upgrade(config, head)
+        MetadataService(engine, RecordingNotifier()).create_user("alice")
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO upload_sessions (id, namespace_id, path, total_size, received,"
+                " device, created, updated, expires) VALUES ('old', 1, '/a', 10, 5, NULL, 1, 1, 9)"
+            ))  # fmt: skip
+        migrate(engine)
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT received, tail FROM upload_sessions")).one()
+            blocks = connection.execute(text("SELECT count(*) FROM upload_blocks")).scalar()
+        assert tuple(row) == (0, None) and blocks == 0
+    finally:
+        engine.dispose()

@@ -53,7 +53,7 @@ def store_and_record(metadata: MetadataService, who: Principal, blocks: BlockSer
     metadata.record_blocks(
         who,
         [(stored.hash, stored.size, stored.stored_size)],
-        [(stored.hash, region) for region in stored.owed],
+        owed=[(stored.hash, region) for region in stored.owed],
     )
     return stored.hash
 
@@ -128,7 +128,7 @@ def test_a_re_upload_cancels_a_pending_delete(
     data = blocks.get_plain(name)
     stored = blocks.put_plain(data)
     metadata.record_blocks(
-        alice, [(name, stored.size, stored.stored_size)], [(name, r) for r in stored.owed]
+        alice, [(name, stored.size, stored.stored_size)], owed=[(name, r) for r in stored.owed]
     )
     assert [row[2] for row in queue(metadata)] == ["copy"]
     replicator.drain_once()

@@ -1,6 +1,7 @@
 """Liveness for load balancers, and who the caller is."""
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from backend.api.deps import PrincipalDep, ServicesDep
 
@@ -8,9 +9,10 @@ router = APIRouter(prefix="/v1", tags=["account"])
 
 
 @router.get("/health", openapi_extra={"security": []})
-async def health() -> dict:
-    """No token, no database: answers while the process can serve requests."""
-    return {"status": "ok"}
+async def health(services: ServicesDep) -> JSONResponse:
+    """No token: 200 while the database and the block store answer, else 503 (backend/health)."""
+    report = await services.health.report()
+    return JSONResponse(report.to_json(), status_code=200 if report.ok else 503)
 
 
 @router.get("/account")

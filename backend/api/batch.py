@@ -8,7 +8,9 @@ have given, or its own error; see docs/api.md and backend/metadata/batch.py.
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
+from backend.api.bodies import large_json_post
 from backend.api.deps import PrincipalDep, ServicesDep, check_path
 from backend.api.files import commit_answer, commit_request
 from backend.api.models import (
@@ -30,8 +32,8 @@ from backend.protocol.errors import PayloadTooLarge
 router = APIRouter(prefix="/v1", tags=["batch"])
 
 
-@router.post("/batch")
-def batch(who: PrincipalDep, services: ServicesDep, body: BatchIn) -> dict:
+@large_json_post(router, "/batch")
+def batch(who: PrincipalDep, services: ServicesDep, body: BatchIn) -> JSONResponse:
     """Apply the operations in order; `results` has one item per operation tried."""
     if len(body.ops) > MAX_BATCH_OPS:
         raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_OPS} operations")
@@ -40,7 +42,7 @@ def batch(who: PrincipalDep, services: ServicesDep, body: BatchIn) -> dict:
         raise PayloadTooLarge(f"a batch's commits name at most {MAX_BLOCKS_PER_FILE} blocks")
     ops = [_checked(op) for op in body.ops]
     answers = services.metadata.apply_batch(who, ops, _answer, body.stop_on_error, body.client)
-    return {"results": answers}
+    return JSONResponse({"results": answers})  # rendered in this worker thread, as a commit
 
 
 def _checked(op: BatchOpIn) -> BatchOp:

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from backend.api.bodies import body_limit
 from backend.api.deps import PrincipalDep, Services, ServicesDep, declared_length
 from backend.api.models import BlockHash, MissingIn
 from backend.blocks import (
@@ -21,6 +22,7 @@ from backend.blocks import (
     MAX_BATCH_BLOCKS,
     MAX_BATCH_BYTES,
     MAX_WIRE_SIZE,
+    StoredBlock,
     pack_batch,
     unpack_batch,
 )
@@ -39,9 +41,12 @@ def _binary_body(description: str) -> dict:
     return {"requestBody": {"description": description, "content": content}}
 
 
-_ZSTD_BODY = _binary_body("one zstd frame holding the block")
-_BATCH_BODY = _binary_body(
-    f"blocks framed as [64 hex digits][8-byte big-endian length][zstd frame] ({BATCH_TYPE})"
+_ZSTD_BODY = body_limit(MAX_WIRE_SIZE, **_binary_body("one zstd frame holding the block"))
+_BATCH_BODY = body_limit(
+    MAX_BATCH_BYTES,
+    **_binary_body(
+        f"blocks framed as [64 hex digits][8-byte big-endian length][zstd frame] ({BATCH_TYPE})"
+    ),
 )
 
 
@@ -79,13 +84,16 @@ def _unpack_and_store(services: Services, who: Principal, body: bytes) -> list[d
 
 
 def _store(services: Services, who: Principal, blocks: list[tuple[str, bytes]]) -> list[dict]:
-    """Verify and store every block, then record them all in one metadata transaction."""
-    stored = services.blocks.put_wire_many(blocks)
-    services.metadata.record_blocks(
-        who,
-        [(block.hash, block.size, block.stored_size) for block in stored],
-        [(block.hash, region) for block in stored for region in block.owed],
-    )
+    """Verify and store every block, then record them all in one metadata transaction
+    (writing again any that a garbage collection deleted meanwhile)."""
+    services.metadata.check_upload_quota(who, [(hash, len(wire)) for hash, wire in blocks])
+    frames = dict(blocks)
+
+    def write(hashes: list[str]) -> list[StoredBlock]:
+        return services.blocks.put_wire_many([(h, frames[h]) for h in hashes])
+
+    names = [block_hash for block_hash, _frame in blocks]
+    stored = services.collector.store(services.metadata, who, names, write)
     return [{"hash": block.hash, "size": block.size} for block in stored]
 
 

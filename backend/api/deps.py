@@ -1,5 +1,6 @@
 """What every handler depends on: the services, the caller (from the bearer token), valid paths."""
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -9,7 +10,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.blocks import BlockService
 from backend.config import ServerConfig
-from backend.lifecycle.jobs import Lifecycle
+from backend.health import HealthCheck
+from backend.lifecycle.gc import Collector
+from backend.lifecycle.loops import Lifecycle
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
 from backend.notify import LocalNotifier
@@ -27,6 +30,8 @@ class Services:
     blocks: BlockService
     uploads: UploadManager
     notifier: LocalNotifier
+    health: HealthCheck
+    collector: Collector
     lifecycle: Lifecycle | None = None  # background replication and archiving
 
 
@@ -63,9 +68,12 @@ async def get_principal(
 
 
 def check_path(path: str) -> str:
-    """Validate a drive path from a request: 400 invalid_path, or name_too_long for length."""
+    """Validate a drive path from a request: 400 invalid_path, or name_too_long for length.
+
+    Names are kept in Unicode NFC (what macOS and Windows clients and web pages produce in
+    practice): a name sent in another form (NFD) names the same node as its NFC form."""
     try:
-        return paths.normalize(path)
+        return paths.normalize(unicodedata.normalize("NFC", path))
     except paths.InvalidPath as exc:
         if _too_long(path):
             raise NameTooLong(f"{exc}: {path[:64]!r}...") from None

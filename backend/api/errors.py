@@ -2,7 +2,8 @@
 
 CirrusError subclasses carry their own code and status (backend.protocol.errors). Framework
 errors (validation, unknown route, wrong method) are folded into the same shape so a client
-never has to parse two formats. Anything else is a bug: logged with its traceback, answered 500.
+never has to parse two formats. A full disk is 507 insufficient_storage (backend/diskfull.py).
+Anything else is a bug: logged with its traceback, answered 500.
 """
 
 import logging
@@ -10,10 +11,13 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from backend.protocol.errors import BlockRestoring, CirrusError
+from backend.db.failover import connection_lost, unavailable
+from backend.diskfull import is_disk_full
+from backend.protocol.errors import BlockRestoring, CirrusError, InsufficientStorage
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,27 @@ async def _client_gone(request: Request, _: ClientDisconnect) -> JSONResponse:
     return error_response(400, "invalid_request", "the request body ended early")
 
 
+async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    """A dropped or refused database connection (a failover): 503, and the client retries;
+    a full disk is 507, anything else a bug."""
+    if not connection_lost(exc):
+        return await _storage_error(request, exc)
+    log.warning("database unreachable during %s %s", request.method, request.url.path)
+    refusal = unavailable(exc)
+    return error_response(refusal.status, refusal.code, refusal.message, {"Retry-After": "1"})
+
+
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    """An OS or database error: 507 when the disk is full, else a bug like any other.
+    Registered for these classes (not only `Exception`, whose handler runs after the
+    exception has already escaped the app) so that a 507 is an ordinary answer."""
+    if is_disk_full(exc):
+        log.warning("disk full during %s %s: %s", request.method, request.url.path, exc)
+        full = InsufficientStorage("the server is out of storage space; retry later")
+        return error_response(full.status, full.code, full.message)
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal", "internal server error")
@@ -74,4 +99,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(OSError, _storage_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from backend.api.bodies import body_limit, large_json_post
 from backend.api.deps import PrincipalDep, ServicesDep, check_path, declared_length
 from backend.api.download import file_response
 from backend.api.models import RAW_BODY, CommitIn, Mode, RestoreIn, Revision, TimeNs
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 NodeId = Annotated[int, Query(ge=1, le=2**63 - 1)]
 
 
-@router.post("", status_code=201, openapi_extra=RAW_BODY)
+@router.post("", status_code=201, openapi_extra=body_limit(MAX_FILE_SIZE, **RAW_BODY))
 async def upload(
     request: Request,
     who: PrincipalDep,
@@ -85,7 +86,23 @@ def history(
 ) -> dict:
     path = check_path(path)
     revisions = services.metadata.history(who, path, limit)
-    return {"path": path, "revisions": [revision.to_json() for revision in revisions]}
+    return {
+        "path": path,
+        "revisions": [revision.to_json() for revision in revisions],
+        "retention": services.metadata.retention_policy(who).to_json(),
+    }
+
+
+@router.post("/pin")
+def pin(who: PrincipalDep, services: ServicesDep, body: RestoreIn) -> dict:
+    """Keep revision `rev` whatever the retention policy says (Drive's keepForever)."""
+    return services.metadata.pin(who, check_path(body.path), body.rev, True).to_json()
+
+
+@router.post("/unpin")
+def unpin(who: PrincipalDep, services: ServicesDep, body: RestoreIn) -> dict:
+    """Let retention treat revision `rev` like any other again."""
+    return services.metadata.pin(who, check_path(body.path), body.rev, False).to_json()
 
 
 @router.post("/restore", status_code=201)
@@ -93,9 +110,11 @@ def restore(who: PrincipalDep, services: ServicesDep, body: RestoreIn) -> dict:
     return services.metadata.restore(who, check_path(body.path), body.rev).to_json()
 
 
-@router.post("/commit", status_code=201)
-def commit(who: PrincipalDep, services: ServicesDep, body: CommitIn) -> dict:
-    return commit_answer(services.metadata.commit(who, commit_request(body)))
+@large_json_post(router, "/commit", status_code=201)
+def commit(who: PrincipalDep, services: ServicesDep, body: CommitIn) -> JSONResponse:
+    # Rendered here, in the worker thread: a large commit's answer lists up to 524,289
+    # missing hashes, which FastAPI would otherwise encode on the event loop.
+    return JSONResponse(commit_answer(services.metadata.commit(who, commit_request(body))), 201)
 
 
 def commit_request(body: CommitIn) -> CommitRequest:

@@ -5,8 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
+from backend.api.bodies import body_limit
 from backend.api.deps import PrincipalDep, ServicesDep
 from backend.api.models import RAW_BODY
+from backend.uploads import MAX_FILE_SIZE
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
@@ -14,7 +16,7 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 @router.put(
     "/{upload_id}",
     status_code=201,
-    openapi_extra=RAW_BODY,
+    openapi_extra=body_limit(MAX_FILE_SIZE, **RAW_BODY),
     responses={308: {"description": "incomplete; Range: bytes=0-R tells what arrived"}},
 )
 async def put_range(

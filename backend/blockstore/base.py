@@ -11,6 +11,8 @@ from typing import Protocol
 from backend.protocol.errors import InvalidRequest
 from backend.protocol.hashing import is_block_hash
 
+PROBE_KEY = "0" * 64  # a well-formed name no block has (its plaintext would be unknown)
+
 
 class BlockNotFound(KeyError):
     """The store holds no object under that key."""
@@ -22,11 +24,6 @@ class StoreUnavailable(OSError):
 
 
 class BlockStore(Protocol):
-    def check(self) -> None:
-        """Raise ValueError for a configuration that cannot work (no such bucket, refused
-        credentials) or StoreUnavailable when the store does not answer: called once when
-        the server starts, so a mistake is one line there rather than a failed upload."""
-
     def put(self, key: str, data: bytes) -> None:
         """Store data under key, atomically and durably; overwriting is allowed."""
 
@@ -47,10 +44,27 @@ class BlockStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove key; removing an absent key is not an error."""
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove several keys. A store that can share the cost (one flush, one request)
+        overrides this; the default is one delete per key."""
+        for key in keys:
+            self.delete(key)
+
     def exists(self, key: str) -> bool: ...
 
     def keys(self) -> Iterator[str]:
         """Every key in the store, in no particular order."""
+
+    def check(self) -> None:
+        """Raise if the store cannot be reached now: ValueError for a configuration that
+        cannot work (no such bucket, refused credentials), StoreUnavailable (an OSError) when
+        it does not answer. The server asks once when it starts, so a mistake is one line
+        there rather than a failed upload, and again in its health check.
+
+        The default asks for an object no one stores: a network store's answer proves it
+        reachable, its failure raises. Stores that can tell more cheaply override this.
+        """
+        self.exists(PROBE_KEY)
 
 
 def each_copy(store: BlockStore, key: str) -> Iterator[bytes]:

@@ -24,6 +24,8 @@ _TEMP_SUFFIX = ".tmp"
 # Writing and flushing a file mostly waits for the disk; a few threads let the flushes of one
 # batch overlap (the file system merges them into one journal commit).
 _FLUSHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blockstore-flush")
+# Attempts at a write whose fan-out folder a concurrent delete keeps removing.
+_FOLDER_RETRIES = 5
 
 
 def fsync_dir(folder: Path) -> None:
@@ -145,9 +147,8 @@ class LocalBlockStore(BlockStore):
         files and folders); elsewhere, and for a single object, parallel fsyncs."""
         targets = [(self._path(key), data) for key, data in items]  # every key checked first
         folders = {path.parent for path, _data in targets}
-        fresh = self._make_folders(folders)
         whole_fs = _syncfs is not None and len(targets) > 1
-        temps = _write_temps(targets, flush=not whole_fs)
+        fresh, temps = self._write_in_folders(folders, targets, flush=not whole_fs)
         try:
             if whole_fs:
                 sync_filesystem(self.root)
@@ -163,6 +164,21 @@ class LocalBlockStore(BlockStore):
             for _ in _FLUSHERS.map(fsync_dir, sorted(folders | parents)):
                 pass
         self._durable.update(fresh)
+
+    def _write_in_folders(
+        self, folders: set[Path], targets: list[tuple[Path, bytes]], flush: bool
+    ) -> tuple[set[Path], list[Path]]:
+        """Make the folders and write the temp files; a folder a concurrent delete removed
+        when it emptied it (between the two) is made again."""
+        for attempt in range(_FOLDER_RETRIES):
+            try:
+                fresh = self._make_folders(folders)
+                return fresh, _write_temps(targets, flush=flush)
+            except FileNotFoundError:
+                if attempt == _FOLDER_RETRIES - 1:
+                    raise
+                self._durable.difference_update(folders | {f.parent for f in folders})
+        raise AssertionError("unreachable")
 
     def _make_folders(self, folders: set[Path]) -> set[Path]:
         """Create missing fan-out folders; return those whose entries may not be durable yet:
@@ -185,26 +201,76 @@ class LocalBlockStore(BlockStore):
             raise BlockNotFound(key) from None
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        fsync_dir(path.parent)
+        self.delete_many([key])
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove the objects (in parallel threads: freeing a file's extents waits on the
+        file system's journal), then the fan-out folders that emptied (a drive whose blocks
+        are all collected takes no more room than an empty one), then flush every touched
+        folder in parallel. Not syncfs: a delete has no data to flush, and syncfs would
+        wait for every other writer's data too."""
+        paths = [self._path(key) for key in keys]  # every key checked first
+        touched = {path.parent for path, gone in zip(paths, _FLUSHERS.map(_unlink, paths),
+                                                      strict=True) if gone}  # fmt: skip
+        for folder in sorted(touched):
+            touched.update(self._remove_if_empty(folder))
+        existing = [folder for folder in sorted(touched) if folder.is_dir()]
+        for _ in _FLUSHERS.map(fsync_dir, existing):
+            pass
+
+    def _remove_if_empty(self, folder: Path) -> list[Path]:
+        """Remove folder and then its parent while they are empty fan-out folders; return
+        the folders whose entries changed (to flush)."""
+        changed = []
+        for level in (folder, folder.parent):
+            if level == self.root:
+                break
+            try:
+                level.rmdir()
+            except OSError:  # not empty (or gone): a writer's temp file keeps it
+                break
+            self._durable.discard(level)
+            changed.append(level.parent)
+        return changed
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def check(self) -> None:
+        """The root must be a folder this process can write (a lost mount fails here)."""
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+            raise OSError(f"block folder {self.root} is missing or not writable")
+
     def keys(self) -> Iterator[str]:
         for first in _subfolders(self.root):
             for second in _subfolders(first):
-                with os.scandir(second) as entries:
-                    for entry in entries:
-                        if not entry.name.startswith(_TEMP_PREFIX) and entry.is_file():
-                            yield entry.name
+                yield from _objects_in(second)
+
+
+def _unlink(path: Path) -> bool:
+    """Remove a file; False when it was not there."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _objects_in(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries if not e.name.startswith(_TEMP_PREFIX) and e.is_file()]
+    except FileNotFoundError:
+        return []
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    """The two-character fan-out folders directly under folder, skipping anything else."""
-    with os.scandir(folder) as entries:
-        return [Path(entry.path) for entry in entries if len(entry.name) == 2 and entry.is_dir()]
+    """The two-character fan-out folders directly under folder, skipping anything else
+    (none when a delete has just removed folder)."""
+    try:
+        with os.scandir(folder) as entries:
+            return [
+                Path(entry.path) for entry in entries if len(entry.name) == 2 and entry.is_dir()
+            ]
+    except FileNotFoundError:
+        return []

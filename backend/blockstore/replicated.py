@@ -55,7 +55,8 @@ class ReplicatedBlockStore(BlockStore):
         return f"ReplicatedBlockStore({self.stores!r})"
 
     def check(self) -> None:
-        """Every replica's configuration must be right; one may be down (it catches up)."""
+        """Every replica's configuration must be right; reachable while one replica is
+        (reads are served from any of them, a region that was down catches up)."""
         failures = []
         for name, store in zip(self.names, self.stores, strict=True):
             try:
@@ -150,6 +151,10 @@ class ReplicatedBlockStore(BlockStore):
     def delete(self, key: str) -> None:
         for store in self.stores:
             store.delete(key)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for store in self.stores:
+            store.delete_many(keys)
 
     def exists(self, key: str) -> bool:
         return any(store.exists(key) for store in self.stores)

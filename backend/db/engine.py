@@ -6,12 +6,16 @@ SQLite (the embedded default) gets:
   transactions on power loss, and a commit the API acknowledged must survive that (FULL
   syncs the WAL at every commit; one fsync per write transaction is the price);
 - foreign_keys=ON (SQLite ignores foreign keys otherwise) and a busy timeout;
-- BEGIN IMMEDIATE for write transactions. pysqlite would begin lazily, at the first write,
+- BEGIN IMMEDIATE for write transactions, taken in arrival order within the process
+  (backend/db/turnstile.py). pysqlite would begin lazily, at the first write,
   so two writers that both read first would deadlock-fail with "database is locked" when
   they upgrade; taking the write lock at BEGIN makes them queue instead. Sessions opened on
   `writer(engine)` ask for it; other sessions begin DEFERRED and only read.
 
-PostgreSQL needs none of this: writers serialize per drive on the namespace row instead.
+PostgreSQL needs none of this: writers serialize per drive on the namespace row instead. Its
+engine pings a pooled connection before lending it (`pool_pre_ping`), so connections to a
+primary that died are replaced, through a multi-host URL, by ones to the new primary
+(backend/db/failover.py, docs/architecture.md).
 """
 
 import sqlite3
@@ -26,8 +30,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.db.turnstile import Turnstile
+
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+CONNECT_TIMEOUT_S = 5
 _WRITE_OPTION = "cirrus_write"
+_TURN = "cirrus_turn"  # connection.info: this connection's transaction holds the turnstile
 _MIGRATION_LOCK = 0x43697272  # "Cirr": the advisory lock key of schema migrations
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -38,7 +46,15 @@ def create_engine_for(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # A host of a multi-host URL that does not answer (down, not refusing) must not hold a
+    # connection attempt forever: libpq waits without limit unless told.
+    connect_args = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
+
+
+SQLITE_CACHE_KIB = 32 * 1024
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -51,12 +67,31 @@ def _configure_sqlite(engine: Engine) -> None:
         _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # A page cache of 32 MiB (the default is 2 MiB): block hashes are random keys, and
+        # inserting thousands of them into a cold B-tree otherwise reads a page per row.
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
+
+    turnstile = Turnstile()
 
     @event.listens_for(engine, "begin")
     def on_begin(connection) -> None:
-        write = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        if not connection.get_execution_options().get(_WRITE_OPTION, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        turnstile.acquire()  # writers of this process take turns in order
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            turnstile.release()
+            raise
+        connection.info[_TURN] = True
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def on_end(connection) -> None:
+        if connection.info.pop(_TURN, False):
+            turnstile.release()
 
 
 def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
@@ -88,6 +123,8 @@ def alembic_config() -> Config:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (creates it on an empty database).
 
+    Migrations of independent features may branch from one parent; "heads" applies every
+    branch, so they need no merge revision while they touch different tables and columns.
     Safe to run on every server start, by several servers at once: an up-to-date database
     is left alone, and concurrent starts take turns (SQLite's write lock, taken at BEGIN;
     a transaction-scoped advisory lock on PostgreSQL) so only the first one migrates.
@@ -97,7 +134,7 @@ def migrate(engine: Engine) -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -18,8 +18,10 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -31,8 +33,8 @@ DEVICE_LEN = 64
 
 # nodes.type
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
-# revisions.status
-PENDING, UPLOADED = "pending", "uploaded"
+# revisions.status (STAGING: a large commit's block list being written, backend/metadata/staging.py)
+PENDING, UPLOADED, STAGING = "pending", "uploaded", "staging"
 # blocks.tier
 HOT, ARCHIVE = "hot", "archive"
 # replication_queue.action
@@ -53,6 +55,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[int] = mapped_column(BigInteger)
+    # Bytes the user may use (namespaces.used_bytes); NULL: no quota.
+    quota: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Token(Base):
@@ -66,6 +70,36 @@ class Token(Base):
     # hex SHA-256 of the token text, unique: a lookup by it authenticates a request
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[int] = mapped_column(BigInteger)
+    # The device or login it was issued to ("initial" for the token create-user prints);
+    # unique among the user's live tokens, so an administrator can revoke it by name.
+    name: Mapped[str] = mapped_column(String(DEVICE_LEN))
+    # When a request last used it; NULL if never. Written at most once a minute per server.
+    last_used: Mapped[int | None] = mapped_column(BigInteger)
+    # When it was revoked; NULL while it is valid. A revoked token is kept for the record.
+    revoked: Mapped[int | None] = mapped_column(BigInteger)
+
+
+Index(
+    "uq_tokens_live_name",
+    Token.user_id,
+    Token.name,
+    unique=True,
+    sqlite_where=text("revoked IS NULL"),
+    postgresql_where=text("revoked IS NULL"),
+)
+
+
+class LoginCode(Base):
+    """A one-time code an administrator issued so that a device can log in (POST /v1/login)
+    and get a token of its own. Only its SHA-256 is kept, like a token's; it is deleted when
+    used, and refused after `expires`."""
+
+    __tablename__ = "login_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created: Mapped[int] = mapped_column(BigInteger)
+    expires: Mapped[int] = mapped_column(BigInteger)
 
 
 class Device(Base):
@@ -78,6 +112,9 @@ class Device(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(DEVICE_LEN))
     created: Mapped[int] = mapped_column(BigInteger)
+    # The newest journal cursor this device has read (changes or snapshot); NULL until it
+    # reads one. Journal compaction keeps what some device has not read yet.
+    cursor: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Namespace(Base):
@@ -95,6 +132,12 @@ class Namespace(Base):
     # Plaintext bytes of every block upload this drive made (record_block), re-uploads
     # included: the traffic delta sync is meant to save shows here.
     bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The newest cursor trimmed from the change journal (0: nothing trimmed). Entries up to
+    # it are gone: a client whose cursor is below it must start again from a snapshot.
+    compacted: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Bytes counted against the owner's quota: the plaintext size of every distinct block
+    # some revision of this drive names (namespace_refs), kept up to date by write_references.
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Node(Base):
@@ -127,6 +170,13 @@ class Node(Base):
     # {"user.name": base64 value}; names start with "user.", values at most 64 KiB.
     xattrs: Mapped[dict] = mapped_column(JSON, default=dict)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Deleted nodes (the trash): when, by which device (Principal.author), and the id of
+    # the node whose deletion took this one along (its own id for the node deleted by name;
+    # NULL for nodes deleted before the trash existed: they go with their deleted folder).
+    # All three are NULL on live nodes.
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+    deleted_by: Mapped[str | None] = mapped_column(String(DEVICE_LEN))
+    trash_id: Mapped[int | None] = mapped_column(Integer)
 
 
 # Names are unique among the live children of a folder; deleted nodes may repeat them.
@@ -148,6 +198,7 @@ Index(
     postgresql_where=text("parent_id IS NULL"),
 )
 Index("ix_nodes_parent", Node.parent_id)
+Index("ix_nodes_deleted_at", Node.deleted_at)
 
 
 class Revision(Base):
@@ -170,10 +221,12 @@ class Revision(Base):
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     device: Mapped[str] = mapped_column(String(DEVICE_LEN))  # Principal.author at commit time
     created: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(8))  # PENDING or UPLOADED
+    status: Mapped[str] = mapped_column(String(8))  # PENDING, UPLOADED or STAGING
     commit_id: Mapped[str | None] = mapped_column(String(64))
     # True when the commit was stored as a conflicted copy (repeats answer the same).
     conflict: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Kept whatever the retention policy says (POST /v1/files/pin), like Drive's keepForever.
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 Index(
@@ -220,6 +273,19 @@ class Block(Base):
     refcount: Mapped[int] = mapped_column(BigInteger, default=0)
     tier: Mapped[str] = mapped_column(String(8), default=HOT)  # HOT or ARCHIVE
     last_used: Mapped[int] = mapped_column(BigInteger)  # last commit or upload naming it
+    # Garbage collection (docs/blocks.md): when a collector claimed the row to delete its
+    # object (NULL: unclaimed), and when the object was deleted (NULL: never, or stored since).
+    deleting_since: Mapped[int | None] = mapped_column(BigInteger)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+# The collector's candidates: unreferenced blocks, oldest use first.
+Index(
+    "ix_blocks_unreferenced",
+    Block.last_used,
+    sqlite_where=text("refcount = 0"),
+    postgresql_where=text("refcount = 0"),
+)
 
 
 class NamespaceBlock(Base):
@@ -233,6 +299,21 @@ class NamespaceBlock(Base):
         ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True
     )
     hash: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
+
+
+class NamespaceRef(Base):
+    """How many block-list rows of a drive's revisions name each hash: a drive's quota usage
+    counts a block once however many of its files and revisions share it (and in full for
+    every drive that has it, whatever other drives share). A row exists while refs > 0."""
+
+    __tablename__ = "namespace_refs"
+
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    hash: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
+    refs: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(Integer)  # plaintext bytes of the block
 
 
 class PendingBlock(Base):
@@ -270,6 +351,9 @@ class ChangeEntry(Base):
     cursor: Mapped[int] = mapped_column(BigInteger)
     node_id: Mapped[int] = mapped_column(Integer)
     node: Mapped[dict] = mapped_column(JSON)
+    # When the entry was written (compaction trims entries older than the server keeps);
+    # entries older than the trash migration carry its time.
+    created: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class BatchAnswer(Base):
@@ -288,13 +372,16 @@ class BatchAnswer(Base):
     client: Mapped[str] = mapped_column(String(DEVICE_LEN), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     answer: Mapped[dict] = mapped_column(JSON)
+    # when the answer was stored; a drive keeps its newest answers only (0: before 0003)
+    created: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class UploadSession(Base):
-    """A resumable upload in progress (the API's /v1/uploads/ID). Bytes received so far live
-    on the server's disk; `received` counts those fsynced and acknowledged (0 <= received <=
-    total_size). A session is dead after `expires`; the upload layer deletes it then, or
-    when it completes or is cancelled."""
+    """A resumable upload in progress (the API's /v1/uploads/ID). `received` counts the bytes
+    acknowledged (0 <= received <= total_size): those cut into blocks stored in the block
+    store (upload_blocks) and then `tail`, the bytes after the last cut, which the next PUT
+    continues (NULL when empty). Any server can continue it. A session is dead after
+    `expires`; the upload layer deletes it then, or when it completes or is cancelled."""
 
     __tablename__ = "upload_sessions"
 
@@ -309,6 +396,48 @@ class UploadSession(Base):
     created: Mapped[int] = mapped_column(BigInteger)
     updated: Mapped[int] = mapped_column(BigInteger)
     expires: Mapped[int] = mapped_column(BigInteger, index=True)
+    tail: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class MasterKey(Base):
+    """Which master key the drive's blocks are sealed with: a check value per key id (the
+    key itself is never stored here). A server whose key gives another check value than
+    the row of id 1, written by the first server that started, refuses to start."""
+
+    __tablename__ = "master_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    check_value: Mapped[str] = mapped_column(String(HASH_LEN))
+    created: Mapped[int] = mapped_column(BigInteger)
+
+
+class UploadBlock(Base):
+    """A block of a resumable upload, cut and stored (and recorded as the drive's) while the
+    upload goes on: bytes [offset, offset + size) of the file. They become the revision's
+    block list when the last byte arrives."""
+
+    __tablename__ = "upload_blocks"
+
+    upload_id: Mapped[str] = mapped_column(
+        ForeignKey("upload_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    size: Mapped[int] = mapped_column(Integer)
+
+
+class RetentionPolicy(Base):
+    """A user's own retention settings (`cirrus admin set-retention`); a NULL column takes
+    the server's setting. `thinning` is written like the server's --thinning option."""
+
+    __tablename__ = "retention_policies"
+
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    max_revisions: Mapped[int | None] = mapped_column(Integer)
+    max_age_s: Mapped[int | None] = mapped_column(BigInteger)
+    thinning: Mapped[str | None] = mapped_column(String(256))
 
 
 class ReplicationTask(Base):

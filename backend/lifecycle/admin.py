@@ -1,198 +1,246 @@
-"""`cirrus admin replication status|verify` and `cirrus admin tiers`: what the stores owe,
-whether they hold what the database says, and where the bytes are."""
+"""`cirrus admin gc`, `cirrus admin fsck` and `cirrus admin set-retention` (their bodies;
+backend/cli.py registers them), and the lifecycle options of `cirrus serve`."""
 
 import argparse
-import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from backend.cli import CommandError, _add_storage_options, _fail_in_one_line, _open_failure
+from backend.config import ServerConfig
+from backend.lifecycle.gc import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S
+from backend.metadata.retention import (
+    DEFAULT_MAX_REVISIONS,
+    DEFAULT_THINNING,
+    FOREVER,
+    parse_duration,
+    parse_thinning,
+)
+from backend.protocol.errors import CirrusError
 
-from backend.blockstore.base import BlockStore
-from backend.cli import CommandError, _config, _fail_in_one_line, _open_failure
-from backend.db.engine import writer
-from backend.db.models import ARCHIVE, COPY, HOT, Block, ReplicationTask
-from backend.lifecycle.layout import Layout, open_layout
-from backend.metadata.replication import lag, owe_copies
-from backend.protocol.errors import BlockRestoring
-
-
-def register_admin(commands: argparse._SubParsersAction, storage: Callable) -> None:
-    replication = commands.add_parser(
-        "replication", help="the replication queue between regions and tiers"
-    )
-    actions = replication.add_subparsers(dest="replication_command", required=True)
-    status = actions.add_parser("status", help="what each store still owes (blocks, bytes)")
-    storage(status)
-    status.set_defaults(func=status_command)
-    verify = actions.add_parser(
-        "verify",
-        help="list every store and queue copies of what is missing (or, with --read, corrupt)",
-    )
-    storage(verify)
-    _add_store_options(verify)
-    verify.add_argument(
-        "--read", action="store_true", help="also read and check every object (slow)"
-    )
-    verify.set_defaults(func=verify_command)
-    tiers = commands.add_parser("tiers", help="bytes per tier and per region")
-    storage(tiers)
-    _add_store_options(tiers)
-    tiers.set_defaults(func=tiers_command)
+if TYPE_CHECKING:
+    from backend.api.deps import Services
 
 
-def _add_store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--blocks", metavar="URL", help="block store, as given to cirrus serve")
-    parser.add_argument("--archive", metavar="URL", help="archive store, as given to serve")
-
-
-def _open(args: argparse.Namespace, with_stores: bool) -> tuple[Engine, Layout | None]:
-    from backend.db import create_engine_for, migrate
-
-    config = _config(args)
+def _duration(text: str) -> float:
     try:
-        config.prepare()
-        engine = create_engine_for(config.db_url)
-        migrate(engine)
-        if not with_stores:
-            return engine, None
-        return engine, open_layout(config.blocks_url, getattr(args, "archive", None))
+        return float(parse_duration(text))
+    except CirrusError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _history(text: str) -> float | None:
+    return None if text.strip().lower() == "forever" else _duration(text)
+
+
+def _thinning(text: str) -> str:
+    try:
+        parse_thinning(text)
+    except CirrusError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
+
+
+def _revisions(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a revision cap is a whole number from 1: {text!r}")
+    return value
+
+
+def add_lifecycle_options(parser: argparse.ArgumentParser, serving: bool) -> None:
+    """Retention (and, for `serve`, collection schedule) options; durations like 90s, 24h.
+    For `serve` they default to None, so that only those given override its --config file."""
+
+    def default(value: object) -> object:
+        return None if serving else value
+
+    if serving:
+        parser.add_argument(
+            "--gc-interval",
+            metavar="DURATION",
+            type=_duration,
+            default=default(DEFAULT_INTERVAL_S),
+            help="collect garbage blocks this often; 0 never (1h)",
+        )
+    parser.add_argument(
+        "--gc-grace",
+        "--grace",
+        metavar="DURATION",
+        type=_duration,
+        default=default(DEFAULT_GRACE_S),
+        dest="gc_grace",
+        help="collect blocks unreferenced for at least this long (24h)",
+    )
+    parser.add_argument(
+        "--max-revisions",
+        metavar="N",
+        type=_revisions,
+        default=default(DEFAULT_MAX_REVISIONS),
+        help=f"revisions kept per file ({DEFAULT_MAX_REVISIONS})",
+    )
+    parser.add_argument(
+        "--max-history",
+        metavar="DURATION",
+        type=_history,
+        default=None,
+        help="drop revisions older than this; 'forever' keeps all (forever)",
+    )
+    parser.add_argument(
+        "--thinning",
+        metavar="TIERS",
+        type=_thinning,
+        default=default(DEFAULT_THINNING),
+        help=f"AGE:EVERY tiers, youngest first, or none ({DEFAULT_THINNING})",
+    )
+
+
+def lifecycle_settings(args: argparse.Namespace) -> dict:
+    """The ServerConfig fields the lifecycle options set."""
+    settings = {
+        "gc_grace_s": args.gc_grace,
+        "max_revisions": args.max_revisions,
+        "max_history_s": args.max_history,
+        "thinning": args.thinning,
+    }
+    if hasattr(args, "gc_interval"):
+        settings["gc_interval_s"] = args.gc_interval
+    return {name: value for name, value in settings.items() if value is not None}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    gc = commands.add_parser(
+        "gc",
+        help="delete blocks no revision needs (after applying retention, with --prune)",
+        description="Delete the blocks that no revision has named for the grace period and "
+        "print how many blocks and bytes were freed; with --prune, first apply the retention "
+        "policy the options describe (give the server's own settings). Safe while servers "
+        "run, and in several processes at once.",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only count what would be freed")
+    gc.add_argument("--prune", action="store_true", help="apply retention first")
+    _add_stores(gc)
+    gc.set_defaults(func=gc_command)
+
+    fsck = commands.add_parser(
+        "fsck",
+        help="check the metadata and the block store",
+        description="Check the metadata database's invariants and look for objects in the "
+        "block store that no row knows; exit 1 when something is wrong.",
+    )
+    fsck.add_argument(
+        "--repair",
+        action="store_true",
+        help="leave stray objects to the collector (gone after the grace period)",
+    )
+    _add_stores(fsck)
+    fsck.set_defaults(func=fsck_command)
+
+    retention = commands.add_parser(
+        "set-retention",
+        help="set a user's own retention policy",
+        description="Override the server's retention settings for one user; 'default' puts "
+        "a setting back to the server's.",
+    )
+    retention.add_argument("name", help="user name")
+    retention.add_argument("--max-revisions", metavar="N|default")
+    retention.add_argument("--max-history", metavar="DURATION|forever|default")
+    retention.add_argument("--thinning", metavar="TIERS|none|default")
+    _add_storage_options(retention)
+    retention.set_defaults(func=set_retention_command)
+
+
+def _add_stores(parser: argparse.ArgumentParser) -> None:
+    _add_storage_options(parser)
+    parser.add_argument("--blocks", metavar="URL", help="block store URL (default: DIR/blocks)")
+    add_lifecycle_options(parser, serving=False)
+
+
+def _open(args: argparse.Namespace) -> "Services":
+    """The server's services, opened like `cirrus serve` does (no listening)."""
+    from backend.api.app import open_services
+
+    config = ServerConfig.build(args.data, args.db, args.blocks, **lifecycle_settings(args))
+    try:
+        return open_services(config)
     except Exception as exc:
         raise _open_failure(exc) from exc
 
 
-def _age(created_ns: int | None) -> str:
-    return "-" if created_ns is None else f"{(time.time_ns() - created_ns) / 1e9:.0f}s"
-
-
-@_fail_in_one_line("admin")
-def status_command(args: argparse.Namespace) -> int:
-    """One line per store and action: blocks and bytes owed, the oldest's age."""
-    engine, _layout = _open(args, with_stores=False)
-    with Session(engine) as session:
-        rows = lag(session)
-    engine.dispose()
-    print(f"{'store':<60} {'action':<7} {'blocks':>8} {'bytes':>14} {'oldest':>8}")
-    for row in rows:
-        print(
-            f"{row.store:<60} {row.action:<7} {row.blocks:>8} {row.bytes:>14} "
-            f"{_age(row.oldest_ns):>8}"
-        )
-    if not rows:
-        print("nothing owed: every store holds what it should")
+@_fail_in_one_line("admin gc")
+def gc_command(args: argparse.Namespace) -> int:
+    services = _open(args)
+    try:
+        if args.prune and not args.dry_run:
+            dropped = services.metadata.prune_history()
+            print(f"retention dropped {dropped} revisions")
+        print(services.collector.collect(dry_run=args.dry_run).line())
+    finally:
+        services.metadata.engine.dispose()
     return 0
 
 
-@_fail_in_one_line("admin")
-def verify_command(args: argparse.Namespace) -> int:
-    """List each store, compare with the database, and queue a copy of every block a
-    store lacks (or, with --read, holds corrupted). Exit status 1 when a block is in no
-    store at all (lost), else 0."""
-    engine, layout = _open(args, with_stores=True)
-    assert layout is not None
-    check = _checker(args) if args.read else None
-    lost = 0
+@_fail_in_one_line("admin fsck")
+def fsck_command(args: argparse.Namespace) -> int:
+    from backend.lifecycle.fsck import check
+
+    services = _open(args)
     try:
-        with Session(engine) as session:
-            expected = {
-                tier: dict(session.execute(
-                    select(Block.hash, Block.stored_size).where(
-                        Block.tier == tier, Block.stored_size.is_not(None)
-                    )
-                ).tuples().all())
-                for tier in (HOT, ARCHIVE)
-            }  # fmt: skip
-            owed = set(session.execute(
-                select(ReplicationTask.hash, ReplicationTask.store)
-            ).tuples().all())  # fmt: skip
-        held: dict[str, set[str]] = {}
-        for name, store in layout.stores.items():
-            tier = ARCHIVE if name in layout.archive else HOT
-            wanted = expected[tier]
-            try:
-                present = set(store.keys()) & set(wanted)
-            except Exception as exc:
-                raise CommandError(f"cannot list {name}: {exc}") from exc
-            corrupt = _corrupt(store, present, check) if check else set()
-            held[name] = present - corrupt
-            missing = sorted(h for h in set(wanted) - held[name] if (h, name) not in owed)
-            _requeue(engine, name, [(h, wanted[h]) for h in missing])
-            print(
-                f"{name}: {len(wanted)} blocks expected, {len(held[name])} present, "
-                f"{len(missing) - len(corrupt)} missing, {len(corrupt)} corrupt, "
-                f"{len(missing)} copies queued"
-            )
-        everywhere = set().union(*held.values()) if held else set()
-        lost = len((set(expected[HOT]) | set(expected[ARCHIVE])) - everywhere)
+        problems, repaired = check(services, repair=args.repair)
+    finally:
+        services.metadata.engine.dispose()
+    for line in problems:
+        print(line)
+    if repaired:
+        print(f"repaired: {repaired} stray objects left to the collector (grace period)")
+    left = len(problems) - repaired
+    print(f"{len(problems)} problems found, {repaired} repaired")
+    return 1 if left > 0 else 0
+
+
+def _setting(text: str | None, parse) -> object:
+    """None (not given), the parsed value, or "default" → None in the row."""
+    if text is None:
+        return ...
+    if text.strip().lower() == "default":
+        return None
+    try:
+        return parse(text)
+    except (CirrusError, ValueError, argparse.ArgumentTypeError) as exc:
+        raise CommandError(getattr(exc, "message", None) or str(exc)) from None
+
+
+@_fail_in_one_line("admin set-retention")
+def set_retention_command(args: argparse.Namespace) -> int:
+    from backend.db import create_engine_for, migrate
+    from backend.metadata.service import MetadataService
+    from backend.notify import LocalNotifier
+
+    given = {
+        "max_revisions": _setting(args.max_revisions, _revisions),
+        "max_age_s": _setting(
+            args.max_history,
+            lambda t: FOREVER if t.strip().lower() == "forever" else round(parse_duration(t)),
+        ),
+        "thinning": _setting(args.thinning, _thinning),
+    }
+    settings = {name: value for name, value in given.items() if value is not ...}
+    if not settings:
+        raise CommandError("give --max-revisions, --max-history or --thinning")
+    config = ServerConfig.build(args.data, args.db)
+    try:
+        engine = create_engine_for(config.db_url)
+        migrate(engine)
+    except Exception as exc:
+        raise _open_failure(exc) from exc
+    try:
+        metadata = MetadataService(engine, LocalNotifier(lambda _namespace: 0))
+        policy = metadata.set_retention(args.name, settings)
+    except CirrusError as exc:
+        raise CommandError(exc.message) from exc
     finally:
         engine.dispose()
-    if lost:
-        print(f"{lost} blocks are in no store: lost")
-        return 1
-    return 0
-
-
-def _checker(args: argparse.Namespace) -> Callable[[str, bytes], None]:
-    from backend.blocks import BlockService
-    from backend.blockstore.memory import MemoryBlockStore
-    from backend.keys import load_or_create_master_key
-
-    key = load_or_create_master_key(_config(args).master_key_path)
-    return BlockService(MemoryBlockStore(), key).check_object
-
-
-def _corrupt(store: BlockStore, hashes: set[str], check: Callable[[str, bytes], None]) -> set[str]:
-    bad = set()
-    for block_hash in sorted(hashes):
-        try:
-            check(block_hash, store.get(block_hash))
-        except BlockRestoring:
-            continue  # sealed in a cold class: there, and checked when it was written
-        except Exception:
-            bad.add(block_hash)
-    return bad
-
-
-def _requeue(engine: Engine, store: str, blocks: list[tuple[str, int]]) -> None:
-    if not blocks:
-        return
-    with Session(writer(engine)) as session, session.begin():
-        owe_copies(session, [(h, store, size) for h, size in blocks], time.time_ns())
-
-
-@_fail_in_one_line("admin")
-def tiers_command(args: argparse.Namespace) -> int:
-    """Bytes at rest per tier, and per hot region (what it holds: the hot bytes less the
-    copies it is still owed)."""
-    engine, layout = _open(args, with_stores=True)
-    assert layout is not None
-    with Session(engine) as session:
-        tiers = (
-            session.execute(
-                select(Block.tier, func.count(), func.coalesce(func.sum(Block.stored_size), 0))
-                .where(Block.stored_size.is_not(None))
-                .group_by(Block.tier)
-            )
-            .tuples()
-            .all()
-        )
-        owed = dict(session.execute(
-            select(ReplicationTask.store, func.coalesce(func.sum(ReplicationTask.size), 0))
-            .where(ReplicationTask.action == COPY)
-            .group_by(ReplicationTask.store)
-        ).tuples().all())  # fmt: skip
-    engine.dispose()
-    by_tier = {tier: (count, size) for tier, count, size in tiers}
-    print(f"{'tier':<60} {'blocks':>8} {'bytes':>14}")
-    for tier in (HOT, ARCHIVE):
-        count, size = by_tier.get(tier, (0, 0))
-        print(f"{tier:<60} {count:>8} {size:>14}")
-    hot_bytes = by_tier.get(HOT, (0, 0))[1]
-    print(f"{'region':<60} {'holds':>14} {'owed':>14}")
-    for name in layout.regions:
-        print(f"{name:<60} {hot_bytes - owed.get(name, 0):>14} {owed.get(name, 0):>14}")
-    for name in layout.archive:
-        archived = by_tier.get(ARCHIVE, (0, 0))[1]
-        print(f"{name:<60} {archived - owed.get(name, 0):>14} {owed.get(name, 0):>14}")
+    shown = ", ".join(f"{k} {v}" for k, v in policy.to_json().items())
+    print(f"retention of {args.name} (over the default server settings): {shown}")
     return 0

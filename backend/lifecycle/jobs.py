@@ -1,41 +1,44 @@
-"""The server's background loops over stored blocks, started with the app (app.py)."""
+"""The server's periodic lifecycle pass: apply retention, then collect garbage blocks.
+
+Retention runs first so that the revisions it drops free their blocks' references; those
+blocks are collected a grace period later (docs/blocks.md). Every server runs the pass; the
+collector's claims make concurrent passes safe, and retention sweeps serialize per drive.
+"""
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
-from backend.lifecycle.replicator import Replicator
+from backend.config import ServerConfig
+from backend.lifecycle.gc import Collector, GcReport
+from backend.metadata.retention import Policy, parse_thinning
+from backend.metadata.service import MetadataService
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Lifecycle:
-    replicator: Replicator | None
-    replication_interval_s: float
-    jobs: tuple[tuple[str, Callable[[], int], float], ...] = ()  # (name, pass, interval)
-
-    async def run(self) -> None:
-        """Every loop until cancelled: the queue's drain, then any other periodic pass."""
-        loops = list(self.jobs)
-        if self.replicator is not None:
-            loops.append(("replication", self.replicator.drain_once, self.replication_interval_s))
-        async with asyncio.TaskGroup() as group:
-            for name, one_pass, interval in loops:
-                group.create_task(_repeat(name, one_pass, interval))
+def server_policy(config: ServerConfig) -> Policy:
+    """The retention policy a server's settings describe (ValueError when they are wrong)."""
+    max_age = None if config.max_history_s is None else int(config.max_history_s)
+    return Policy(config.max_revisions, max_age, parse_thinning(config.thinning))
 
 
-async def _repeat(name: str, one_pass: Callable[[], int], interval: float) -> None:
-    """Run one_pass in a worker thread again and again; wait interval when it found
-    nothing to do (or failed), so a backlog drains at full speed."""
+def lifecycle_pass(metadata: MetadataService, collector: Collector) -> GcReport:
+    dropped = metadata.prune_history()
+    report = collector.collect()
+    if dropped or report.blocks:
+        log.info("retention dropped %d revisions; %s", dropped, report.line())
+    return report
+
+
+async def lifecycle_forever(
+    metadata: MetadataService, collector: Collector, interval_s: float
+) -> None:
+    """Run a pass every interval_s seconds; a failure is logged and retried next time."""
     while True:
+        await asyncio.sleep(interval_s)
         try:
-            done = await run_in_threadpool(one_pass)
+            await run_in_threadpool(lifecycle_pass, metadata, collector)
         except Exception:
-            log.exception("%s pass failed; retrying in %.1f s", name, interval)
-            done = 0
-        if not done:
-            await asyncio.sleep(interval)
+            log.exception("lifecycle pass failed; retrying at the next interval")

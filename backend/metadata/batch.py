@@ -25,6 +25,8 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select
 
 from backend.db.models import BatchAnswer
+from backend.metadata import staging
+from backend.metadata.retention import Retention
 from backend.metadata.revisions import check_commit, commit_once, note_unused_commit_ids
 from backend.metadata.tree import (
     delete_in,
@@ -40,12 +42,28 @@ from backend.protocol.errors import CirrusError, InvalidRequest
 
 MAX_BATCH_OPS = 1000
 MAX_CLIENT = 64
+# Answers a drive keeps over all its clients; past it, other clients' oldest go first (a
+# client that made up a new id for every batch would otherwise pin rows forever).
+MAX_KEPT_ANSWERS = 10 * MAX_BATCH_OPS
 _ANSWER_TABLE = BatchAnswer.__table__
 _INSERT_ANSWERS = insert(_ANSWER_TABLE)
 _MINE = (_ANSWER_TABLE.c.namespace_id == bindparam("namespace")) & (
     _ANSWER_TABLE.c.client == bindparam("client")
 )
 _DROP_ANSWERS = delete(_ANSWER_TABLE).where(_MINE, _ANSWER_TABLE.c.seq < bindparam("first"))
+_NEWEST_KEPT = (
+    select(_ANSWER_TABLE.c.created)
+    .where(_ANSWER_TABLE.c.namespace_id == bindparam("namespace"))
+    .order_by(_ANSWER_TABLE.c.created.desc())
+    .limit(1)
+    .offset(MAX_KEPT_ANSWERS)
+    .scalar_subquery()
+)
+_DROP_OLDEST = delete(_ANSWER_TABLE).where(
+    _ANSWER_TABLE.c.namespace_id == bindparam("namespace"),
+    _ANSWER_TABLE.c.client != bindparam("client"),
+    _ANSWER_TABLE.c.created <= _NEWEST_KEPT,
+)
 _ANSWERS = select(_ANSWER_TABLE.c.seq, _ANSWER_TABLE.c.answer).where(
     _MINE, _ANSWER_TABLE.c.seq.in_(bindparam("seqs", expanding=True))
 )
@@ -62,6 +80,16 @@ def _given_answers(tx: Txn, client: str | None, ops: list[BatchOp]) -> dict[int,
     return dict(tx.connection.execute(_ANSWERS, {**mine, "seqs": seqs}).tuples().all())
 
 
+def _stage(db: Database, who: Principal, blocks: list) -> int | CirrusError | None:
+    """The staged revision of a large commit (None for a small one), or why it was refused."""
+    if len(blocks) <= staging.STAGE_ABOVE:
+        return None
+    try:
+        return staging.stage(db, who, blocks)
+    except CirrusError as exc:
+        return exc
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one operation returned (as its single call would) or the error refusing it."""
@@ -75,9 +103,9 @@ Render = Callable[[Outcome], dict]
 
 
 class Batches:
-    def __init__(self, db: Database, max_revisions: int) -> None:
+    def __init__(self, db: Database, retention: Retention) -> None:
         self.db = db
-        self.max_revisions = max_revisions
+        self.retention = retention
 
     def apply(
         self,
@@ -99,23 +127,47 @@ class Batches:
             for index, op in enumerate(ops)
             if op.kind == "commit"
         }
-        with self.db.write(who.namespace_id) as tx:
+        staged = {index: _stage(self.db, who, blocks) for index, (_p, blocks) in commits.items()}
+        try:
+            return self._apply(who, ops, render, stop_on_error, client, commits, staged)
+        finally:
+            for revision in staged.values():
+                if isinstance(revision, int):
+                    staging.discard(self.db, who.namespace_id, revision)
+
+    def _apply(
+        self,
+        who: Principal,
+        ops: list[BatchOp],
+        render: Render,
+        stop_on_error: bool,
+        client: str | None,
+        checked: dict[int, tuple],
+        staged: dict[int, int | CirrusError | None],
+    ) -> list[dict]:
+        commits = {index: (*checked[index], staged[index]) for index in checked}
+        with self.db.write(who.namespace_id, who.author) as tx:
             tx.read_whole = len(ops)  # a folder's children cost at most what its lookups would
             given = _given_answers(tx, client, ops)
             ids = [op.args["request"].commit_id for op in ops if op.kind == "commit"]
             note_unused_commit_ids(tx, [i for i in ids if i is not None])
-            tx.owned(list({b.hash: None for _parts, blocks in commits.values() for b in blocks}))
+            tx.owned(list({
+                b.hash: None for _p, blocks, ahead in commits.values() if ahead is None
+                for b in blocks
+            }))  # fmt: skip
             run = _Run(self, tx, who, ops, commits, given, render, stop_on_error)
             run.stretch(0, len(ops))
             if client is not None:
                 rows = [
                     {"namespace_id": tx.namespace_id, "client": client, "seq": op.seq,
-                     "answer": answer}
+                     "answer": answer, "created": tx.now_ns}
                     for op, answer in zip(ops, run.answers, strict=False)
                     if op.seq is not None and op.seq not in given
                 ]  # fmt: skip
                 if rows:
                     tx.connection.execute(_INSERT_ANSWERS, rows)
+                    mine = {"namespace": tx.namespace_id, "client": client}
+                    tx.connection.execute(_DROP_OLDEST, mine)
         return run.answers
 
     def one(self, tx: Txn, who: Principal, op: BatchOp, commit: tuple | None) -> Any:
@@ -136,8 +188,10 @@ class Batches:
                 return set_xattr_in(tx, args["path"], args["name"], args["value"])
             case "commit":
                 request: CommitRequest = args["request"]
-                parts, blocks = commit
-                return commit_once(tx, who, parts, request, blocks, self.max_revisions)
+                parts, blocks, staged = commit
+                if isinstance(staged, CirrusError):  # refused while its blocks were staged
+                    raise staged
+                return commit_once(tx, who, parts, request, blocks, self.retention.cap(tx), staged)
         raise InvalidRequest(f"unknown operation {op.kind!r}")
 
 

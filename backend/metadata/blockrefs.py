@@ -8,6 +8,11 @@ A commit whose blocks the drive does not all have leaves its revision PENDING wi
 pending_blocks row per missing hash; record_blocks() deletes the rows of the arriving hashes
 and completes each revision left with none: O(1) work per block and waiting revision, and
 one transaction (one commit to disk) per batch of blocks.
+
+Garbage collection (docs/blocks.md) leans on two things here: `last_used` is the mark a
+collector ages (every upload, reference change, and /blocks/missing answer that lets a drive
+skip an unreferenced block renews it), and record_blocks refuses blocks whose object a
+collection may have deleted after the upload wrote it (the caller writes them again).
 """
 
 from __future__ import annotations
@@ -22,13 +27,16 @@ from sqlalchemy.orm import Session
 from backend.db.engine import insert_ignore
 from backend.db.models import (
     HOT,
+    PENDING,
     UPLOADED,
     Block,
     NamespaceBlock,
     Node,
     PendingBlock,
     Revision,
+    RevisionBlock,
 )
+from backend.metadata.quota import count_usage
 from backend.metadata.replication import cancel_deletes, owe_copies
 from backend.metadata.types import Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
@@ -43,6 +51,24 @@ _IN_BATCH = 500
 _OWNED = select(NamespaceBlock.hash).where(
     NamespaceBlock.namespace_id == bindparam("namespace"),
     NamespaceBlock.hash.in_(bindparam("hashes", expanding=True)),
+)
+_OWNED_SIZES = (
+    select(NamespaceBlock.hash, Block.size)
+    .join(Block, Block.hash == NamespaceBlock.hash)
+    .where(
+        NamespaceBlock.namespace_id == bindparam("namespace"),
+        NamespaceBlock.hash.in_(bindparam("hashes", expanding=True)),
+    )
+)
+# Revisions (of those asked about) that name a block with another size than its real one.
+_MISSIZED = (
+    select(RevisionBlock.revision_id)
+    .join(Block, Block.hash == RevisionBlock.hash)
+    .where(
+        RevisionBlock.revision_id.in_(bindparam("revisions", expanding=True)),
+        RevisionBlock.size != Block.size,
+    )
+    .distinct()
 )
 _BLOCKS = Block.__table__
 _COUNT_REFERENCES = (
@@ -67,6 +93,15 @@ def owned_hashes(session: Session, namespace_id: int, hashes: list[str]) -> set[
     return owned
 
 
+def owned_sizes(session: Session, namespace_id: int, hashes: list[str]) -> dict[str, int]:
+    """The hashes of `hashes` this drive has uploaded, with their real (plaintext) sizes."""
+    owned: dict[str, int] = {}
+    for start in range(0, len(hashes), _IN_BATCH):
+        params = {"namespace": namespace_id, "hashes": hashes[start : start + _IN_BATCH]}
+        owned.update((h, size) for h, size in session.execute(_OWNED_SIZES, params))
+    return owned
+
+
 def write_references(tx: Txn, references: list[tuple[str, int, int]]) -> None:
     """Apply the reference changes (hash, size, +1 or -1) a transaction made, at its end:
     rows for unseen hashes appear (unstored), then one UPDATE executed once per hash with
@@ -82,6 +117,7 @@ def write_references(tx: Txn, references: list[tuple[str, int, int]]) -> None:
     net: Counter[str] = Counter()
     for block_hash, _size, sign in references:
         net[block_hash] += sign
+    count_usage(tx, net, {block_hash: size for block_hash, size, _sign in references})
     changes = [
         {"counted": block_hash, "change": count, "used": tx.now_ns}
         for block_hash, count in sorted(net.items())
@@ -112,8 +148,21 @@ class BlockRefs:
         self.db = db
 
     def missing_blocks(self, who: Principal, hashes: list[str]) -> list[str]:
+        """The hashes the drive must upload. An unreferenced block it holds is kept out of
+        the next collection for a grace period (its mark renewed) before it is reported
+        held, so the client may rely on it until its commit."""
         wanted = _wanted(hashes)
-        owned = self._owned(who, wanted)
+        with self.db.read() as session:
+            owned = owned_hashes(session, who.namespace_id, wanted)
+            idle = _unreferenced(session, sorted(owned))
+        if idle:
+            with self.db.write(who.namespace_id) as tx:
+                kept = owned_hashes(tx.session, tx.namespace_id, idle)  # under the drive's lock
+                lock_blocks(tx.session, sorted(kept))
+                tx.session.execute(
+                    update(Block).where(Block.hash.in_(sorted(kept))).values(last_used=tx.now_ns)
+                )
+            owned = (owned - set(idle)) | kept
         return [h for h in wanted if h not in owned]
 
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
@@ -136,35 +185,99 @@ class BlockRefs:
                 NamespaceBlock.namespace_id == who.namespace_id, NamespaceBlock.hash == hash
             ))))  # fmt: skip
 
-    def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> None:
-        self.record_blocks(who, [(hash, size, stored_size)])
+    def deletion_marks(self, hashes: list[str]) -> dict[str, int | None]:
+        """When each block's object was last deleted by a collection (None: never, or no
+        row): an upload notes this before it writes, for record_blocks to compare."""
+        marks: dict[str, int | None] = dict.fromkeys(hashes)
+        with self.db.read() as session:
+            for start in range(0, len(hashes), _IN_BATCH):
+                query = select(Block.hash, Block.deleted_at).where(
+                    Block.hash.in_(hashes[start : start + _IN_BATCH])
+                )
+                marks.update((h, deleted) for h, deleted in session.execute(query))
+        return marks
 
     def record_blocks(
         self,
         who: Principal,
         blocks: list[tuple[str, int, int]],
+        seen: dict[str, int | None] | None = None,
         owed: Sequence[tuple[str, str]] = (),
-    ) -> None:
+    ) -> list[str]:
         """Note stored blocks (hash, size, stored_size) for the drive in ONE transaction, and
         complete the revisions they finish: a batch pays for one commit, not one per block.
-        `owed` (hash, store) are the copies other regions still need: queued in the same
-        transaction, so an acknowledged block's replication survives any crash."""
+
+        `seen` is deletion_marks() of the hashes from before the objects were written. A
+        block that a collection claims now, or deleted since then, is not recorded but
+        returned: its object may be gone, and the caller writes it again once the
+        collection is over. `owed` (hash, store) are the copies other regions still need of
+        the blocks recorded: queued in the same transaction, so an acknowledged block's
+        replication survives any crash."""
         if not isinstance(blocks, list) or len(blocks) > MAX_HASHES:
             raise InvalidRequest(f"record at most {MAX_HASHES} blocks at once")
         rows = {check_hash(hash): _checked_sizes(size, stored) for hash, size, stored in blocks}
         if not rows:
-            return
-        ordered = sorted(rows)  # a stable lock order between concurrent drives on PostgreSQL
+            return []
         with self.db.write(who.namespace_id) as tx:
+            clobbered = _clobbered(tx, sorted(rows), seen)
+            # a stable lock order between concurrent drives on PostgreSQL
+            ordered = sorted(set(rows) - clobbered)
+            if not ordered:
+                return sorted(clobbered)
             _upsert_blocks(tx, [(hash, *rows[hash]) for hash in ordered])
             insert_ignore(tx.session, NamespaceBlock, [
                 {"namespace_id": tx.namespace_id, "hash": hash} for hash in ordered
             ])  # fmt: skip
             tx.namespace.bytes_received += sum(size for size, _stored in rows.values())
             cancel_deletes(tx.session, ordered)  # stored again: no longer to be retired
-            copies = [(check_hash(hash), store, rows[hash][1]) for hash, store in owed]
+            recorded = set(ordered)
+            copies = [(hash, store, rows[hash][1]) for hash, store in owed if hash in recorded]
             owe_copies(tx.session, copies, tx.now_ns)
             _complete_waiting(tx, ordered)
+        return sorted(clobbered)
+
+
+def lock_blocks(session: Session, hashes: list[str]) -> None:
+    """Lock the blocks' rows in hash order, the order every writer of block rows takes them
+    (refcounts, records, collections), so that two of them never wait on each other in a
+    cycle on PostgreSQL (SQLite's one writer needs none of this)."""
+    for start in range(0, len(hashes), _IN_BATCH):
+        query = (
+            select(Block.hash)
+            .where(Block.hash.in_(hashes[start : start + _IN_BATCH]))
+            .order_by(Block.hash)
+            .with_for_update()
+        )
+        session.execute(query).all()
+
+
+def _unreferenced(session: Session, hashes: list[str]) -> list[str]:
+    """The hashes among these that no revision names (a collection may be aging them)."""
+    idle: list[str] = []
+    for start in range(0, len(hashes), _IN_BATCH):
+        query = select(Block.hash).where(
+            Block.hash.in_(hashes[start : start + _IN_BATCH]), Block.refcount == 0
+        )
+        idle.extend(session.scalars(query))
+    return sorted(idle)
+
+
+def _clobbered(tx: Txn, hashes: list[str], seen: dict[str, int | None] | None) -> set[str]:
+    """The hashes whose object a collection may have deleted after it was written: claimed
+    now, or deleted since `seen` (when given). The rows are locked, so no claim can slip
+    in before this transaction records them."""
+    found: set[str] = set()
+    for start in range(0, len(hashes), _IN_BATCH):
+        query = (
+            select(Block.hash, Block.deleting_since, Block.deleted_at)
+            .where(Block.hash.in_(hashes[start : start + _IN_BATCH]))
+            .order_by(Block.hash)
+            .with_for_update()
+        )
+        for block_hash, deleting, deleted in tx.session.execute(query):
+            if deleting is not None or (seen is not None and deleted != seen.get(block_hash)):
+                found.add(block_hash)
+    return found
 
 
 def _upsert_blocks(tx: Txn, rows: list[tuple[str, int, int]]) -> None:
@@ -177,7 +290,7 @@ def _upsert_blocks(tx: Txn, rows: list[tuple[str, int, int]]) -> None:
     ])  # fmt: skip
     tx.session.execute(update(Block), [
         {"hash": hash, "size": size, "stored_size": stored_size, "last_used": tx.now_ns,
-         "tier": HOT}  # just written to the hot store, even if an older copy was archived
+         "deleted_at": None, "tier": HOT}  # just written hot, even if an older copy was archived
         for hash, size, stored_size in rows
     ])  # fmt: skip
 
@@ -202,6 +315,12 @@ def _complete_waiting(tx: Txn, hashes: list[str]) -> None:
             .returning(PendingBlock.revision_id)
         )
         waiting.update(tx.session.scalars(struck))
-    for revision_id in sorted(waiting):
+    # A revision that announced a block's size wrongly stays pending: it is never shown.
+    missized = (
+        set(tx.session.scalars(_MISSIZED, {"revisions": sorted(waiting)})) if waiting else set()
+    )
+    for revision_id in sorted(waiting - missized):
         if not tx.session.scalar(select(exists().where(PendingBlock.revision_id == revision_id))):
-            complete_revision(tx, tx.session.get(Revision, revision_id))
+            revision = tx.session.get(Revision, revision_id)
+            if revision.status == PENDING:  # a STAGING one gets its status when adopted
+                complete_revision(tx, revision)

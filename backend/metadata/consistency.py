@@ -20,6 +20,7 @@ from backend.db.models import (
     ChangeEntry,
     Namespace,
     NamespaceBlock,
+    NamespaceRef,
     Node,
     PendingBlock,
     Revision,
@@ -51,7 +52,7 @@ def _refcounts(conn: Connection) -> list[str]:
 def _pending_status(conn: Connection) -> list[str]:
     waits = select(PendingBlock.revision_id).where(PendingBlock.revision_id == Revision.id).exists()
     query = select(Revision.id, Revision.status).where(
-        or_(and_(Revision.status == PENDING, ~waits), and_(Revision.status != PENDING, waits))
+        or_(and_(Revision.status == PENDING, ~waits), and_(Revision.status == UPLOADED, waits))
     )
     return [
         f"revision {i}: status {s} disagrees with pending_blocks" for i, s in conn.execute(query)
@@ -130,7 +131,7 @@ def _file_revisions(conn: Connection) -> list[str]:
         )
         .outerjoin(newest, newest.c.node_id == Node.id)
         .outerjoin(current, and_(current.node_id == Node.id, current.number == Node.rev))
-        .where(Node.type == FILE)
+        .where(Node.type == FILE, Node.deleted.is_(False))  # retention ages deleted history out
     )
     problems = []
     for node_id, rev, head, size, real_head, real_rev, rev_size in conn.execute(query):
@@ -177,20 +178,70 @@ def _journal(conn: Connection) -> list[str]:
         .group_by(ChangeEntry.namespace_id)
         .subquery()
     )
+    # Entries compacted+1 .. cursor, without gaps (compaction trims a prefix).
     query = (
-        select(Namespace.id, Namespace.cursor, stats.c.n, stats.c.last)
+        select(Namespace.id, Namespace.cursor, Namespace.compacted, stats.c.n, stats.c.last)
         .outerjoin(stats, stats.c.namespace_id == Namespace.id)
         .where(
             or_(
-                Namespace.cursor != func.coalesce(stats.c.last, 0),
-                Namespace.cursor != func.coalesce(stats.c.n, 0),
+                Namespace.cursor != func.coalesce(stats.c.last, Namespace.compacted),
+                Namespace.cursor - Namespace.compacted != func.coalesce(stats.c.n, 0),
             )
         )
     )
     return [
-        f"namespace {i}: cursor {c}, journal has {n or 0} entries up to {last or 0}"
-        for i, c, n, last in conn.execute(query)
+        f"namespace {i}: cursor {c}, compacted to {k}, journal has {n or 0} entries up to "
+        f"{last or 0}"
+        for i, c, k, n, last in conn.execute(query)
     ]
+
+
+def _usage(conn: Connection) -> list[str]:
+    """namespace_refs counts each drive's block-list rows per hash; used_bytes sums them."""
+    counted = (
+        select(
+            Revision.namespace_id.label("namespace_id"),
+            RevisionBlock.hash.label("hash"),
+            func.count().label("n"),
+        )
+        .join(Revision, Revision.id == RevisionBlock.revision_id)
+        .group_by(Revision.namespace_id, RevisionBlock.hash)
+        .subquery()
+    )
+    wrong = select(NamespaceRef.namespace_id, NamespaceRef.hash).where(
+        NamespaceRef.refs
+        != select(counted.c.n)
+        .where(
+            counted.c.namespace_id == NamespaceRef.namespace_id,
+            counted.c.hash == NamespaceRef.hash,
+        )
+        .scalar_subquery()
+    )
+    missing = select(counted.c.namespace_id, counted.c.hash).where(
+        ~select(NamespaceRef.hash)
+        .where(
+            NamespaceRef.namespace_id == counted.c.namespace_id,
+            NamespaceRef.hash == counted.c.hash,
+        )
+        .exists()
+    )
+    problems = [f"namespace {i}: block {h} miscounted" for i, h in conn.execute(wrong)]
+    problems += [f"namespace {i}: block {h} not counted" for i, h in conn.execute(missing)]
+    used = (
+        select(NamespaceRef.namespace_id, func.sum(NamespaceRef.size).label("total"))
+        .group_by(NamespaceRef.namespace_id)
+        .subquery()
+    )
+    query = (
+        select(Namespace.id, Namespace.used_bytes, used.c.total)
+        .outerjoin(used, used.c.namespace_id == Namespace.id)
+        .where(Namespace.used_bytes != func.coalesce(used.c.total, 0))
+    )
+    problems += [
+        f"namespace {i}: used_bytes {u}, its blocks add up to {t or 0}"
+        for i, u, t in conn.execute(query)
+    ]
+    return problems
 
 
 CHECKS: list[_Check] = [
@@ -202,6 +253,7 @@ CHECKS: list[_Check] = [
     _file_revisions,
     _tree_shape,
     _journal,
+    _usage,
 ]
 
 

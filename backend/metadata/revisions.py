@@ -22,9 +22,11 @@ from backend.db.models import (
     Revision,
     RevisionBlock,
 )
+from backend.metadata import staging
 from backend.metadata.blockrefs import check_hash
 from backend.metadata.nodes import INT64_MAX, Tree, check_mode, check_mtime, parse_path
-from backend.metadata.retention import prune_revisions
+from backend.metadata.quota import check_commit as check_quota
+from backend.metadata.retention import Retention, prune_revisions
 from backend.metadata.txn import Database, Txn
 from backend.metadata.types import (
     BlockList,
@@ -37,6 +39,7 @@ from backend.metadata.types import (
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import (
     AlreadyExists,
+    BlockSizeMismatch,
     InvalidRequest,
     IsADirectory,
     NotFound,
@@ -59,18 +62,24 @@ _USED_COMMIT_IDS = select(Revision.commit_id).where(
 
 
 class Revisions:
-    def __init__(self, db: Database, max_revisions: int) -> None:
+    def __init__(self, db: Database, retention: Retention) -> None:
         self.db = db
-        self.max_revisions = max_revisions
+        self.retention = retention
 
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
         parts, blocks = check_commit(request)
-        with self.db.write(who.namespace_id) as tx:
-            return commit_once(tx, who, parts, request, blocks, self.max_revisions)
+        staged = staging.stage(self.db, who, blocks) if len(blocks) > staging.STAGE_ABOVE else None
+        try:
+            with self.db.write(who.namespace_id, who.author) as tx:
+                keep = self.retention.cap(tx)
+                return commit_once(tx, who, parts, request, blocks, keep, staged)
+        finally:
+            if staged is not None:
+                staging.discard(self.db, who.namespace_id, staged)
 
     def restore(self, who: Principal, path: str, rev: int) -> CommitResult:
         parts = parse_path(path)
-        with self.db.write(who.namespace_id) as tx:
+        with self.db.write(who.namespace_id, who.author) as tx:
             node = _file_or_deleted_at(tx, parts)  # restoring a deleted file undeletes it
             revision = _revision(tx, node, rev)
             blocks = _blocks_of(tx, revision)
@@ -82,7 +91,7 @@ class Revisions:
                 mtime_ns=revision.mtime_ns,
                 overwrite=True,
             )
-            return commit_in(tx, who, parts, request, blocks, self.max_revisions)
+            return commit_in(tx, who, parts, request, blocks, self.retention.cap(tx))
 
     def block_list(
         self, who: Principal, path: str | None, node_id: int | None, rev: int | None
@@ -111,10 +120,19 @@ class Revisions:
                 .order_by(Revision.number.desc())
                 .limit(limit)
             )
-            return [
-                RevisionInfo(r.number, r.size, r.mtime_ns, r.device, r.status, r.created)
-                for r in session.scalars(query)
-            ]
+            return [_info(r) for r in session.scalars(query)]
+
+    def pin(self, who: Principal, path: str, rev: int, pinned: bool) -> RevisionInfo:
+        """Keep an uploaded revision whatever the retention policy says (or stop keeping it)."""
+        parts = parse_path(path)
+        with self.db.write(who.namespace_id) as tx:
+            revision = _revision(tx, _file_or_deleted_at(tx, parts), rev)
+            revision.pinned = pinned
+            return _info(revision)
+
+
+def _info(r: Revision) -> RevisionInfo:
+    return RevisionInfo(r.number, r.size, r.mtime_ns, r.device, r.status, r.created, r.pinned)
 
 
 def commit_once(
@@ -124,6 +142,7 @@ def commit_once(
     request: CommitRequest,
     blocks: list[BlockRef],
     keep: int,
+    staged: int | None = None,
 ) -> CommitResult:
     """commit_in, unless a commit with the same commit_id landed already: then its answer."""
     if request.commit_id is not None and request.commit_id not in tx.unused_commit_ids:
@@ -135,7 +154,7 @@ def commit_once(
         if prior is not None:
             return _result_of(tx, prior)
     tx.unused_commit_ids.discard(request.commit_id)  # a repeat in the same batch must look
-    return commit_in(tx, who, parts, request, blocks, keep)
+    return commit_in(tx, who, parts, request, blocks, keep, staged)
 
 
 def note_unused_commit_ids(tx: Txn, commit_ids: list[str]) -> None:
@@ -156,8 +175,18 @@ def commit_in(
     request: CommitRequest,
     blocks: list[BlockRef],
     keep: int,
+    staged: int | None = None,
 ) -> CommitResult:
-    """Record a checked commit inside an open write transaction, keeping `keep` versions."""
+    """Record a checked commit inside an open write transaction, keeping `keep` versions;
+    `staged`: the STAGING revision holding its block list already (staging.stage)."""
+    if staged is None:
+        distinct = list(dict.fromkeys(b.hash for b in blocks))
+        owned = tx.owned(distinct)
+        _check_sizes(blocks, owned)
+        missing = [h for h in distinct if h not in owned]
+    else:
+        missing = staging.awaited(tx, staged)
+    check_quota(tx, blocks)
     parent = tx.make_dirs(parts[:-1])
     name = parts[-1]
     node = tx.child(parent, name)
@@ -171,9 +200,6 @@ def commit_in(
         elif not request.overwrite and (node.type != FILE or request.base_rev != node.head_rev):
             name, node, conflict = _conflicted_name(tx, parent, name, who.author), None, True
     mtime_ns = tx.now_ns if request.mtime_ns is None else request.mtime_ns
-    distinct = list(dict.fromkeys(b.hash for b in blocks))
-    owned = tx.owned(distinct)
-    missing = [h for h in distinct if h not in owned]
     if node is None:  # a new file, inserted with its first revision shown unless pending
         mode = request.mode or DEFAULT_FILE_MODE
         revision = (1, 0, 0) if missing else (1, 1, request.size)
@@ -186,10 +212,21 @@ def commit_in(
         if not missing:
             node.rev, node.size = node.head_rev, request.size
     number = node.head_rev
-    _add_revision(tx, node, who, request, blocks, conflict, missing)
+    _add_revision(tx, node, who, request, blocks, conflict, missing, staged)
     prune_revisions(tx, node, keep)
     info = tx.journal(node)
     return CommitResult(info, number, missing, conflict, info.path)
+
+
+def _check_sizes(blocks: list[BlockRef], real_sizes: dict[str, int]) -> None:
+    """Refuse a commit that gives a block the drive holds another size than its own: the
+    file's size, downloads and the user's usage all trust these sizes."""
+    for block in blocks:
+        real = real_sizes.get(block.hash, block.size)
+        if real != block.size:
+            raise BlockSizeMismatch(
+                f"block {block.hash} holds {real} bytes, not the {block.size} announced"
+            )
 
 
 def _add_revision(
@@ -200,10 +237,12 @@ def _add_revision(
     blocks: list[BlockRef],
     conflict: bool,
     missing: list[str],
+    staged: int | None,
 ) -> None:
     """Insert the node's newest revision (its head_rev), its block list and the hashes it
     awaits (`missing`: PENDING until they arrive). Plain INSERTs on the session's
-    connection: no ORM object to flush, none of the ORM's bulk-insert machinery per row."""
+    connection: no ORM object to flush, none of the ORM's bulk-insert machinery per row.
+    A staged revision has its block list and pending hashes already: it is adopted."""
     row = {
         "namespace_id": tx.namespace_id,
         "node_id": node.id,
@@ -216,6 +255,9 @@ def _add_revision(
         "commit_id": request.commit_id,
         "conflict": conflict,
     }
+    if staged is not None:
+        staging.adopt(tx, staged, row)
+        return
     revision_id = tx.connection.execute(_INSERT_REVISION, row).scalar_one()
     if blocks:
         rows = [

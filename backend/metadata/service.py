@@ -11,15 +11,22 @@ this class only routes to them. The engine must come from backend.db.create_engi
 its schema from backend.db.migrate.
 """
 
+import time
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Engine
 
+from backend.db.failover import repeatable, run_again
+from backend.metadata import staging
 from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
+from backend.metadata.compaction import compact
 from backend.metadata.journal import Journal
-from backend.metadata.retention import DEFAULT_MAX_REVISIONS
+from backend.metadata.quota import Quotas
+from backend.metadata.retention import DEFAULT_MAX_REVISIONS, Policy, Retention
 from backend.metadata.revisions import Revisions
+from backend.metadata.tokens import NewToken, TokenInfo, Tokens
+from backend.metadata.trash import Trash
 from backend.metadata.tree import TreeOps
 from backend.metadata.txn import Database
 from backend.metadata.types import (
@@ -34,32 +41,45 @@ from backend.metadata.types import (
     Principal,
     RevisionInfo,
     SnapshotPage,
+    TrashItem,
 )
 from backend.metadata.users import Users
 
 
 class MetadataService:
     def __init__(
-        self, engine: Engine, notifier: Notifier, max_revisions: int = DEFAULT_MAX_REVISIONS
+        self,
+        engine: Engine,
+        notifier: Notifier,
+        max_revisions: int = DEFAULT_MAX_REVISIONS,
+        retention: Policy | None = None,
     ) -> None:
-        """max_revisions: versions kept per file (the oldest beyond it are dropped)."""
+        """max_revisions: versions kept per file (the oldest beyond it are dropped);
+        retention: the server's whole policy, when more than a cap (it wins)."""
         if max_revisions < 1:
             raise ValueError("a file keeps at least one revision")
         self.engine = engine
         self.notifier = notifier
         db = Database(engine, notifier)
+        self._db = db
         self._users = Users(db)
         self._tree = TreeOps(db)
-        self._revisions = Revisions(db, max_revisions)
+        self._retention = Retention(db, retention or Policy(max_revisions=max_revisions))
+        self._revisions = Revisions(db, self._retention)
         self._blocks = BlockRefs(db)
         self._journal = Journal(db)
-        self._batches = Batches(db, max_revisions)
+        self._batches = Batches(db, self._retention)
+        self._tokens = Tokens(db)
+        self._trash = Trash(db)
+        self._db = db
+        self._quotas = Quotas(db)
 
     # users and tokens
     def create_user(self, name: str) -> str:
         """Create a user with their namespace (root folder) and return a new API token."""
         return self._users.create_user(name)
 
+    @repeatable
     def authenticate(self, token: str, device: str | None) -> Principal:
         """Resolve a bearer token (stored hashed); raise Unauthorized when unknown."""
         return self._users.authenticate(token, device)
@@ -68,17 +88,21 @@ class MetadataService:
         """The caller if known from a recent lookup (no I/O: safe on the event loop)."""
         return self._users.authenticate_cached(token, device)
 
+    @repeatable
     def account(self, who: Principal) -> dict:
         """{"user", "namespace_id", "cursor", "used_bytes", "files", "bytes_received"}."""
         return self._users.account(who)
 
     # tree
+    @repeatable
     def stat(self, who: Principal, path: str) -> NodeInfo:
         return self._tree.stat(who, path)
 
+    @repeatable
     def stat_id(self, who: Principal, node_id: int) -> NodeInfo:
         return self._tree.stat_id(who, node_id)
 
+    @repeatable
     def list_dir(self, who: Principal, path: str) -> list[NodeInfo]:
         """Children sorted by name; NotADirectory for a file."""
         return self._tree.list_dir(who, path)
@@ -119,18 +143,24 @@ class MetadataService:
     ) -> list[dict]:
         """Apply ops in order in one transaction, each undone alone when refused; the
         answers as `render` makes them (kept for ops with a seq, given again on a repeat)."""
+        if client is not None and all(op.seq is not None for op in ops):
+            return run_again(self._batches.apply, who, ops, render, stop_on_error, client)
         return self._batches.apply(who, ops, render, stop_on_error, client)
 
     # files and revisions
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
+        if request.commit_id is not None:  # a repeat returns the first one's answer
+            return run_again(self._revisions.commit, who, request)
         return self._revisions.commit(who, request)
 
+    @repeatable
     def block_list(
         self, who: Principal, path: str | None, node_id: int | None, rev: int | None
     ) -> BlockList:
         """Blocks of the current uploaded revision (or rev); RevisionPending if not uploaded."""
         return self._revisions.block_list(who, path, node_id, rev)
 
+    @repeatable
     def history(self, who: Principal, path: str, limit: int) -> list[RevisionInfo]:
         """Revisions newest first, at most limit (1..1000)."""
         return self._revisions.history(who, path, limit)
@@ -139,43 +169,133 @@ class MetadataService:
         """Make an uploaded revision current again, as a new revision."""
         return self._revisions.restore(who, path, rev).node
 
+    def pin(self, who: Principal, path: str, rev: int, pinned: bool) -> RevisionInfo:
+        """Pin (keep forever) or unpin an uploaded revision."""
+        return self._revisions.pin(who, path, rev, pinned)
+
+    # retention
+    def retention_policy(self, who: Principal) -> Policy:
+        """The policy that applies to the caller's drive (theirs over the server's)."""
+        return self._retention.policy(who.namespace_id)
+
+    def set_retention(self, user_name: str, settings: dict[str, int | str | None]) -> Policy:
+        """Set a user's own retention settings (None: back to the server's)."""
+        return self._retention.set_policy(user_name, settings)
+
+    def prune_history(self) -> int:
+        """Apply every drive's retention policy now; the number of revisions dropped."""
+        return self._retention.sweep()
+
     # blocks
+    @repeatable
     def missing_blocks(self, who: Principal, hashes: list[str]) -> list[str]:
         """Hashes this user has neither uploaded nor referenced (never looks at other users)."""
         return self._blocks.missing_blocks(who, hashes)
 
-    def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> None:
+    def record_block(self, who: Principal, hash: str, size: int, stored_size: int) -> list[str]:
         """After the block store holds the block: note it, give this user a reference, and
         complete (mark uploaded, journal) every pending revision of the user now whole."""
-        self._blocks.record_block(who, hash, size, stored_size)
+        return self.record_blocks(who, [(hash, size, stored_size)])
 
     def record_blocks(
         self,
         who: Principal,
         blocks: list[tuple[str, int, int]],
+        seen: dict[str, int | None] | None = None,
         owed: Sequence[tuple[str, str]] = (),
-    ) -> None:
+    ) -> list[str]:
         """record_block for several blocks (hash, size, stored_size) in one transaction,
-        queueing the copies (hash, store) other regions still owe in it too."""
-        self._blocks.record_blocks(who, blocks, owed)
+        queueing the copies (hash, store) other regions still owe in it too.
+        seen: deletion_marks() from before the objects were written; the hashes returned
+        were not recorded because a garbage collection may have deleted them since (write
+        them again: backend/lifecycle/gc.py does)."""
+        return self._blocks.record_blocks(who, blocks, seen, owed)
 
+    def deletion_marks(self, hashes: list[str]) -> dict[str, int | None]:
+        """When a collection last deleted each block (None: never); see record_blocks."""
+        return self._blocks.deletion_marks(hashes)
+
+    def sweep_staged(self) -> int:
+        """Remove the staged block lists of large commits a crash left behind; how many."""
+        return staging.sweep(self._db, time.time_ns())
+
+    @repeatable
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
         """The subset of hashes this user may read (may_read_block for many, one query)."""
         return self._blocks.readable_blocks(who, hashes)
 
+    @repeatable
     def block_known(self, hash: str) -> bool:
         """True when the block is already stored (by anyone): the upload may skip the store."""
         return self._blocks.block_known(hash)
 
+    @repeatable
     def may_read_block(self, who: Principal, hash: str) -> bool:
         return self._blocks.may_read_block(who, hash)
 
     # changes
+    @repeatable
     def changes(self, who: Principal, cursor: int, limit: int) -> ChangesPage:
         return self._journal.changes(who, cursor, limit)
 
+    @repeatable
     def current_cursor(self, namespace_id: int) -> int:
         return self._journal.current_cursor(namespace_id)
 
+    @repeatable
     def snapshot(self, who: Principal, after_id: int, limit: int) -> SnapshotPage:
         return self._journal.snapshot(who, after_id, limit)
+
+    # device tokens
+    def list_tokens(self, user_name: str) -> list[TokenInfo]:
+        return self._tokens.list(user_name)
+
+    def revoke_token(self, user_name: str, token_name: str) -> None:
+        """Servers that cached the token refuse it within users.TOKEN_CACHE_S."""
+        self._tokens.revoke(user_name, token_name)
+
+    def create_login_code(self, user_name: str, ttl_s: int) -> str:
+        """A one-time code that POST /v1/login exchanges for a device token."""
+        return self._tokens.create_login_code(user_name, ttl_s)
+
+    def login(self, code: str, device: str | None) -> NewToken:
+        return self._tokens.login(code, device)
+
+    def compact_journal(self, before_ns: int) -> int:
+        """Trim every drive's journal of entries all its devices have read and of those
+        written before `before_ns`; the number removed (the lifecycle job)."""
+        return compact(self._db, before_ns)
+
+    # trash
+    def trash(self, who: Principal) -> list[TrashItem]:
+        """Deleted files and folders (one item per deletion), most recent first."""
+        return self._trash.list(who)
+
+    def restore_from_trash(self, who: Principal, item_id: int) -> NodeInfo:
+        """Put an item back with its subtree (renamed "(restored)" when its name is taken)."""
+        return self._trash.restore(who, item_id)
+
+    def purge_trash(self, who: Principal, item_id: int | None) -> int:
+        """Purge one item, or every item with None; the number of items purged."""
+        return self._trash.purge(who, item_id)
+
+    def empty_trash(self, before_ns: int) -> int:
+        """Purge the items of every drive deleted before `before_ns` (the lifecycle job)."""
+        return self._trash.empty_older(before_ns)
+
+    # quotas
+    def usage(self, who: Principal) -> tuple[int, int | None]:
+        """(bytes counted against the quota, the quota or None); see metadata/quota.py."""
+        return self._quotas.usage(who)
+
+    def check_upload_quota(self, who: Principal, blocks: list[tuple[str, int]]) -> None:
+        """QuotaExceeded when these blocks (hash, bytes) new to the drive would not fit."""
+        self._quotas.check_upload(who, blocks)
+
+    def check_size_quota(self, who: Principal, size: int) -> None:
+        """QuotaExceeded when a file of `size` bytes could not fit (before receiving it)."""
+        self._quotas.check_size(who, size)
+
+    def set_quota(self, name: str, quota: int | None) -> bool:
+        """Set or (None) remove a user's quota in bytes; False when there is no such user."""
+        return self._quotas.set_quota(name, quota)

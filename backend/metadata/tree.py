@@ -13,6 +13,7 @@ from backend.metadata.nodes import (
     check_mtime,
     parse_path,
 )
+from backend.metadata.trash import gather
 from backend.metadata.txn import DEFAULT_DIR_MODE, Database, Txn
 from backend.metadata.types import MoveMode, NodeInfo, Principal
 from backend.protocol.errors import (
@@ -67,7 +68,7 @@ class TreeOps:
             return symlink_in(tx, path, target, mtime_ns)
 
     def delete(self, who: Principal, path: str, recursive: bool) -> list[int]:
-        with self.db.write(who.namespace_id) as tx:
+        with self.db.write(who.namespace_id, who.author) as tx:
             return delete_in(tx, path, recursive)
 
     def setattr(
@@ -83,7 +84,7 @@ class TreeOps:
     def move(
         self, who: Principal, src: str, dst: str, mode: MoveMode
     ) -> tuple[NodeInfo, NodeInfo | None]:
-        with self.db.write(who.namespace_id) as tx:
+        with self.db.write(who.namespace_id, who.author) as tx:
             return move_in(tx, src, dst, mode)
 
 
@@ -137,7 +138,9 @@ def delete_in(tx: Txn, path: str, recursive: bool) -> list[int]:
         raise NotEmpty(f"folder not empty: {path}")
     doomed = _subtree(tx, node)
     for victim in reversed(doomed):  # children before their folder
-        tx.remove(victim)
+        tx.remove(victim, node)
+    if node.type == DIR:
+        gather(tx, node)
     return [victim.id for victim in reversed(doomed)]
 
 

@@ -12,18 +12,19 @@ AlreadyExists, a value the database refuses becomes InvalidRequest.
 """
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from backend import clock
 from backend.db.engine import writer
 from backend.db.models import DIR, ChangeEntry, Namespace, Node
-from backend.metadata.blockrefs import owned_hashes, write_references
+from backend.metadata.blockrefs import owned_sizes, write_references
 from backend.metadata.nodes import Tree, format_path
 from backend.metadata.types import NodeInfo, Notifier
 from backend.protocol.errors import AlreadyExists, InvalidRequest, NotADirectory, NotFound
@@ -44,17 +45,20 @@ class Txn(Tree):
     at all, and a savepoint that rolls back drops its own.
     """
 
-    def __init__(self, session: Session, namespace: Namespace) -> None:
+    def __init__(self, session: Session, namespace: Namespace, author: str | None = None) -> None:
         super().__init__(session, namespace.id)
         self.namespace = namespace
+        self.author = author  # who deletes, as the trash shows it (Principal.author)
+        # What other modules look up once per transaction (the owner's quota ...).
+        self.facts: dict[str, Any] = {}
         # The journal's cursor, written to the namespace row once at the end (`finish`):
         # an UPDATE of that row per operation was a flush of its own each time.
         self.cursor = namespace.cursor
-        self.now_ns = time.time_ns()
+        self.now_ns = clock.now_ns()
         self.connection = session.connection()  # for plain INSERTs that skip the ORM
         self._entries: list[dict] = []
         self._references: list[tuple[str, int, int]] = []
-        self._owned: dict[str, bool] = {}
+        self._owned: dict[str, int | None] = {}  # hash -> its size, None: not this drive's
         self._created: list[Node] = []
         # Commit ids a batch found unused when it began (revisions.note_unused_commit_ids).
         self.unused_commit_ids: set[str] = set()
@@ -68,17 +72,19 @@ class Txn(Tree):
             "cursor": self.cursor,
             "node_id": node.id,
             "node": info.to_json(),
+            "created": self.now_ns,
         })  # fmt: skip
         return info
 
-    def owned(self, hashes: list[str]) -> set[str]:
-        """The subset of hashes this drive has uploaded, each asked of the database once per
-        transaction: only record_blocks adds any, in a write transaction of its own."""
+    def owned(self, hashes: list[str]) -> dict[str, int]:
+        """The hashes of `hashes` this drive has uploaded, with their real sizes, each asked
+        of the database once per transaction: only record_blocks adds any, in a write
+        transaction of its own."""
         unknown = [h for h in hashes if h not in self._owned]
         if unknown:
-            found = owned_hashes(self.session, self.namespace_id, unknown)
-            self._owned.update((h, h in found) for h in unknown)
-        return {h for h in hashes if self._owned[h]}
+            found = owned_sizes(self.session, self.namespace_id, unknown)
+            self._owned.update((h, found.get(h)) for h in unknown)
+        return {h: size for h in hashes if (size := self._owned[h]) is not None}
 
     def refer(self, blocks: list[tuple[str, int]], sign: int) -> None:
         """Count one more (sign +1) or one less (-1) reference per listed (hash, size)."""
@@ -172,10 +178,13 @@ class Txn(Tree):
             self.forget()
             raise
 
-    def remove(self, node: Node) -> NodeInfo:
-        """Mark one node deleted and journal the removal."""
+    def remove(self, node: Node, top: Node | None = None) -> NodeInfo:
+        """Mark one node deleted (into the trash, with the deletion of `top` when it goes
+        along with a deleted folder) and journal the removal."""
         self.displaced(node)
         node.deleted = True
+        node.deleted_at, node.deleted_by = self.now_ns, self.author
+        node.trash_id = (top or node).id
         self.session.flush()
         return self.journal(node)
 
@@ -208,7 +217,7 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self, namespace_id: int) -> Iterator[Txn]:
+    def write(self, namespace_id: int, author: str | None = None) -> Iterator[Txn]:
         with Session(self.write_engine, expire_on_commit=False) as session:
             with _mapped_errors(), session.begin():
                 query = select(Namespace).where(Namespace.id == namespace_id).with_for_update()
@@ -216,7 +225,7 @@ class Database:
                 if namespace is None:
                     raise NotFound(f"no such drive: {namespace_id}")
                 first_cursor = namespace.cursor
-                tx = Txn(session, namespace)
+                tx = Txn(session, namespace, author)
                 yield tx
                 tx.finish()
             if tx.cursor != first_cursor:

@@ -91,6 +91,7 @@ class RevisionInfo:
     device: str
     status: str
     created_ns: int
+    pinned: bool = False
 
     def to_json(self) -> dict:
         return {
@@ -101,6 +102,7 @@ class RevisionInfo:
             "device": self.device,
             "status": self.status,
             "created": iso_from_ns(self.created_ns),
+            "pinned": self.pinned,
         }
 
 
@@ -166,3 +168,29 @@ class Notifier(Protocol):
     """
 
     def publish(self, namespace_id: int, cursor: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrashItem:
+    """A file or folder in the trash: its path when deleted, what it holds, who deleted it."""
+
+    id: int
+    path: str
+    type: NodeType
+    size: int  # bytes of the files in it
+    files: int
+    deleted_ns: int
+    device: str | None  # the device (or user) that deleted it; None before the trash existed
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "name": self.path.rsplit("/", 1)[-1],
+            "type": self.type,
+            "size": self.size,
+            "files": self.files,
+            "deleted": iso_from_ns(self.deleted_ns),
+            "deleted_ns": self.deleted_ns,
+            "device": self.device,
+        }

@@ -6,7 +6,7 @@ import secrets
 import threading
 import time
 
-from sqlalchemy import false, func, select
+from sqlalchemy import false, func, select, update
 
 from backend.db.engine import insert_ignore
 from backend.db.models import DEVICE_LEN, DIR, FILE, Device, Namespace, Node, Token, User
@@ -17,9 +17,13 @@ from backend.protocol.errors import AlreadyExists, InvalidRequest, Unauthorized
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _MAX_TOKEN_LEN = 256
 ROOT_MODE = 0o755
-# How long a resolved token is trusted without asking the database again. Tokens are never
-# reassigned and there is no revocation yet; a revocation must clear the cache.
-TOKEN_CACHE_S = 60.0
+# How long a resolved token is trusted without asking the database again. A token revoked
+# through another server (or `cirrus admin revoke`) is refused by this one within this bound;
+# the cache still spares the query for bursts (thousands of long polls reconnecting at once).
+TOKEN_CACHE_S = 0.5
+# A token's last_used is written when the stored one is older than this.
+LAST_USED_STEP_NS = 60 * 10**9
+INITIAL_TOKEN_NAME = "initial"
 _TOKEN_CACHE_MAX = 100_000
 
 
@@ -60,7 +64,14 @@ class Users:
             session.flush()
             namespace = Namespace(user_id=user.id, cursor=0, bytes_received=0)
             session.add(namespace)
-            session.add(Token(user_id=user.id, token_hash=hash_token(token), created=now))
+            session.add(
+                Token(
+                    user_id=user.id,
+                    token_hash=hash_token(token),
+                    created=now,
+                    name=INITIAL_TOKEN_NAME,
+                )
+            )
             session.flush()
             root = Node(
                 namespace_id=namespace.id,
@@ -97,22 +108,32 @@ class Users:
         token_hash = hash_token(token)
         with self.db.read() as session:
             query = (
-                select(User.id, User.name, Namespace.id)
+                select(User.id, User.name, Namespace.id, Token.id, Token.last_used)
                 .join(Token, Token.user_id == User.id)
                 .join(Namespace, Namespace.user_id == User.id)
-                .where(Token.token_hash == token_hash)
+                .where(Token.token_hash == token_hash, Token.revoked.is_(None))
             )
-            row = session.execute(query).one_or_none()
-        if row is None:
-            raise Unauthorized("unknown token")
-        user_id, user_name, namespace_id = row
+            found = session.execute(query).one_or_none()
+        if found is None:
+            raise Unauthorized("unknown or revoked token")
+        user_id, user_name, namespace_id, token_id, last_used = found
+        row = (user_id, user_name, namespace_id)
+        self._note_use(token_id, last_used)
         if device is not None:
             self._remember_device(user_id, device)
         with self._lock:
             if len(self._tokens) >= _TOKEN_CACHE_MAX:
                 self._tokens.clear()
-            self._tokens[token_hash] = (tuple(row), time.monotonic() + TOKEN_CACHE_S)
+            self._tokens[token_hash] = (row, time.monotonic() + TOKEN_CACHE_S)
         return Principal(user_id, user_name, namespace_id, device)
+
+    def _note_use(self, token_id: int, last_used: int | None) -> None:
+        """Record that the token was used, at most once a minute (not a write per request)."""
+        now = time.time_ns()
+        if last_used is not None and now - last_used < LAST_USED_STEP_NS:
+            return
+        with self.db.write_session() as session:
+            session.execute(update(Token).where(Token.id == token_id).values(last_used=now))
 
     def _remember_device(self, user_id: int, device: str) -> None:
         with self._lock:

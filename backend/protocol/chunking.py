@@ -20,6 +20,8 @@ MAX_CHUNK = 2 * 1024 * 1024
 MAX_BLOCK_SIZE = 4 * 1024 * 1024
 # Files are chunked this much at a time (8 maximal chunks: the re-cut at each edge is cheap).
 WINDOW_BYTES = 16 * 1024 * 1024
+# A stream (StreamCutter) is cut once this much has gathered: at least one final chunk.
+STREAM_WINDOW = 4 * MAX_CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +74,43 @@ def chunk_file(fd: int, size: int, start: int = 0, final: bool = True) -> Iterat
         for begin, length in cuts:
             yield Chunk(offset + begin, window[begin : begin + length])
         offset += cuts[-1][0] + cuts[-1][1]
+
+
+class StreamCutter:
+    """Cuts bytes that arrive in pieces (the PUTs of a resumable upload) into the chunks the
+    whole content cut at once would have. `carried` is what an earlier cutter left uncut, and
+    `offset` where it starts in the content (a cut point). Every chunk handed out is final;
+    the bytes after the last cut wait in `tail` until more arrive or the content ends.
+    Memory stays under STREAM_WINDOW plus one piece."""
+
+    def __init__(self, offset: int, carried: bytes = b"") -> None:
+        self.offset = offset
+        self._buffer = bytearray(carried)
+
+    @property
+    def tail(self) -> bytes:
+        return bytes(self._buffer)
+
+    def feed(self, piece: bytes) -> list[Chunk]:
+        """Take the next piece; the chunks that became final, once enough has gathered."""
+        self._buffer += piece
+        return self.cut(final=False) if len(self._buffer) >= STREAM_WINDOW else []
+
+    def cut(self, final: bool) -> list[Chunk]:
+        """The chunks of what is gathered: all but the last, which more bytes could lengthen,
+        or all of them when `final` (the content ends here)."""
+        if not self._buffer:
+            return []
+        cuts = [
+            (c.offset, c.length) for c in fastcdc(self._buffer, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+        ]
+        if not final:
+            cuts.pop()
+        chunks = [
+            Chunk(self.offset + begin, bytes(self._buffer[begin : begin + length]))
+            for begin, length in cuts
+        ]
+        consumed = sum(length for _begin, length in cuts)
+        del self._buffer[:consumed]
+        self.offset += consumed
+        return chunks

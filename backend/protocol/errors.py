@@ -19,7 +19,19 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── RevisionPending     409 revision_pending  (EAGAIN: blocks not all uploaded yet)
      ├── PayloadTooLarge     413 too_large         (EFBIG)
      ├── RangeNotSatisfiable 416 bad_range         (EINVAL)
-     └── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
+     ├── HashMismatch        422 hash_mismatch     (EIO: the block is not what its name says)
+     ├── BlockSizeMismatch   422 block_size_mismatch (EIO: a commit misstates a block's size)
+     ├── TooManyUploads      429 too_many_uploads  (EAGAIN: resumable sessions per user)
+     ├── TooManyRequests     429 too_many_requests (EAGAIN: requests in progress per user)
+     ├── UploadSpaceExceeded 507 upload_space_exceeded (ENOSPC: resumable spool bytes per user)
+     ├── InsufficientStorage 507 insufficient_storage (ENOSPC: the server's disk is full; retry)
+     ├── DatabaseUnavailable 503 unavailable       (EIO: no database primary reachable; retry)
+     ├── CursorExpired       410 cursor_expired    (EIO: the journal was trimmed past it)
+     ├── QuotaExceeded       507 quota_exceeded    (EDQUOT: the user's quota is used up)
+     ├── BlockBeingCollected 409 block_being_collected (EAGAIN: send the upload again)
+     ├── StorageUnavailable  503 storage_unavailable (EIO: no region of the block store answers)
+     └── BlockRestoring      503 restoring         (EAGAIN: an archived block is being restored;
+                                                    Retry-After says when to ask again)
 """
 
 import errno as _errno
@@ -99,6 +111,53 @@ class RangeNotSatisfiable(CirrusError):
 
 class HashMismatch(CirrusError):
     code, status, errno = "hash_mismatch", 422, _errno.EIO
+
+
+class BlockSizeMismatch(CirrusError):
+    code, status, errno = "block_size_mismatch", 422, _errno.EIO
+
+
+class DatabaseUnavailable(CirrusError):
+    """Not the request's fault: the database connection dropped (a failover under way) and
+    the call could not safely be run again. Retrying later is the right answer."""
+
+    code, status, errno = "unavailable", 503, _errno.EIO
+
+
+class TooManyUploads(CirrusError):
+    code, status, errno = "too_many_uploads", 429, _errno.EAGAIN
+
+
+class TooManyRequests(CirrusError):
+    code, status, errno = "too_many_requests", 429, _errno.EAGAIN
+
+
+class UploadSpaceExceeded(CirrusError):
+    code, status, errno = "upload_space_exceeded", 507, _errno.ENOSPC
+
+
+class InsufficientStorage(CirrusError):
+    code, status, errno = "insufficient_storage", 507, _errno.ENOSPC
+
+
+class CursorExpired(CirrusError):
+    """The change journal no longer holds the entries after this cursor: start again from
+    a snapshot (GET /v1/snapshot)."""
+
+    code, status, errno = "cursor_expired", 410, _errno.EIO
+
+
+class QuotaExceeded(CirrusError):
+    """The upload or commit would take the user past their quota; nothing was stored. A
+    5xx status (507, as WebDAV answers), yet a refusal: retry once space is freed."""
+
+    code, status, errno = "quota_exceeded", 507, _errno.EDQUOT
+
+
+class BlockBeingCollected(CirrusError):
+    """An upload kept meeting collections of its blocks; sending it again later succeeds."""
+
+    code, status, errno = "block_being_collected", 409, _errno.EAGAIN
 
 
 class StorageUnavailable(CirrusError):

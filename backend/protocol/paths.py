@@ -1,11 +1,17 @@
-"""Validation of drive paths: absolute, normalised, no `..`, NUL or empty components.
+"""Validation of drive paths: absolute, normalised, no `..`, NUL, control characters or
+empty components.
 
 Paths travel in query strings and JSON, so they are checked once, on entry, and every later
 layer may assume a canonical path such as `/docs/a.txt` (the root is `/`).
 """
 
+import re
+
 NAME_MAX = 255
 PATH_MAX = 4096
+# C0 and C1 control characters and DEL: no file manager, shell or web page shows them, and
+# Windows refuses C0 in names.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class InvalidPath(ValueError):
@@ -36,6 +42,8 @@ def check_name(name: str) -> str:
         raise InvalidPath(f"path component {name!r} is not allowed")
     if "/" in name or "\0" in name:
         raise InvalidPath("name contains '/' or a NUL byte")
+    if _CONTROL.search(name):
+        raise InvalidPath("name contains a control character")
     try:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError as exc:

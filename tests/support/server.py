@@ -41,11 +41,16 @@ class ServerProcess:
     """One `cirrus serve` on its own data directory (and optionally another database URL)."""
 
     def __init__(
-        self, data_dir: Path, db_url: str | None = None, extra_args: tuple[str, ...] = ()
+        self,
+        data_dir: Path,
+        db_url: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.db_url = db_url
         self.extra_args = extra_args
+        self.env = env  # the server's environment (None: the tests' own)
         self.port = 0
         self.process: subprocess.Popen | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
@@ -68,7 +73,7 @@ class ServerProcess:
         command = [cirrus_executable(), "serve", *self._storage_args(), "--port", str(self.port)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [*command, *self.extra_args], stdout=log, stderr=subprocess.STDOUT
+                [*command, *self.extra_args], stdout=log, stderr=subprocess.STDOUT, env=self.env
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,142 @@
+"""How large a request body may be, and where large JSON bodies are parsed.
+
+Every route has a body limit, enforced while the body is read (backend/api/guard.py): a
+declared Content-Length above it is refused before any byte is read, a chunked body as soon
+as it grows past it, with 413 `too_large` and the connection closed. JSON bodies default to
+JSON_BODY_MAX; the two routes that carry a whole file's block list (a commit, a batch) take
+LARGE_JSON_BODY_MAX, sized to their largest legitimate request; the streamed routes (blocks,
+uploads) take the limits their handlers also enforce. A route states its limit with
+`body_limit(n)` in its OpenAPI extras, so clients see it in the schema too. Only an
+authenticated caller gets to send a body at all.
+
+A large JSON body is parsed and validated in a worker thread, in pieces that each hold the
+GIL briefly (see _parse), so it never stalls the event loop, and at most LARGE_BODY_SLOTS of
+them are parsed and handled at a time, which bounds the memory they take together.
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from backend.api.models import MAX_BLOCKS_PER_FILE, BlockIn
+
+# A namespace call with its longest path, or a /v1/blocks/missing of 10,000 hashes (670 KB).
+JSON_BODY_MAX = 1024 * 1024
+# A commit naming MAX_BLOCKS_PER_FILE blocks, ~91 bytes each in JSON ({"hash":…,"size":…}),
+# with room for a batch's other operations.
+LARGE_JSON_BODY_MAX = MAX_BLOCKS_PER_FILE * 96 + 16 * 1024 * 1024
+# Bodies above this size are parsed in a worker thread, LARGE_BODY_SLOTS at a time.
+OFF_LOOP_BYTES = 256 * 1024
+LARGE_BODY_SLOTS = 2
+# Blocks validated per call while parsing a large body (a few milliseconds of GIL each).
+BLOCKS_AT_ONCE = 4096
+_BLOCKS = TypeAdapter(list[BlockIn])
+
+_large_bodies = asyncio.Semaphore(LARGE_BODY_SLOTS)
+
+LIMIT_KEY = "x-cirrus-max-body"
+
+F = TypeVar("F", bound=Callable[..., Any])
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class LargeJsonRoute(APIRoute):
+    """A route whose JSON body may be large: parsed off the event loop, a few at a time."""
+
+    def get_route_handler(self) -> Handler:
+        handle = super().get_route_handler()
+        assert self.body_field is not None, "a LargeJsonRoute takes a JSON body"
+        adapter = TypeAdapter(self.body_field.field_info.annotation)
+
+        async def parse_then_handle(request: Request) -> Response:
+            body = await request.body()
+            if len(body) <= OFF_LOOP_BYTES:
+                return await handle(request)
+            async with _large_bodies:
+                # FastAPI takes the body from here, and a model passes its validation as is.
+                request._json = await run_in_threadpool(_parse, adapter, body)
+                return await handle(request)
+
+        return parse_then_handle
+
+
+def _parse(adapter: TypeAdapter, body: bytes) -> object:
+    """The validated model; a malformed body fails here as FastAPI would fail it.
+
+    Validation never holds the GIL for long (it would stall the event loop, whatever thread
+    it runs in): the block lists, the bulk of a large body, are validated BLOCKS_AT_ONCE
+    entries per call, letting other threads run in between; the model then takes the
+    validated blocks as they are."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        error = {"type": "json_invalid", "loc": ("body", 0), "msg": "JSON decode error"}
+        raise RequestValidationError([{**error, "input": {}, "ctx": {"error": str(exc)}}]) from None
+    for holder in _block_lists(data):
+        holder["blocks"] = _validated_blocks(holder["blocks"])
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def _block_lists(data: object) -> Iterator[dict]:
+    """The objects of a commit or batch body that carry a list of blocks."""
+    candidates = [data]
+    if isinstance(data, dict) and isinstance(data.get("ops"), list):
+        candidates = data["ops"]
+    for candidate in candidates:
+        if isinstance(candidate, dict) and isinstance(candidate.get("blocks"), list):
+            yield candidate
+
+
+def _validated_blocks(blocks: list) -> list:
+    """The list with each slice of BLOCKS_AT_ONCE entries validated into BlockIn models (a
+    slice with an error stays as sent: the model's validation then reports it)."""
+    checked: list = []
+    for start in range(0, len(blocks), BLOCKS_AT_ONCE):
+        part = blocks[start : start + BLOCKS_AT_ONCE]
+        try:
+            checked.extend(_BLOCKS.validate_python(part))
+        except ValidationError:
+            checked.extend(part)
+        time.sleep(0)  # let the event loop's thread take the GIL
+    return checked
+
+
+def large_json_post(router: APIRouter, path: str, **options: Any) -> Callable[[F], F]:
+    """`@router.post(path)` for a LargeJsonRoute with LARGE_JSON_BODY_MAX."""
+
+    def register(endpoint: F) -> F:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            route_class_override=LargeJsonRoute,
+            openapi_extra=body_limit(LARGE_JSON_BODY_MAX),
+            **options,
+        )
+        return endpoint
+
+    return register
+
+
+def body_limit(limit: int, **openapi_extra: Any) -> dict[str, Any]:
+    """A route's OpenAPI extras stating its body limit (JSON_BODY_MAX when not stated)."""
+    return {**openapi_extra, LIMIT_KEY: limit}
+
+
+def route_limit(route: object) -> int:
+    """The body limit of a matched route."""
+    return (getattr(route, "openapi_extra", None) or {}).get(LIMIT_KEY, JSON_BODY_MAX)
