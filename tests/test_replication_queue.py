@@ -11,10 +11,12 @@ from sqlalchemy.orm import Session
 
 from backend.blocks import BlockService
 from backend.db.models import ReplicationTask
+from backend.lifecycle.gc import Collector
 from backend.lifecycle.layout import Layout, open_layout
 from backend.lifecycle.replicator import Replicator
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
+from backend.protocol.hashing import block_hash
 from tests import postgres
 
 database_url = postgres.database_url
@@ -163,3 +165,24 @@ def test_a_read_passes_over_a_corrupt_region(
     damaged[20] ^= 0x01
     layout.regions[primary].put(name, bytes(damaged))
     assert blocks.get_plain(name) == good  # from the secondary, verified
+
+
+def test_garbage_collection_queues_copies_with_the_record_and_deletes_everywhere(
+    tmp_path: Path, metadata: MetadataService, alice: Principal
+) -> None:
+    """The collector's upload path records the copies owed in the blocks' transaction, and
+    its deletes go through the queue to every region and tier."""
+    layout, blocks, replicator = setup(tmp_path, metadata)
+    _primary, secondary = layout.regions
+    collector = Collector(metadata.engine, blocks, grace_s=0)
+    data = os.urandom(20_000)
+    (stored,) = collector.store(
+        metadata, alice, [block_hash(data)], lambda _hashes: [blocks.put_plain(data)]
+    )
+    assert queue(metadata) == [(stored.hash, secondary, "copy")]
+    replicator.drain_once()
+    assert collector.collect().blocks == 1
+    assert [row[1:] for row in queue(metadata)] == [(s, "delete") for s in sorted(layout.stores)]
+    replicator.drain_once()
+    assert queue(metadata) == []
+    assert not any(store.exists(stored.hash) for store in layout.stores.values())
