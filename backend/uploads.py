@@ -2,8 +2,11 @@
 
 A simple upload streams its body into a temporary spool on this server's disk; once the body
 is whole, the spool is cut by FastCDC (the same chunking as the mount, so both dedupe against
-each other), each block stored unless the drive already has it, and one transaction records
-the new blocks and commits the file's new revision.
+each other), each block stored unless the drive already has it and recorded as the drive's
+(through the garbage collector's protocol: a block collected meanwhile is written again),
+then one transaction commits the file's new revision. Blocks stored by an upload that fails
+before its commit are the drive's but unreferenced: they are not counted against its quota,
+and the collector deletes them after its grace period.
 
 A resumable session keeps nothing on the server that takes a PUT, so any server behind a
 balancer can take any PUT of it, and it survives the death of the server that started it. Its
@@ -325,7 +328,7 @@ class UploadManager:
             ).all()
         blocks = [BlockRef(*block) for block in noted]
         request = CommitRequest(row.path, None, 0, blocks, commit_id=f"upload:{row.id}")
-        node = self._commit(author, request, [])  # its blocks were recorded with each PUT
+        node = self._commit(author, request)  # its blocks were recorded with each PUT
         with self._transaction() as session, session.begin():
             self._discard(session, row.id)
         return UploadState(row.id, row.received, row.total_size, row.expires, node)
