@@ -23,12 +23,13 @@ The AES key is derived from the master key with HKDF-SHA256 (info `cirrus block 
 the master key can later key other things without reusing one AES key across purposes.
 """
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar, runtime_checkable
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -36,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from backend.blockstore.base import BlockNotFound, BlockStore
+from backend.blockstore.base import BlockNotFound, BlockStore, StoreUnavailable, each_copy
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import (
     CirrusError,
@@ -44,8 +45,11 @@ from backend.protocol.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    StorageUnavailable,
 )
 from backend.protocol.hashing import block_hash, is_block_hash
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 LEGACY_VERSION = 1  # no key id: sealed with key 1
@@ -63,6 +67,8 @@ COMPRESS_LEVEL = 1
 # A block is stored compressed only when a sample shrinks below this fraction of its size.
 PROBE_RATIO = 0.9
 PROBE_SLICE = 8 * 1024
+# Reads remembered between two archive passes; beyond it a read is simply not noted.
+MAX_NOTED_READS = 100_000
 # The fastest level, for frames of data that does not compress (stored raw, or probed).
 STORE_LEVEL = -7
 
@@ -80,6 +86,14 @@ class StoredBlock:
     hash: str
     size: int  # plaintext bytes
     stored_size: int  # bytes at rest, after compression and encryption
+    owed: tuple[str, ...] = ()  # regions that still need a copy (the replication queue's)
+
+
+@runtime_checkable
+class OwingStore(Protocol):
+    """A store that acknowledges a write once one region holds it (ReplicatedBlockStore)."""
+
+    def put_many_owing(self, items: Sequence[tuple[str, bytes]]) -> list[str]: ...
 
 
 class _Codecs(threading.local):
@@ -96,14 +110,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 # Decompression, hashing and AES release the GIL: a batch of blocks keeps every core busy.
 _WORKERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="blocks")
+# Reads mostly wait for the store (an S3 round trip, a disk read): a batch's objects are
+# fetched in parallel, so a fetch is not bound by one object's latency.
+_READERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="block-reads")
 
 
-def _each(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """work(item) for every item, over the worker threads when there are several; the first
+def _each(
+    work: Callable[[T], R], items: Sequence[T], pool: ThreadPoolExecutor = _WORKERS
+) -> list[R]:
+    """work(item) for every item, over the pool's threads when there are several; the first
     failure (in item order) is raised once every item is done, so none runs on unseen."""
     if len(items) <= 1:
         return [work(item) for item in items]
-    futures = [_WORKERS.submit(work, item) for item in items]
+    futures = [pool.submit(work, item) for item in items]
     return [future.result() for future in futures]
 
 
@@ -116,14 +135,21 @@ class BlockService:
         master_key: bytes,
         key_id: int = FIRST_KEY_ID,
         read_keys: Mapping[int, bytes] | None = None,
+        retire: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
-        """master_key (id key_id) seals new blocks; read_keys, by id, open older ones."""
+        """master_key (id key_id) seals new blocks; read_keys, by id, open older ones.
+        retire: where deletes go when the server queues them durably for every region
+        and tier (backend/lifecycle); without it a delete goes straight to the store."""
         if not 0 < key_id < 1 << (8 * KEY_ID_SIZE):
             raise ValueError(f"key id {key_id} is out of range")
         self.store = store
         self.key_id = key_id
         self._aeads = {kid: AESGCM(_derive_block_key(k)) for kid, k in (read_keys or {}).items()}
         self._aeads[key_id] = AESGCM(_derive_block_key(master_key))
+        self._retire = retire
+        # Blocks read since the archive pass last asked (take_reads); bounded.
+        self._reads: set[str] = set()
+        self._reads_lock = threading.Lock()
 
     def put_wire(self, hash: str, wire: bytes) -> StoredBlock:
         """Store a block a client sent as a zstd frame under the name it claims."""
@@ -145,13 +171,24 @@ class BlockService:
         held = self.store.held([block[0] for block in verified], self._intact)
         fresh = [block for block in verified if block[0] not in held]
         sealed = dict(_each(lambda block: self._seal(*block), fresh))
-        if sealed:
-            self.store.put_many([(block.hash, obj) for block, obj in sealed.items()])
-        stored = {block.hash: block for block in sealed}
+        owed = (
+            self._put_many([(block.hash, obj) for block, obj in sealed.items()]) if sealed else ()
+        )
+        stored = {block.hash: replace(block, owed=owed) for block in sealed}
         return [
             stored.get(hash) or StoredBlock(hash=hash, size=size, stored_size=held[hash])
             for hash, size, _flags, _payload in verified
         ]
+
+    def _put_many(self, items: Sequence[tuple[str, bytearray]]) -> tuple[str, ...]:
+        """Write objects; return the regions that still owe copies of them."""
+        try:
+            if isinstance(self.store, OwingStore):
+                return tuple(self.store.put_many_owing(items))
+            self.store.put_many(items)
+        except StoreUnavailable as exc:
+            raise StorageUnavailable(f"the block store does not answer: {exc}") from None
+        return ()
 
     def _verify_wire(
         self, hash: str, wire: bytes | memoryview
@@ -179,18 +216,22 @@ class BlockService:
 
     def get_plain(self, hash: str) -> bytes:
         """Return the verified plaintext of a block; NotFound or CorruptBlock otherwise."""
-        flags, payload = self._load(hash)
+        return self._load(hash, self._plain)
+
+    def _plain(self, hash: str, flags: int, payload: bytes) -> bytes:
         plain = _decompress(payload, CorruptBlock) if flags & FLAG_ZSTD else payload
         _verify(hash, plain)
         return plain
 
     def get_wire_many(self, hashes: Sequence[str]) -> list[bytes]:
         """get_wire of every hash, in order, decrypted and verified in parallel threads."""
-        return _each(self.get_wire, hashes)
+        return _each(self.get_wire, hashes, _READERS)
 
     def get_wire(self, hash: str) -> bytes:
         """Return a block as a zstd frame for a client, verified like get_plain."""
-        flags, payload = self._load(hash)
+        return self._load(hash, self._wire)
+
+    def _wire(self, hash: str, flags: int, payload: bytes) -> bytes:
         if flags & FLAG_ZSTD:
             _verify(hash, _decompress(payload, CorruptBlock))
             return payload
@@ -202,19 +243,27 @@ class BlockService:
         return self.store.exists(hash)
 
     def delete(self, hash: str) -> None:
-        _check_hash(hash)
-        self.store.delete(hash)
+        self.delete_many([hash])
 
     def delete_many(self, hashes: Sequence[str]) -> None:
-        """Delete several blocks from every copy the store keeps, sharing the flushes."""
+        """Retire blocks from every region and tier: queued durably when the server has a
+        queue (an outage delays the delete, never skips it), else deleted at once."""
         for hash in hashes:
             _check_hash(hash)
+        if self._retire is not None:
+            self._retire(hashes)
+            return
         self.store.delete_many(hashes)
+
+    def check_object(self, hash: str, obj: bytes) -> None:
+        """Raise CorruptBlock unless obj is a whole, authentic at-rest object of hash (what
+        a copy between regions or tiers checks before it writes)."""
+        flags, payload = self._open(hash, obj)
+        _verify(hash, _decompress(payload, CorruptBlock) if flags & FLAG_ZSTD else payload)
 
     def _store(self, hash: str, size: int, flags: int, payload: bytes) -> StoredBlock:
         block, obj = self._seal(hash, size, flags, payload)
-        self.store.put(hash, obj)
-        return block
+        return replace(block, owed=self._put_many([(hash, obj)]))
 
     def reseal(self, hash: str) -> bool:
         """Seal a stored block again with the current key if another key sealed it (key
@@ -244,16 +293,51 @@ class BlockService:
             self._aeads[self.key_id].encrypt_into(nonce, payload, aad, view[HEADER_SIZE:])
         return StoredBlock(hash=hash, size=size, stored_size=len(obj)), obj
 
-    def _load(self, hash: str) -> tuple[int, bytes]:
-        """Fetch and decrypt the object under hash; return its flags and payload."""
-        return self._open(hash, self._fetch(hash))
+    def _load(self, hash: str, finish: Callable[[str, int, bytes], R]) -> R:
+        """Fetch, decrypt and verify (finish) the object under hash. A copy that fails its
+        check is passed over for the next one the store offers (another region, the
+        archive): only a verified block is returned, from whichever store answered."""
+        _check_hash(hash)
+        corrupt: CorruptBlock | None = None
+        try:
+            for obj in each_copy(self.store, hash):
+                try:
+                    result = finish(hash, *self._open(hash, obj))
+                except CorruptBlock as exc:
+                    log.warning("%s; trying another copy", exc.message)
+                    corrupt = corrupt or exc
+                    continue
+                self._note_read(hash)
+                return result
+        except BlockNotFound:
+            if corrupt is None:
+                raise NotFound(f"no such block: {hash}") from None
+        except StoreUnavailable as exc:
+            if corrupt is None:
+                raise StorageUnavailable(f"the block store does not answer: {exc}") from None
+        assert corrupt is not None
+        raise corrupt
+
+    def _note_read(self, hash: str) -> None:
+        with self._reads_lock:
+            if len(self._reads) < MAX_NOTED_READS:
+                self._reads.add(hash)
+
+    def take_reads(self) -> list[str]:
+        """The blocks read since the last call (for the archive policy's last_used)."""
+        with self._reads_lock:
+            reads, self._reads = self._reads, set()
+        return sorted(reads)
 
     def _fetch(self, hash: str) -> bytes:
+        """The object under hash, from the first copy the store offers."""
         _check_hash(hash)
         try:
             return self.store.get(hash)
         except BlockNotFound:
             raise NotFound(f"no such block: {hash}") from None
+        except StoreUnavailable as exc:
+            raise StorageUnavailable(f"the block store does not answer: {exc}") from None
 
     def _intact(self, hash: str, obj: bytes) -> bool:
         """Whether a stored object authenticates under hash. The server seals only content

@@ -70,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     lifecycle.add_lifecycle_options(serve, serving=True)
     add_limit_options(serve)
+    _add_tier_options(serve)
     serve.set_defaults(func=serve_command)
 
     admin = subparsers.add_parser("admin", help="administer the server's users")
@@ -99,6 +100,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     register_key_commands(admin_commands)
     lifecycle.register(admin_commands)
+    from backend.lifecycle.replication_admin import register_admin
+
+    register_admin(admin_commands, _add_storage_options)
+
+
+def _add_tier_options(serve: argparse.ArgumentParser) -> None:
+    """Regions and tiers (docs/blocks.md); None unless given, like every serve flag."""
+    serve.add_argument(
+        "--archive", dest="archive_url", metavar="URL", help="archive store for cold blocks "
+        "(e.g. an S3 URL with &storage_class=GLACIER, or a directory)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--archive-after-days", metavar="DAYS", type=_non_negative,
+        help="archive blocks nobody has read or written for this many days",
+    )  # fmt: skip
+    serve.add_argument(
+        "--archive-old-revisions", action="store_true", default=None,
+        help="archive blocks that only old revisions and deleted files use",
+    )  # fmt: skip
+    serve.add_argument(
+        "--archive-interval", dest="archive_interval_s", metavar="SECONDS",
+        type=_non_negative, help="time between archive passes (3600)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--replication-interval", dest="replication_interval_s", metavar="SECONDS",
+        type=_non_negative, help="how often an idle replication queue is checked (1)",
+    )  # fmt: skip
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -241,6 +269,7 @@ def serve_command(args: argparse.Namespace) -> int:
         level=config.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # a line per credential lookup
     signal.signal(signal.SIGTERM, _exit_cleanly)
     _raise_open_file_limit()
     from backend.api.app import create_app, open_services

@@ -33,6 +33,12 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     log_level: str = "info"
+    # Block lifecycle (docs/blocks.md, Regions and tiers).
+    replication_interval_s: float = 1.0  # idle wait of the replication queue's drain
+    archive_url: str | None = None  # cold store; None: no archive tier
+    archive_after_days: float | None = None  # archive blocks unread this long; None: never
+    archive_old_revisions: bool = False  # archive blocks only old revisions/deleted files use
+    archive_interval_s: float = 3600.0  # time between archive passes
     # The master key's file, shared by every server of a drive; None: $CIRRUS_MASTER_KEY,
     # else DATA/master.key (created at the first start).
     key_file: Path | None = None

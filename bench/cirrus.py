@@ -26,9 +26,11 @@ def cirrus_command() -> str:
 class CirrusServer:
     """One `cirrus serve` on 127.0.0.1 with a fresh data directory."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, args: tuple[str, ...] = ()) -> None:
+        """args: more `cirrus serve` options (e.g. `--blocks URL`)."""
         self.home = home
         self.data = home / "data"
+        self.args = args
         self.port = procs.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -36,6 +38,7 @@ class CirrusServer:
     def start(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
         cmd = [cirrus_command(), "serve", "--data", str(self.data), "--port", str(self.port)]
+        cmd += self.args
         self.proc = procs.start(cmd, self.home / "server.log")
         procs.wait_until(self._healthy, 60, 0.1, "the Cirrus server to answer")
 

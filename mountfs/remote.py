@@ -5,8 +5,10 @@ backend). Every call either returns the decoded answer or raises:
 
     CirrusError (backend.protocol.errors)  the server refused the request (a 4xx with a code);
                                            retrying the same call will fail the same way.
-     └── ServerUnreachable                 no answer, a timeout, a 5xx, a 429 or a garbled answer;
-                                           the sync engine goes offline and retries later.
+     ├── ServerUnreachable                 no answer, a timeout, a 5xx, a 429 or a garbled answer;
+     │                                     the sync engine goes offline and retries later.
+     └── BlockRestoring (503 "restoring")  a block is coming back from a cold archive class:
+                                           block reads wait and ask again (wait_for_restores).
 
 Blocks are zstd-compressed and decompressed in worker threads so that CPU work never stalls
 the event loop; a downloaded block is checked against its name, so a corrupt store, proxy or
@@ -17,16 +19,18 @@ decoding and verifying it there, so the event loop only waits for the result.
 """
 
 import base64
+import contextlib
 import errno as _errno
 import http.client
 import json
+import logging
 import math
 import os
 import ssl
 import threading
 import urllib.parse
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import trio
@@ -41,6 +45,7 @@ from backend.blocks import (
 )
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import (
+    BlockRestoring,
     CirrusError,
     HashMismatch,
     InvalidPathError,
@@ -59,12 +64,47 @@ MISSING_BATCH = 10_000
 # Extra time a long poll may take beyond the wait the server was asked for.
 POLL_MARGIN = 15.0
 POLL_MIN, POLL_MAX = 1, 300
+# The longest a read waits between two asks for a block being restored from the archive.
+RESTORE_POLL_MAX_S = 60.0
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ServerUnreachable(CirrusError):
     """The server could not be reached or did not answer properly; try again later."""
 
     code, status, errno = "unreachable", 503, _errno.EIO
+
+
+def _refusal(status: int, body: object, retry_after: str | None) -> CirrusError:
+    """The error an answer of status >= 400 stands for: the server's code for a refusal or
+    a block being restored from the archive (503 "restoring", waited for). Any other 5xx or
+    a 429 is the server's trouble (ServerUnreachable: try again later) except a full quota,
+    a refusal that the sync engine keeps retrying until space is freed."""
+    error = error_from_json(status, body)
+    if isinstance(error, BlockRestoring):
+        with contextlib.suppress(ValueError, TypeError):
+            error.retry_after = max(1, int(retry_after))  # type: ignore[arg-type]
+        return error
+    if _retryable(status) and not isinstance(error, QuotaExceeded):
+        return ServerUnreachable(f"HTTP {status}: {error.message}")
+    return error
+
+
+async def wait_for_restores(fetch: Callable[[], Awaitable[T]]) -> T:
+    """fetch(), again and again while the server answers that a block is being restored
+    from a cold archive class: a read waits (like a slow disk) instead of failing. Asks
+    again after 1 s, 2 s, 4 s ... up to the server's Retry-After or RESTORE_POLL_MAX_S."""
+    delay = 1.0
+    while True:
+        try:
+            return await fetch()
+        except BlockRestoring as exc:
+            wait = min(delay, exc.retry_after, RESTORE_POLL_MAX_S)
+            log.warning("%s; asking again in %.0f s", exc.message, wait)
+            await trio.sleep(wait)
+            delay *= 2
 
 
 def _frame(data: bytes) -> bytes:
@@ -180,14 +220,12 @@ class _BlockFetcher:
                 raise ServerUnreachable(f"POST {self._url}: {detail}") from None
             self._give(connection, response.will_close)
             break
-        if _retryable(response.status):
-            raise ServerUnreachable(f"POST {self._url}: HTTP {response.status}")
         if response.status >= 400:
             try:
                 refusal = json.loads(answer)
             except ValueError:
                 refusal = None
-            raise error_from_json(response.status, refusal)
+            raise _refusal(response.status, refusal, response.getheader("Retry-After"))
         return _unpack(hashes, answer)
 
     def _take(self) -> tuple[http.client.HTTPConnection, bool]:
@@ -278,12 +316,7 @@ class RemoteDrive:
                 body = response.json()
             except ValueError:
                 body = None
-            error = error_from_json(response.status_code, body)
-            # A 5xx or a 429 is the server's trouble (try again later) except a full quota,
-            # a refusal that the sync engine keeps retrying until space is freed.
-            if _retryable(response.status_code) and not isinstance(error, QuotaExceeded):
-                raise ServerUnreachable(f"{method} {url}: HTTP {response.status_code}")
-            raise error
+            raise _refusal(response.status_code, body, response.headers.get("Retry-After"))
         return response
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
@@ -396,15 +429,17 @@ class RemoteDrive:
             batch = wanted[start : start + MAX_BATCH_BLOCKS]
             # Abandoned on cancellation (an unmount does not wait for a slow server): the
             # thread only touches the fetcher, and its connection closes when it returns.
-            found |= await trio.to_thread.run_sync(
-                self._fetcher.fetch, batch, limiter=self._fetches, abandon_on_cancel=True
+            found |= await wait_for_restores(
+                lambda batch=batch: trio.to_thread.run_sync(
+                    self._fetcher.fetch, batch, limiter=self._fetches, abandon_on_cancel=True
+                )
             )
         return found
 
     async def get_block(self, hash: str) -> bytes:
         """Download one block and verify it against its name (HashMismatch otherwise)."""
         _check_hash(hash)
-        response = await self._send("GET", f"/blocks/{hash}")
+        response = await wait_for_restores(lambda: self._send("GET", f"/blocks/{hash}"))
         return await trio.to_thread.run_sync(
             _decode_block, hash, response.content, limiter=self._cpu
         )

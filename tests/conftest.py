@@ -1,22 +1,27 @@
 """Fixtures for the whole suite: real server processes, and the slow-test switch."""
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from tests.support.server import ServerProcess
 
+if TYPE_CHECKING:
+    from tests.support.s3 import MotoServer
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 
 
-def _run_server(data_dir: Path) -> Iterator[ServerProcess]:
+def _run_server(data_dir: Path, extra_args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
     """Start a server; always stop it; fail the test if the server logged a traceback."""
-    server = ServerProcess(data_dir)
+    server = ServerProcess(data_dir, extra_args=extra_args)
     try:
         server.start()
         yield server
@@ -27,16 +32,49 @@ def _run_server(data_dir: Path) -> Iterator[ServerProcess]:
         pytest.fail(f"the server logged {len(errors)} error(s):\n{server.log_tail(80)}")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A fresh `cirrus serve` on an empty data directory, for one test."""
-    yield from _run_server(tmp_path / "server")
+# Modules whose every server-backed test runs twice: blocks on local disk, then in S3 (moto).
+S3_TOO = {"test_api_blocks.py", "test_mount_sync.py"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "block_store" in metafunc.fixturenames and metafunc.definition.path.name in S3_TOO:
+        metafunc.parametrize("block_store", ["local", "s3"], indirect=True, scope="module")
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def block_store(request: pytest.FixtureRequest) -> str:
+    """Where the `server` and `shared_server` fixtures keep blocks: "local" (DATA/blocks) or
+    "s3" (a fresh bucket of the session's moto server): both for the S3_TOO modules, s3 for
+    every test when the suite runs with CIRRUS_TEST_BLOCKS=s3."""
+    default = "s3" if os.environ.get("CIRRUS_TEST_BLOCKS") == "s3" else "local"
+    return getattr(request, "param", default)
+
+
+def _blocks_args(request: pytest.FixtureRequest, block_store: str) -> tuple[str, ...]:
+    """`--blocks` on a fresh bucket of the session's moto server for block_store "s3"."""
+    if block_store != "s3":
+        return ()
+    moto = request.getfixturevalue("moto")
+    bucket = f"cirrus-{secrets.token_hex(6)}"
+    moto.create_bucket(bucket)
+    return ("--blocks", moto.store_url(bucket))
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, request: pytest.FixtureRequest, block_store: str
+) -> Iterator[ServerProcess]:
+    """A fresh `cirrus serve` on an empty data directory, for one test."""
+    yield from _run_server(tmp_path / "server", _blocks_args(request, block_store))
+
+
+@pytest.fixture(scope="module")
+def shared_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, block_store: str
+) -> Iterator[ServerProcess]:
     """One server for a whole module, for tests that isolate themselves by user."""
-    yield from _run_server(tmp_path_factory.mktemp("shared") / "server")
+    data = tmp_path_factory.mktemp("shared") / "server"
+    yield from _run_server(data, _blocks_args(request, block_store))
 
 
 @pytest.fixture
@@ -57,3 +95,21 @@ def new_user(shared_server: ServerProcess) -> Iterator[Callable[..., httpx.Clien
     finally:
         for client in clients:
             client.close()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator["MotoServer"]:
+    """One moto S3 server for the session (tests take a fresh bucket each), with dummy
+    credentials in the environment; always stopped."""
+    from tests.support.s3 import MotoServer, s3_credentials
+
+    with s3_credentials(), MotoServer(tmp_path_factory.mktemp("moto") / "moto.log") as s3:
+        yield s3
+
+
+@pytest.fixture
+def s3_bucket(moto: "MotoServer") -> str:
+    """A fresh, empty bucket on the session's moto server."""
+    bucket = f"cirrus-{secrets.token_hex(6)}"
+    moto.create_bucket(bucket)
+    return bucket

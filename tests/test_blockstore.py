@@ -28,6 +28,11 @@ FACTORIES: dict[str, StoreFactory] = {
     "registry-file": lambda root: open_store(f"file://{root}/blocks"),
     "registry-replicated": lambda root: open_store(f"replicated:{root}/a|memory://"),
 }
+# Stores on the session's moto S3 server: built from the URL of a fresh bucket.
+S3_FACTORIES: dict[str, Callable[[str], BlockStore]] = {
+    "s3": open_store,
+    "replicated-s3-local": lambda url: ReplicatedBlockStore([open_store(url), MemoryBlockStore()]),
+}
 
 
 def key(seed: int) -> str:
@@ -39,8 +44,13 @@ def stray_files(root: Path) -> list[Path]:
     return [path for path in root.rglob(".*") if path.is_file()]
 
 
-@pytest.fixture(params=list(FACTORIES))
+@pytest.fixture(params=[*FACTORIES, *S3_FACTORIES])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlockStore]:
+    if request.param in S3_FACTORIES:
+        moto = request.getfixturevalue("moto")
+        url = moto.store_url(request.getfixturevalue("s3_bucket"), "blocks")
+        yield S3_FACTORIES[request.param](url)
+        return
     yield FACTORIES[request.param](tmp_path)
     assert stray_files(tmp_path) == []
 
@@ -248,7 +258,6 @@ def test_registry_builds_replicated_stores_in_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("s3://bucket/prefix", "unknown block store scheme 's3'"),
         ("ftp://host/x", "unknown block store scheme 'ftp'"),
         ("", "empty"),
         ("file://otherhost/x", "names host"),

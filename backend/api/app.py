@@ -16,14 +16,17 @@ from backend.api.deps import Services
 from backend.api.errors import install_error_handlers
 from backend.api.guard import RequestGuard
 from backend.blocks import BlockService
-from backend.blockstore.registry import open_store
 from backend.config import ServerConfig
 from backend.db import create_engine_for, migrate
 from backend.health import HealthCheck
 from backend.keycheck import open_key_ring
+from backend.lifecycle.archive import archive_jobs
 from backend.lifecycle.gc import Collector
 from backend.lifecycle.jobs import lifecycle_forever, server_policy
 from backend.lifecycle.journal import compact_journal_forever
+from backend.lifecycle.layout import open_layout
+from backend.lifecycle.loops import Lifecycle
+from backend.lifecycle.replicator import Replicator
 from backend.lifecycle.trash import empty_trash_forever
 from backend.metadata.service import MetadataService
 from backend.notify_pg import notifier_for
@@ -47,8 +50,16 @@ def open_services(config: ServerConfig) -> Services:
     # The notifier reads a namespace's cursor through the service it is handed to (late bound).
     notifier = notifier_for(engine, lambda namespace_id: metadata.current_cursor(namespace_id))
     metadata = MetadataService(engine, notifier, retention=server_policy(config))
+    layout = open_layout(config.blocks_url, config.archive_url)
+    layout.store.check()  # a missing bucket or refused credentials stop the start, in one line
+    # The replicator checks copies with the block service's keys (late bound, like notifier).
+    replicator = Replicator(engine, layout, lambda hash, obj: blocks.check_object(hash, obj))
     blocks = BlockService(
-        open_store(config.blocks_url), keys.current, keys.current_id, keys.readable
+        layout.store,
+        keys.current,
+        keys.current_id,
+        keys.readable,
+        retire=replicator.retire if layout.queued else None,
     )
     collector = Collector(engine, blocks, config.gc_grace_s)
     limits = UploadLimits(
@@ -58,7 +69,14 @@ def open_services(config: ServerConfig) -> Services:
     )
     upload_manager = UploadManager(engine, config.uploads_dir, metadata, blocks, limits, collector)
     health = HealthCheck(engine, blocks.store)
-    return Services(config, metadata, blocks, upload_manager, notifier, health, collector)
+    lifecycle = Lifecycle(
+        replicator if layout.queued else None,
+        config.replication_interval_s,
+        archive_jobs(engine, layout, blocks, config),
+    )
+    return Services(
+        config, metadata, blocks, upload_manager, notifier, health, collector, lifecycle
+    )
 
 
 async def _sweep_forever(services: Services, interval: float) -> None:
@@ -90,6 +108,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             services.metadata, services.collector, services.config.gc_interval_s
         )
         tasks.append(asyncio.create_task(lifecycle))
+    if services.lifecycle is not None:  # replication and archive moves
+        tasks.append(asyncio.create_task(services.lifecycle.run()))
     try:
         yield
     finally:

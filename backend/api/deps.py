@@ -12,6 +12,7 @@ from backend.blocks import BlockService
 from backend.config import ServerConfig
 from backend.health import HealthCheck
 from backend.lifecycle.gc import Collector
+from backend.lifecycle.loops import Lifecycle
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
 from backend.notify import LocalNotifier
@@ -31,6 +32,7 @@ class Services:
     notifier: LocalNotifier
     health: HealthCheck
     collector: Collector
+    lifecycle: Lifecycle | None = None  # background replication and archiving
 
 
 def get_services(request: Request) -> Services:

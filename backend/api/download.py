@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from backend.api.errors import error_response
 from backend.blocks import BlockService
-from backend.metadata.types import BlockList
+from backend.metadata.types import BlockList, BlockRef
 from backend.protocol.errors import BlockSizeMismatch, RangeNotSatisfiable
 
 _BYTE_RANGE = re.compile(r"bytes=(\d{0,20})-(\d{0,20})")
@@ -58,14 +58,25 @@ def matches_etag(if_none_match: str | None, etag: str) -> bool:
 
 
 def _stream(service: BlockService, blocks: BlockList, first: int, last: int) -> Iterator[bytes]:
-    for block in blocks.blocks:
-        end = block.offset + block.size - 1
-        if end < first or block.offset > last:
-            continue
-        data = service.get_plain(block.hash)
-        if len(data) != block.size:  # never a short body under a promised Content-Length
-            raise BlockSizeMismatch(f"block {block.hash} holds {len(data)} bytes, not {block.size}")
-        yield data[max(0, first - block.offset) : last - block.offset + 1]
+    """The bytes first..last, block by block. The first block is read before the answer
+    starts, so a block that cannot be read now (being restored from the archive: 503
+    with Retry-After) is a proper error answer rather than a cut-off body."""
+    wanted = [b for b in blocks.blocks if b.offset + b.size - 1 >= first and b.offset <= last]
+    head = _read(service, wanted[0]) if wanted else b""
+
+    def pieces() -> Iterator[bytes]:
+        for index, block in enumerate(wanted):
+            data = head if index == 0 else _read(service, block)
+            yield data[max(0, first - block.offset) : last - block.offset + 1]
+
+    return pieces()
+
+
+def _read(service: BlockService, block: BlockRef) -> bytes:
+    data = service.get_plain(block.hash)
+    if len(data) != block.size:  # never a short body under a promised Content-Length
+        raise BlockSizeMismatch(f"block {block.hash} holds {len(data)} bytes, not {block.size}")
+    return data
 
 
 def file_response(

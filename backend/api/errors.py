@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from backend.db.failover import connection_lost, unavailable
 from backend.diskfull import is_disk_full
-from backend.protocol.errors import CirrusError, InsufficientStorage
+from backend.protocol.errors import BlockRestoring, CirrusError, InsufficientStorage
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 async def _cirrus_error(_: Request, exc: CirrusError) -> JSONResponse:
+    if isinstance(exc, BlockRestoring):
+        headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(exc.status, exc.code, exc.message, headers)
     return error_response(exc.status, exc.code, exc.message)
 
 

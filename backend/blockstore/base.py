@@ -18,6 +18,11 @@ class BlockNotFound(KeyError):
     """The store holds no object under that key."""
 
 
+class StoreUnavailable(OSError):
+    """The store did not answer (no connection, a timeout, a server error): a region outage
+    rather than a wrong key or a misconfiguration."""
+
+
 class BlockStore(Protocol):
     def put(self, key: str, data: bytes) -> None:
         """Store data under key, atomically and durably; overwriting is allowed."""
@@ -68,12 +73,25 @@ class BlockStore(Protocol):
         """Every key in the store, in no particular order."""
 
     def check(self) -> None:
-        """Raise if the store cannot be reached now (the server's health check asks).
+        """Raise if the store cannot be reached now: ValueError for a configuration that
+        cannot work (no such bucket, refused credentials), StoreUnavailable (an OSError) when
+        it does not answer. The server asks once when it starts, so a mistake is one line
+        there rather than a failed upload, and again in its health check.
 
         The default asks for an object no one stores: a network store's answer proves it
         reachable, its failure raises. Stores that can tell more cheaply override this.
         """
         self.exists(PROBE_KEY)
+
+
+def each_copy(store: BlockStore, key: str) -> Iterator[bytes]:
+    """Every copy of an object a store can offer, best first: a replicated store yields one
+    per region (`get_each`), so a caller whose check fails on one can take the next."""
+    get_each = getattr(store, "get_each", None)
+    if get_each is not None:
+        yield from get_each(key)
+    else:
+        yield store.get(key)
 
 
 def check_key(key: str) -> str:

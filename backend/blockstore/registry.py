@@ -4,6 +4,7 @@
     file:///srv/cirrus/blocks               the same, as a URL
     memory://                               process memory, lost at exit (tests, demos)
     replicated:file:///a|file:///b          every object in each store, read from the first
+    s3://bucket/prefix?endpoint=URL&region=R  an S3-compatible bucket (backend/blockstore/s3.py)
 
 Each scheme maps to a factory in `SCHEMES`; a new backend (an `s3://bucket/prefix` store)
 registers itself there with `register_scheme` and needs no other change.
@@ -70,8 +71,16 @@ def _open_replicated(url: str) -> BlockStore:
         )
     if any(member.startswith(REPLICATED_PREFIX) for member in members):
         raise ValueError(f"replicated stores cannot be nested: {url!r}")
-    return ReplicatedBlockStore([open_store(member) for member in members])
+    stores = [open_store(member) for member in members]
+    return ReplicatedBlockStore(stores, names=[member.strip() for member in members])
+
+
+def _open_s3(url: str) -> BlockStore:
+    from backend.blockstore.s3 import open_s3  # boto3 loads only for servers that use S3
+
+    return open_s3(url)
 
 
 register_scheme("file", _open_local)
 register_scheme("memory", _open_memory)
+register_scheme("s3", _open_s3)

@@ -42,6 +42,9 @@ HARDLINK = "hardlink"
 PENDING, UPLOADED, STAGING = "pending", "uploaded", "staging"
 # blocks.tier
 HOT, ARCHIVE = "hot", "archive"
+# replication_queue.action
+COPY, DELETE = "copy", "delete"
+STORE_LEN = 1024  # a block store's URL, as the operator wrote it
 
 
 class Base(DeclarativeBase):
@@ -453,3 +456,29 @@ class RetentionPolicy(Base):
     max_revisions: Mapped[int | None] = mapped_column(Integer)
     max_age_s: Mapped[int | None] = mapped_column(BigInteger)
     thinning: Mapped[str | None] = mapped_column(String(256))
+
+
+class ReplicationTask(Base):
+    """A copy or delete a block store still owes (docs/blocks.md, Regions and tiers).
+
+    `store` names a store of the server's layout (a member URL of `replicated:`, the blocks
+    URL, or the archive URL). A "copy" row is written in the transaction that records the
+    block (record_blocks), so an acknowledged block is never forgotten by a restart; a
+    "delete" row replaces it when the block is retired or moved to the archive. Workers
+    drain rows whose `next_try` has come, and push it back with a growing delay on failure.
+    """
+
+    __tablename__ = "replication_queue"
+
+    hash: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
+    store: Mapped[str] = mapped_column(String(STORE_LEN), primary_key=True)
+    action: Mapped[str] = mapped_column(String(8))  # COPY or DELETE
+    size: Mapped[int] = mapped_column(BigInteger)  # bytes at rest, for the lag report
+    created: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try: Mapped[int] = mapped_column(BigInteger)
+
+
+Index("ix_replication_queue_next_try", ReplicationTask.next_try)
+# Which revisions name a block: the archive policy asks it of every candidate block.
+Index("ix_revision_blocks_hash", RevisionBlock.hash)

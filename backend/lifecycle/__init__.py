@@ -1,2 +1,3 @@
-"""Background jobs that keep a drive's storage in bounds (run inside `cirrus serve`): block
-garbage collection, retention, the trash and the change journal."""
+"""Background jobs on a drive's stored blocks (run inside `cirrus serve`): block garbage
+collection, retention, the trash and the change journal; replication between regions and
+moves to the archive."""

@@ -210,7 +210,8 @@ class Collector:
             stored = list(write(hashes))
             first = stored if first is None else first
             rows = [(b.hash, b.size, b.stored_size) for b in stored]
-            clobbered = metadata.record_blocks(who, rows, seen)
+            owed = [(b.hash, region) for b in stored for region in b.owed]
+            clobbered = metadata.record_blocks(who, rows, seen, owed)
             if not clobbered:
                 return first
             log.info("%d uploaded blocks met a collection; writing them again", len(clobbered))

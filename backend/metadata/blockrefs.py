@@ -18,6 +18,7 @@ collection may have deleted after the upload wrote it (the caller writes them ag
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, delete, exists, select, update
@@ -36,6 +37,7 @@ from backend.db.models import (
     RevisionBlock,
 )
 from backend.metadata.quota import count_usage
+from backend.metadata.replication import cancel_deletes, owe_copies
 from backend.metadata.types import Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import InvalidRequest
@@ -200,6 +202,7 @@ class BlockRefs:
         who: Principal,
         blocks: list[tuple[str, int, int]],
         seen: dict[str, int | None] | None = None,
+        owed: Sequence[tuple[str, str]] = (),
     ) -> list[str]:
         """Note stored blocks (hash, size, stored_size) for the drive in ONE transaction, and
         complete the revisions they finish: a batch pays for one commit, not one per block.
@@ -207,7 +210,9 @@ class BlockRefs:
         `seen` is deletion_marks() of the hashes from before the objects were written. A
         block that a collection claims now, or deleted since then, is not recorded but
         returned: its object may be gone, and the caller writes it again once the
-        collection is over."""
+        collection is over. `owed` (hash, store) are the copies other regions still need of
+        the blocks recorded: queued in the same transaction, so an acknowledged block's
+        replication survives any crash."""
         if not isinstance(blocks, list) or len(blocks) > MAX_HASHES:
             raise InvalidRequest(f"record at most {MAX_HASHES} blocks at once")
         rows = {check_hash(hash): _checked_sizes(size, stored) for hash, size, stored in blocks}
@@ -224,6 +229,10 @@ class BlockRefs:
                 {"namespace_id": tx.namespace_id, "hash": hash} for hash in ordered
             ])  # fmt: skip
             tx.namespace.bytes_received += sum(size for size, _stored in rows.values())
+            cancel_deletes(tx.session, ordered)  # stored again: no longer to be retired
+            recorded = set(ordered)
+            copies = [(hash, store, rows[hash][1]) for hash, store in owed if hash in recorded]
+            owe_copies(tx.session, copies, tx.now_ns)
             _complete_waiting(tx, ordered)
         return sorted(clobbered)
 
@@ -281,7 +290,7 @@ def _upsert_blocks(tx: Txn, rows: list[tuple[str, int, int]]) -> None:
     ])  # fmt: skip
     tx.session.execute(update(Block), [
         {"hash": hash, "size": size, "stored_size": stored_size, "last_used": tx.now_ns,
-         "deleted_at": None}
+         "deleted_at": None, "tier": HOT}  # just written hot, even if an older copy was archived
         for hash, size, stored_size in rows
     ])  # fmt: skip
 

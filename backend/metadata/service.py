@@ -12,7 +12,7 @@ its schema from backend.db.migrate.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Engine
 
@@ -242,12 +242,14 @@ class MetadataService:
         who: Principal,
         blocks: list[tuple[str, int, int]],
         seen: dict[str, int | None] | None = None,
+        owed: Sequence[tuple[str, str]] = (),
     ) -> list[str]:
-        """record_block for several blocks (hash, size, stored_size) in one transaction.
+        """record_block for several blocks (hash, size, stored_size) in one transaction,
+        queueing the copies (hash, store) other regions still owe in it too.
         seen: deletion_marks() from before the objects were written; the hashes returned
         were not recorded because a garbage collection may have deleted them since (write
         them again: backend/lifecycle/gc.py does)."""
-        return self._blocks.record_blocks(who, blocks, seen)
+        return self._blocks.record_blocks(who, blocks, seen, owed)
 
     def deletion_marks(self, hashes: list[str]) -> dict[str, int | None]:
         """When a collection last deleted each block (None: never); see record_blocks."""

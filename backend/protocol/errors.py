@@ -29,7 +29,10 @@ the mount, to an errno. This table is the single place where that correspondence
      ├── CursorExpired       410 cursor_expired    (EIO: the journal was trimmed past it)
      ├── QuotaExceeded       507 quota_exceeded    (EDQUOT: the user's quota is used up)
      ├── BlockBeingCollected 409 block_being_collected (EAGAIN: send the upload again)
-     └── CsrfRefused         403 csrf_refused      (EACCES: a web page request without its token)
+     ├── CsrfRefused         403 csrf_refused      (EACCES: a web page request without its token)
+     ├── StorageUnavailable  503 storage_unavailable (EIO: no region of the block store answers)
+     └── BlockRestoring      503 restoring         (EAGAIN: an archived block is being restored;
+                                                    Retry-After says when to ask again)
 """
 
 import errno as _errno
@@ -163,6 +166,25 @@ class CsrfRefused(CirrusError):
     from another site: a forgery, or a page too old to trust (reload it)."""
 
     code, status, errno = "csrf_refused", 403, _errno.EACCES
+
+
+class StorageUnavailable(CirrusError):
+    """The block store does not answer (every region of it): the request changed nothing
+    and may be sent again later; the mount treats it like an unreachable server."""
+
+    code, status, errno = "storage_unavailable", 503, _errno.EIO
+
+
+class BlockRestoring(CirrusError):
+    """An archived block is being restored from a cold storage class (S3 GLACIER): the
+    answer is 503 with Retry-After; the mount waits and asks again instead of failing."""
+
+    code, status, errno = "restoring", 503, _errno.EAGAIN
+    DEFAULT_RETRY_S = 60
+
+    def __init__(self, message: str = "", retry_after: int = DEFAULT_RETRY_S) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
