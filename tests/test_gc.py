@@ -134,7 +134,6 @@ def test_resumable_upload_across_a_collection(served) -> None:
     )
     assert part.status_code == 308 or part.status_code == 200, part.text
     clock.advance(DAY + 60)
-    before = stored_objects(server)
     assert collected(admin(server, "gc")) >= 1
     with sqlite3.connect(server.data_dir / "metadata.db") as db:
         held = {name for (name,) in db.execute("SELECT hash FROM upload_blocks")}
