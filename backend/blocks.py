@@ -168,7 +168,10 @@ class BlockService:
         recompresses what a client already compressed.
         """
         verified = _each(lambda item: self._verify_wire(*item), items)
-        held = self.store.held([block[0] for block in verified], self._intact)
+        try:
+            held = self.store.held([block[0] for block in verified], self._intact)
+        except StoreUnavailable as exc:
+            raise StorageUnavailable(f"the block store does not answer: {exc}") from None
         fresh = [block for block in verified if block[0] not in held]
         sealed = dict(_each(lambda block: self._seal(*block), fresh))
         owed = (

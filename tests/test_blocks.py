@@ -139,15 +139,17 @@ def test_a_resend_repairs_a_corrupt_or_lost_object_with_a_fresh_nonce(
     assert service.get_plain(name) == data
 
 
-def test_a_resend_reaches_every_replica_that_lacks_the_object(tmp_path: Path) -> None:
+def test_a_resend_is_owed_to_every_replica_that_lacks_the_object(tmp_path: Path) -> None:
     near, far = LocalBlockStore(tmp_path / "near"), LocalBlockStore(tmp_path / "far")
     data = text(100_000)
     name = BlockService(near, KEY).put_plain(data).hash
-    both = BlockService(ReplicatedBlockStore([near, far]), KEY)
+    regions = ReplicatedBlockStore([near, far])
+    both = BlockService(regions, KEY)
     assert not far.exists(name)
-    both.put_wire(name, frame(data))
-    assert far.exists(name)
-    assert BlockService(far, KEY).get_plain(name) == data
+    # Not skipped as held (the far region lacks it): written where a write lands first, and
+    # the far region's copy is owed, for the replication queue to bring there.
+    assert both.put_wire(name, frame(data)).owed == (regions.names[1],)
+    assert BlockService(near, KEY).get_plain(name) == data
 
 
 def test_wire_frame_without_declared_size_is_accepted(service: BlockService) -> None:

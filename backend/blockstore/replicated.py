@@ -93,13 +93,19 @@ class ReplicatedBlockStore(BlockStore):
             store.put_many(items)
 
     def held(self, keys: Sequence[str], intact: Callable[[str, bytes], bool]) -> dict[str, int]:
-        """Only what every replica holds intact: a write must still reach the others."""
-        found = self.stores[0].held(keys, intact)
-        for store in self.stores[1:]:
-            if not found:
-                break
-            theirs = store.held(list(found), intact)
-            found = {key: size for key, size in found.items() if key in theirs}
+        """Only what every replica holds intact: a write must still reach the others. A
+        replica that does not answer holds nothing, so the write goes on as any write does
+        (to the first region that takes it, the others' copies owed)."""
+        try:
+            found = self.stores[0].held(keys, intact)
+            for store in self.stores[1:]:
+                if not found:
+                    break
+                theirs = store.held(list(found), intact)
+                found = {key: size for key, size in found.items() if key in theirs}
+        except Exception as exc:  # a region down or failing: nothing counts as held
+            log.info("a region did not answer which blocks it holds: %s", exc)
+            return {}
         return found
 
     def put_many_owing(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
