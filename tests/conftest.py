@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.support.server import ServerProcess
+from tests.support.slow import runslow
 
 if TYPE_CHECKING:
     from tests.support.s3 import MotoServer
@@ -17,6 +18,23 @@ if TYPE_CHECKING:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+# A long run takes longer than the suite's per-test timeout (pyproject.toml), never forever.
+SLOW_TIMEOUT_S = 7200
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A `slow` test is skipped before any fixture starts unless long runs were asked for;
+    when they were, it gets SLOW_TIMEOUT_S unless it states its own timeout."""
+    skip = pytest.mark.skip(reason="long run: use --runslow or CIRRUS_RUNSLOW=1")
+    for item in items:
+        if not item.get_closest_marker("slow"):
+            continue
+        if not runslow(config):
+            item.add_marker(skip)
+        elif not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 def _run_server(data_dir: Path, extra_args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:

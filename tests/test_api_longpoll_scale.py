@@ -6,7 +6,6 @@ stays cheap.
 """
 
 import asyncio
-import os
 import resource
 import time
 from pathlib import Path
@@ -15,12 +14,13 @@ import httpx
 import pytest
 
 from tests.support.server import ServerProcess
+from tests.support.slow import runslow
 
 CONNECT_BATCH = 200
 
 
 def wanted_polls(config: pytest.Config) -> int:
-    slow = config.getoption("--runslow", default=False) or os.environ.get("CIRRUS_RUNSLOW")
+    slow = runslow(config)
     return 10_000 if slow else 2_000
 
 

@@ -3,7 +3,6 @@ different servers see each other's changes, a failing server is taken out, and a
 idle long polls loses no change."""
 
 import asyncio
-import os
 import resource
 import socket
 import time
@@ -18,6 +17,7 @@ from tests.support.cluster import running_cluster, server_blocks
 from tests.support.haproxy import HAProxy, haproxy_executable
 from tests.support.mount import MountProcess, wait_until
 from tests.support.server import ServerProcess
+from tests.support.slow import runslow
 
 pytestmark = [
     pytest.mark.postgres,
@@ -118,8 +118,7 @@ def test_the_balancer_refuses_oversized_bodies_with_the_api_error(
 
 
 def wanted_polls(config: pytest.Config) -> int:
-    slow = config.getoption("--runslow", default=False) or os.environ.get("CIRRUS_RUNSLOW")
-    return 1000 if slow else 200
+    return 1000 if runslow(config) else 200
 
 
 async def follow(

@@ -29,13 +29,6 @@ pytestmark = pytest.mark.postgres
 postgres_server = postgres.postgres_server
 
 
-@pytest.fixture(autouse=True)
-def _skip_slow(request: pytest.FixtureRequest) -> None:
-    runslow = request.config.getoption("--runslow") or os.environ.get("CIRRUS_RUNSLOW")
-    if request.node.get_closest_marker("slow") and not runslow:
-        pytest.skip("long run: use --runslow or CIRRUS_RUNSLOW=1")
-
-
 SESSIONS = 3
 SESSION_BYTES = 5 * 1024 * 1024 + 4321
 PART = 1024 * 1024

@@ -2,7 +2,6 @@
 processes: a change made through one server wakes the long polls held by the others."""
 
 import asyncio
-import os
 import resource
 import threading
 import time
@@ -17,6 +16,7 @@ from backend.notify_pg import LISTENER_NAME
 from tests.postgres import PostgresServer, postgres_server  # noqa: F401  (session fixture)
 from tests.support.cluster import running_cluster
 from tests.support.server import ServerProcess
+from tests.support.slow import runslow
 from tests.test_api_longpoll_scale import open_poll, read_answer
 
 pytestmark = pytest.mark.postgres
@@ -148,7 +148,7 @@ def test_the_listener_reconnects_and_nothing_is_missed(three, postgres_server) -
 
 
 def wanted_polls(config: pytest.Config) -> int:
-    slow = config.getoption("--runslow", default=False) or os.environ.get("CIRRUS_RUNSLOW")
+    slow = runslow(config)
     return 10_000 if slow else 600
 
 

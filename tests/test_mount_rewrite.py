@@ -17,6 +17,7 @@ import pytest
 from tests.support import mount as mount_fixtures
 from tests.support.mount import MountFactory, MountProcess, server_file, wait_until
 from tests.support.server import ServerProcess
+from tests.support.slow import runslow
 
 drive_user = mount_fixtures.drive_user
 mount_factory = mount_fixtures.mount_factory
@@ -95,6 +96,6 @@ def test_a_file_rewritten_400_times_reads_back_each_version(
     mount_factory: MountFactory,
     run: int,
 ) -> None:
-    if not (request.config.getoption("--runslow") or os.environ.get("CIRRUS_RUNSLOW")):
+    if not runslow(request.config):
         pytest.skip("long run: use --runslow or CIRRUS_RUNSLOW=1")
     check_rewrites(server, drive_user, mount_factory("a"), 400, seed=random.randrange(1 << 30))

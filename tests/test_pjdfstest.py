@@ -23,8 +23,6 @@ EXPECTED_TESTS = 8792
 @pytest.mark.slow
 @pytest.mark.timeout(pjdfstest.BUILD_TIMEOUT_S + pjdfstest.RUN_TIMEOUT_S)
 def test_pjdfstest_passes_on_a_mount(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    if not request.config.getoption("--runslow"):
-        pytest.skip("builds and runs pjdfstest (minutes): use --runslow")
     source = pjdfstest.source_dir()
     if source is None or os.geteuid() != 0 or shutil.which("autoreconf") is None:
         pytest.skip("needs root, autoconf/automake and the pjdfstest source")

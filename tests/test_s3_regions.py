@@ -27,14 +27,6 @@ BUCKETS = ("region-a", "region-b")
 DRAIN_TIMEOUT_S = 90
 
 
-@pytest.fixture(autouse=True)
-def _skip_slow_unless_asked(request: pytest.FixtureRequest) -> None:
-    """Before any region or server starts: the long runs need --runslow (or CIRRUS_RUNSLOW)."""
-    asked = request.config.getoption("--runslow") or os.environ.get("CIRRUS_RUNSLOW")
-    if request.node.get_closest_marker("slow") and not asked:
-        pytest.skip("long run: use --runslow or CIRRUS_RUNSLOW=1")
-
-
 @pytest.fixture
 def regions(tmp_path: Path) -> Iterator[list[MotoServer]]:
     with (

@@ -1,12 +1,11 @@
 """Fixtures of the torture tests: the drive a workload runs on, and the slow-test switch.
 
-Long versions are marked `slow` and run only with `--runslow` (when the top-level conftest
-defines it) or CIRRUS_RUNSLOW=1.
+Long versions are marked `slow` and run only with `--runslow` or CIRRUS_RUNSLOW=1 (the
+top-level conftest skips them otherwise).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,26 +16,6 @@ from tests.support.mount import drive_user, mount_factory
 from .drives import Drive, LocalDrive, MountDrive, wanted_target
 
 __all__ = ["drive_user", "mount_factory"]  # fixtures the mount drives are made with
-
-
-def runslow(config: pytest.Config) -> bool:
-    return bool(config.getoption("--runslow", default=False) or os.environ.get("CIRRUS_RUNSLOW"))
-
-
-# A long run takes longer than the suite's per-test timeout (pyproject.toml), never forever.
-SLOW_TIMEOUT_S = 7200
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
-            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
-
-
-@pytest.fixture(autouse=True)
-def _skip_slow(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("slow") and not runslow(request.config):
-        pytest.skip("long torture run: use --runslow or CIRRUS_RUNSLOW=1")
 
 
 def mount_drives(request: pytest.FixtureRequest, count: int) -> list[Drive]:
