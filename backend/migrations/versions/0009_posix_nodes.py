@@ -21,15 +21,29 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("nodes") as batch:
-        batch.add_column(sa.Column("uid", sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column("gid", sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column("atime_ns", sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column("ctime_ns", sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column("rdev", sa.BigInteger(), server_default="0", nullable=False))
-        batch.add_column(sa.Column("nlink", sa.Integer(), server_default="1", nullable=False))
-        batch.add_column(sa.Column("link_id", sa.Integer(), nullable=True))
-        batch.create_foreign_key("fk_nodes_link_id", "nodes", ["link_id"], ["id"])
+    columns = [
+        sa.Column("uid", sa.BigInteger(), nullable=True),
+        sa.Column("gid", sa.BigInteger(), nullable=True),
+        sa.Column("atime_ns", sa.BigInteger(), nullable=True),
+        sa.Column("ctime_ns", sa.BigInteger(), nullable=True),
+        sa.Column("rdev", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("nlink", sa.Integer(), server_default="1", nullable=False),
+    ]
+    if op.get_bind().dialect.name == "sqlite":
+        # Plain ADD COLUMNs, the foreign key inline: a batch would copy and drop `nodes`,
+        # which SQLite refuses (or cascades) while other tables' rows refer to it.
+        for column in columns:
+            op.add_column("nodes", column)
+        op.execute(
+            "ALTER TABLE nodes ADD COLUMN link_id INTEGER "
+            "CONSTRAINT fk_nodes_link_id REFERENCES nodes (id)"
+        )
+    else:
+        with op.batch_alter_table("nodes") as batch:
+            for column in columns:
+                batch.add_column(column)
+            batch.add_column(sa.Column("link_id", sa.Integer(), nullable=True))
+            batch.create_foreign_key("fk_nodes_link_id", "nodes", ["link_id"], ["id"])
     op.execute("UPDATE nodes SET atime_ns = mtime_ns, ctime_ns = mtime_ns")
     op.create_index("ix_nodes_link", "nodes", ["link_id"])
 
