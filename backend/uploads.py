@@ -59,8 +59,6 @@ from backend.upload_limits import UploadLimits
 
 # Blocks a simple upload stores and records together (one query and one transaction).
 STORE_GROUP = 16
-# Blocks a resumable PUT records per transaction (a PUT may carry gigabytes).
-RECORD_GROUP = 1000
 # Bytes gathered from the request before one write() in a worker thread.
 WRITE_BUFFER = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d{1,20})-(\d{1,20})|\*)/(\d{1,20})")
