@@ -88,6 +88,17 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.info[_TURN] = True
 
     @event.listens_for(engine, "commit")
+    def on_commit(connection) -> None:
+        # SQLAlchemy tells of a commit before it makes it. Handed over then, the turn would
+        # reach a writer whose BEGIN IMMEDIATE finds the lock still held by this commit's
+        # fsync, and SQLite's busy handler sleeps up to 100 ms between tries. So commit
+        # here (the driver's own commit that follows finds no transaction and does nothing).
+        if connection.info.get(_TURN):
+            try:
+                connection.connection.dbapi_connection.commit()
+            finally:
+                on_end(connection)
+
     @event.listens_for(engine, "rollback")
     def on_end(connection) -> None:
         if connection.info.pop(_TURN, False):
