@@ -54,7 +54,7 @@ def test_stray_object_is_reported_then_removed_after_the_grace_period(served) ->
     assert f"object {name}: in the block store, but no row knows it" in result.stdout
     repaired = fsck(server, "--repair")
     assert repaired.returncode == 0, repaired.stdout
-    assert "repaired: 1 stray objects left to the collector" in repaired.stdout
+    assert "repaired: 1 (stray objects" in repaired.stdout
     assert name in stored_objects(server)  # adopted, kept for the grace period
     assert fsck(server).returncode == 0
     clock.advance(DAY + 60)
@@ -101,3 +101,48 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("cirrus admin fsck: error: ")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def _pragma(server: ServerProcess, name: str) -> int:
+    with sqlite3.connect(server.data_dir / "metadata.db") as db:
+        return db.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def test_collection_gives_the_database_pages_back(served) -> None:
+    """Deleted, purged and collected rows leave no free pages in metadata.db."""
+    server, clock = served
+    assert _pragma(server, "auto_vacuum") == 2  # incremental, from the drive's creation
+    client = server.client(server.create_user("alice"))
+    for index in range(4):  # block lists of pending revisions: thousands of rows
+        blocks = [{"hash": os.urandom(32).hex(), "size": 1000} for _ in range(3000)]
+        answer = client.post(
+            "/v1/files/commit", json={"path": f"/big/{index}", "size": 3_000_000, "blocks": blocks}
+        )
+        assert answer.status_code == 201, answer.text
+    grown = _pragma(server, "page_count")
+    client.post("/v1/tree/delete", json={"path": "/big", "recursive": True}).raise_for_status()
+    client.post("/v1/trash/purge", json={"all": True}).raise_for_status()
+    clock.advance(DAY + 60)
+    result = admin(server, "gc")
+    assert "free pages given back" in result.stdout
+    given_back = int(result.stdout.split("metadata database: ")[1].split()[0])
+    assert given_back > 100, result.stdout
+    assert _pragma(server, "freelist_count") == 0
+    assert _pragma(server, "page_count") < grown - 100
+
+
+def test_repair_converts_a_drive_that_keeps_its_free_pages(served) -> None:
+    server, _clock = served
+    client, data = server.client(server.create_user("alice")), os.urandom(10_000)
+    upload(client, "/a", data)
+    with sqlite3.connect(server.data_dir / "metadata.db", isolation_level=None) as db:
+        db.execute("PRAGMA auto_vacuum=0")
+        db.execute("VACUUM")  # as a drive made before incremental vacuum
+    assert _pragma(server, "auto_vacuum") == 0
+    result = fsck(server)
+    assert result.returncode == 1 and "keeps the pages it frees" in result.stdout, result.stdout
+    repaired = fsck(server, "--repair")
+    assert repaired.returncode == 0, repaired.stdout
+    assert _pragma(server, "auto_vacuum") == 2
+    assert fsck(server).returncode == 0
+    assert content(client, "/a") == data

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from backend.cli import CommandError, _add_storage_options, _fail_in_one_line, _open_failure
 from backend.config import ServerConfig
+from backend.db.reclaim import reclaim_free_pages
 from backend.lifecycle.gc import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S
 from backend.metadata.retention import (
     DEFAULT_MAX_REVISIONS,
@@ -176,6 +177,9 @@ def gc_command(args: argparse.Namespace) -> int:
             dropped = services.metadata.prune_history()
             print(f"retention dropped {dropped} revisions")
         print(services.collector.collect(dry_run=args.dry_run).line())
+        if not args.dry_run:
+            pages = reclaim_free_pages(services.metadata.engine)
+            print(f"metadata database: {pages} free pages given back")
     finally:
         services.metadata.engine.dispose()
     return 0
@@ -193,7 +197,7 @@ def fsck_command(args: argparse.Namespace) -> int:
     for line in problems:
         print(line)
     if repaired:
-        print(f"repaired: {repaired} stray objects left to the collector (grace period)")
+        print(f"repaired: {repaired} (stray objects are left to the collector's grace period)")
     left = len(problems) - repaired
     print(f"{len(problems)} problems found, {repaired} repaired")
     return 1 if left > 0 else 0

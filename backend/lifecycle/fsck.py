@@ -16,6 +16,7 @@ from backend import clock
 from backend.api.deps import Services
 from backend.db.engine import insert_ignore, writer
 from backend.db.models import HOT, Block
+from backend.db.reclaim import convert_to_incremental, gives_space_back
 from backend.metadata.consistency import find_problems
 from backend.protocol.errors import CirrusError
 from backend.protocol.hashing import is_block_hash
@@ -38,6 +39,12 @@ def check(services: Services, repair: bool) -> tuple[list[str], int]:
     if repair and stray:
         repaired = _adopt(services, [h for h in stray if store.exists(h)])
         services.collector.collect()
+    if not gives_space_back(engine):
+        problems.append("metadata database: keeps the pages it frees (made without incremental"
+                        " vacuum); --repair converts it with a VACUUM")  # fmt: skip
+        if repair:
+            convert_to_incremental(engine)
+            repaired += 1
     return problems, repaired
 
 

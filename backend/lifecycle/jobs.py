@@ -1,4 +1,5 @@
-"""The server's periodic lifecycle pass: apply retention, then collect garbage blocks.
+"""The server's periodic lifecycle pass: apply retention, collect garbage blocks, then give
+the metadata database's freed pages back (backend/db/reclaim.py).
 
 Retention runs first so that the revisions it drops free their blocks' references; those
 blocks are collected a grace period later (docs/blocks.md). Every server runs the pass; the
@@ -11,6 +12,7 @@ import logging
 from starlette.concurrency import run_in_threadpool
 
 from backend.config import ServerConfig
+from backend.db.reclaim import reclaim_free_pages
 from backend.lifecycle.gc import Collector, GcReport
 from backend.metadata.retention import Policy, parse_thinning
 from backend.metadata.service import MetadataService
@@ -27,8 +29,12 @@ def server_policy(config: ServerConfig) -> Policy:
 def lifecycle_pass(metadata: MetadataService, collector: Collector) -> GcReport:
     dropped = metadata.prune_history()
     report = collector.collect()
-    if dropped or report.blocks:
-        log.info("retention dropped %d revisions; %s", dropped, report.line())
+    pages = reclaim_free_pages(metadata.engine)
+    if dropped or report.blocks or pages:
+        log.info(
+            "retention dropped %d revisions; %s; %d free database pages given back",
+            dropped, report.line(), pages,
+        )  # fmt: skip
     return report
 
 
