@@ -8,7 +8,9 @@ Run by hand from the repository root:
 A fresh `cirrus serve` is measured empty (its data directory, in disk blocks as `du`
 counts them), then one user writes `size` MiB of fresh random 512 KiB blocks as files of
 `file` MiB (batch uploads and commits, as the mount sends them), deletes the folder holding
-them and purges the trash; `cirrus admin gc --grace 0` collects the blocks, reports its rate
+them and purges the trash, then reads the change journal to its end as the drive's device,
+so that the server's journal trim (every JOURNAL_INTERVAL_S) drops its entries; `cirrus
+admin gc --grace 0` collects the blocks, reports its rate
 and gives the metadata database's free pages back (incremental vacuum). A last collection a
 day later (the clock moved with CIRRUS_CLOCK_OFFSET_FILE) drops the blocks' tombstones. The
 server is stopped before each measurement, so SQLite's WAL is checkpointed into the
@@ -22,6 +24,7 @@ import os
 import sqlite3
 import subprocess
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,6 +39,7 @@ MIB = 1024 * 1024
 BLOCK_BYTES = 512 * 1024
 BATCH_BLOCKS = 16
 DAY_S = 86_400
+JOURNAL_INTERVAL_S = 1  # the server trims the change journal this often
 
 
 def disk_usage(folder: Path) -> tuple[int, int]:
@@ -82,6 +86,18 @@ def write_files(client: httpx.Client, size: int, file_bytes: int) -> int:
     return sent
 
 
+def read_every_change(client: httpx.Client) -> None:
+    """Read the journal to its end, as the drive's one device: its read mark then lets the
+    server trim every entry (journal compaction)."""
+    cursor = 0
+    for _ in range(1_000_000):
+        page = client.get("/v1/changes", params={"cursor": cursor, "limit": 10_000}).json()
+        cursor = page["cursor"]
+        if not page["has_more"]:
+            break
+    client.get("/v1/changes", params={"cursor": cursor}).raise_for_status()
+
+
 def admin_gc(data: Path, *args: str, env: dict[str, str] | None = None) -> str:
     command = [cirrus_command(), "admin", "gc", "--data", str(data), *args]
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -105,7 +121,7 @@ def main() -> None:
     parser.add_argument("--file-mib", type=int, default=32)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cirrus-gc-", dir="/var/tmp") as home:
-        server = CirrusServer(Path(home))
+        server = CirrusServer(Path(home), ("--journal-interval", str(JOURNAL_INTERVAL_S)))
         server.start()
         try:
             token = server.create_user("bench")
@@ -113,7 +129,7 @@ def main() -> None:
             empty = disk_usage(server.data)
             report("empty", server.data, empty)
             server.start()
-            headers = {"Authorization": f"Bearer {token}"}
+            headers = {"Authorization": f"Bearer {token}", "X-Cirrus-Device": "bench"}
             with httpx.Client(base_url=server.url, headers=headers, timeout=300) as client:
                 sent = write_files(client, args.size_mib * MIB, args.file_mib * MIB)
                 server.stop()
@@ -122,6 +138,8 @@ def main() -> None:
                 gone = client.post("/v1/tree/delete", json={"path": "/drive", "recursive": True})
                 gone.raise_for_status()
                 client.post("/v1/trash/purge", json={"all": True}).raise_for_status()
+                read_every_change(client)
+                time.sleep(3 * JOURNAL_INTERVAL_S)  # the journal trim that follows
             print(admin_gc(server.data, "--grace", "0").replace("\n", "; "))
             server.stop()
             report("deleted, pruned, collected", server.data, empty)

@@ -3,7 +3,8 @@ local directory, and every result must agree — return values, the exact errno 
 call, listings, sizes, modes, owners, link counts and contents. The operations include hard
 links, chown and special files (mknod); fallocate is not among them: the mount does not offer
 it (pyfuse3 has no handler for it). Remounts happen in the middle of the sequence; at the
-end of each sequence the server must hold exactly what the local directory holds.
+end of each sequence the server must hold exactly what the local directory holds, and so must
+a second mount of the same drive (with a cache of its own), through the long poll.
 
 Sizes: CIRRUS_TORTURE_MODEL_EXAMPLES sequences of CIRRUS_TORTURE_MODEL_STEPS steps each
 (the slow variant runs about 100,000 operations).
@@ -103,12 +104,14 @@ class Counters:
     errors: int = 0
     remounts: int = 0
     server_checks: int = 0
+    witness_checks: int = 0
 
 
 class DriveVersusModel(RuleBasedStateMachine):
     """Applies each rule to the drive and to the model and insists on identical outcomes."""
 
     drive: Drive
+    witness: Drive | None = None  # a second mount of the drive: sees every sequence by sync
     model_base: Path
     counters: Counters
     handles = Bundle("handles")
@@ -318,10 +321,10 @@ class DriveVersusModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.close_all()
         self.compare_trees()
+        expected = local_snapshot(self.model)
         if self.drive.view is not None:
             pending = wait_until(lambda: unsynced_files(self.real), SYNC_TIMEOUT_S)
             assert not pending, f"files never reported synced: {pending}"
-            expected = local_snapshot(self.model)
             problems = wait_server_matches(
                 self.drive.view, "/" + self.name, expected, SYNC_TIMEOUT_S
             )
@@ -330,15 +333,29 @@ class DriveVersusModel(RuleBasedStateMachine):
             default = (os.getuid(), os.getgid())
             owners = self.drive.view.owners("/" + self.name, default)
             assert owners == local_owners(self.model), "the server's owners differ"
+        if self.witness is not None:
+            seen = self.witness.root / self.name
+            problems = wait_until(
+                lambda: (
+                    describe_diff(expected, local_snapshot(seen))
+                    or (["owners differ"] if local_owners(seen) != local_owners(self.model) else [])
+                ),
+                SYNC_TIMEOUT_S,
+            )
+            self.counters.witness_checks += 1
+            assert not problems, "the second mount differs from the model:\n" + "\n".join(problems)
 
 
-def run_model(drive: Drive, tmp_path: Path, examples: int, steps: int) -> Counters:
-    """Run the state machine on a drive; returns what was done, for the report."""
+def run_model(drives: tuple[Drive, Drive], tmp_path: Path, examples: int, steps: int) -> Counters:
+    """Run the state machine on the first drive, the second (when they are two mounts of
+    one drive) as its witness; returns what was done, for the report."""
     counters = Counters()
+    drive, second = drives
+    witness = second if drive.view is not None else None
     machine = type(
         "Machine",
         (DriveVersusModel,),
-        {"drive": drive, "model_base": tmp_path, "counters": counters},
+        {"drive": drive, "witness": witness, "model_base": tmp_path, "counters": counters},
     )
     phases = [Phase.explicit, Phase.reuse, Phase.generate]
     if os.environ.get("CIRRUS_TORTURE_SHRINK"):
@@ -360,19 +377,22 @@ def run_model(drive: Drive, tmp_path: Path, examples: int, steps: int) -> Counte
         report(
             f"model: {counters.examples} sequences, {counters.operations} operations "
             f"({counters.errors} expected errors), {counters.remounts} remounts, "
-            f"{counters.server_checks} server comparisons"
+            f"{counters.server_checks} server comparisons, "
+            f"{counters.witness_checks} second-mount comparisons"
         )
     return counters
 
 
-def test_model_short(drive: Drive, tmp_path: Path) -> None:
+def test_model_short(drive_pair: tuple[Drive, Drive], tmp_path: Path) -> None:
     """A few thousand operations: the CI version."""
     examples = env_int("CIRRUS_TORTURE_MODEL_EXAMPLES", 20)
-    counters = run_model(drive, tmp_path, examples, env_int("CIRRUS_TORTURE_MODEL_STEPS", 80))
+    steps = env_int("CIRRUS_TORTURE_MODEL_STEPS", 80)
+    counters = run_model(drive_pair, tmp_path, examples, steps)
     assert counters.operations >= examples * 20
+    assert counters.witness_checks in (0, counters.examples)
 
 
 @pytest.mark.slow
-def test_model_long(drive: Drive, tmp_path: Path) -> None:
+def test_model_long(drive_pair: tuple[Drive, Drive], tmp_path: Path) -> None:
     """About 100,000 operations, by hand (--runslow)."""
-    run_model(drive, tmp_path, env_int("CIRRUS_TORTURE_MODEL_EXAMPLES", 750), 200)
+    run_model(drive_pair, tmp_path, env_int("CIRRUS_TORTURE_MODEL_EXAMPLES", 750), 200)
