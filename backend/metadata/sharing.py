@@ -325,7 +325,7 @@ class Shares:
     def add(self, who: Principal, path: str, user: str, access: str) -> dict:
         if access not in (READ, WRITE):
             raise InvalidRequest('access is "read" or "write"')
-        route, _there = self.route(who, path, False)
+        route, _there = self.route(who, path, False, at_top=True)
         if route.mount is not None:
             if not route.mount.writable:
                 raise ReadOnlyShare(f"{path} is in a folder shared with you read-only")
@@ -347,16 +347,9 @@ class Shares:
                 raise NotADirectory(f"only folders can be shared: {path}")
             if not parts:
                 raise InvalidRequest("share a folder, not the whole drive")
-            if self._is_mount(session, folder.id):
-                raise Forbidden(f"{path} was shared with you: only its owner can share it")
             self._check_overlap(session, tree, folder, recipient[1])
         with self.db.write(recipient[1]) as tx:
             return self._mount(tx, who, folder.id, access)
-
-    @staticmethod
-    def _is_mount(session: Session, node_id: int) -> bool:
-        query = select(Share.id).where(Share.mount_id == node_id, Share.revoked.is_(None))
-        return session.scalar(query) is not None
 
     @staticmethod
     def _check_overlap(session: Session, tree: Tree, folder: Node, recipient_ns: int) -> None:
