@@ -147,3 +147,40 @@ def test_bad_shares_are_refused(pair: tuple) -> None:
 
 def alice_name(client: httpx.Client) -> str:
     return client.get("/v1/account").raise_for_status().json()["user"]
+
+
+def journal_view(client: httpx.Client) -> dict[int, dict]:
+    """The recipient's drive as its change journal builds it: id -> latest node."""
+    latest: dict[int, dict] = {}
+    entries = client.get("/v1/changes", params={"cursor": 0}).raise_for_status().json()
+    for entry in entries["entries"]:
+        latest[entry["node"]["id"]] = entry["node"]
+    return {i: n for i, n in latest.items() if not n["deleted"]}
+
+
+def test_moves_in_and_out_reach_the_recipients_journal(pair: tuple) -> None:
+    alice, bob, bob_name = pair
+    upload(alice, "/in/keep.txt", b"k").raise_for_status()
+    upload(alice, "/outside/deep/d.txt", b"d").raise_for_status()
+    share(alice, "/in", bob_name, "read").raise_for_status()
+    alice.post("/v1/tree/move", json={"from": "/outside/deep", "to": "/in/deep"})
+    alice.post("/v1/tree/move", json={"from": "/in/keep.txt", "to": "/outside/keep.txt"})
+    paths = {node["path"] for node in journal_view(bob).values()}
+    assert paths == {"/in", "/in/deep", "/in/deep/d.txt"}
+    assert content(bob, "/in/deep/d.txt") == b"d"
+    moved_out = blake3.blake3(b"k").hexdigest()
+    assert bob.get(f"/v1/blocks/{moved_out}").status_code != 200
+
+
+def test_owner_deleting_the_folder_ends_the_share(pair: tuple) -> None:
+    alice, bob, bob_name = pair
+    upload(alice, "/gone/g.txt", b"g").raise_for_status()
+    share(alice, "/gone", bob_name, "write").raise_for_status()
+    alice.post("/v1/tree/delete", json={"path": "/gone", "recursive": True}).raise_for_status()
+    assert "gone" not in names(bob, "/")
+    assert all(not n["path"].startswith("/gone") for n in journal_view(bob).values())
+    assert bob.get("/v1/shares").json()["received"] == []
+    # A folder the recipient makes there later is an ordinary folder of theirs.
+    bob.post("/v1/tree/mkdir", json={"path": "/gone"}).raise_for_status()
+    upload(bob, "/gone/mine.txt", b"mine").raise_for_status()
+    assert content(bob, "/gone/mine.txt") == b"mine"

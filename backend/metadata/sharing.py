@@ -147,14 +147,19 @@ class Route:
             GUEST.reset(token)
 
 
-def mounts_of(session: Session, namespace_id: int) -> list[Mount]:
-    """The live shares shown in a drive (one query, plus a path walk per share)."""
-    query = select(Share).where(
-        Share.recipient_namespace_id == namespace_id, Share.revoked.is_(None)
-    )
+def mounts_of(
+    session: Session, namespace_id: int, shares: list[Share] | None = None
+) -> list[Mount]:
+    """The live shares shown in a drive (one query, plus a path walk per share);
+    `shares`: the drive's share rows, when read already."""
+    if shares is None:
+        query = select(Share).where(Share.recipient_namespace_id == namespace_id)
+        shares = list(session.scalars(query))
     mounts = []
     mine = Tree(session, namespace_id)
-    for share in session.scalars(query):
+    for share in shares:
+        if share.revoked is not None:
+            continue
         placeholder = session.get(Node, share.mount_id)
         if placeholder is None or placeholder.deleted:
             continue
@@ -212,11 +217,10 @@ class Shares:
     def view(self, who: Principal) -> View:
         """The shares shown in the caller's drive, live and revoked (one read)."""
         with self.db.read() as session:
-            query = select(Share.mount_path, Share.revoked).where(
-                Share.recipient_namespace_id == who.namespace_id, Share.revoked.is_not(None)
-            )
-            revoked = [(path, at) for path, at in session.execute(query) if path]
-            return View(mounts_of(session, who.namespace_id), revoked)
+            query = select(Share).where(Share.recipient_namespace_id == who.namespace_id)
+            shares = list(session.scalars(query))
+            revoked = [(s.mount_path, s.revoked) for s in shares if s.revoked and s.mount_path]
+            return View(mounts_of(session, who.namespace_id, shares), revoked)
 
     def route(self, who: Principal, path: object, write: bool, *, at_top: bool = False,
               commit: bool = False, view: View | None = None) -> tuple[Route, object]:  # fmt: skip
@@ -231,10 +235,20 @@ class Shares:
                 return _enter(who, mount, write), _owner_path(mount, path)
         if commit:
             for mount_path, revoked in view.revoked:
-                if path.startswith(mount_path + "/"):
+                if path.startswith(mount_path + "/") and not self._exists(who, mount_path):
                     folder = conflicted_folder(mount_path, who.author, revoked)
                     return Route(who, rescued=True), folder + path[len(mount_path) :]
         return Route(who), path
+
+    def _exists(self, who: Principal, path: str) -> bool:
+        """Whether the drive has something at `path` (a folder made after a revocation
+        takes the revoked share's late edits as any folder would)."""
+        with self.db.read() as session:
+            try:
+                Tree(session, who.namespace_id).lookup(parse_path(path))
+            except (NotFound, NotADirectory):
+                return False
+        return True
 
     def route_id(self, who: Principal, node_id: object) -> Route:
         """The route of a node id of `who` (an id of a shared folder's node goes there)."""
@@ -512,8 +526,20 @@ def fan_out(tx: Txn, entries: list[dict]) -> None:
         view = Mount(share.id, tx.namespace_id, folder.id, tx.path_of(folder), mount.id,
                      mount.parent_id, mount.name, recipient.path_of(mount), True)  # fmt: skip
         copies = [copy for entry in entries for copy in _copies(tx, view, folder, entry)]
+        if folder.deleted:
+            copies.append(_end(tx, share, mount, recipient))
         if copies:
             _append(tx, share.recipient_namespace_id, copies)
+
+
+def _end(tx: Txn, share: Share, mount: Node, recipient: Tree) -> dict:
+    """The owner deleted the shared folder: the share ends as if revoked (the mount's
+    removal, to journal in the recipient's drive)."""
+    share.revoked, share.mount_path = tx.now_ns, recipient.path_of(mount)
+    mount.deleted, mount.deleted_at, mount.deleted_by = True, tx.now_ns, tx.author
+    mount.trash_id = mount.id
+    tx.session.flush()
+    return recipient.info(mount).to_json()
 
 
 def _copies(tx: Txn, view: Mount, folder: Node, entry: dict) -> list[dict]:
