@@ -32,9 +32,7 @@ def upgrade() -> None:
         sa.Column("mount_path", sa.String(length=4096), nullable=True),
         sa.ForeignKeyConstraint(["owner_namespace_id"], ["namespaces.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["folder_id"], ["nodes.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(
-            ["recipient_namespace_id"], ["namespaces.id"], ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["recipient_namespace_id"], ["namespaces.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["mount_id"], ["nodes.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
