@@ -184,3 +184,16 @@ def test_owner_deleting_the_folder_ends_the_share(pair: tuple) -> None:
     bob.post("/v1/tree/mkdir", json={"path": "/gone"}).raise_for_status()
     upload(bob, "/gone/mine.txt", b"mine").raise_for_status()
     assert content(bob, "/gone/mine.txt") == b"mine"
+
+
+def test_recipient_deleting_the_mount_leaves_the_share(pair: tuple) -> None:
+    alice, bob, bob_name = pair
+    upload(alice, "/kept/k.txt", b"k").raise_for_status()
+    share(alice, "/kept", bob_name, "write").raise_for_status()
+    bob.post("/v1/tree/delete", json={"path": "/kept", "recursive": True}).raise_for_status()
+    assert content(alice, "/kept/k.txt") == b"k"  # the owner's folder is untouched
+    assert alice.get("/v1/shares").json()["shared"] == []
+    assert bob.get("/v1/shares").json()["received"] == []
+    restored = bob.get("/v1/trash").raise_for_status().json()["items"][0]
+    bob.post("/v1/trash/restore", json={"id": restored["id"]}).raise_for_status()
+    assert names(bob, "/kept") == []  # a plain empty folder of bob's now

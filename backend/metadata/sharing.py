@@ -424,6 +424,7 @@ class Shares:
             mount = tx.session.get(Node, share.mount_id)
             if mount is not None and not mount.deleted:
                 share.mount_path = tx.path_of(mount)
+                mount.xattrs = {}  # restored from the trash, it is a plain folder
                 tx.remove(mount)
 
     def list(self, who: Principal) -> dict:
@@ -513,6 +514,7 @@ def routed(*, write: bool, at_top: bool = False, commit: bool = False) -> Callab
 def fan_out(tx: Txn, entries: list[dict]) -> None:
     """Copy the journal entries of nodes under this drive's shared folders into each
     recipient's journal (called by Txn.finish, just before the entries are written)."""
+    _left(tx, entries)
     query = select(Share).where(
         Share.owner_namespace_id == tx.namespace_id, Share.revoked.is_(None)
     )
@@ -532,12 +534,24 @@ def fan_out(tx: Txn, entries: list[dict]) -> None:
             _append(tx, share.recipient_namespace_id, copies)
 
 
+def _left(tx: Txn, entries: list[dict]) -> None:
+    """A recipient who deletes the mount node of a share leaves it (as if revoked)."""
+    gone = {e["node_id"]: e["node"] for e in entries if e["node"]["deleted"]}
+    gone = {i: node for i, node in gone.items() if node["type"] == DIR}
+    if not gone:
+        return
+    query = select(Share).where(Share.mount_id.in_(sorted(gone)), Share.revoked.is_(None))
+    for share in tx.session.scalars(query):
+        share.revoked, share.mount_path = tx.now_ns, gone[share.mount_id]["path"]
+        tx.session.get(Node, share.mount_id).xattrs = {}
+
+
 def _end(tx: Txn, share: Share, mount: Node, recipient: Tree) -> dict:
     """The owner deleted the shared folder: the share ends as if revoked (the mount's
     removal, to journal in the recipient's drive)."""
     share.revoked, share.mount_path = tx.now_ns, recipient.path_of(mount)
     mount.deleted, mount.deleted_at, mount.deleted_by = True, tx.now_ns, tx.author
-    mount.trash_id = mount.id
+    mount.trash_id, mount.xattrs = mount.id, {}
     tx.session.flush()
     return recipient.info(mount).to_json()
 
