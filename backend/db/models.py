@@ -513,3 +513,20 @@ class Share(Base):
     created: Mapped[int] = mapped_column(BigInteger)
     revoked: Mapped[int | None] = mapped_column(BigInteger)  # NULL while the share lives
     mount_path: Mapped[str | None] = mapped_column(String(PATH_LEN))  # set when revoked
+
+
+class Link(Base):
+    """A public read-only link to a file or folder of a drive, served without a token until
+    it expires or is revoked. Only the SHA-256 of its secret is kept, like a token's."""
+
+    __tablename__ = "links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespaces.id", ondelete="CASCADE"), index=True
+    )
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    created: Mapped[int] = mapped_column(BigInteger)
+    expires: Mapped[int] = mapped_column(BigInteger)
+    revoked: Mapped[int | None] = mapped_column(BigInteger)  # NULL while it is valid

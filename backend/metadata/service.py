@@ -22,6 +22,7 @@ from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.compaction import compact
 from backend.metadata.journal import Journal
+from backend.metadata.links import Links, Reader
 from backend.metadata.quota import Quotas
 from backend.metadata.retention import DEFAULT_MAX_REVISIONS, Policy, Retention
 from backend.metadata.revisions import Revisions
@@ -75,6 +76,7 @@ class MetadataService:
         self._db = db
         self._quotas = Quotas(db)
         self._shares = Shares(db)
+        self._links = Links(db)
 
     # users and tokens
     def create_user(self, name: str) -> str:
@@ -372,3 +374,21 @@ class MetadataService:
     def unshare(self, who: Principal, share_id: int) -> None:
         """Revoke (owner) or leave (recipient) a share."""
         self._shares.remove(who, share_id)
+
+    # public links (backend/metadata/links.py)
+    def create_link(self, who: Principal, path: str, expires_in_s: int) -> dict:
+        """A public read-only link to a file or folder of the caller's own drive."""
+        self._shares.refuse_shared(who, path)
+        return self._links.create(who, path, expires_in_s)
+
+    def links(self, who: Principal) -> list[dict]:
+        return self._links.list(who)
+
+    def revoke_link(self, who: Principal, link_id: int) -> None:
+        self._links.revoke(who, link_id)
+
+    def open_link(self, token: str, path: str) -> Reader:
+        """Who reads, and where, for a request of a public link (never through a share)."""
+        reader = self._links.resolve(token, path)
+        self._shares.refuse_shared(reader.who, reader.path)
+        return reader

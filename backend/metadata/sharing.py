@@ -265,6 +265,13 @@ class Shares:
                     return _enter(who, mount, False)
         return Route(who)
 
+    def refuse_shared(self, who: Principal, path: str) -> None:
+        """Forbidden when `path` is a share received, or lies in one (links are the
+        owner's to make)."""
+        route, _there = self.route(who, path, False, at_top=True)
+        if route.mount is not None:
+            raise Forbidden(f"{path} is shared with you: only its owner can link to it")
+
     def route_move(self, who: Principal, src: object, dst: object,
                    view: View | None = None) -> tuple[Route, Any, Any]:  # fmt: skip
         """A move or hard link: both ends must be in the same drive."""

@@ -206,6 +206,12 @@ class UnknownUser(CirrusError):
     code, status, errno = "unknown_user", 404, _errno.ENOENT
 
 
+class LinkExpired(CirrusError):
+    """A public link past its expiry: ask its owner for a new one."""
+
+    code, status, errno = "link_expired", 410, _errno.EACCES
+
+
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
     cls.code: cls for cls in CirrusError.__subclasses__()
 }

@@ -1,6 +1,7 @@
-"""Shares: a folder of one drive shown in another user's drive (docs/sharing.md).
+"""Shares: a folder of one drive shown in another user's drive, and public links
+(docs/sharing.md).
 
-A drive from before this migration has no shares.
+A drive from before this migration has no shares and no links.
 
 Revision ID: 0011
 Revises: 0002
@@ -38,9 +39,26 @@ def upgrade() -> None:
     )
     op.create_index("ix_shares_owner_namespace_id", "shares", ["owner_namespace_id"])
     op.create_index("ix_shares_recipient_namespace_id", "shares", ["recipient_namespace_id"])
+    op.create_table(
+        "links",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("namespace_id", sa.Integer(), nullable=False),
+        sa.Column("node_id", sa.Integer(), nullable=False),
+        sa.Column("created", sa.BigInteger(), nullable=False),
+        sa.Column("expires", sa.BigInteger(), nullable=False),
+        sa.Column("revoked", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(["namespace_id"], ["namespaces.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["node_id"], ["nodes.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("token_hash"),
+    )
+    op.create_index("ix_links_namespace_id", "links", ["namespace_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_links_namespace_id", table_name="links")
+    op.drop_table("links")
     op.drop_index("ix_shares_recipient_namespace_id", table_name="shares")
     op.drop_index("ix_shares_owner_namespace_id", table_name="shares")
     op.drop_table("shares")
