@@ -61,3 +61,26 @@ def test_share_errors_are_one_line(
     usage = cli(home, "share", "add", "docs", "bob", cwd=drive.path)
     assert usage.returncode == 2 and "--read" in usage.stderr
     assert cli(home, "share", "--help").returncode == 0
+
+
+def test_share_link_add_list_remove(
+    server: ServerProcess, drive: MountProcess, drive_user: str, home: dict
+) -> None:
+    (drive.path / "pub.txt").write_bytes(b"for everyone")
+    wait_until(lambda: server_file(server, drive_user, "/pub.txt") == b"for everyone")
+    made = cli(home, "share", "link", "add", "pub.txt", "--expires", "2h", cwd=drive.path)
+    assert made.returncode == 0, made.stderr
+    url = made.stdout.splitlines()[0]
+    assert url.startswith(f"{server.url}/v1/public/")
+    with server.client() as anyone:
+        assert anyone.get(url).content == b"for everyone"
+    listed = ok_json(home, "share", "link", "list", cwd=drive.path)["links"]
+    assert [entry["path"] for entry in listed] == ["/pub.txt"]
+    removed = cli(home, "share", "link", "remove", str(listed[0]["id"]), cwd=drive.path)
+    assert removed.returncode == 0 and removed.stdout.strip() == f"removed link {listed[0]['id']}"
+    with server.client() as anyone:
+        assert anyone.get(url).status_code == 404
+    fails(cli(home, "share", "link", "add", "pub.txt", "--expires", "soon", cwd=drive.path),
+          "share link add", "not a lifetime")  # fmt: skip
+    fails(cli(home, "share", "link", "remove", "999", cwd=drive.path), "share link remove",
+          "no such link")  # fmt: skip
