@@ -38,7 +38,7 @@ from backend.db.models import (
 )
 from backend.metadata.quota import count_usage
 from backend.metadata.replication import cancel_deletes, owe_copies
-from backend.metadata.sharing import shared_readable
+from backend.metadata.share_feed import shared_readable
 from backend.metadata.types import Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import InvalidRequest

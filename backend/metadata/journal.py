@@ -5,7 +5,7 @@ from sqlalchemy import false, select
 from backend.db.models import ChangeEntry, Namespace, Node
 from backend.metadata.compaction import ReadMarks
 from backend.metadata.nodes import INT64_MAX, Tree, node_info_from_json
-from backend.metadata.sharing import shared_snapshot
+from backend.metadata.share_feed import shared_snapshot
 from backend.metadata.txn import Database
 from backend.metadata.types import Change, ChangesPage, Principal, SnapshotPage
 from backend.protocol.errors import CursorExpired, InvalidRequest, NotFound

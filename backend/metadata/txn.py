@@ -26,7 +26,8 @@ from backend.db.engine import insert_ignore, writer
 from backend.db.models import DIR, ChangeEntry, Namespace, NamespaceBlock, Node
 from backend.metadata.blockrefs import owned_sizes, write_references
 from backend.metadata.nodes import Tree, format_path
-from backend.metadata.sharing import GUEST, fan_out
+from backend.metadata.share_feed import fan_out
+from backend.metadata.sharing import GUEST
 from backend.metadata.types import NodeInfo, Notifier
 from backend.protocol.errors import AlreadyExists, InvalidRequest, NotADirectory, NotFound
 
