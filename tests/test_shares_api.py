@@ -197,3 +197,14 @@ def test_recipient_deleting_the_mount_leaves_the_share(pair: tuple) -> None:
     restored = bob.get("/v1/trash").raise_for_status().json()["items"][0]
     bob.post("/v1/trash/restore", json={"id": restored["id"]}).raise_for_status()
     assert names(bob, "/kept") == []  # a plain empty folder of bob's now
+
+
+def test_the_share_attribute_is_the_servers(pair: tuple) -> None:
+    alice, bob, bob_name = pair
+    alice.post("/v1/tree/mkdir", json={"path": "/attr"}).raise_for_status()
+    share(alice, "/attr", bob_name, "read").raise_for_status()
+    mount = bob.get("/v1/tree/stat", params={"path": "/attr"}).raise_for_status().json()
+    assert mount["xattrs"] == {"trusted.cirrus.share": "cmVhZA=="}  # "read"
+    forged = {"path": "/attr", "name": "trusted.cirrus.share", "value": "d3JpdGU="}
+    assert bob.post("/v1/tree/xattr", json=forged).status_code == 403
+    assert upload(bob, "/attr/x.txt", b"x").status_code == 403

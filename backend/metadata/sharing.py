@@ -196,8 +196,9 @@ def _owner_path(mount: Mount, path: str) -> str:
     return mount.folder_path + path[len(mount.mount_path) :] if mount.folder_path else path
 
 
-def _check_xattr(route: Route, name: object) -> None:
-    if route.mount is not None and isinstance(name, str) and name.startswith(SHARE_XATTR):
+def _check_xattr(name: object) -> None:
+    """The share attribute of a mount node is the server's to set."""
+    if isinstance(name, str) and name.startswith(SHARE_XATTR):
         raise Forbidden(f"{SHARE_XATTR} is set by the server")
 
 
@@ -329,7 +330,8 @@ class Shares:
                 args["request"] = dataclasses.replace(request, path=path)
             else:
                 route, args["path"] = self.route(who, args.get("path"), True, view=view)
-            _check_xattr(route, args.get("name"))
+            if op.kind == "xattr":
+                _check_xattr(args.get("name"))
         except CirrusError as exc:
             return Route(who), exc
         return route, dataclasses.replace(op, args=args)
@@ -490,7 +492,7 @@ def routed(*, write: bool, at_top: bool = False, commit: bool = False) -> Callab
                 route, arguments["src"], arguments["dst"] = shares.route_move(
                     who, arguments["src"], arguments["dst"]
                 )
-            _check_xattr(route, arguments.get("name"))
+            _check_xattr(arguments.get("name"))
             arguments["who"] = route.who
             with route.applied():
                 return route.value(method(*bound.args, **bound.kwargs))
