@@ -44,8 +44,8 @@ def read(path: Path) -> bytes | None:
         return None
 
 
-def test_share_round_trip_and_rename(server: ServerProcess, two: tuple) -> None:
-    alice_token, alice, _bob_token, bob = two
+def test_share_round_trip_and_rename(server: ServerProcess, two: tuple, tmp_path: Path) -> None:
+    alice_token, alice, bob_token, bob = two
     (alice.path / "proj").mkdir()
     (alice.path / "proj" / "a.txt").write_bytes(b"from alice")
     wait_until(lambda: server_file(server, alice_token, "/proj/a.txt") == b"from alice")
@@ -58,6 +58,10 @@ def test_share_round_trip_and_rename(server: ServerProcess, two: tuple) -> None:
     wait_until(lambda: read(bob.path / "from-alice" / "c.txt") == b"later", timeout=5)
     assert sorted(os.listdir(alice.path)) == ["proj"]
     assert sorted(os.listdir(bob.path / "from-alice")) == ["a.txt", "b.txt", "c.txt"]
+    # A new device of bob's starts from a snapshot that holds the shared folder too.
+    with MountProcess(server.url, bob_token, tmp_path / "mnt-new", tmp_path / "cache-new") as new:
+        assert (new.path / "from-alice" / "b.txt").read_bytes() == b"from bob"
+        assert sorted(os.listdir(new.path / "from-alice")) == ["a.txt", "b.txt", "c.txt"]
 
 
 def test_read_only_share_is_eacces(server: ServerProcess, two: tuple) -> None:
