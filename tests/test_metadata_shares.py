@@ -1,6 +1,8 @@
 """Shares in the metadata service, on SQLite and PostgreSQL: batches cut per drive, the
 recipient's journal and notifications, and the consistency check after each test."""
 
+import threading
+
 from backend.metadata.batch import Outcome
 from backend.metadata.service import MetadataService
 from backend.metadata.types import BatchOp, CommitRequest, Principal
@@ -66,3 +68,29 @@ def test_a_batch_through_shares(
     mount = metadata.stat(bob, "/rw")
     assert all(c.node.parent_id != metadata.stat(alice, "/rw").id for c in page.entries)
     assert metadata.stat(bob, "/rw/g.txt").parent_id == mount.id
+
+
+def test_users_sharing_with_each_other_write_at_once(metadata: MetadataService) -> None:
+    """Each write also journals in the other's drive: the two drives' locks are taken in
+    one order, so concurrent writers never deadlock (PostgreSQL would fail one of them)."""
+    alice = metadata.authenticate(metadata.create_user("ann"), "a")
+    bob = metadata.authenticate(metadata.create_user("ben"), "b")
+    for who, other in ((alice, "ben"), (bob, "ann")):
+        metadata.mkdir(who, f"/by-{who.user_name}", None, None, False)
+        metadata.share(who, f"/by-{who.user_name}", other, "write")
+    failures: list[BaseException] = []
+
+    def write(who: Principal) -> None:
+        try:
+            for number in range(40):
+                metadata.mkdir(who, f"/by-{who.user_name}/{number}", None, None, False)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(who,)) for who in (alice, bob)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    assert len(metadata.list_dir(alice, "/by-ben")) == 40

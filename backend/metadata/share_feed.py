@@ -34,6 +34,14 @@ if TYPE_CHECKING:
 _INSERT_CHANGES = insert(ChangeEntry.__table__)
 
 
+def recipients(session: Session, namespace_id: int) -> list[int]:
+    """The drives a transaction of this drive may journal in: its shares' recipients."""
+    query = select(Share.recipient_namespace_id).where(
+        Share.owner_namespace_id == namespace_id, Share.revoked.is_(None)
+    )
+    return sorted(set(session.scalars(query)))
+
+
 def fan_out(tx: Txn, entries: list[dict]) -> None:
     """Copy the journal entries of nodes under this drive's shared folders into each
     recipient's journal (called by Txn.finish, just before the entries are written)."""

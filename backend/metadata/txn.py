@@ -26,7 +26,7 @@ from backend.db.engine import insert_ignore, writer
 from backend.db.models import DIR, ChangeEntry, Namespace, NamespaceBlock, Node
 from backend.metadata.blockrefs import owned_sizes, write_references
 from backend.metadata.nodes import Tree, format_path
-from backend.metadata.share_feed import fan_out
+from backend.metadata.share_feed import fan_out, recipients
 from backend.metadata.sharing import GUEST
 from backend.metadata.types import NodeInfo, Notifier
 from backend.protocol.errors import AlreadyExists, InvalidRequest, NotADirectory, NotFound
@@ -260,8 +260,16 @@ class Database:
     def write(self, namespace_id: int, author: str | None = None) -> Iterator[Txn]:
         with Session(self.write_engine, expire_on_commit=False) as session:
             with _mapped_errors(), session.begin():
-                query = select(Namespace).where(Namespace.id == namespace_id).with_for_update()
-                namespace = session.scalars(query).one_or_none()
+                # The drives of its shares' recipients too, whose journals it may write
+                # (share_feed.fan_out): all in one order, so no two writers deadlock.
+                locked = [namespace_id, *recipients(session, namespace_id)]
+                query = (
+                    select(Namespace)
+                    .where(Namespace.id.in_(locked))
+                    .order_by(Namespace.id)
+                    .with_for_update()
+                )
+                namespace = next((n for n in session.scalars(query) if n.id == namespace_id), None)
                 if namespace is None:
                     raise NotFound(f"no such drive: {namespace_id}")
                 first_cursor = namespace.cursor
