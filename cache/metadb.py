@@ -255,6 +255,13 @@ class MetaDB:
     def get(self, inode: int) -> Node | None:
         return self._one("inode = ?", (inode,))
 
+    def with_xattr(self, name: str) -> list[Node]:
+        """The nodes carrying an extended attribute (a text search, then an exact check)."""
+        rows = self._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE xattrs LIKE ?", (f'%"{name}"%',)
+        ).fetchall()
+        return [node for node in map(_node, rows) if name in node.xattrs]
+
     def by_remote(self, remote_id: int) -> Node | None:
         return self._one("remote_id = ?", (remote_id,))
 

@@ -16,6 +16,7 @@ import pyfuse3
 
 from cache.metadb import ROOT_INODE, Node
 from mountfs.errors import FsError, fuse_errors
+from mountfs.shares import ReadOnlyShares
 from mountfs.vfs import VFS, Caller
 from mountfs.virtual import ENTRY_TIMEOUT, VirtualTree
 
@@ -65,6 +66,7 @@ class CirrusOperations(pyfuse3.Operations):
         super().__init__()
         self._vfs = vfs
         self._virtual = virtual
+        self._shares = ReadOnlyShares(vfs)
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
@@ -107,6 +109,7 @@ class CirrusOperations(pyfuse3.Operations):
     @fuse_errors
     async def setattr(self, inode, attr, fields, fh, ctx):
         self._refuse_virtual(inode)
+        self._shares.refuse_on(inode)
         mode = attr.st_mode if fields.update_mode else None
         size = attr.st_size if fields.update_size else None
         mtime = attr.st_mtime_ns if fields.update_mtime else None
@@ -151,22 +154,27 @@ class CirrusOperations(pyfuse3.Operations):
     @fuse_errors
     async def mkdir(self, parent_inode, name, mode, ctx):
         self._virtual.refuse_change(parent_inode, name)
+        self._shares.refuse_in(parent_inode)
         return self._entry(self._vfs.mkdir(parent_inode, name, mode, _caller(ctx)))
 
     @fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
         self._virtual.refuse_change(parent_inode, name)
+        self._shares.refuse_in(parent_inode)
         self._vfs.rmdir(parent_inode, name)
 
     @fuse_errors
     async def unlink(self, parent_inode, name, ctx):
         self._virtual.refuse_change(parent_inode, name)
+        self._shares.refuse_in(parent_inode)
         self._vfs.unlink(parent_inode, name)
 
     @fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         self._virtual.refuse_change(parent_inode_old, name_old)
         self._virtual.refuse_change(parent_inode_new, name_new)
+        self._shares.refuse_in(parent_inode_old)
+        self._shares.refuse_in(parent_inode_new)
         mode = _RENAME_MODES.get(flags)
         if mode is None:
             raise FsError(errno.EINVAL, f"unsupported rename flags {flags:#x}")
@@ -175,6 +183,7 @@ class CirrusOperations(pyfuse3.Operations):
     @fuse_errors
     async def symlink(self, parent_inode, name, target, ctx):
         self._virtual.refuse_change(parent_inode, name)
+        self._shares.refuse_in(parent_inode)
         return self._entry(self._vfs.symlink(parent_inode, name, target, _caller(ctx)))
 
     @fuse_errors
@@ -185,11 +194,13 @@ class CirrusOperations(pyfuse3.Operations):
     async def link(self, inode, new_parent_inode, new_name, ctx):
         self._refuse_virtual(inode)
         self._virtual.refuse_change(new_parent_inode, new_name)
+        self._shares.refuse_in(new_parent_inode)
         return self._entry(self._vfs.link(inode, new_parent_inode, new_name))
 
     @fuse_errors
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         self._virtual.refuse_change(parent_inode, name)
+        self._shares.refuse_in(parent_inode)
         kind = _SPECIAL_KINDS.get(stat.S_IFMT(mode))
         if kind is None:
             raise FsError(errno.EINVAL, f"cannot make a node of type {stat.S_IFMT(mode):#o}")
@@ -203,6 +214,7 @@ class CirrusOperations(pyfuse3.Operations):
     @fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
         self._virtual.refuse_change(parent_inode, name)
+        self._shares.refuse_in(parent_inode)
         if not stat.S_ISREG(mode):
             raise FsError(errno.EPERM, "only regular files can be created")
         fh, node = self._vfs.create(parent_inode, name, mode, flags, _caller(ctx))
@@ -212,6 +224,8 @@ class CirrusOperations(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         if self._virtual.owns(inode):
             return pyfuse3.FileInfo(fh=await self._virtual.open(inode, flags), direct_io=True)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            self._shares.refuse_on(inode)
         fh, keep_cache = await self._vfs.open(inode, flags)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
 
@@ -269,11 +283,13 @@ class CirrusOperations(pyfuse3.Operations):
     @fuse_errors
     async def setxattr(self, inode, name, value, ctx):
         self._refuse_virtual(inode)
+        self._shares.refuse_on(inode)
         self._vfs.setxattr(inode, name, value, _caller(ctx))
 
     @fuse_errors
     async def removexattr(self, inode, name, ctx):
         self._refuse_virtual(inode)
+        self._shares.refuse_on(inode)
         self._vfs.setxattr(inode, name, None, _caller(ctx))
 
 

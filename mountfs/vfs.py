@@ -194,6 +194,10 @@ class VFS:
             node.ctime_ns = max(node.ctime_ns, node.mtime_ns)
         return node
 
+    def marked(self, xattr: str) -> list[Node]:
+        """The nodes carrying an extended attribute (mountfs/shares.py)."""
+        return self._db.with_xattr(xattr)
+
     def nlink(self, node: Node) -> int:
         return self._db.nlink(node)
 

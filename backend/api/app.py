@@ -11,7 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from backend import web
 from backend.api import account, batch, blocks, changes, files, trash, tree, uploads, usage
+from backend.api import links as links_api
 from backend.api import login as login_api
+from backend.api import shares as shares_api
 from backend.api.deps import Services
 from backend.api.errors import install_error_handlers
 from backend.api.guard import RequestGuard
@@ -137,5 +139,8 @@ def create_app(services: Services) -> FastAPI:
     for module in (account, files, uploads, blocks, tree, batch, changes, trash, usage):
         app.include_router(module.router)
     app.include_router(login_api.router)
+    app.include_router(shares_api.router)
+    app.include_router(links_api.router)
+    app.include_router(links_api.public)
     web.install(app)
     return app

@@ -482,3 +482,51 @@ class ReplicationTask(Base):
 Index("ix_replication_queue_next_try", ReplicationTask.next_try)
 # Which revisions name a block: the archive policy asks it of every candidate block.
 Index("ix_revision_blocks_hash", RevisionBlock.hash)
+
+
+# shares.access
+READ, WRITE = "read", "write"
+
+
+class Share(Base):
+    """A folder of one drive shown in another user's drive (docs/sharing.md).
+
+    The data stays in the owner's drive (`folder_id`); the recipient's drive holds a folder
+    node of its own, `mount_id`, whose name and place the recipient chooses: a path through
+    it is resolved in the owner's drive. A revoked share keeps its row, with `mount_path`
+    (where the recipient had it), so edits the recipient made offline still land in their
+    own drive as a conflicted copy.
+    """
+
+    __tablename__ = "shares"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespaces.id", ondelete="CASCADE"), index=True
+    )
+    folder_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    recipient_namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespaces.id", ondelete="CASCADE"), index=True
+    )
+    mount_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    access: Mapped[str] = mapped_column(String(8))  # READ or WRITE
+    created: Mapped[int] = mapped_column(BigInteger)
+    revoked: Mapped[int | None] = mapped_column(BigInteger)  # NULL while the share lives
+    mount_path: Mapped[str | None] = mapped_column(String(PATH_LEN))  # set when revoked
+
+
+class Link(Base):
+    """A public read-only link to a file or folder of a drive, served without a token until
+    it expires or is revoked. Only the SHA-256 of its secret is kept, like a token's."""
+
+    __tablename__ = "links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespaces.id", ondelete="CASCADE"), index=True
+    )
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    created: Mapped[int] = mapped_column(BigInteger)
+    expires: Mapped[int] = mapped_column(BigInteger)
+    revoked: Mapped[int | None] = mapped_column(BigInteger)  # NULL while it is valid

@@ -38,6 +38,7 @@ from backend.db.models import (
 )
 from backend.metadata.quota import count_usage
 from backend.metadata.replication import cancel_deletes, owe_copies
+from backend.metadata.share_feed import shared_readable
 from backend.metadata.types import Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
 from backend.protocol.errors import InvalidRequest
@@ -166,11 +167,12 @@ class BlockRefs:
         return [h for h in wanted if h not in owned]
 
     def readable_blocks(self, who: Principal, hashes: list[str]) -> set[str]:
-        return self._owned(who, _wanted(hashes))
-
-    def _owned(self, who: Principal, wanted: list[str]) -> set[str]:
+        """The drive's own blocks, and those of files in folders shared with it."""
+        wanted = _wanted(hashes)
         with self.db.read() as session:
-            return owned_hashes(session, who.namespace_id, wanted)
+            owned = owned_hashes(session, who.namespace_id, wanted)
+            rest = [h for h in wanted if h not in owned]
+            return owned | shared_readable(session, who.namespace_id, rest)
 
     def block_known(self, hash: str) -> bool:
         check_hash(hash)
@@ -179,11 +181,7 @@ class BlockRefs:
         return stored is not None
 
     def may_read_block(self, who: Principal, hash: str) -> bool:
-        check_hash(hash)
-        with self.db.read() as session:
-            return bool(session.scalar(select(exists().where(
-                NamespaceBlock.namespace_id == who.namespace_id, NamespaceBlock.hash == hash
-            ))))  # fmt: skip
+        return hash in self.readable_blocks(who, [hash])
 
     def deletion_marks(self, hashes: list[str]) -> dict[str, int | None]:
         """When each block's object was last deleted by a collection (None: never, or no

@@ -5,6 +5,7 @@ from sqlalchemy import false, select
 from backend.db.models import ChangeEntry, Namespace, Node
 from backend.metadata.compaction import ReadMarks
 from backend.metadata.nodes import INT64_MAX, Tree, node_info_from_json
+from backend.metadata.share_feed import shared_snapshot
 from backend.metadata.txn import Database
 from backend.metadata.types import Change, ChangesPage, Principal, SnapshotPage
 from backend.protocol.errors import CursorExpired, InvalidRequest, NotFound
@@ -79,7 +80,10 @@ class Journal:
             )
             nodes = list(session.scalars(query))
             tree = Tree(session, who.namespace_id)
-            infos = [tree.info(node) for node in nodes[:limit]]
+            infos = [tree.info(node) for node in nodes[: limit + 1]]
+            # Folders shared with the user, under their mounts (ids are unique over drives).
+            shared = shared_snapshot(session, who.namespace_id, after_id)[: limit + 1]
+            infos = sorted(infos + shared, key=lambda info: info.id)
         if after_id == 0:
             self._marks.note(who, cursor)
-        return SnapshotPage(cursor, infos, len(nodes) > limit)
+        return SnapshotPage(cursor, infos[:limit], len(infos) > limit)

@@ -218,6 +218,14 @@ class Tree:
         )
         return list(self.session.scalars(query))
 
+    def subtree(self, top: Node) -> list[Node]:
+        """The node and every live node below it, parents before children."""
+        found = [top]
+        for current in found:  # grows while iterating: a breadth-first walk
+            if current.type == DIR:
+                found.extend(self.children(current))
+        return found
+
     def has_children(self, parent: Node) -> bool:
         return bool(self.session.scalar(_HAS_CHILDREN, {"parent": parent.id}))
 

@@ -22,9 +22,11 @@ from backend.metadata.batch import Batches, Outcome
 from backend.metadata.blockrefs import BlockRefs
 from backend.metadata.compaction import compact
 from backend.metadata.journal import Journal
+from backend.metadata.links import Links, Reader
 from backend.metadata.quota import Quotas
 from backend.metadata.retention import DEFAULT_MAX_REVISIONS, Policy, Retention
 from backend.metadata.revisions import Revisions
+from backend.metadata.sharing import Shares, routed
 from backend.metadata.tokens import NewToken, TokenInfo, Tokens
 from backend.metadata.trash import Trash
 from backend.metadata.tree import TreeOps
@@ -73,6 +75,8 @@ class MetadataService:
         self._trash = Trash(db)
         self._db = db
         self._quotas = Quotas(db)
+        self._shares = Shares(db)
+        self._links = Links(db)
 
     # users and tokens
     def create_user(self, name: str) -> str:
@@ -95,18 +99,22 @@ class MetadataService:
 
     # tree
     @repeatable
+    @routed(write=False)
     def stat(self, who: Principal, path: str) -> NodeInfo:
         return self._tree.stat(who, path)
 
     @repeatable
+    @routed(write=False)
     def stat_id(self, who: Principal, node_id: int) -> NodeInfo:
         return self._tree.stat_id(who, node_id)
 
     @repeatable
+    @routed(write=False, at_top=True)
     def list_dir(self, who: Principal, path: str) -> list[NodeInfo]:
         """Children sorted by name; NotADirectory for a file."""
         return self._tree.list_dir(who, path)
 
+    @routed(write=True)
     def mkdir(
         self,
         who: Principal,
@@ -120,6 +128,7 @@ class MetadataService:
         also sets (backend/metadata/posix.py)."""
         return self._tree.mkdir(who, path, mode, mtime_ns, parents, attrs)
 
+    @routed(write=True)
     def symlink(
         self,
         who: Principal,
@@ -130,17 +139,20 @@ class MetadataService:
     ) -> NodeInfo:
         return self._tree.symlink(who, path, target, mtime_ns, attrs)
 
+    @routed(write=True)
     def move(
         self, who: Principal, src: str, dst: str, mode: MoveMode, attrs: dict | None = None
     ) -> tuple[NodeInfo, NodeInfo | None]:
         """Return (moved node, replaced-or-exchanged node)."""
         return self._tree.move(who, src, dst, mode, attrs)
 
+    @routed(write=True)
     def delete(
         self, who: Principal, path: str, recursive: bool, attrs: dict | None = None
     ) -> list[int]:
         return self._tree.delete(who, path, recursive, attrs)
 
+    @routed(write=True)
     def setattr(
         self,
         who: Principal,
@@ -151,11 +163,13 @@ class MetadataService:
     ) -> NodeInfo:
         return self._tree.setattr(who, path, mode, mtime_ns, attrs)
 
+    @routed(write=True)
     def set_xattr(
         self, who: Principal, path: str, name: str, value: bytes | None, attrs: dict | None = None
     ) -> NodeInfo:
         return self._tree.set_xattr(who, path, name, value, attrs)
 
+    @routed(write=True)
     def mknod(
         self,
         who: Principal,
@@ -169,6 +183,7 @@ class MetadataService:
         """A FIFO, socket or device node (metadata only)."""
         return self._tree.mknod(who, path, type, mode, rdev, mtime_ns, attrs)
 
+    @routed(write=True)
     def link(self, who: Principal, src: str, dst: str, attrs: dict | None = None) -> NodeInfo:
         """A second name for a file (a hard link); the new name's node."""
         return self._tree.link(who, src, dst, attrs)
@@ -184,16 +199,20 @@ class MetadataService:
         """Apply ops in order in one transaction, each undone alone when refused; the
         answers as `render` makes them (kept for ops with a seq, given again on a repeat)."""
         if client is not None and all(op.seq is not None for op in ops):
-            return run_again(self._batches.apply, who, ops, render, stop_on_error, client)
-        return self._batches.apply(who, ops, render, stop_on_error, client)
+            return run_again(
+                self._shares.batch, self._batches, who, ops, render, stop_on_error, client
+            )
+        return self._shares.batch(self._batches, who, ops, render, stop_on_error, client)
 
     # files and revisions
+    @routed(write=True, commit=True)
     def commit(self, who: Principal, request: CommitRequest) -> CommitResult:
         if request.commit_id is not None:  # a repeat returns the first one's answer
             return run_again(self._revisions.commit, who, request)
         return self._revisions.commit(who, request)
 
     @repeatable
+    @routed(write=False)
     def block_list(
         self, who: Principal, path: str | None, node_id: int | None, rev: int | None
     ) -> BlockList:
@@ -201,14 +220,17 @@ class MetadataService:
         return self._revisions.block_list(who, path, node_id, rev)
 
     @repeatable
+    @routed(write=False)
     def history(self, who: Principal, path: str, limit: int) -> list[RevisionInfo]:
         """Revisions newest first, at most limit (1..1000)."""
         return self._revisions.history(who, path, limit)
 
+    @routed(write=True)
     def restore(self, who: Principal, path: str, rev: int) -> NodeInfo:
         """Make an uploaded revision current again, as a new revision."""
         return self._revisions.restore(who, path, rev).node
 
+    @routed(write=True)
     def pin(self, who: Principal, path: str, rev: int, pinned: bool) -> RevisionInfo:
         """Pin (keep forever) or unpin an uploaded revision."""
         return self._revisions.pin(who, path, rev, pinned)
@@ -339,3 +361,34 @@ class MetadataService:
     def set_quota(self, name: str, quota: int | None) -> bool:
         """Set or (None) remove a user's quota in bytes; False when there is no such user."""
         return self._quotas.set_quota(name, quota)
+
+    # shares (backend/metadata/sharing.py)
+    def share(self, who: Principal, path: str, user: str, access: str) -> dict:
+        """Share a folder with another user, "read" or "write"; the new share."""
+        return self._shares.add(who, path, user, access)
+
+    def shares(self, who: Principal) -> dict:
+        """{"shared": what the caller shares, "received": what is shared with them}."""
+        return self._shares.list(who)
+
+    def unshare(self, who: Principal, share_id: int) -> None:
+        """Revoke (owner) or leave (recipient) a share."""
+        self._shares.remove(who, share_id)
+
+    # public links (backend/metadata/links.py)
+    def create_link(self, who: Principal, path: str, expires_in_s: int) -> dict:
+        """A public read-only link to a file or folder of the caller's own drive."""
+        self._shares.refuse_shared(who, path)
+        return self._links.create(who, path, expires_in_s)
+
+    def links(self, who: Principal) -> list[dict]:
+        return self._links.list(who)
+
+    def revoke_link(self, who: Principal, link_id: int) -> None:
+        self._links.revoke(who, link_id)
+
+    def open_link(self, token: str, path: str) -> Reader:
+        """Who reads, and where, for a request of a public link (never through a share)."""
+        reader = self._links.resolve(token, path)
+        self._shares.refuse_shared(reader.who, reader.path)
+        return reader

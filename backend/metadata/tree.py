@@ -198,7 +198,7 @@ def delete_in(tx: Txn, path: str, recursive: bool, attrs: dict | None = None) ->
     node = tx.lookup(parts)
     if node.type == DIR and not recursive and tx.has_children(node):
         raise NotEmpty(f"folder not empty: {path}")
-    doomed = _subtree(tx, node)
+    doomed = tx.subtree(node)
     parent = tx.session.get(Node, node.parent_id)
     ids = {victim.id for victim in doomed}
     for victim in reversed(doomed):  # children before their folder
@@ -355,12 +355,3 @@ def _exchange(tx: Txn, node: Node, target: Node, attrs: dict) -> tuple[NodeInfo,
     if target_parent.id != node_parent.id:
         entries_changed(tx, target_parent, attrs)
     return tx.journal(node), tx.journal(target)
-
-
-def _subtree(tx: Txn, node: Node) -> list[Node]:
-    """The node and every live node below it, parents before children."""
-    found = [node]
-    for current in found:  # grows while iterating: a breadth-first walk
-        if current.type == DIR:
-            found.extend(tx.children(current))
-    return found

@@ -22,10 +22,12 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from backend import clock
-from backend.db.engine import writer
-from backend.db.models import DIR, ChangeEntry, Namespace, Node
+from backend.db.engine import insert_ignore, writer
+from backend.db.models import DIR, ChangeEntry, Namespace, NamespaceBlock, Node
 from backend.metadata.blockrefs import owned_sizes, write_references
 from backend.metadata.nodes import Tree, format_path
+from backend.metadata.share_feed import fan_out, recipients
+from backend.metadata.sharing import GUEST
 from backend.metadata.types import NodeInfo, Notifier
 from backend.protocol.errors import AlreadyExists, InvalidRequest, NotADirectory, NotFound
 
@@ -62,19 +64,32 @@ class Txn(Tree):
         self._created: list[Node] = []
         # Commit ids a batch found unused when it began (revisions.note_unused_commit_ids).
         self.unused_commit_ids: set[str] = set()
+        # Where each node moved in this transaction came from (id -> first parent id), and
+        # other drives' journals written (shared folders: backend/metadata/sharing.py).
+        self.left: dict[int, int | None] = {}
+        self.published: list[tuple[int, int]] = []
+        self.guest = GUEST.get()  # the drive of a recipient writing into a shared folder
 
     def journal(self, node: Node) -> NodeInfo:
         """Append the node's current snapshot to the change journal and return it."""
         info = self.info(node)
+        self.journal_snapshot(node.id, info.to_json())
+        return info
+
+    def journal_snapshot(self, node_id: int, data: dict) -> None:
+        """Append a node's snapshot, as NodeInfo.to_json() makes it, to the journal."""
         self.cursor += 1
         self._entries.append({
             "namespace_id": self.namespace_id,
             "cursor": self.cursor,
-            "node_id": node.id,
-            "node": info.to_json(),
+            "node_id": node_id,
+            "node": data,
             "created": self.now_ns,
         })  # fmt: skip
-        return info
+
+    def displaced(self, node: Node) -> None:
+        self.left.setdefault(node.id, node.parent_id)
+        super().displaced(node)
 
     def owned(self, hashes: list[str]) -> dict[str, int]:
         """The hashes of `hashes` this drive has uploaded, with their real sizes, each asked
@@ -83,8 +98,19 @@ class Txn(Tree):
         unknown = [h for h in hashes if h not in self._owned]
         if unknown:
             found = owned_sizes(self.session, self.namespace_id, unknown)
+            if self.guest is not None:
+                found.update(self._adopt([h for h in unknown if h not in found]))
             self._owned.update((h, found.get(h)) for h in unknown)
         return {h: size for h in hashes if (size := self._owned[h]) is not None}
+
+    def _adopt(self, hashes: list[str]) -> dict[str, int]:
+        """Blocks a recipient writing into a shared folder of this drive uploaded: the
+        owner holds them from now on (the recipient proved it has their bytes)."""
+        found = owned_sizes(self.session, self.guest, hashes) if hashes else {}
+        if found:
+            rows = [{"namespace_id": self.namespace_id, "hash": h} for h in sorted(found)]
+            insert_ignore(self.session, NamespaceBlock, rows)
+        return found
 
     def refer(self, blocks: list[tuple[str, int]], sign: int) -> None:
         """Count one more (sign +1) or one less (-1) reference per listed (hash, size)."""
@@ -96,6 +122,7 @@ class Txn(Tree):
             write_references(self, self._references)
             self._references = []
         if self._entries:
+            fan_out(self, self._entries)
             self.connection.execute(_INSERT_CHANGES, self._entries)
             self._entries = []
             self.namespace.cursor = self.cursor
@@ -233,8 +260,16 @@ class Database:
     def write(self, namespace_id: int, author: str | None = None) -> Iterator[Txn]:
         with Session(self.write_engine, expire_on_commit=False) as session:
             with _mapped_errors(), session.begin():
-                query = select(Namespace).where(Namespace.id == namespace_id).with_for_update()
-                namespace = session.scalars(query).one_or_none()
+                # The drives of its shares' recipients too, whose journals it may write
+                # (share_feed.fan_out): all in one order, so no two writers deadlock.
+                locked = [namespace_id, *recipients(session, namespace_id)]
+                query = (
+                    select(Namespace)
+                    .where(Namespace.id.in_(locked))
+                    .order_by(Namespace.id)
+                    .with_for_update()
+                )
+                namespace = next((n for n in session.scalars(query) if n.id == namespace_id), None)
                 if namespace is None:
                     raise NotFound(f"no such drive: {namespace_id}")
                 first_cursor = namespace.cursor
@@ -243,6 +278,8 @@ class Database:
                 tx.finish()
             if tx.cursor != first_cursor:
                 self._publish(namespace_id, tx.cursor)
+            for other, cursor in tx.published:
+                self._publish(other, cursor)
 
     def _publish(self, namespace_id: int, cursor: int) -> None:
         """Tell subscribers; the change is committed already, so a failing notifier must

@@ -187,6 +187,31 @@ class BlockRestoring(CirrusError):
         self.retry_after = retry_after
 
 
+class ReadOnlyShare(CirrusError):
+    """A change inside a folder shared with the caller read-only: only reads are allowed."""
+
+    code, status, errno = "read_only_share", 403, _errno.EACCES
+
+
+class CrossShareMove(CirrusError):
+    """A move between a shared folder and the rest of the drive (or another share): they
+    are different drives, so the item must be copied instead (mv does so on EXDEV)."""
+
+    code, status, errno = "cross_share_move", 409, _errno.EXDEV
+
+
+class UnknownUser(CirrusError):
+    """A share names a user the server does not know."""
+
+    code, status, errno = "unknown_user", 404, _errno.ENOENT
+
+
+class LinkExpired(CirrusError):
+    """A public link past its expiry: ask its owner for a new one."""
+
+    code, status, errno = "link_expired", 410, _errno.EACCES
+
+
 ERRORS_BY_CODE: dict[str, type[CirrusError]] = {
     cls.code: cls for cls in CirrusError.__subclasses__()
 }

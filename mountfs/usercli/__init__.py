@@ -42,7 +42,8 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from mountfs.usercli import commands, transfer
+    from mountfs.usercli import commands, share, transfer
 
     commands.register(subparsers)
     transfer.register(subparsers)
+    share.register(subparsers)
