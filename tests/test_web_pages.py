@@ -297,6 +297,9 @@ def test_sharing_a_folder_from_the_page(
     inside = bob.get("/web/files", params={"path": f"/{name}"})
     assert inside.status_code == 200 and "plan.txt" in inside.text and ">sub<" in inside.text
     assert bob.get("/web/download", params={"path": f"/{name}/plan.txt"}).content == b"the plan"
+    # Only owners share: no Share form on a received folder or anything inside it.
+    assert "<summary>Share" in page.get("/web/files").text
+    assert "<summary>Share" not in listing and "<summary>Share" not in inside.text
     received = bob.get("/web/sharing").text
     assert escape(f"/{name}") in received and ">alice<" in received
     # Read-only: no change inside, and no re-share of what is inside; clear errors.

@@ -42,9 +42,10 @@ def _usage(request: Request, session: Session) -> dict:
     return {"used": used, "quota": quota, "total": max(total, used, 1)}
 
 
-def _share_notes(request: Request, session: Session) -> dict[str, str]:
-    """What the listing says of shared folders, by path: who I share one with, or who
-    shares one with me."""
+def _sharing(request: Request, session: Session, path: str) -> dict:
+    """What the listing says of shared folders, by path (who I share one with, or who
+    shares one with me), and whether its entries can be shared: only owners share, so
+    neither a received folder nor anything inside one can."""
     shares = services_of(request).metadata.shares(session.who)
     with_whom: dict[str, list[str]] = {}
     for share in shares["shared"]:
@@ -54,7 +55,9 @@ def _share_notes(request: Request, session: Session) -> dict[str, str]:
     notes = {path: "shared with " + ", ".join(users) for path, users in with_whom.items()}
     for share in shares["received"]:
         notes[share["path"]] = f"shared by {share['owner']}, {ACCESS[share['access']]}"
-    return notes
+    received = {share["path"] for share in shares["received"]}
+    inside = any(path == top or path.startswith(top + "/") for top in received)
+    return {"notes": notes, "received": received, "inside_received": inside}
 
 
 @router.get("/files")
@@ -74,7 +77,7 @@ def browse(request: Request, session: SessionDep, path: PathQuery = "/") -> Resp
         folder_id=node.id,
         crumbs=breadcrumbs(path),
         children=children,
-        notes=_share_notes(request, session),
+        sharing=_sharing(request, session, path),
         usage=_usage(request, session),
     )
 
