@@ -1,7 +1,8 @@
 """The web page in a real browser: Debian's chromium, headless, driven by selenium through
 /usr/bin/chromedriver (never a downloaded driver). It logs in with a one-time code, makes a
 folder and browses, uploads a 20 MiB file through the resumable protocol, downloads it
-byte-identical, and restores an old revision from the file's history.
+byte-identical, restores an old revision from the file's history, shares a folder with a
+second user who then sees it, and makes a public link that is read without a token.
 
 Set CIRRUS_SCREENSHOTS=docs/web to refresh the screenshots of docs/web.md.
 """
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.server import ServerProcess
@@ -30,10 +32,13 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
         allow_module_level=True,
     )
 
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 # A file dropped on the upload area, as a drag from the desktop delivers it.
 DROP_A_FILE = """
@@ -82,7 +87,13 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriv
 
 def wait_for(driver: webdriver.Chrome, what: Callable[[webdriver.Chrome], object]) -> object:
     try:
-        return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(what)
+        waiting = WebDriverWait(
+            driver,
+            WAIT_S,
+            poll_frequency=0.2,
+            ignored_exceptions=(StaleElementReferenceException,),  # the page was replaced
+        )
+        return waiting.until(what)
     except TimeoutException:
         shown = driver.current_url + "\n" + driver.find_element(By.TAG_NAME, "body").text
         raise AssertionError(f"the page did not get there in {WAIT_S}s:\n{shown}") from None
@@ -125,6 +136,44 @@ def upload(driver: webdriver.Chrome, files: list[Path], size_shown: str) -> None
     wait_for(driver, finished)
 
 
+def log_in(driver: webdriver.Chrome, server: ServerProcess, user: str) -> None:
+    driver.find_element(By.ID, "code").send_keys(login_code(server, user), Keys.ENTER)
+    wait_for(driver, lambda d: d.find_elements(By.ID, "upload-input"))
+
+
+def open_share(driver: webdriver.Chrome, name: str) -> object:
+    """The row of an entry of the folder shown, with its Share disclosure opened."""
+    row = driver.find_element(By.XPATH, f"//tr[.//td[@class='name']/a[text()='{name}']]")
+    row.find_element(By.XPATH, ".//summary[starts-with(normalize-space(.), 'Share')]").click()
+    return row
+
+
+def share_and_link(driver: webdriver.Chrome, server: ServerProcess, shots: Shots) -> None:
+    """alice shares a folder with bob, who sees it in his drive; a public link to a file
+    in it is read without a token."""
+    driver.find_element(By.LINK_TEXT, "Files").click()
+    row = wait_for(driver, lambda d: open_share(d, "Reports <2026>"))
+    Select(row.find_element(By.NAME, "access")).select_by_visible_text("Read and write")
+    row.find_element(By.NAME, "user").send_keys("bob", Keys.ENTER)  # from the keyboard
+    wait_for(driver, lambda d: "read and write" in d.find_element(By.TAG_NAME, "table").text)
+    driver.find_element(By.LINK_TEXT, "/Reports <2026>").click()
+    row = wait_for(driver, lambda d: open_share(d, "notes.txt"))
+    Select(row.find_element(By.NAME, "expires")).select_by_visible_text("1 day")
+    row.find_element(By.XPATH, ".//button[text()='Make a link']").click()
+    url = wait_for(driver, lambda d: d.find_elements(By.ID, "made-url"))[0].get_attribute("value")
+    with httpx.Client(trust_env=False, timeout=WAIT_S) as anyone:  # no token, no cookie
+        assert anyone.get(url).text == "several files at once\n"
+    shots.take("sharing")
+    driver.find_element(By.CSS_SELECTOR, "form.logout button").click()
+    wait_for(driver, lambda d: d.find_elements(By.ID, "code"))
+    log_in(driver, server, "bob")
+    table = driver.find_element(By.CSS_SELECTOR, "table.entries").text
+    assert "Reports <2026>" in table and "shared by alice, read and write" in table
+    driver.find_element(By.LINK_TEXT, "Reports <2026>").click()
+    wait_for(driver, lambda d: d.find_elements(By.LINK_TEXT, "notes.txt"))
+    shots.take("shared")
+
+
 def test_log_in_upload_browse_download_and_restore(
     browser: webdriver.Chrome, tmp_path: Path
 ) -> None:
@@ -137,6 +186,7 @@ def test_log_in_upload_browse_download_and_restore(
     (tmp_path / "v2" / "big.bin").write_bytes(b"a newer, smaller revision\n")
     with ServerProcess(tmp_path / "server") as server:
         server.create_user("alice")
+        server.create_user("bob")
         browser.get(f"{server.url}/")
         code = browser.find_element(By.ID, "code")  # the log-in form, found by its label's id
         code.send_keys(login_code(server, "alice"))
@@ -181,6 +231,7 @@ def test_log_in_upload_browse_download_and_restore(
             ),
         )
         shots.take("trash")
+        share_and_link(browser, server, shots)
         browser.set_window_size(390, 844)  # a phone-sized screen
         browser.find_element(By.LINK_TEXT, "Files").click()
         wait_for(browser, lambda d: d.find_elements(By.ID, "upload-input"))

@@ -1,13 +1,18 @@
 """The web page over HTTP against a real `cirrus serve`: cookies, CSP, CSRF, escaping."""
 
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from markupsafe import escape
 
+from tests.support.lifecycle import HOUR, clocked_server
 from tests.support.server import ServerProcess
 from tests.support.web import WebSession, csrf_of, set_cookies
+
+clocked_server = clocked_server  # the fixture, for the expired link's test
 
 REVOKED_WITHIN_S = 3.0
 HOSTILE_NAMES = [
@@ -238,3 +243,170 @@ def test_logging_out_revokes_the_session_token(page: WebSession, server: ServerP
             time.sleep(0.1)
         assert page.get("/web/files").headers.get("location") == "/web/login"
         assert api.get("/v1/account").status_code == 401
+
+
+@pytest.fixture(scope="module")
+def bob(server: ServerProcess) -> Iterator[WebSession]:
+    """A second user's page session: alice shares with him."""
+    server.create_user("bob")
+    session = WebSession(server, "bob")
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def node_id(server: ServerProcess, token: str, path: str) -> str:
+    with server.client(token) as api:
+        answer = api.get("/v1/tree/stat", params={"path": path})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["id"])
+
+
+def alert_of(answer) -> str:
+    """The error an error page shows (its role="alert" paragraph)."""
+    match = re.search(r'role="alert"[^>]*>([^<]*)<', answer.text)
+    assert match is not None, answer.text[:500]
+    return match.group(1)
+
+
+def ids_after(page_text: str, action: str) -> list[str]:
+    """The ids posted by the forms of one action on a page, in order."""
+    return re.findall(
+        rf'action="{action}">\s*<input[^>]*>\s*<input type="hidden" name="id" value="(\d+)"',
+        page_text,
+    )
+
+
+def test_sharing_a_folder_from_the_page(
+    page: WebSession, bob: WebSession, server: ServerProcess, token: str
+) -> None:
+    name = "team <b>&"
+    upload(server, token, f"/{name}/plan.txt", b"the plan")
+    upload(server, token, f"/{name}/sub/deep.txt", b"deep")
+    folder = node_id(server, token, f"/{name}")
+    shared = page.post("/web/share", {"id": folder, "user": " bob ", "access": "read"})
+    assert shared.status_code == 303 and shared.headers["location"] == "/web/sharing"
+    mine = page.get("/web/sharing").text
+    assert escape(f"/{name}") in mine and ">bob<" in mine and ">read-only<" in mine
+    assert f"{escape(name)}</a>" in page.get("/web/files").text
+    assert "shared with bob (read-only)" in page.get("/web/files").text
+    # bob sees the folder in his drive, browses it and downloads from it.
+    listing = bob.get("/web/files").text
+    assert f"{escape(name)}</a>" in listing and "shared by alice, read-only" in listing
+    inside = bob.get("/web/files", params={"path": f"/{name}"})
+    assert inside.status_code == 200 and "plan.txt" in inside.text and ">sub<" in inside.text
+    assert bob.get("/web/download", params={"path": f"/{name}/plan.txt"}).content == b"the plan"
+    # Only owners share: no Share form on a received folder or anything inside it.
+    assert "<summary>Share" in page.get("/web/files").text
+    assert "<summary>Share" not in listing and "<summary>Share" not in inside.text
+    received = bob.get("/web/sharing").text
+    assert escape(f"/{name}") in received and ">alice<" in received
+    # Read-only: no change inside, and no re-share of what is inside; clear errors.
+    bob_folder = bob.get("/web/files", params={"path": f"/{name}"}).text
+    mount_id = re.search(r'name="id" value="(\d+)">\s*<label for="new-folder"', bob_folder)[1]
+    refused = bob.post("/web/mkdir", {"id": mount_id, "name": "mine"})
+    assert refused.status_code == 403 and "read-only" in alert_of(refused)
+    reshare = bob.post(
+        "/web/share",
+        {"id": node_id(server, token, f"/{name}/sub"), "user": "alice", "access": "read"},
+    )
+    assert reshare.status_code == 403 and "read-only" in alert_of(reshare)
+    # alice stops sharing: the folder leaves bob's drive.
+    [share_id] = ids_after(mine, "/web/unshare")
+    assert page.post("/web/unshare", {"id": share_id}).status_code == 303
+    assert escape(name) not in bob.get("/web/files").text
+    assert "You share no folder." in page.get("/web/sharing").text
+    # Shared again read and write, bob leaves it himself.
+    page.post("/web/share", {"id": folder, "user": "bob", "access": "write"})
+    assert "shared by alice, read and write" in bob.get("/web/files").text
+    [received_id] = ids_after(bob.get("/web/sharing").text, "/web/unshare")
+    assert bob.post("/web/unshare", {"id": received_id}).status_code == 303
+    assert "Nobody shares a folder with you." in bob.get("/web/sharing").text
+    assert "shared with" not in page.get("/web/files").text
+
+
+def test_share_errors_are_shown_clearly(
+    page: WebSession, server: ServerProcess, token: str
+) -> None:
+    upload(server, token, "/errs/f.txt", b"f")
+    folder, file = node_id(server, token, "/errs"), node_id(server, token, "/errs/f.txt")
+    cases = [
+        ({"id": folder, "user": "nobody", "access": "read"}, 404, "no such user: nobody"),
+        ({"id": folder, "user": "alice", "access": "read"}, 400, "own owner"),
+        ({"id": folder, "user": "", "access": "read"}, 400, "name the user"),
+        ({"id": folder, "user": "bob", "access": "all"}, 400, "access is"),
+        ({"id": file, "user": "bob", "access": "read"}, 409, "only folders"),
+        ({"id": "1", "user": "bob", "access": "read"}, 400, "not the whole drive"),
+        ({"id": "x", "user": "bob", "access": "read"}, 400, "positive whole number"),
+    ]
+    for form, status, message in cases:
+        answer = page.post("/web/share", form)
+        assert answer.status_code == status and message in alert_of(answer), (form, answer.text)
+    for form in ({"id": file, "expires": "60"}, {"id": "999999999", "expires": "3600"}):
+        assert page.post("/web/link", form).status_code in (400, 404), form
+    assert page.post("/web/unshare", {"id": "999999999"}).status_code == 404
+    assert page.post("/web/link/revoke", {"id": "999999999"}).status_code == 404
+
+
+def test_public_links_are_made_shown_once_listed_and_revoked(
+    page: WebSession, server: ServerProcess, token: str
+) -> None:
+    upload(server, token, "/pub/<i>report</i>.txt", b"public bytes")
+    file = node_id(server, token, "/pub/<i>report</i>.txt")
+    made = page.post("/web/link", {"id": file, "expires": "86400"})
+    assert made.status_code == 200, made.text
+    url = re.search(r'id="made-url" class="url" value="([^"]+)"', made.text)[1]
+    assert url.startswith(f"{server.url}/v1/public/")
+    secret = url.rsplit("/", 1)[1]
+    assert escape("/pub/<i>report</i>.txt") in made.text and "<i>report" not in made.text
+    with server.client() as anyone:  # no token, no cookie
+        assert anyone.get(url).content == b"public bytes"
+    listed = page.get("/web/sharing").text
+    assert secret not in listed and escape("/pub/<i>report</i>.txt") in listed
+    folder_link = page.post("/web/link", {"id": node_id(server, token, "/pub"), "expires": "3600"})
+    assert folder_link.status_code == 200
+    link_ids = ids_after(page.get("/web/sharing").text, "/web/link/revoke")
+    assert len(link_ids) >= 2
+    for link_id in link_ids:
+        assert page.post("/web/link/revoke", {"id": link_id}).status_code == 303
+    with server.client() as anyone:
+        assert anyone.get(url).status_code == 404
+    assert "You have no public link that still works." in page.get("/web/sharing").text
+
+
+def test_forged_share_and_link_forms_are_refused(
+    page: WebSession, server: ServerProcess, token: str
+) -> None:
+    upload(server, token, "/forged/f.txt", b"f")
+    folder = node_id(server, token, "/forged")
+    forms = [
+        ("/web/share", {"id": folder, "user": "bob", "access": "write"}),
+        ("/web/link", {"id": folder, "expires": "3600"}),
+    ]
+    for url, form in forms:
+        assert page.post(url, form, csrf="0" * 64).status_code == 403
+        assert page.post(url, form, Origin="https://evil.example").status_code == 403
+    with server.client(token) as api:
+        assert "/forged" not in str(api.get("/v1/shares").json())
+        assert "/forged" not in str(api.get("/v1/links").json())
+
+
+def test_an_expired_link_is_refused(clocked_server: tuple, tmp_path: Path) -> None:
+    server, clock = clocked_server
+    token = server.create_user("carol")
+    upload(server, token, "/soon.txt", b"soon gone")
+    page = WebSession(server, "carol")
+    try:
+        made = page.post(
+            "/web/link", {"id": node_id(server, token, "/soon.txt"), "expires": "3600"}
+        )
+        url = re.search(r'id="made-url" class="url" value="([^"]+)"', made.text)[1]
+        with server.client() as anyone:
+            assert anyone.get(url).content == b"soon gone"
+            clock.advance(HOUR + 60)
+            expired = anyone.get(url)
+        assert expired.status_code == 410 and expired.json()["error"]["code"] == "link_expired"
+        assert "You have no public link that still works." in page.get("/web/sharing").text
+    finally:
+        page.close()

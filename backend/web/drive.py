@@ -19,6 +19,7 @@ router = APIRouter(prefix="/web")
 FormDep = Annotated[dict[str, str], Depends(posted_form)]
 PathQuery = Annotated[str, Query(max_length=paths.PATH_MAX * 4)]
 HISTORY_LIMIT = 100
+ACCESS = {"read": "read-only", "write": "read and write"}  # a share's access, as shown
 
 
 def files_url(path: str) -> str:
@@ -41,6 +42,24 @@ def _usage(request: Request, session: Session) -> dict:
     return {"used": used, "quota": quota, "total": max(total, used, 1)}
 
 
+def _sharing(request: Request, session: Session, path: str) -> dict:
+    """What the listing says of shared folders, by path (who I share one with, or who
+    shares one with me), and whether its entries can be shared: only owners share, so
+    neither a received folder nor anything inside one can."""
+    shares = services_of(request).metadata.shares(session.who)
+    with_whom: dict[str, list[str]] = {}
+    for share in shares["shared"]:
+        with_whom.setdefault(share["path"], []).append(
+            f"{share['user']} ({ACCESS[share['access']]})"
+        )
+    notes = {path: "shared with " + ", ".join(users) for path, users in with_whom.items()}
+    for share in shares["received"]:
+        notes[share["path"]] = f"shared by {share['owner']}, {ACCESS[share['access']]}"
+    received = {share["path"] for share in shares["received"]}
+    inside = any(path == top or path.startswith(top + "/") for top in received)
+    return {"notes": notes, "received": received, "inside_received": inside}
+
+
 @router.get("/files")
 def browse(request: Request, session: SessionDep, path: PathQuery = "/") -> Response:
     path = check_path(path)
@@ -58,6 +77,7 @@ def browse(request: Request, session: SessionDep, path: PathQuery = "/") -> Resp
         folder_id=node.id,
         crumbs=breadcrumbs(path),
         children=children,
+        sharing=_sharing(request, session, path),
         usage=_usage(request, session),
     )
 
@@ -111,17 +131,17 @@ def _child_path(parent: str, name: str) -> str:
         raise InvalidPathError(f"{exc}: {name[:100]!r}") from None
 
 
-async def _node_path(request: Request, session: Session, form: dict[str, str]) -> str:
+async def node_path(request: Request, session: Session, form: dict[str, str]) -> str:
     """The path of the node a form names by id: ids survive any name (a newline in a
     hidden field may become CRLF on the way; an id cannot)."""
-    node_id = _int(field(form, "id"), "id")
+    node_id = positive_int(field(form, "id"), "id")
     metadata = services_of(request).metadata
     return (await run_in_threadpool(metadata.stat_id, session.who, node_id)).path
 
 
 @router.post("/mkdir")
 async def mkdir(request: Request, session: SessionDep, form: FormDep) -> Response:
-    parent = await _node_path(request, session, form)
+    parent = await node_path(request, session, form)
     path = _child_path(parent, field(form, "name"))
     metadata = services_of(request).metadata
     await run_in_threadpool(metadata.mkdir, session.who, path, None, None, False)
@@ -130,7 +150,7 @@ async def mkdir(request: Request, session: SessionDep, form: FormDep) -> Respons
 
 @router.post("/rename")
 async def rename(request: Request, session: SessionDep, form: FormDep) -> Response:
-    source = await _node_path(request, session, form)
+    source = await node_path(request, session, form)
     if source == "/":
         raise InvalidRequest("the root folder cannot be renamed")
     parent = paths.parent_and_name(source)[0]
@@ -143,7 +163,7 @@ async def rename(request: Request, session: SessionDep, form: FormDep) -> Respon
 @router.post("/delete")
 async def delete(request: Request, session: SessionDep, form: FormDep) -> Response:
     """Into the trash, with everything in it (the trash page brings it back)."""
-    path = await _node_path(request, session, form)
+    path = await node_path(request, session, form)
     if path == "/":
         raise InvalidRequest("the root folder cannot be deleted")
     metadata = services_of(request).metadata
@@ -154,15 +174,15 @@ async def delete(request: Request, session: SessionDep, form: FormDep) -> Respon
 @router.post("/restore")
 async def restore(request: Request, session: SessionDep, form: FormDep) -> Response:
     """Make an old revision current again (as a new revision: nothing is lost)."""
-    path = await _node_path(request, session, form)
-    rev = _int(field(form, "rev"), "rev")
+    path = await node_path(request, session, form)
+    rev = positive_int(field(form, "rev"), "rev")
     await run_in_threadpool(services_of(request).metadata.restore, session.who, path, rev)
     return see("/web/history?" + urlencode({"path": path}))
 
 
 @router.post("/trash/restore")
 async def trash_restore(request: Request, session: SessionDep, form: FormDep) -> Response:
-    item = _int(field(form, "id"), "id")
+    item = positive_int(field(form, "id"), "id")
     metadata = services_of(request).metadata
     await run_in_threadpool(metadata.restore_from_trash, session.who, item)
     return see("/web/trash")
@@ -171,12 +191,12 @@ async def trash_restore(request: Request, session: SessionDep, form: FormDep) ->
 @router.post("/trash/purge")
 async def trash_purge(request: Request, session: SessionDep, form: FormDep) -> Response:
     """One item by id, or everything with all=yes."""
-    item = None if form.get("all") == "yes" else _int(field(form, "id"), "id")
+    item = None if form.get("all") == "yes" else positive_int(field(form, "id"), "id")
     await run_in_threadpool(services_of(request).metadata.purge_trash, session.who, item)
     return see("/web/trash")
 
 
-def _int(text: str, name: str) -> int:
+def positive_int(text: str, name: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 2**63 - 1:
         raise InvalidRequest(f"{name} must be a positive whole number")
     return int(text)

@@ -157,12 +157,13 @@ def see(url: str) -> RedirectResponse:
 
 
 def create_pages(services: Services) -> FastAPI:
-    from backend.web import drive
+    from backend.web import drive, sharing
 
     pages = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     pages.state.services = services
     pages.mount("/web/static", StaticFiles(packages=[("backend.web", "static")]), name="static")
     pages.include_router(drive.router)
+    pages.include_router(sharing.router)
     pages.add_api_route("/", lambda: see("/web/files"), methods=["GET"])
     pages.add_api_route("/web/login", login_page, methods=["GET"])
     pages.add_api_route("/web/login", login, methods=["POST"])
