@@ -485,6 +485,14 @@ class RemoteDrive:
         params = {"path": _check_path(path), "limit": limit}
         return (await self._json("GET", "/files/history", params=params))["revisions"]
 
+    async def trash(self) -> list[dict]:
+        """The trash items, most recently deleted first."""
+        return (await self._json("GET", "/trash"))["items"]
+
+    async def trash_contents(self, item_id: int) -> list[dict]:
+        """The nodes of a trash item as they were, parents before children."""
+        return (await self._json("GET", f"/trash/{int(item_id)}"))["entries"]
+
 
 def _retryable(status: int) -> bool:
     """A 5xx (507 insufficient_storage included) or 429 (too many requests in progress):

@@ -1,4 +1,5 @@
-"""The user's commands: `cirrus login`, `status`, `history`, `restore`, `upload`, `download`.
+"""The user's commands: `cirrus login`, `status`, `history`, `restore`, `pin`, `trash`,
+`upload`, `download`.
 
 Each finds its server and token as `context` describes, prints for people by default and
 one JSON document with `--json`, and reports a failure as one line,
@@ -42,7 +43,8 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from mountfs.usercli import commands, transfer
+    from mountfs.usercli import commands, transfer, trash
 
     commands.register(subparsers)
     transfer.register(subparsers)
+    trash.register(subparsers)

@@ -1,4 +1,4 @@
-"""`cirrus login`, `status`, `history` and `restore`."""
+"""`cirrus login`, `status`, `history`, `restore` and `pin`."""
 
 import argparse
 import getpass
@@ -69,6 +69,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restore.add_argument("--to", metavar="P", help="restore as another file")
     add_connection_options(restore)
     restore.set_defaults(func=restore_command)
+
+    pin = subparsers.add_parser(
+        "pin",
+        help="keep a revision whatever the retention policy says",
+        description="Pin revision R of PATH: the server keeps it however old it gets "
+        "(history's STATUS shows `pinned`). --unpin lets retention drop it again.",
+    )
+    pin.add_argument("path", metavar="PATH", help="a file in a mount, or a drive path")
+    pin.add_argument("--rev", type=int, metavar="R", required=True, help="revision number")
+    pin.add_argument("--unpin", action="store_true", help="stop keeping it")
+    add_connection_options(pin)
+    pin.set_defaults(func=pin_command)
 
 
 def emit(args: argparse.Namespace, document: object, lines: list[str]) -> int:
@@ -156,7 +168,7 @@ def _account_status(args: argparse.Namespace, context) -> int:
 # -- history and restore ----------------------------------------------------------------------
 
 
-def _local_time(iso: str) -> str:
+def local_time(iso: str) -> str:
     moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -174,8 +186,9 @@ def history_command(args: argparse.Namespace) -> int:
     lines = [f"{'REV':>5}  {'DATE':<19}  {'SIZE':>10}  {'DEVICE':<16} STATUS"]
     for revision in answer["revisions"]:
         mark = " (current)" if revision["rev"] == current else ""
+        mark += " pinned" if revision.get("pinned") else ""
         lines.append(
-            f"{revision['rev']:>5}  {_local_time(revision['created']):<19}  "
+            f"{revision['rev']:>5}  {local_time(revision['created']):<19}  "
             f"{decimal(revision['size']):>10}  {revision['device']:<16} "
             f"{revision['status']}{mark}"
         )
@@ -228,3 +241,15 @@ def _copy_revision(api: Api, path: str, rev: int, target: str) -> dict:
     }
     answer = api.json("POST", "/v1/files/commit", json=body)
     return answer["node"]
+
+
+@one_line_errors("pin")
+def pin_command(args: argparse.Namespace) -> int:
+    context = resolve(args.server, args.token_file, args.config, args.path)
+    path = drive_path(args.path, context)
+    with Api(context) as api:
+        url = "/v1/files/unpin" if args.unpin else "/v1/files/pin"
+        revision = api.json("POST", url, json={"path": path, "rev": args.rev})
+    verb = "pinned" if revision["pinned"] else "unpinned"
+    lines = [f"{verb} {path} revision {revision['rev']} ({decimal(revision['size'])})"]
+    return emit(args, {"path": path, **revision}, lines)
