@@ -51,8 +51,9 @@ class TrashView:
         cursor, now = self._cursor(), time.monotonic()
         if self._asked is None or self._asked[0] != cursor or now - self._asked[1] > REFRESH_S:
             answer = await self._remote.trash()
-            named = trash_names([item for item in answer if item["type"] in _SHOWN])
-            self._items = {name: _top(item) for name, item in named.items()}
+            named = trash_names(answer)  # over every item, as the user CLI names them
+            shown = {name: item for name, item in named.items() if item["type"] in _SHOWN}
+            self._items = {name: _top(item) for name, item in shown.items()}
             self._asked = (cursor, now)
             alive = {(t.item_id, t.deleted_ns) for t in self._items.values()}
             self._members = {k: v for k, v in self._members.items() if k in alive}

@@ -42,6 +42,20 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    func: Command,
+    summary: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """The parser of a command that speaks to the server: connection options and --json."""
+    parser = subparsers.add_parser(name, help=summary, description=description)
+    add_connection_options(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from mountfs.usercli import commands, transfer, trash
 

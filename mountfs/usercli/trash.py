@@ -13,7 +13,7 @@ import os
 from rich.filesize import decimal
 
 from mountfs.published import VIRTUAL_DIR, trash_names
-from mountfs.usercli import add_connection_options, one_line_errors
+from mountfs.usercli import add_command, one_line_errors
 from mountfs.usercli.api import Api
 from mountfs.usercli.commands import emit, local_time
 from mountfs.usercli.context import CliError, Context, drive_path, resolve
@@ -30,30 +30,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or its entry in a mount's .cirrus/trash/.",
     )
     actions = trash.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = actions.add_parser(
-        "list", help="list the trash, most recently deleted first", description="List the trash."
+    add_command(
+        actions,
+        "list",
+        list_command,
+        "list the trash, most recently deleted first",
+        "List the trash: id, deletion time, size, files, device and path of each item.",
     )
-    add_connection_options(listing)
-    listing.set_defaults(func=list_command)
-    restore = actions.add_parser(
+    restore = add_command(
+        actions,
         "restore",
-        help="put items back where they were",
-        description="Put each ITEM back where it was, with everything in it. When its name is "
-        "taken now, it comes back as `NAME (restored).EXT`.",
+        restore_command,
+        "put items back where they were",
+        "Put each ITEM back where it was, with everything in it. When its name is taken "
+        "now, it comes back as `NAME (restored).EXT`.",
     )
     restore.add_argument("items", metavar="ITEM", nargs="+")
-    add_connection_options(restore)
-    restore.set_defaults(func=restore_command)
-    purge = actions.add_parser(
+    purge = add_command(
+        actions,
         "purge",
-        help="delete items for good",
-        description="Delete each ITEM (or, with --all, the whole trash) for good, with its "
-        "history. Its space is freed.",
+        purge_command,
+        "delete items for good",
+        "Delete each ITEM (or, with --all, the whole trash) for good, with its history. "
+        "Its space is freed.",
     )
     purge.add_argument("items", metavar="ITEM", nargs="*")
     purge.add_argument("--all", action="store_true", help="empty the whole trash")
-    add_connection_options(purge)
-    purge.set_defaults(func=purge_command)
 
 
 @one_line_errors("trash list")
