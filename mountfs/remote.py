@@ -5,8 +5,12 @@ backend). Every call either returns the decoded answer or raises:
 
     CirrusError (backend.protocol.errors)  the server refused the request (a 4xx with a code);
                                            retrying the same call will fail the same way.
-     ├── ServerUnreachable                 no answer, a timeout, a 5xx, a 429 or a garbled answer;
-     │                                     the sync engine goes offline and retries later.
+     ├── ServerUnreachable                 no answer, a timeout, a 5xx or a garbled answer;
+     │   │                                 the sync engine goes offline and retries later.
+     │   └── Throttled (429)               too many requests of the user in progress: the same
+     │                                     request is sent again after a short wait
+     │                                     (wait_out_throttling), and only a server that keeps
+     │                                     refusing for THROTTLE_PATIENCE_S is unreachable.
      └── BlockRestoring (503 "restoring")  a block is coming back from a cold archive class:
                                            block reads wait and ask again (wait_for_restores).
 
@@ -26,6 +30,7 @@ import json
 import logging
 import math
 import os
+import random
 import ssl
 import threading
 import urllib.parse
@@ -66,6 +71,11 @@ POLL_MARGIN = 15.0
 POLL_MIN, POLL_MAX = 1, 300
 # The longest a read waits between two asks for a block being restored from the archive.
 RESTORE_POLL_MAX_S = 60.0
+# A request refused with 429 is sent again after THROTTLE_FIRST_S, doubling (with jitter, so
+# that the mount's concurrent requests do not come back in step) up to the server's
+# Retry-After; after THROTTLE_PATIENCE_S of refusals the server counts as unreachable.
+THROTTLE_FIRST_S = 0.05
+THROTTLE_PATIENCE_S = 30.0
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,19 +87,49 @@ class ServerUnreachable(CirrusError):
     code, status, errno = "unreachable", 503, _errno.EIO
 
 
+class Throttled(ServerUnreachable):
+    """429: the server holds the user to a number of requests in progress (or of open
+    uploads); the request may be sent again, no sooner than Retry-After asks."""
+
+    retry_after = 1.0
+
+
 def _refusal(status: int, body: object, retry_after: str | None) -> CirrusError:
     """The error an answer of status >= 400 stands for: the server's code for a refusal or
-    a block being restored from the archive (503 "restoring", waited for). Any other 5xx or
-    a 429 is the server's trouble (ServerUnreachable: try again later) except a full quota,
-    a refusal that the sync engine keeps retrying until space is freed."""
+    a block being restored from the archive (503 "restoring", waited for). A 429 is
+    Throttled (sent again shortly). Any other 5xx, 507 insufficient_storage included, is the
+    server's trouble (ServerUnreachable: the mount keeps its data and tries again later)
+    except a full quota, a refusal that the sync engine keeps retrying until space is freed."""
     error = error_from_json(status, body)
     if isinstance(error, BlockRestoring):
         with contextlib.suppress(ValueError, TypeError):
             error.retry_after = max(1, int(retry_after))  # type: ignore[arg-type]
         return error
-    if _retryable(status) and not isinstance(error, QuotaExceeded):
+    if status == 429:
+        throttled = Throttled(f"HTTP 429: {error.message}")
+        with contextlib.suppress(ValueError, TypeError):
+            throttled.retry_after = max(THROTTLE_FIRST_S, float(retry_after or ""))
+        return throttled
+    if status >= 500 and not isinstance(error, QuotaExceeded):
         return ServerUnreachable(f"HTTP {status}: {error.message}")
     return error
+
+
+async def wait_out_throttling(send: Callable[[], Awaitable[T]]) -> T:
+    """send(), again while the server answers 429, for up to THROTTLE_PATIENCE_S: a writer's
+    upload or a reader's fetch waits its turn instead of failing or taking the mount
+    offline."""
+    deadline = trio.current_time() + THROTTLE_PATIENCE_S
+    delay = THROTTLE_FIRST_S
+    while True:
+        try:
+            return await send()
+        except Throttled as exc:
+            wait = random.uniform(delay / 2, delay)
+            if trio.current_time() + wait > deadline:
+                raise
+            await trio.sleep(wait)
+            delay = min(delay * 2, exc.retry_after)
 
 
 async def wait_for_restores(fetch: Callable[[], Awaitable[T]]) -> T:
@@ -304,8 +344,18 @@ class RemoteDrive:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send one request and turn every failure into a CirrusError."""
+    async def _send(
+        self, method: str, url: str, parts: list[bytes] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Send a request (a body in `parts` is streamed) and turn every failure into a
+        CirrusError; a 429 is waited out."""
+        return await wait_out_throttling(lambda: self._send_once(method, url, parts, **kwargs))
+
+    async def _send_once(
+        self, method: str, url: str, parts: list[bytes] | None, **kwargs: Any
+    ) -> httpx.Response:
+        if parts is not None:
+            kwargs["content"] = _stream(parts)  # a fresh stream for each attempt
         try:
             response = await self._client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
@@ -419,7 +469,7 @@ class RemoteDrive:
         parts = await trio.to_thread.run_sync(_pack, blocks, limiter=self._cpu)
         length = str(sum(map(len, parts)))
         headers = {"Content-Type": BATCH_TYPE, "Content-Length": length}
-        await self._send("POST", "/blocks/batch", content=_stream(parts), headers=headers)
+        await self._send("POST", "/blocks/batch", parts, headers=headers)
 
     async def get_blocks(self, hashes: list[str]) -> dict[str, bytes]:
         """Download blocks by hash, up to 64 per request, each verified against its name."""
@@ -430,8 +480,10 @@ class RemoteDrive:
             # Abandoned on cancellation (an unmount does not wait for a slow server): the
             # thread only touches the fetcher, and its connection closes when it returns.
             found |= await wait_for_restores(
-                lambda batch=batch: trio.to_thread.run_sync(
-                    self._fetcher.fetch, batch, limiter=self._fetches, abandon_on_cancel=True
+                lambda batch=batch: wait_out_throttling(
+                    lambda: trio.to_thread.run_sync(
+                        self._fetcher.fetch, batch, limiter=self._fetches, abandon_on_cancel=True
+                    )
                 )
             )
         return found
@@ -485,8 +537,10 @@ class RemoteDrive:
         params = {"path": _check_path(path), "limit": limit}
         return (await self._json("GET", "/files/history", params=params))["revisions"]
 
+    async def trash(self) -> list[dict]:
+        """The trash items, most recently deleted first."""
+        return (await self._json("GET", "/trash"))["items"]
 
-def _retryable(status: int) -> bool:
-    """A 5xx (507 insufficient_storage included) or 429 (too many requests in progress):
-    the server may take the same call later, so the mount keeps its data and retries."""
-    return status >= 500 or status == 429
+    async def trash_contents(self, item_id: int) -> list[dict]:
+        """The nodes of a trash item as they were, parents before children."""
+        return (await self._json("GET", f"/trash/{int(item_id)}"))["entries"]

@@ -23,6 +23,7 @@ import logging
 import os
 import stat
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,11 +57,13 @@ XATTR_VALUE_MAX = 64 * 1024
 
 
 def decode_name(raw: bytes) -> str:
-    """A FUSE name as the drive stores it (UTF-8, checked by the shared path rules)."""
+    """A FUSE name as the drive stores it: UTF-8, checked by the shared path rules, in NFC
+    as the server keeps it (docs/api.md), so the NFD spelling of a name finds, replaces or
+    clashes with the same file as on the server, before and after the sync."""
     if len(raw) > NAME_MAX:
         raise NameTooLong(f"name is longer than {NAME_MAX} bytes")
     try:
-        return check_name(raw.decode("utf-8"))
+        return check_name(unicodedata.normalize("NFC", raw.decode("utf-8")))
     except UnicodeDecodeError:
         raise InvalidPathError("name is not valid UTF-8") from None
 

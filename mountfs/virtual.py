@@ -6,6 +6,8 @@ Like NetApp's `.snapshot`, it is reachable by path but not listed in the root's 
     .cirrus/history/PATH/YYYY-MM-DD_HHMMSS.ext   the kept revisions of the drive file PATH,
                                                  named by commit time (local time), read on
                                                  demand like any file
+    .cirrus/trash/NAME                           the deleted files and folders (the server's
+                                                 trash), read on demand (mountfs.trashview)
     .cirrus/status.json                          what `cirrus status` shows: pending work,
                                                  conflicts, connection (made at each open)
     .cirrus/mount.json                           server, token and device of this mount, for
@@ -34,6 +36,7 @@ from mountfs.content import Content, Revision
 from mountfs.errors import FsError
 from mountfs.published import VIRTUAL_DIR
 from mountfs.remote import RemoteDrive
+from mountfs.trashview import Trashed, TrashView
 
 NAME = VIRTUAL_DIR
 FIRST_INODE = 1 << 60
@@ -44,17 +47,20 @@ _DIR_MODE = 0o555
 _FILE_MODE = 0o444
 _SECRET_MODE = 0o400
 # Fixed inodes of the fixed entries.
-_ROOT, _HISTORY, _STATUS, _MOUNT = range(FIRST_INODE, FIRST_INODE + 4)
+_FIXED = 5
+_ROOT, _HISTORY, _STATUS, _MOUNT, _TRASH = range(FIRST_INODE, FIRST_INODE + _FIXED)
 
 
 @dataclass(slots=True)
 class _Entry:
     """What a virtual inode stands for: `kind` is root, history, status, mount, folder (a
-    drive folder under history/), file (a drive file's revisions) or revision."""
+    drive folder under history/), file (a drive file's revisions), revision, trash or
+    trashed (a file or folder under trash/)."""
 
     kind: str
     mirror: int = ROOT_INODE  # the mirror inode of a folder or file entry
     revision: Revision | None = None
+    trashed: Trashed | None = None
     mtime_ns: int = 0
     key: tuple = ()  # what `_inode` made it for
 
@@ -89,9 +95,11 @@ class VirtualTree:
             _HISTORY: _Entry("history"),
             _STATUS: _Entry("status"),
             _MOUNT: _Entry("mount"),
+            _TRASH: _Entry("trash"),
         }
         self._inodes: dict[tuple, int] = {}
-        self._next_inode = FIRST_INODE + 4
+        self._next_inode = FIRST_INODE + _FIXED
+        self._trash = TrashView(remote, lambda: db.get_state("cursor"))
         # mirror inode -> ((rev, head_rev) listed, {file name: Revision})
         self._histories: dict[int, tuple[tuple, dict[str, Revision]]] = {}
         self._handles: dict[int, bytes | Revision] = {}
@@ -138,10 +146,15 @@ class VirtualTree:
 
     def attrs(self, inode: int) -> Node:
         entry = self._entry(inode)
-        if entry.kind in ("root", "history", "folder", "file"):
+        trashed = entry.trashed
+        if entry.kind in ("root", "history", "folder", "file", "trash") or (
+            trashed is not None and trashed.type == "dir"
+        ):
             kind, mode, size = "dir", _DIR_MODE, 4096
         elif entry.kind == "revision":
             kind, mode, size = "file", _FILE_MODE, entry.revision.size
+        elif trashed is not None:
+            kind, mode, size = "file", _FILE_MODE, trashed.size
         else:
             mode = _SECRET_MODE if entry.kind == "mount" else _FILE_MODE
             kind, size = "file", len(self._document(entry.kind))
@@ -152,7 +165,7 @@ class VirtualTree:
     def forget(self, inode: int) -> None:
         """Drop an entry the kernel no longer knows (the fixed ones stay)."""
         entry = self._entries.get(inode)
-        if entry is not None and inode >= FIRST_INODE + 4:
+        if entry is not None and inode >= FIRST_INODE + _FIXED:
             del self._entries[inode]
             self._inodes.pop(entry.key, None)
 
@@ -166,13 +179,25 @@ class VirtualTree:
     async def _children(self, inode: int) -> list[tuple[str, int]]:
         entry = self._entry(inode)
         if entry.kind == "root":
-            return [("history", _HISTORY), ("mount.json", _MOUNT), ("status.json", _STATUS)]
+            return [
+                ("history", _HISTORY),
+                ("mount.json", _MOUNT),
+                ("status.json", _STATUS),
+                ("trash", _TRASH),
+            ]
         if entry.kind in ("history", "folder"):
             nodes = self._db.children(entry.mirror, limit=1_000_000)
             return [(node.name, self._inode(_key(node))) for node in nodes if _shown(node)]
         if entry.kind == "file":
             revisions = await self._revisions(entry.mirror)
             return [(name, self._inode(("revision", entry.mirror, name))) for name in revisions]
+        if entry.kind == "trash" or (entry.trashed is not None and entry.trashed.type == "dir"):
+            shown = await (
+                self._trash.items()
+                if entry.trashed is None
+                else self._trash.children(entry.trashed)
+            )
+            return [(name, self._inode(t.key, t)) for name, t in shown.items()]
         raise NotADirectory(f"{NAME} entry {inode} is not a folder")
 
     async def _revisions(self, mirror: int) -> dict[str, Revision]:
@@ -208,6 +233,10 @@ class VirtualTree:
             opened: bytes | Revision = self._document(entry.kind)
         elif entry.kind == "revision":
             opened = entry.revision
+        elif entry.trashed is not None and entry.trashed.type == "file":
+            trashed = entry.trashed
+            rev = await self._trash.revision(trashed)
+            opened = Revision(trashed.node_id, rev, trashed.size)
         else:
             raise FsError(errno.EISDIR, "a folder")
         fh = self._next_handle
@@ -234,15 +263,19 @@ class VirtualTree:
             raise NotFound(f"{NAME} entry {inode} is gone")
         return entry
 
-    def _inode(self, key: tuple) -> int:
-        """The inode of a folder, file or revision entry, made on first sight."""
+    def _inode(self, key: tuple, trashed: Trashed | None = None) -> int:
+        """The inode of a folder, file, revision or trashed entry, made on first sight."""
         inode = self._inodes.get(key)
         if inode is None:
             inode = self._inodes[key] = self._next_inode
             self._next_inode += 1
-            kind, mirror = key[0], key[1]
-            revision = self._histories[mirror][1][key[2]] if kind == "revision" else None
-            self._entries[inode] = _Entry(kind, mirror, revision, key=key)
+            if trashed is not None:
+                entry = _Entry("trashed", trashed=trashed, mtime_ns=trashed.mtime_ns, key=key)
+            else:
+                kind, mirror = key[0], key[1]
+                revision = self._histories[mirror][1][key[2]] if kind == "revision" else None
+                entry = _Entry(kind, mirror, revision, key=key)
+            self._entries[inode] = entry
         return inode
 
     def _mirror_mtime(self, entry: _Entry) -> int:

@@ -152,3 +152,30 @@ def test_the_server_empties_the_trash_after_its_delay(tmp_path: Path) -> None:
             history = alice.get("/v1/files/history", params={"path": "/old/file.bin"})
             assert history.status_code == 404
     assert server.errors_logged() == []
+
+
+def test_an_item_lists_its_nodes_and_they_read_by_id(new_user) -> None:
+    alice = new_user()
+    make_tree(alice)
+    upload(alice, "/a/gone-before.txt", b"went first")
+    delete(alice, "/a/gone-before.txt", device="phone")
+    delete(alice, "/a")
+    folder = items(alice)[0]
+    answer = alice.get(f"/v1/trash/{folder['id']}").raise_for_status().json()
+    assert answer["item"] == folder
+    nodes = answer["entries"]
+    assert nodes[0]["id"] == folder["id"] and nodes[0]["path"] == "/a"
+    seen = {nodes[0]["id"]}
+    for node in nodes[1:]:  # parents before children, each where it was
+        assert node["parent_id"] in seen and node["deleted"]
+        seen.add(node["id"])
+    files = {node["path"]: node for node in nodes if node["type"] == "file"}
+    assert sorted(files) == sorted(FILES)  # not the item deleted on its own before
+    assert "/a/b/c/hollow" in {node["path"] for node in nodes if node["type"] == "dir"}
+    for path, data in FILES.items():
+        params = {"id": files[path]["id"], "rev": files[path]["rev"]}
+        assert alice.get("/v1/files/content", params=params).content == data
+    for bad, status in [(10**12, 404), (files["/a/one.txt"]["id"], 404), (0, 400), ("x", 400)]:
+        refused = alice.get(f"/v1/trash/{bad}")
+        assert refused.status_code == status, refused.text
+        assert refused.json()["error"]["code"] in ("not_found", "invalid_request")

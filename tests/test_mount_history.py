@@ -63,7 +63,7 @@ def test_cirrus_is_reachable_but_not_listed_and_read_only(drive: MountProcess) -
     assert os.listdir(drive.path) == ["a.txt"]
     cirrus = drive.path / ".cirrus"
     assert stat.S_ISDIR(os.stat(cirrus).st_mode)
-    assert sorted(os.listdir(cirrus)) == ["history", "mount.json", "status.json"]
+    assert sorted(os.listdir(cirrus)) == ["history", "mount.json", "status.json", "trash"]
     for attempt, code in [
         (lambda: (cirrus / "new.txt").write_text("x"), errno.EROFS),
         (lambda: (cirrus / "history" / "x").mkdir(), errno.EROFS),

@@ -1,10 +1,11 @@
 """The user's commands against a real server and mount: login, status, history, restore,
-upload and download (resumed after a kill), and their one-line errors."""
+pin, trash, upload and download (resumed after a kill), and their one-line errors."""
 
 import json
 import os
 import pty
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -21,7 +22,7 @@ mount_factory = mount_fixtures.mount_factory
 drive = mount_fixtures.drive
 drive_user = mount_fixtures.drive_user
 
-COMMANDS = ("login", "status", "history", "restore", "upload", "download")
+COMMANDS = ("login", "status", "history", "restore", "pin", "trash", "upload", "download")
 
 
 @pytest.fixture
@@ -79,8 +80,8 @@ def write_uploaded(server: ServerProcess, token: str, drive: MountProcess, name:
 
 
 def test_every_command_has_help(home: dict) -> None:
-    for command in COMMANDS:
-        result = cli(home, command, "--help")
+    for command in [*COMMANDS, "trash list", "trash restore", "trash purge"]:
+        result = cli(home, *command.split(), "--help")
         assert result.returncode == 0 and result.stdout.startswith(f"usage: cirrus {command}")
 
 
@@ -310,3 +311,78 @@ def _read_some(fd: int) -> bytes:
         return os.read(fd, 65536)
     except OSError:  # EIO once the terminal's other side is closed and drained
         return b""
+
+
+def test_pin_keeps_a_revision_and_history_shows_it(
+    server: ServerProcess, drive_user: str, drive: MountProcess, home: dict
+) -> None:
+    for data in (b"first\n", b"second\n"):
+        write_uploaded(server, drive_user, drive, "p.txt", data)
+    first = ok_json(home, "history", "p.txt", cwd=drive.path)["revisions"][-1]["rev"]
+    pinned = ok_json(home, "pin", "p.txt", "--rev", str(first), cwd=drive.path)
+    assert (pinned["path"], pinned["rev"], pinned["pinned"]) == ("/p.txt", first, True)
+    history = ok_json(home, "history", "p.txt", cwd=drive.path)["revisions"]
+    assert [r["pinned"] for r in history] == [False, True]
+    table = cli(home, "history", "p.txt", cwd=drive.path).stdout.splitlines()
+    assert table[-1].endswith("uploaded pinned") and "pinned" not in table[1]
+    human = cli(home, "pin", str(drive.path / "p.txt"), "--rev", str(first), "--unpin")
+    assert human.returncode == 0 and human.stdout.startswith(f"unpinned /p.txt revision {first}")
+    history = ok_json(home, "history", "p.txt", cwd=drive.path)["revisions"]
+    assert not any(r["pinned"] for r in history)
+    fails(cli(home, "pin", "/nothing.txt", "--rev", "1", cwd=drive.path), "pin", "/nothing.txt")
+    fails(cli(home, "pin", "p.txt", "--rev", "99", cwd=drive.path), "pin", "no revision 99")
+    usage = cli(home, "pin", "p.txt", cwd=drive.path)  # --rev is required
+    assert usage.returncode == 2 and "--rev" in usage.stderr
+
+
+def _trash(server: ServerProcess, token: str) -> list[dict]:
+    """The trash as the API lists it (quicker to poll than a command)."""
+    with server.client(token) as client:
+        return client.get("/v1/trash").raise_for_status().json()["items"]
+
+
+def test_trash_list_restore_and_purge(
+    server: ServerProcess, drive_user: str, drive: MountProcess, home: dict
+) -> None:
+    assert cli(home, "trash", "list", cwd=drive.path).stdout == "the trash is empty\n"
+    fails(cli(home, "trash", "restore", "a.txt", cwd=drive.path), "trash restore", "empty")
+    (drive.path / "proj" / "src").mkdir(parents=True)
+    (drive.path / "proj" / "src" / "main.py").write_text("print(1)\n")
+    write_uploaded(server, drive_user, drive, "a.txt", b"alpha")
+    write_uploaded(server, drive_user, drive, "b.txt", b"beta")
+    os.unlink(drive.path / "a.txt")
+    os.unlink(drive.path / "b.txt")
+    shutil.rmtree(drive.path / "proj")
+    wait_until(lambda: len(_trash(server, drive_user)) == 3, timeout=20)
+    listed = ok_json(home, "trash", "list", cwd=drive.path)["items"]
+    items = {item["path"]: item for item in listed}
+    assert sorted(items) == ["/a.txt", "/b.txt", "/proj"]
+    assert items["/proj"]["type"] == "dir" and items["/proj"]["files"] == 1
+    table = cli(home, "trash", "list", cwd=drive.path).stdout.splitlines()
+    assert table[0].split() == ["ID", "DELETED", "SIZE", "FILES", "DEVICE", "PATH"]
+    assert sorted(line.split()[-1] for line in table[1:]) == ["/a.txt", "/b.txt", "/proj/"]
+
+    back = ok_json(home, "trash", "restore", "a.txt", cwd=drive.path)  # where it was
+    assert back["restored"] == [{"id": items["/a.txt"]["id"], "path": "/a.txt", "to": "/a.txt"}]
+    proj = items["/proj"]["id"]
+    human = cli(home, "trash", "restore", str(proj), cwd=drive.path)  # by id
+    assert human.stdout == f"restored /proj (item {proj}) as /proj\n"
+    wait_until(lambda: (drive.path / "a.txt").exists() and (drive.path / "proj").exists())
+    assert (drive.path / "a.txt").read_bytes() == b"alpha"
+    assert (drive.path / "proj" / "src" / "main.py").read_text() == "print(1)\n"
+
+    fails(cli(home, "trash", "restore", "a.txt", cwd=drive.path), "trash restore", "/a.txt")
+    fails(cli(home, "trash", "restore", "999999", cwd=drive.path), "trash restore", "no item")
+    inside = cli(home, "trash", "restore", ".cirrus/trash/b.txt/x", cwd=drive.path)
+    fails(inside, "trash restore", "is inside the trash item /b.txt")
+    fails(cli(home, "trash", "purge", cwd=drive.path), "trash purge", "--all")
+    fails(cli(home, "trash", "purge", "b.txt", "--all", cwd=drive.path), "trash purge", "--all")
+    purged = ok_json(home, "trash", "purge", ".cirrus/trash/b.txt", cwd=drive.path)
+    assert purged == {"purged": 1} and _trash(server, drive_user) == []
+    with server.client(drive_user) as client:
+        gone = client.get("/v1/files/history", params={"path": "/b.txt"})
+    assert gone.status_code == 404  # purged for good, with its history
+    os.unlink(drive.path / "a.txt")
+    wait_until(lambda: _trash(server, drive_user), timeout=20)
+    assert cli(home, "trash", "purge", "--all", cwd=drive.path).stdout.startswith("purged 1 ")
+    assert _trash(server, drive_user) == []

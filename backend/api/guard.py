@@ -89,11 +89,13 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         anonymous = scope.get("path") in ANONYMOUS_BODY_PATHS
+        counted = None
         try:
             check_url(scope)
             who = await self._caller(headers, anonymous)
             if who is not None and scope["path"] not in _UNCOUNTED:
                 self._count_in(who.user_id)
+                counted = who.user_id
         except CirrusError as exc:
             extra = {"Retry-After": "1"} if isinstance(exc, TooManyRequests) else {}
             if has_body(headers):  # its body is not read: the connection cannot be reused
@@ -104,11 +106,32 @@ class RequestGuard:
         if has_body(headers):
             ceiling = ANONYMOUS_BODY_MAX if anonymous else None
             receive = _limited(scope, receive, declared_length(headers), ceiling)
-        try:
+        if counted is None:
             await self.app(scope, receive, send)
+        else:
+            await self._run_counted(counted, scope, receive, send)
+
+    async def _run_counted(self, user_id: int, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run a request that counts against its user; it is out of the count before its
+        answer's last bytes leave, so a client that sends its next request as soon as it
+        has this answer never finds the previous one still in progress."""
+        done = False
+
+        def count_out() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._count_out(user_id)
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                count_out()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
         finally:
-            if who is not None and scope["path"] not in _UNCOUNTED:
-                self._count_out(who.user_id)
+            count_out()
 
     async def _caller(self, headers: Headers, anonymous: bool) -> Principal | None:
         """Who sends the request: required when it has a body (but on the anonymous

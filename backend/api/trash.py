@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from backend.api.deps import PrincipalDep, ServicesDep
@@ -11,6 +11,7 @@ from backend.protocol.errors import InvalidRequest
 router = APIRouter(prefix="/v1/trash", tags=["trash"])
 
 ItemId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+ItemPath = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class RestoreIn(BaseModel):
@@ -25,6 +26,13 @@ class PurgeIn(BaseModel):
 @router.get("")
 def trash(who: PrincipalDep, services: ServicesDep) -> dict:
     return {"items": [item.to_json() for item in services.metadata.trash(who)]}
+
+
+@router.get("/{item_id}")
+def contents(who: PrincipalDep, services: ServicesDep, item_id: ItemPath) -> dict:
+    """One item with its nodes (a folder's whole subtree), parents before children."""
+    item, nodes = services.metadata.trash_contents(who, item_id)
+    return {"item": item.to_json(), "entries": [node.to_json() for node in nodes]}
 
 
 @router.post("/restore", status_code=201)

@@ -333,6 +333,10 @@ class MetadataService:
         """Deleted files and folders (one item per deletion), most recent first."""
         return self._trash.list(who)
 
+    def trash_contents(self, who: Principal, item_id: int) -> tuple[TrashItem, list[NodeInfo]]:
+        """A trash item and every node in it, as they were when deleted."""
+        return self._trash.contents(who, item_id)
+
     def restore_from_trash(self, who: Principal, item_id: int) -> NodeInfo:
         """Put an item back with its subtree (renamed "(restored)" when its name is taken)."""
         return self._trash.restore(who, item_id)

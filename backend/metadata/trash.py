@@ -41,6 +41,14 @@ class Trash:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def contents(self, who: Principal, item_id: int) -> tuple[TrashItem, list[NodeInfo]]:
+        """An item and its nodes as they were, parents before children (so a mount can
+        show a deleted folder as a folder)."""
+        with self.db.read() as session:
+            tree = Tree(session, who.namespace_id)
+            top = _item_node(tree, item_id)
+            return _item(tree, top), [tree.info(node) for node in _members(tree, top)]
+
     def list(self, who: Principal) -> list[TrashItem]:
         """The items of the trash, most recently deleted first."""
         with self.db.read() as session:

@@ -1,4 +1,5 @@
-"""The user's commands: `cirrus login`, `status`, `history`, `restore`, `upload`, `download`.
+"""The user's commands: `cirrus login`, `status`, `history`, `restore`, `pin`, `trash`,
+`upload`, `download`.
 
 Each finds its server and token as `context` describes, prints for people by default and
 one JSON document with `--json`, and reports a failure as one line,
@@ -41,9 +42,24 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    func: Command,
+    summary: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """The parser of a command that speaks to the server: connection options and --json."""
+    parser = subparsers.add_parser(name, help=summary, description=description)
+    add_connection_options(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from mountfs.usercli import commands, share, transfer
+    from mountfs.usercli import commands, share, transfer, trash
 
     commands.register(subparsers)
     transfer.register(subparsers)
+    trash.register(subparsers)
     share.register(subparsers)

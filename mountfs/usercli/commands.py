@@ -1,4 +1,4 @@
-"""`cirrus login`, `status`, `history` and `restore`."""
+"""`cirrus login`, `status`, `history`, `restore` and `pin`."""
 
 import argparse
 import getpass
@@ -12,7 +12,7 @@ import httpx
 from rich.filesize import decimal
 
 from mountfs.published import STATUS_XATTR, VIRTUAL_DIR
-from mountfs.usercli import add_connection_options, one_line_errors
+from mountfs.usercli import add_command, one_line_errors
 from mountfs.usercli.api import Api, check, unreachable
 from mountfs.usercli.context import (
     CliError,
@@ -40,35 +40,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     login.add_argument("--json", action="store_true", help="print one JSON document")
     login.set_defaults(func=login_command)
 
-    status = subparsers.add_parser(
+    status = add_command(
+        subparsers,
         "status",
-        help="show what is synced, pending or conflicted",
-        description="Inside a mount: connection, pending operations, files and bytes still "
-        "to upload, conflicted copies, and PATH's own state. Elsewhere: the account.",
+        status_command,
+        "show what is synced, pending or conflicted",
+        "Inside a mount: connection, pending operations, files and bytes still to upload, "
+        "conflicted copies, and PATH's own state. Elsewhere: the account.",
     )
     status.add_argument("path", metavar="PATH", nargs="?", help="a file or folder in a mount")
-    add_connection_options(status)
-    status.set_defaults(func=status_command)
 
-    history = subparsers.add_parser(
-        "history", help="list a file's kept revisions", description="List a file's revisions."
+    history = add_command(
+        subparsers,
+        "history",
+        history_command,
+        "list a file's kept revisions",
+        "List a file's revisions.",
     )
     history.add_argument("path", metavar="PATH", help="a file in a mount, or a drive path")
     history.add_argument("--limit", type=int, default=HISTORY_LIMIT, help="at most this many")
-    add_connection_options(history)
-    history.set_defaults(func=history_command)
 
-    restore = subparsers.add_parser(
+    restore = add_command(
+        subparsers,
         "restore",
-        help="bring back an old revision of a file",
-        description="Make revision R of PATH current again, as a new revision (the default R "
-        "is the one before the current). With --to P the revision is copied to P instead.",
+        restore_command,
+        "bring back an old revision of a file",
+        "Make revision R of PATH current again, as a new revision (the default R is the one "
+        "before the current). With --to P the revision is copied to P instead.",
     )
     restore.add_argument("path", metavar="PATH", help="a file in a mount, or a drive path")
     restore.add_argument("--rev", type=int, metavar="R", help="revision number (see history)")
     restore.add_argument("--to", metavar="P", help="restore as another file")
-    add_connection_options(restore)
-    restore.set_defaults(func=restore_command)
+
+    pin = add_command(
+        subparsers,
+        "pin",
+        pin_command,
+        "keep a revision whatever the retention policy says",
+        "Pin revision R of PATH: the server keeps it however old it gets (history's STATUS "
+        "shows `pinned`). --unpin lets retention drop it again.",
+    )
+    pin.add_argument("path", metavar="PATH", help="a file in a mount, or a drive path")
+    pin.add_argument("--rev", type=int, metavar="R", required=True, help="revision number")
+    pin.add_argument("--unpin", action="store_true", help="stop keeping it")
 
 
 def emit(args: argparse.Namespace, document: object, lines: list[str]) -> int:
@@ -156,7 +170,7 @@ def _account_status(args: argparse.Namespace, context) -> int:
 # -- history and restore ----------------------------------------------------------------------
 
 
-def _local_time(iso: str) -> str:
+def local_time(iso: str) -> str:
     moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -174,8 +188,9 @@ def history_command(args: argparse.Namespace) -> int:
     lines = [f"{'REV':>5}  {'DATE':<19}  {'SIZE':>10}  {'DEVICE':<16} STATUS"]
     for revision in answer["revisions"]:
         mark = " (current)" if revision["rev"] == current else ""
+        mark += " pinned" if revision.get("pinned") else ""
         lines.append(
-            f"{revision['rev']:>5}  {_local_time(revision['created']):<19}  "
+            f"{revision['rev']:>5}  {local_time(revision['created']):<19}  "
             f"{decimal(revision['size']):>10}  {revision['device']:<16} "
             f"{revision['status']}{mark}"
         )
@@ -228,3 +243,15 @@ def _copy_revision(api: Api, path: str, rev: int, target: str) -> dict:
     }
     answer = api.json("POST", "/v1/files/commit", json=body)
     return answer["node"]
+
+
+@one_line_errors("pin")
+def pin_command(args: argparse.Namespace) -> int:
+    context = resolve(args.server, args.token_file, args.config, args.path)
+    path = drive_path(args.path, context)
+    with Api(context) as api:
+        url = "/v1/files/unpin" if args.unpin else "/v1/files/pin"
+        revision = api.json("POST", url, json={"path": path, "rev": args.rev})
+    verb = "pinned" if revision["pinned"] else "unpinned"
+    lines = [f"{verb} {path} revision {revision['rev']} ({decimal(revision['size'])})"]
+    return emit(args, {"path": path, **revision}, lines)
