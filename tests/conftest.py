@@ -50,22 +50,20 @@ def _run_server(data_dir: Path, extra_args: tuple[str, ...] = ()) -> Iterator[Se
         pytest.fail(f"the server logged {len(errors)} error(s):\n{server.log_tail(80)}")
 
 
-# Modules whose every server-backed test runs twice: blocks on local disk, then in S3 (moto).
-S3_TOO = {"test_api_blocks.py", "test_mount_sync.py"}
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "block_store" in metafunc.fixturenames and metafunc.definition.path.name in S3_TOO:
-        metafunc.parametrize("block_store", ["local", "s3"], indirect=True, scope="module")
+# The `server` and `shared_server` fixtures keep blocks in S3 (a fresh bucket of the session's
+# moto server), so every run takes the whole server and mount suite through the S3 store;
+# CIRRUS_TEST_BLOCKS=local puts them in DATA/blocks instead. Local stores keep their own
+# coverage: the block store contract suite (test_blockstore.py), these modules, which look
+# at the block directory themselves, and the tests that start servers with their own --blocks.
+LOCAL_BLOCKS = {"test_gc.py", "test_fsck.py"}
 
 
 @pytest.fixture(scope="module")
 def block_store(request: pytest.FixtureRequest) -> str:
-    """Where the `server` and `shared_server` fixtures keep blocks: "local" (DATA/blocks) or
-    "s3" (a fresh bucket of the session's moto server): both for the S3_TOO modules, s3 for
-    every test when the suite runs with CIRRUS_TEST_BLOCKS=s3."""
-    default = "s3" if os.environ.get("CIRRUS_TEST_BLOCKS") == "s3" else "local"
-    return getattr(request, "param", default)
+    """Where the `server` and `shared_server` fixtures keep blocks: "s3" or "local"."""
+    if request.path.name in LOCAL_BLOCKS:
+        return "local"
+    return "local" if os.environ.get("CIRRUS_TEST_BLOCKS") == "local" else "s3"
 
 
 def _blocks_args(request: pytest.FixtureRequest, block_store: str) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from backend.protocol.hashing import block_hash
+from tests.support.lifecycle import admin, collected
 from tests.support.mount import MountProcess, wait_until
 from tests.support.s3 import MotoServer
 from tests.support.server import ServerProcess, cirrus_executable
@@ -156,3 +157,35 @@ def test_kill_9_in_the_middle_of_moves_loses_nothing(
     with server.client(token) as client:
         for path, body in files.items():
             assert content(client, path).content == body
+
+
+def test_admin_gc_collects_archived_blocks_in_the_archive(
+    tmp_path: Path, started: list[ServerProcess], moto: MotoServer, s3_bucket: str
+) -> None:
+    """`cirrus admin gc` opens the server's archive like the server's own collection: an
+    archived block no revision needs any more is deleted there too, and without the
+    archive it refuses in one line instead of leaving the archive's objects behind."""
+    archive = moto.store_url(s3_bucket, "cold")
+    server = start(
+        started, tmp_path / "server", "--archive", archive, "--archive-old-revisions", *FAST
+    )
+    token = server.create_user("alice")
+    with server.client(token) as client:
+        upload(client, "/report.bin", os.urandom(300 * KIB))
+        old = set(block_hashes(client, "/report.bin"))
+        upload(client, "/report.bin", os.urandom(200 * KIB))
+    keys = {f"cold/{h}" for h in old}
+    wait_until(lambda: keys <= moto.keys(s3_bucket), timeout=30)
+    wait_until(lambda: not old & files_under(server.data_dir / "blocks"), timeout=30)
+    server.stop()
+
+    prune = ("--prune", "--max-history", "0", "--grace", "0")
+    refused = admin(server, "gc", *prune, check=False)
+    assert refused.returncode != 0
+    assert refused.stderr.count("\n") == 1 and "--archive" in refused.stderr, refused.stderr
+    assert keys <= moto.keys(s3_bucket)
+
+    result = admin(server, "gc", *prune, "--archive", archive)
+    assert collected(result) == len(old), result.stdout
+    assert not keys & moto.keys(s3_bucket)
+    assert "still queued" not in result.stdout

@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import zstandard
 
@@ -137,3 +138,49 @@ def test_an_endpoint_that_accepts_but_never_answers_stops_the_start(tmp_path: Pa
         result = serve_once(tmp_path, f"s3://blocks/p?endpoint=http://127.0.0.1:{port}")
     assert_one_line_error(result, "Read timeout")
     assert time.monotonic() - started < 30
+
+
+def test_a_corrupted_object_in_s3_is_never_served_by_a_download(
+    tmp_path: Path, moto: MotoServer, s3_bucket: str
+) -> None:
+    """Every block of a download is verified before its bytes are sent: a corrupted first
+    block is a 422 before the answer starts, a corrupted later one cuts the body short of
+    its Content-Length (the client sees the break), and no wrong byte is ever sent."""
+    args = ("--blocks", moto.store_url(s3_bucket))
+    with ServerProcess(tmp_path / "server", extra_args=args) as server:
+        client = server.client(server.create_user("alice"))
+        data = os.urandom(3 * 1024 * 1024)
+        made = client.post("/v1/files", params={"path": "/big.bin", "uploadType": "media"},
+                           content=data)  # fmt: skip
+        assert made.status_code == 201, made.text
+        blocks = client.get("/v1/files/blocks", params={"path": "/big.bin"}).json()["blocks"]
+        assert len(blocks) >= 3
+        first, last = blocks[0]["hash"], blocks[-1]["hash"]
+
+        def damage(name: str) -> None:
+            key = f"blocks/{name}"
+            damaged = bytearray(moto.objects(s3_bucket)[key])
+            damaged[len(damaged) // 2] ^= 0x01
+            moto.client().put_object(Bucket=s3_bucket, Key=key, Body=bytes(damaged))
+
+        damage(last)
+        received = bytearray()
+        with (
+            pytest.raises(httpx.RemoteProtocolError, match=r"incomplete|complete message"),
+            client.stream("GET", "/v1/files/content", params={"path": "/big.bin"}) as answer,
+        ):
+            assert answer.status_code == 200
+            for piece in answer.iter_bytes():
+                received += piece
+        assert len(received) <= blocks[-1]["offset"] and data.startswith(received)
+
+        fetched = client.post("/v1/blocks/fetch", json={"hashes": [b["hash"] for b in blocks]})
+        assert fetched.status_code == 422 and fetched.json()["error"]["code"] == "hash_mismatch"
+
+        damage(first)
+        answer = client.get("/v1/files/content", params={"path": "/big.bin"})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["code"] == "hash_mismatch"
+        client.close()
+    assert server.errors_logged() == []  # one line per refusal, no traceback
+    assert "download of file" in server.log_tail(200) and "cut short" in server.log_tail(200)

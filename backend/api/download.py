@@ -2,22 +2,40 @@
 
 Memory stays at one block however large the file is: the response iterates the revision's
 block list and fetches (and verifies) each block only when the client is ready for it. A
-block that fails verification aborts the response rather than sending wrong bytes; the
-declared Content-Length lets the client notice the short body.
+block that fails verification (or cannot be read) after the answer has started cuts the
+body short rather than sending wrong bytes: the connection is closed before the declared
+Content-Length, which the client notices, and the server logs one line.
 """
 
+import contextlib
+import logging
 import re
 from collections.abc import Iterator
 
 from fastapi import Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Send
 
 from backend.api.errors import error_response
 from backend.blocks import BlockService
 from backend.metadata.types import BlockList, BlockRef
-from backend.protocol.errors import BlockSizeMismatch, RangeNotSatisfiable
+from backend.protocol.errors import BlockSizeMismatch, CirrusError, RangeNotSatisfiable
+
+log = logging.getLogger(__name__)
 
 _BYTE_RANGE = re.compile(r"bytes=(\d{0,20})-(\d{0,20})")
+
+
+class _CutShort(Exception):
+    """A block could not be sent verified once the answer had started."""
+
+
+class _FileStream(StreamingResponse):
+    async def stream_response(self, send: Send) -> None:
+        """The body; left unfinished when it is cut short (the server then closes the
+        connection, so the client sees fewer bytes than Content-Length)."""
+        with contextlib.suppress(_CutShort):
+            await super().stream_response(send)
 
 
 def etag_of(blocks: BlockList) -> str:
@@ -66,7 +84,12 @@ def _stream(service: BlockService, blocks: BlockList, first: int, last: int) -> 
 
     def pieces() -> Iterator[bytes]:
         for index, block in enumerate(wanted):
-            data = head if index == 0 else _read(service, block)
+            try:
+                data = head if index == 0 else _read(service, block)
+            except CirrusError as exc:
+                log.error("download of file %d cut short at byte %d: %s",
+                          blocks.id, max(first, block.offset), exc.message)  # fmt: skip
+                raise _CutShort from None
             yield data[max(0, first - block.offset) : last - block.offset + 1]
 
     return pieces()
@@ -97,7 +120,7 @@ def file_response(
         status, (first, last) = 206, wanted
         headers["Content-Range"] = f"bytes {first}-{last}/{blocks.size}"
     headers["Content-Length"] = str(last - first + 1)
-    return StreamingResponse(
+    return _FileStream(
         _stream(service, blocks, first, last),
         status_code=status,
         headers=headers,

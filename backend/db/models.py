@@ -44,6 +44,8 @@ PENDING, UPLOADED, STAGING = "pending", "uploaded", "staging"
 HOT, ARCHIVE = "hot", "archive"
 # replication_queue.action
 COPY, DELETE = "copy", "delete"
+# a delete a worker is running now; its row's next_try is when the worker's lease ends
+DELETING = "deleting"
 STORE_LEN = 1024  # a block store's URL, as the operator wrote it
 
 
@@ -466,13 +468,16 @@ class ReplicationTask(Base):
     block (record_blocks), so an acknowledged block is never forgotten by a restart; a
     "delete" row replaces it when the block is retired or moved to the archive. Workers
     drain rows whose `next_try` has come, and push it back with a growing delay on failure.
+    A worker claims a delete (action "deleting") before it runs it, so that an upload of
+    the same block waits for it to end and writes the block again (backend/lifecycle/
+    replicator.py).
     """
 
     __tablename__ = "replication_queue"
 
     hash: Mapped[str] = mapped_column(String(HASH_LEN), primary_key=True)
     store: Mapped[str] = mapped_column(String(STORE_LEN), primary_key=True)
-    action: Mapped[str] = mapped_column(String(8))  # COPY or DELETE
+    action: Mapped[str] = mapped_column(String(8))  # COPY, DELETE or DELETING
     size: Mapped[int] = mapped_column(BigInteger)  # bytes at rest, for the lag report
     created: Mapped[int] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -2,9 +2,16 @@
 backend/cli.py registers them), and the lifecycle options of `cirrus serve`."""
 
 import argparse
+import time
 from typing import TYPE_CHECKING
 
-from backend.cli import CommandError, _add_storage_options, _fail_in_one_line, _open_failure
+from backend.cli import (
+    CommandError,
+    _add_storage_options,
+    _config,
+    _fail_in_one_line,
+    _open_failure,
+)
 from backend.config import ServerConfig
 from backend.db.reclaim import reclaim_free_pages
 from backend.lifecycle.gc import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S
@@ -18,7 +25,13 @@ from backend.metadata.retention import (
 from backend.protocol.errors import CirrusError
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from backend.api.deps import Services
+    from backend.lifecycle.replicator import Replicator
+
+# How long `admin gc` drains the replication queue after a collection, at most.
+DRAIN_S = 600.0
 
 
 def _duration(text: str) -> float:
@@ -155,18 +168,40 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _add_stores(parser: argparse.ArgumentParser) -> None:
     _add_storage_options(parser)
     parser.add_argument("--blocks", metavar="URL", help="block store URL (default: DIR/blocks)")
+    parser.add_argument(
+        "--archive", dest="archive_url", metavar="URL",
+        help="archive store, as given to cirrus serve (needed once blocks are archived)",
+    )  # fmt: skip
     add_lifecycle_options(parser, serving=False)
 
 
 def _open(args: argparse.Namespace) -> "Services":
-    """The server's services, opened like `cirrus serve` does (no listening)."""
+    """The server's services, opened like `cirrus serve` does (no listening), with its
+    stores: the --config file's, overridden by --blocks and --archive."""
     from backend.api.app import open_services
 
-    config = ServerConfig.build(args.data, args.db, args.blocks, **lifecycle_settings(args))
+    config = _config(args, **lifecycle_settings(args))
     try:
-        return open_services(config)
+        services = open_services(config)
     except Exception as exc:
         raise _open_failure(exc) from exc
+    if config.archive_url is None and _archived(services.metadata.engine):
+        services.metadata.engine.dispose()
+        raise CommandError(
+            "blocks are in the archive tier: give the server's --archive URL (or its --config)"
+        )
+    return services
+
+
+def _archived(engine: "Engine") -> bool:
+    """Whether any stored block lives in the archive tier."""
+    from sqlalchemy import select
+
+    from backend.db.models import ARCHIVE, Block
+
+    query = select(Block.hash).where(Block.tier == ARCHIVE, Block.stored_size.is_not(None))
+    with engine.connect() as conn:
+        return conn.execute(query.limit(1)).first() is not None
 
 
 @_fail_in_one_line("admin gc")
@@ -177,12 +212,32 @@ def gc_command(args: argparse.Namespace) -> int:
             dropped = services.metadata.prune_history()
             print(f"retention dropped {dropped} revisions")
         print(services.collector.collect(dry_run=args.dry_run).line())
+        replicator = services.lifecycle.replicator if services.lifecycle else None
+        if replicator is not None and not args.dry_run:
+            _drain(replicator)
         if not args.dry_run:
             pages = reclaim_free_pages(services.metadata.engine)
             print(f"metadata database: {pages} free pages given back")
     finally:
         services.metadata.engine.dispose()
     return 0
+
+
+def _drain(replicator: "Replicator") -> None:
+    """Run the queue's due copies and deletes (those of this collection among them) until
+    none is due; what a store that does not answer owes stays queued for the servers."""
+    from sqlalchemy.orm import Session
+
+    from backend.metadata.replication import lag
+
+    deadline = time.monotonic() + DRAIN_S
+    while time.monotonic() < deadline and replicator.drain_once():
+        pass
+    with Session(replicator.engine) as session:
+        left = lag(session)
+    if left:
+        owed = sum(row.blocks for row in left)
+        print(f"{owed} copies and deletes still queued (the servers' replication retries them)")
 
 
 @_fail_in_one_line("admin fsck")

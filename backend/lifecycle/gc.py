@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from backend import clock
 from backend.blocks import BlockService, StoredBlock
 from backend.db.engine import writer
-from backend.db.models import Block, Namespace, NamespaceBlock, UploadBlock
+from backend.db.models import Block, Namespace, NamespaceBlock, ReplicationTask, UploadBlock
 from backend.metadata.blockrefs import lock_blocks
+from backend.metadata.replication import deletes_running
 from backend.metadata.service import MetadataService
 from backend.metadata.types import Principal
 from backend.protocol.errors import BlockBeingCollected
@@ -175,14 +176,17 @@ class Collector:
                 self._delete(claim_ns, {block_hash: taken[0][0]}, report)
 
     def _drop_tombstones(self) -> None:
-        """Rows of deleted blocks nobody named for a day (their fencing job is done)."""
+        """Rows of deleted blocks nobody named for a day (their fencing job is done), unless
+        a store still owes their delete: the row's deletion mark fences that delete too."""
         old = clock.now_ns() - TOMBSTONE_AGE_NS
+        owed = select(ReplicationTask.hash).where(ReplicationTask.hash == _BLOCKS.c.hash)
         gone = (
             _BLOCKS.c.refcount == 0,
             _BLOCKS.c.stored_size.is_(None),
             _BLOCKS.c.deleting_since.is_(None),
             _BLOCKS.c.deleted_at < old,
             _BLOCKS.c.last_used < old,
+            ~owed.exists(),
         )
         with self._engine.connect() as conn:
             hashes = sorted(conn.scalars(select(_BLOCKS.c.hash).where(*gone)))
@@ -220,11 +224,13 @@ class Collector:
         raise BlockBeingCollected("the blocks of this upload keep being collected; send it again")
 
     def await_deletions(self, hashes: list[str]) -> None:
-        """Wait until no collection claims any of the hashes (finishing abandoned claims)."""
+        """Wait until no collection claims any of the hashes (finishing abandoned claims)
+        and no queued delete of them is under way (a replicator takes over an abandoned one
+        when its lease ends)."""
         deadline = time.monotonic() + LEASE_NS / 1e9 + 10
         while time.monotonic() < deadline:
             claims = _claims(self._engine, hashes)
-            if not claims:
+            if not claims and not _deletes_running(self._engine, hashes):
                 return
             stale = [(h, since) for h, since in claims if since < clock.now_ns() - LEASE_NS]
             if stale:
@@ -254,6 +260,11 @@ def _claims(engine: Engine, hashes: list[str]) -> list[tuple[str, int]]:
     )
     with engine.connect() as conn:
         return [(h, since) for h, since in conn.execute(query)]
+
+
+def _deletes_running(engine: Engine, hashes: list[str]) -> bool:
+    with Session(engine) as session:
+        return bool(deletes_running(session, hashes))
 
 
 def _stale_claims(engine: Engine) -> list[tuple[str, int]]:

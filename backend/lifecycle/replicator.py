@@ -4,9 +4,14 @@ Each pass takes the rows that are due (oldest first), runs them on a pool of thr
 records the outcomes in one transaction: a done row is struck off, a failed one is pushed
 back with a doubling, jittered delay (backend/metadata/replication.py). A copy reads the
 block from another store, checks it (authenticated decryption and the hash) and only then
-writes it; a copy that nobody can give verified stays queued. A delete that a new upload
-of the same block cancelled while it ran is followed by a copy to that store, so the
-re-uploaded block is whole again everywhere.
+writes it; a copy that nobody can give verified stays queued.
+
+A delete runs under the same fencing as a garbage collection (docs/blocks.md): it is
+claimed first, under the block's row lock, for a lease (LEASE_NS); an upload of the block
+that is recorded while the claim holds is refused and written again once the delete has
+ended, and each delete moves the block's deletion mark, so an upload written before the
+delete and recorded after it is written again too. A worker runs a claimed delete only
+while its lease is young; a claim whose worker died is taken over when its lease ends.
 """
 
 import logging
@@ -20,9 +25,19 @@ from sqlalchemy.orm import Session
 
 from backend.blockstore.base import each_copy
 from backend.db.engine import writer
-from backend.db.models import COPY, DELETE, Block
+from backend.db.models import COPY, DELETING, Block
+from backend.lifecycle.gc import LEASE_NS
 from backend.lifecycle.layout import Layout
-from backend.metadata.replication import Task, due, finish, owe_copies, owe_deletes, postpone
+from backend.metadata.blockrefs import lock_blocks
+from backend.metadata.replication import (
+    Task,
+    claim_deletes,
+    due,
+    finish,
+    mark_deleted,
+    owe_deletes,
+    postpone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +52,10 @@ class CopyFailed(Exception):
     """No other store could give a verified copy of the block (yet)."""
 
 
+class ClaimExpired(Exception):
+    """A claimed delete waited so long in the pool that another worker may take it over."""
+
+
 class Replicator:
     def __init__(self, engine: Engine, layout: Layout, check: Check) -> None:
         """check(hash, object) raises unless the object is a whole, authentic block."""
@@ -48,21 +67,35 @@ class Replicator:
     def drain_once(self) -> int:
         """Run the due tasks (at most BATCH); return how many were tried."""
         with Session(self.engine) as session:
-            tasks = due(session, BATCH)
+            found = due(session, BATCH)
+        tasks = self._claimed(found) if found else []
         if not tasks:
             return 0
         outcomes = list(self._pool.map(self._run, tasks))
         with Session(writer(self.engine)) as session, session.begin():
+            ran = sorted({task.hash for task in tasks if task.action == DELETING})
+            lock_blocks(session, ran)
+            mark_deleted(session, ran, time.time_ns())
             for task, error in zip(tasks, outcomes, strict=True):
-                if error is not None:
-                    delay = postpone(session, task)
-                    log.warning(
-                        "%s of %s to %s failed (attempt %d, next in %.1f s): %s",
-                        task.action, task.hash, task.store, task.attempts + 1, delay, error,
-                    )  # fmt: skip
-                elif not finish(session, task) and task.action == DELETE:
-                    owe_copies(session, [(task.hash, task.store, task.size)], time.time_ns())
+                if error is None:
+                    finish(session, task)
+                    continue
+                delay = postpone(session, task)
+                log.warning(
+                    "%s of %s to %s failed (attempt %d, next in %.1f s): %s",
+                    task.action, task.hash, task.store, task.attempts + 1, delay, error,
+                )  # fmt: skip
         return len(tasks)
+
+    def _claimed(self, tasks: list[Task]) -> list[Task]:
+        """The copies, and the deletes this worker claimed (another may have taken some)."""
+        deletes = [task for task in tasks if task.action != COPY]
+        if not deletes:
+            return tasks
+        with Session(writer(self.engine)) as session, session.begin():
+            lock_blocks(session, sorted({task.hash for task in deletes}))
+            claimed = claim_deletes(session, deletes, time.time_ns() + LEASE_NS)
+        return [task for task in tasks if task.action == COPY] + claimed
 
     def _run(self, task: Task) -> Exception | None:
         target = self.layout.stores.get(task.store)
@@ -71,6 +104,8 @@ class Replicator:
                 raise CopyFailed(f"no store is configured under the name {task.store!r}")
             if task.action == COPY:
                 target.put(task.hash, self._verified_copy(task))
+            elif time.time_ns() > task.next_try - LEASE_NS // 2:
+                raise ClaimExpired("the claim is too old to delete under; retried later")
             else:
                 target.delete(task.hash)
         except Exception as exc:

@@ -37,7 +37,7 @@ from backend.db.models import (
     RevisionBlock,
 )
 from backend.metadata.quota import count_usage
-from backend.metadata.replication import cancel_deletes, owe_copies
+from backend.metadata.replication import cancel_deletes, deletes_running, owe_copies
 from backend.metadata.share_feed import shared_readable
 from backend.metadata.types import Principal
 from backend.protocol.chunking import MAX_BLOCK_SIZE
@@ -261,9 +261,9 @@ def _unreferenced(session: Session, hashes: list[str]) -> list[str]:
 
 
 def _clobbered(tx: Txn, hashes: list[str], seen: dict[str, int | None] | None) -> set[str]:
-    """The hashes whose object a collection may have deleted after it was written: claimed
-    now, or deleted since `seen` (when given). The rows are locked, so no claim can slip
-    in before this transaction records them."""
+    """The hashes whose object a collection or a queued delete may have deleted after it
+    was written: claimed now, or deleted since `seen` (when given). The rows are locked, so
+    no claim can slip in before this transaction records them."""
     found: set[str] = set()
     for start in range(0, len(hashes), _IN_BATCH):
         query = (
@@ -275,7 +275,7 @@ def _clobbered(tx: Txn, hashes: list[str], seen: dict[str, int | None] | None) -
         for block_hash, deleting, deleted in tx.session.execute(query):
             if deleting is not None or (seen is not None and deleted != seen.get(block_hash)):
                 found.add(block_hash)
-    return found
+    return found | deletes_running(tx.session, hashes)
 
 
 def _upsert_blocks(tx: Txn, rows: list[tuple[str, int, int]]) -> None:

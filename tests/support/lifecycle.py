@@ -55,10 +55,14 @@ def clocked_server(
 
 
 def admin(server: ServerProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `cirrus admin ARGS` on the server's data (and database); fail unless it succeeds."""
+    """Run `cirrus admin ARGS` on the server's data (and database, and block store); fail
+    unless it succeeds."""
     command = [cirrus_executable(), "admin", *args, "--data", str(server.data_dir)]
     if server.db_url is not None:
         command += ["--db", server.db_url]
+    if "--blocks" in server.extra_args and "--blocks" not in args:
+        at = server.extra_args.index("--blocks")
+        command += list(server.extra_args[at : at + 2])
     result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
     if check:
         assert result.returncode == 0, result.stderr
