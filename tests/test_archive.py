@@ -22,7 +22,9 @@ FAST = ("--archive-interval", "0.2", "--replication-interval", "0.2")
 
 
 def files_under(root: Path) -> set[str]:
-    return {p.name for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    """The block files below root; a folder the server removes meanwhile is skipped (os.walk
+    passes over what vanishes under it, where Path.rglob raises)."""
+    return {name for _, _, names in os.walk(root) for name in names if not name.startswith(".")}
 
 
 def upload(client: httpx.Client, path: str, data: bytes) -> None:
