@@ -2,9 +2,9 @@
 
 pjdfstest (github pjd/pjdfstest, BSD licence) is built from its source in a temporary copy
 (`autoreconf -ifs && ./configure && make pjdfstest`: autoconf, automake and gcc) and run with
-`prove -r` in the root of a fresh mount (a folder of the local directory); the table gets
-the tests passed and the run time. In the root, because the suite makes paths of PATH_MAX-1
-bytes below where it runs and a drive's paths are at most 4,096 bytes from its root.
+`prove -r` in a fresh folder of each target (of a fresh mount for Cirrus), as a user runs it;
+the table gets the tests passed and the run time. The suite makes paths of PATH_MAX-1 bytes
+below where it runs, which a drive holds (its paths may be 8,192 bytes from its root).
 Its source is the nearest `shared/third_party/pjdfstest` above the repository, or the folder
 named by CIRRUS_PJDFSTEST_SOURCE. The Cirrus mount is mounted with `--allow-other`: the
 suite acts as other users, whom FUSE keeps out of a mount without it.
@@ -133,7 +133,7 @@ def _run_on(bench: Bench, target, built: Path) -> None:
         folder = target.root / "pjdfstest"
         if isinstance(target, CirrusTarget):
             mount = target.new_mount(target.scratch / "mnt-pjdfstest", ("--allow-other",))
-            folder = mount.mountpoint
+            folder = mount.mountpoint / "pjdfstest"
         result = run_suite(built, folder)
     except Exception as exc:
         bench.table.note(f"{target.name}: pjdfstest failed to run: {exc!r}")

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 LONG_NAME = "n" * 256
-LONG_PATH = "/" + "/".join(["d" * 200] * 21)  # > 4096 bytes, every name valid
+LONG_PATH = "/" + "/".join(["d" * 200] * 41)  # > 8192 bytes, every name valid
 
 JSON_TYPE = {"content-type": "application/json"}
 BAD_PATHS = [

@@ -11,6 +11,7 @@ from sqlalchemy import inspect, text
 from backend.db import create_engine_for, migrate
 from backend.db.engine import alembic_config
 from backend.db.models import Base
+from backend.protocol.paths import PATH_MAX
 from tests import postgres
 
 # Fixtures: a database per test, on SQLite and on PostgreSQL.
@@ -93,7 +94,7 @@ def test_upload_sessions_from_a_server_spool_restart_from_zero(database_url: str
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "0007")
-            for head in migration_heads() - {"0008"}:  # the other features' branches
+            for head in _heads_before("0012") - {"0008"}:  # the other features' branches
                 command.upgrade(config, head)
         MetadataService(engine, RecordingNotifier()).create_user("alice")
         with engine.begin() as connection:
@@ -106,5 +107,50 @@ def test_upload_sessions_from_a_server_spool_restart_from_zero(database_url: str
             row = connection.execute(text("SELECT received, tail FROM upload_sessions")).one()
             blocks = connection.execute(text("SELECT count(*) FROM upload_blocks")).scalar()
         assert tuple(row) == (0, None) and blocks == 0
+    finally:
+        engine.dispose()
+
+
+def _heads_before(revision: str) -> set[str]:
+    """The heads a database had before `revision` (a head today) was written."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return migration_heads() - {revision} | set(script.get_revision(revision).down_revision)
+
+
+def test_paths_of_8192_bytes_fit_and_open_sessions_keep_their_blocks(database_url: str) -> None:
+    """Migration 0012 widens the path columns; on SQLite it copies upload_sessions, whose
+    upload blocks must survive the copy."""
+    from alembic import command
+
+    from backend.metadata.service import MetadataService
+    from tests.postgres import RecordingNotifier
+
+    engine = create_engine_for(database_url)
+    long_path = "/" + "/".join(["d" * 255] * 33)[: PATH_MAX - 1]
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            for head in _heads_before("0012"):
+                command.upgrade(config, head)
+        MetadataService(engine, RecordingNotifier()).create_user("alice")
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO upload_sessions (id, namespace_id, path, total_size, received,"
+                " device, created, updated, expires) VALUES ('s', 1, '/a', 10, 5, NULL, 1, 1, 9)"
+            ))  # fmt: skip
+            connection.execute(text(
+                "INSERT INTO upload_blocks (upload_id, \"offset\", hash, size)"
+                " VALUES ('s', 0, 'h', 5)"
+            ))  # fmt: skip
+        migrate(engine)
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT count(*) FROM upload_blocks")).scalar() == 1
+            connection.execute(
+                text("UPDATE upload_sessions SET path = :path WHERE id = 's'"),
+                {"path": long_path},
+            )
+            stored = connection.execute(text("SELECT path FROM upload_sessions")).scalar()
+        assert stored == long_path and len(long_path) == PATH_MAX == 8192
     finally:
         engine.dispose()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.protocol.paths import PATH_MAX
 from tests.support.mount import MountProcess, module_drive, server_stat, wait_until
 from tests.support.server import ServerProcess
 
@@ -202,7 +203,7 @@ def test_a_path_longer_than_the_drive_keeps_is_refused_at_once(d: Path, env: tup
     PATH_MAX long before the drive's path is."""
     server_path, fd = _server_path(env, d), os.open(d, os.O_RDONLY)
     try:
-        while (room := 4096 - len(server_path.encode()) - 1) > 200:  # ends at 100 bytes
+        while (room := PATH_MAX - len(server_path.encode()) - 1) > 200:  # ends at 100 bytes
             name = "x" * min(250, room - 101)
             os.mkdir(name, dir_fd=fd)
             fd, parent = os.open(name, os.O_RDONLY, dir_fd=fd), fd

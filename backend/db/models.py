@@ -28,7 +28,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 HASH_LEN = 64
 NAME_LEN = 255  # bytes of UTF-8 in a path component (protocol.paths.NAME_MAX)
-PATH_LEN = 4096
+PATH_LEN = 8192  # bytes of a drive path (protocol.paths.PATH_MAX)
+TARGET_LEN = 4096  # a symlink's target (protocol.paths.TARGET_MAX)
 DEVICE_LEN = 64
 
 # nodes.type
@@ -173,7 +174,7 @@ class Node(Base):
     # Files: the newest committed revision, uploaded or not (rev <= head_rev; a commit's
     # base_rev is checked against it). head_rev > rev means an upload is under way.
     head_rev: Mapped[int] = mapped_column(Integer, default=0)
-    target: Mapped[str | None] = mapped_column(String(PATH_LEN))  # symlinks only, else NULL
+    target: Mapped[str | None] = mapped_column(String(TARGET_LEN))  # symlinks only, else NULL
     # {"user.name": base64 value}; names start with "user.", values at most 64 KiB.
     xattrs: Mapped[dict] = mapped_column(JSON, default=dict)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -36,7 +36,7 @@ from backend.protocol.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from backend.protocol.paths import NAME_MAX, PATH_MAX
+from backend.protocol.paths import NAME_MAX, TARGET_MAX
 
 SYMLINK_MODE = 0o777
 # Namespaces of extended attributes kept (POSIX ACLs are system.posix_acl_access/default).
@@ -177,8 +177,8 @@ def symlink_in(
         raise AlreadyExists("the root folder exists")
     if not isinstance(target, str) or not target or "\0" in target:
         raise InvalidRequest("a symlink target is a non-empty string without NUL bytes")
-    if len(_utf8(target, "a symlink target")) > PATH_MAX:
-        raise InvalidRequest(f"a symlink target has at most {PATH_MAX} bytes")
+    if len(_utf8(target, "a symlink target")) > TARGET_MAX:
+        raise InvalidRequest(f"a symlink target has at most {TARGET_MAX} bytes")
     mtime_ns = None if mtime_ns is None else check_mtime(mtime_ns)
     parent = tx.lookup_dir(parts[:-1])
     if tx.child(parent, parts[-1]) is not None:

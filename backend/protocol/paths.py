@@ -8,7 +8,12 @@ layer may assume a canonical path such as `/docs/a.txt` (the root is `/`).
 import re
 
 NAME_MAX = 255
-PATH_MAX = 4096
+# A drive path, counted from the drive's root. The kernel's PATH_MAX (4,096) bounds the path
+# one system call names, not how deep a node lies below a mount point: a folder deep in the
+# drive must still hold a PATH_MAX-long path below it, as a local filesystem does.
+PATH_MAX = 8192
+# A symlink's target is one system call's path: the kernel's limit.
+TARGET_MAX = 4096
 # C0 and C1 control characters and DEL: no file manager, shell or web page shows them, and
 # Windows refuses C0 in names.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
