@@ -4,6 +4,7 @@ refuses a body larger than its limit with 413 too_large while reading it."""
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from tests.support.hostile import memory_kib, raw_connection, send_until_refused
 from tests.support.server import ServerProcess
@@ -75,3 +76,21 @@ def test_a_login_body_needs_no_token_but_stays_small(server: ServerProcess) -> N
         answer = client.post("/v1/login", json={"code": "x" * 8192})
         assert answer.status_code == 413, answer.text
         assert answer.json()["error"]["code"] == "too_large"
+
+
+def test_the_garbage_collector_pauses_while_large_bodies_are_in_hand() -> None:
+    """Full collections walking a large body's millions of objects stalled every other
+    request (backend/api/bodies.py): paused until the last large body is done, even one
+    whose handling failed."""
+    import gc
+
+    from backend.api.bodies import _collector_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), _collector_paused():
+        assert not gc.isenabled()
+        with _collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "the other large body is still in hand"
+        raise RuntimeError("a refused body")
+    assert gc.isenabled()
