@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -368,6 +368,9 @@ def run_model(drives: tuple[Drive, Drive], tmp_path: Path, examples: int, steps:
         phases=phases,
         suppress_health_check=list(HealthCheck),
         print_blob=True,
+        # Every step of every sequence printed as it runs: a failure hypothesis cannot replay
+        # (a race) still shows the steps that led to it.
+        verbosity=Verbosity.debug if os.environ.get("CIRRUS_TORTURE_STEPS") else Verbosity.normal,
     )
     from hypothesis.stateful import run_state_machine_as_test
 
