@@ -174,11 +174,16 @@ class ServerView:
     def snapshot(self, root: str, skip: Callable[[str], bool] = lambda _: False) -> Snapshot:
         """The server's copy of a folder in the local_snapshot format.
 
-        A file whose newest revision is still pending reads as ("pending", rev)."""
+        A file whose newest revision is still pending reads as ("pending", rev); a hard link
+        reads as the node it names (a symlink's or a FIFO's hard link is one too)."""
         snap: Snapshot = {}
-        for rel, node in self.walk(root):
+        nodes = list(self.walk(root))
+        by_id = {node["id"]: node for _, node in nodes}
+        for rel, node in nodes:
             if skip(rel):
                 continue
+            if node["type"] == "hardlink" and node["link_id"] in by_id:
+                node = {**by_id[node["link_id"]], "path": node["path"]}
             if node["type"] == "dir":
                 snap[rel] = ("dir", node["mode"] & 0o7777)
             elif node["type"] == "symlink":
