@@ -55,6 +55,11 @@ class Feed:
         self._db = db
         self._vfs = vfs
         self._kernel = kernel
+        # Remote ids placed by the nodes being applied together; an occupant among them is
+        # parked (taken out of the tree whole) rather than detached, which would take its
+        # subtree apart: names swapped by renames meet their old holders here.
+        self._placed: set[int] = set()
+        self._parked: list[int] = []
 
     def apply(self, remote: dict[str, Any]) -> bool:
         """Apply one node; False when its parent is not known yet (retry after others)."""
@@ -78,7 +83,11 @@ class Feed:
                 return True
             log.debug("remote %s takes %s from inode %s", remote["id"], remote["name"], occupant)
             self._kernel.forget_entry(parent.inode, occupant.name)
-            self._vfs.detach(occupant)
+            if occupant.remote_id in self._placed:  # its own state puts it back, children and all
+                self._db.update(occupant.inode, parent=None)
+                self._parked.append(occupant.inode)
+            else:
+                self._vfs.detach(occupant)
         fields = _insert_fields(remote)
         if remote["type"] == "hardlink":
             inode = self._db.by_remote(remote.get("link_id") or 0)
@@ -133,13 +142,26 @@ class Feed:
 
     def apply_all(self, nodes: list[dict[str, Any]]) -> None:
         """Apply nodes in any order (a snapshot lists a moved child before its new parent)."""
-        waiting = nodes
-        while waiting:
-            left = [node for node in waiting if not self.apply(node)]
-            if len(left) == len(waiting):
-                log.warning("%d nodes have no known parent; skipped", len(left))
-                return
-            waiting = left
+        self._placed = {node["id"] for node in nodes if not node.get("deleted")}
+        try:
+            waiting = nodes
+            while waiting:
+                left = [node for node in waiting if not self.apply(node)]
+                if len(left) == len(waiting):
+                    log.warning("%d nodes have no known parent; skipped", len(left))
+                    return
+                waiting = left
+        finally:
+            self._placed = set()
+            self._unpark()
+
+    def _unpark(self) -> None:
+        """Detach for good what was parked and not put back (its state was skipped)."""
+        parked, self._parked = self._parked, []
+        for inode in parked:
+            node = self._db.get(inode)
+            if node is not None and node.parent is None:
+                self._vfs.detach(node)
 
 
 def _insert_fields(remote: dict[str, Any]) -> dict[str, Any]:

@@ -214,6 +214,30 @@ def test_a_names_former_holder_never_pushes_out_its_current_one(
     assert (root / "Y" / "old.txt").read_bytes() == b"kept"
 
 
+def test_names_swapped_by_renames_keep_the_moved_folders_contents(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """A mount that learns of a swap in one pull meets each node's new name still held by
+    the other: the folder pushed out of its old name must keep its subtree for its new one
+    (it was taken apart: the folder came back empty)."""
+    first, second = mount_factory("a"), mount_factory("b")
+    (first.path / "a" / "deep").mkdir(parents=True)
+    (first.path / "a" / "deep" / "x").write_bytes(b"inside")
+    (first.path / "b").write_bytes(b"file")
+    wait_until(lambda: (second.path / "a" / "deep" / "x").exists())
+    second.unmount()
+    os.rename(first.path / "a", first.path / "t")
+    os.rename(first.path / "b", first.path / "a")
+    os.rename(first.path / "t", first.path / "b")
+    wait_until(lambda: server_stat(server, drive_user, "/b/deep/x") is not None, 30)
+    wait_until(lambda: synced(first.path / "a"))
+    second.mount()
+    wait_until(lambda: (second.path / "a").is_file(), 30)
+    assert (second.path / "a").read_bytes() == b"file"
+    assert (second.path / "b" / "deep" / "x").read_bytes() == b"inside"
+    assert second.errors_logged() == []
+
+
 def test_a_tree_of_small_files_reaches_the_server_whole(
     server: ServerProcess, drive_user: str, mount_factory: MountFactory
 ) -> None:
