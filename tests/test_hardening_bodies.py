@@ -1,11 +1,13 @@
 """Request bodies: nobody without a token makes the server hold a body, and every route
 refuses a body larger than its limit with 413 too_large while reading it."""
 
+import gc
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from backend.api.bodies import _collector_paused
 from tests.support.hostile import memory_kib, raw_connection, send_until_refused
 from tests.support.server import ServerProcess
 
@@ -82,10 +84,6 @@ def test_the_garbage_collector_pauses_while_large_bodies_are_in_hand() -> None:
     """Full collections walking a large body's millions of objects stalled every other
     request (backend/api/bodies.py): paused until the last large body is done, even one
     whose handling failed."""
-    import gc
-
-    from backend.api.bodies import _collector_paused
-
     assert gc.isenabled()
     with pytest.raises(RuntimeError), _collector_paused():
         assert not gc.isenabled()

@@ -82,26 +82,10 @@ def test_servers_starting_together_migrate_once(database_url: str) -> None:
 def test_upload_sessions_from_a_server_spool_restart_from_zero(database_url: str) -> None:
     """Migration 0008: a session whose bytes were in one server's spool keeps its id but
     starts again from byte 0 (no other server could read those bytes)."""
-    from alembic import command
-
-    from backend.db.engine import alembic_config
-    from backend.metadata.service import MetadataService
-    from tests.postgres import RecordingNotifier
-
     engine = create_engine_for(database_url)
     try:
-        config = alembic_config()
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0007")
-            for head in _heads_before("0012") - {"0008"}:  # the other features' branches
-                command.upgrade(config, head)
-        MetadataService(engine, RecordingNotifier()).create_user("alice")
-        with engine.begin() as connection:
-            connection.execute(text(
-                "INSERT INTO upload_sessions (id, namespace_id, path, total_size, received,"
-                " device, created, updated, expires) VALUES ('old', 1, '/a', 10, 5, NULL, 1, 1, 9)"
-            ))  # fmt: skip
+        # 0007, then the other features' branches
+        _old_drive_with_a_session(engine, ["0007", *(_heads_before("0012") - {"0008"})], "old")
         migrate(engine)
         with engine.connect() as connection:
             row = connection.execute(text("SELECT received, tail FROM upload_sessions")).one()
@@ -117,28 +101,38 @@ def _heads_before(revision: str) -> set[str]:
     return migration_heads() - {revision} | set(script.get_revision(revision).down_revision)
 
 
-def test_paths_of_8192_bytes_fit_and_open_sessions_keep_their_blocks(database_url: str) -> None:
-    """Migration 0012 widens the path columns; on SQLite it copies upload_sessions, whose
-    upload blocks must survive the copy."""
+def _old_drive_with_a_session(engine, revisions: list[str], session: str) -> None:
+    """A drive migrated to `revisions` only, with user alice and an upload session 5 bytes in."""
     from alembic import command
 
     from backend.metadata.service import MetadataService
     from tests.postgres import RecordingNotifier
 
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        for revision in revisions:
+            command.upgrade(config, revision)
+    MetadataService(engine, RecordingNotifier()).create_user("alice")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO upload_sessions (id, namespace_id, path, total_size, received,"
+                " device, created, updated, expires)"
+                " VALUES (:id, 1, '/a', 10, 5, NULL, 1, 1, 9)"
+            ),
+            {"id": session},
+        )
+
+
+def test_paths_of_8192_bytes_fit_and_open_sessions_keep_their_blocks(database_url: str) -> None:
+    """Migration 0012 widens the path columns; on SQLite it copies upload_sessions, whose
+    upload blocks must survive the copy."""
     engine = create_engine_for(database_url)
     long_path = "/" + "/".join(["d" * 255] * 33)[: PATH_MAX - 1]
     try:
-        config = alembic_config()
+        _old_drive_with_a_session(engine, sorted(_heads_before("0012")), "s")
         with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            for head in _heads_before("0012"):
-                command.upgrade(config, head)
-        MetadataService(engine, RecordingNotifier()).create_user("alice")
-        with engine.begin() as connection:
-            connection.execute(text(
-                "INSERT INTO upload_sessions (id, namespace_id, path, total_size, received,"
-                " device, created, updated, expires) VALUES ('s', 1, '/a', 10, 5, NULL, 1, 1, 9)"
-            ))  # fmt: skip
             connection.execute(text(
                 "INSERT INTO upload_blocks (upload_id, \"offset\", hash, size)"
                 " VALUES ('s', 0, 'h', 5)"

@@ -25,22 +25,20 @@ def _widen(old: int, new: int) -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
     if sqlite:
         op.execute("CREATE TEMP TABLE kept_upload_blocks AS SELECT * FROM upload_blocks")
-    with op.batch_alter_table("upload_sessions") as table:
-        table.alter_column(
-            "path",
-            existing_type=sa.String(length=old),
-            type_=sa.String(length=new),
-            existing_nullable=False,
-        )
+    _resize("upload_sessions", "path", False, old, new)
     if sqlite:
         op.execute("INSERT INTO upload_blocks SELECT * FROM kept_upload_blocks")
         op.execute("DROP TABLE kept_upload_blocks")
-    with op.batch_alter_table("shares") as table:
-        table.alter_column(
-            "mount_path",
+    _resize("shares", "mount_path", True, old, new)
+
+
+def _resize(table: str, column: str, nullable: bool, old: int, new: int) -> None:
+    with op.batch_alter_table(table) as batch:
+        batch.alter_column(
+            column,
             existing_type=sa.String(length=old),
             type_=sa.String(length=new),
-            existing_nullable=True,
+            existing_nullable=nullable,
         )
 
 
