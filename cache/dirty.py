@@ -72,6 +72,12 @@ class DirtyFiles:
             os.unlink(self.preserved_path(inode))
         self._superseded.discard(inode)
 
+    def drop_superseded(self, inode: int) -> None:
+        """Drop the preserved copy once the acknowledgement superseding it is durable, unless
+        a newer change preserved a copy again meanwhile."""
+        if inode in self._superseded:
+            self.drop_preserved(inode)
+
     def restore_preserved(self, inode: int) -> None:
         """Make the dirty copy a copy of the preserved one again (crash recovery). The
         preserved copy stays until the caller has recorded the restoration."""

@@ -221,6 +221,10 @@ class MetaDB:
                 os.close(fd)
             return
 
+    def commits(self) -> int:
+        """A counter that moves with every change committed (to tell whether a sync is due)."""
+        return self._db.total_changes
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Group changes so they reach the disk together (nested uses join the outer one)."""

@@ -171,9 +171,10 @@ async def _run_fuse(
     except RuntimeError as exc:
         raise MountError(f"cannot mount on {opts.mountpoint}: {exc}") from None
     kernel.mounted = True
-    sync_scope = trio.CancelScope()
+    sync_scope, commit_scope = trio.CancelScope(), trio.CancelScope()
     try:
         nursery.start_soon(_run_cancellable, engine.run, sync_scope)
+        nursery.start_soon(_run_cancellable, vfs.durability.run, commit_scope)
         nursery.start_soon(_on_signals)
         ready(None)
         await pyfuse3.main()
@@ -184,6 +185,9 @@ async def _run_fuse(
         pyfuse3.close(unmount=is_mounted(opts.mountpoint))
         vfs.content.dirty.close_all()
     sync_scope.cancel()
+    commit_scope.cancel()
+    with trio.CancelScope(shield=True):
+        await vfs.durability.group_commit()  # what was closed last is on the disk too
     await engine.drain(FLUSH_SECONDS)
     nursery.cancel_scope.cancel()
 

@@ -247,7 +247,11 @@ class CirrusOperations(pyfuse3.Operations):
     @fuse_errors
     async def fsync(self, fh, datasync):
         if not self._virtual.owns_handle(fh):
-            await self._vfs.flush(fh)
+            await self._vfs.flush(fh, durable=True)
+
+    @fuse_errors
+    async def fsyncdir(self, fh, datasync):
+        await self._vfs.durability.journal()
 
     @fuse_errors
     async def release(self, fh):

@@ -11,10 +11,12 @@ journals an upload only when something changed, and so that the uploader can tel
 dirty copy changed under it.
 
 Crash semantics: what close()/fsync() acknowledged is never lost and never replaced by a
-partial write. The first change after an acknowledgement sets the node's durable `modified`
-flag (one transaction per write cycle) and, when the acknowledged content is not uploaded yet,
-keeps it as a preserved copy first. After a crash, a modified dirty copy goes back to the
-acknowledged state: the preserved copy, else the server revision the mirror names.
+partial write (close() against a crash of the mount process, fsync() and the group commit
+after it against a power cut too: mountfs/durability.py). The first change after an
+acknowledgement sets the node's `modified` flag (one transaction per write cycle, durable
+before the change when the acknowledgement is) and, when the acknowledged content is not
+uploaded yet, keeps it as a preserved copy first. After a crash, a modified dirty copy goes
+back to the acknowledged state: the preserved copy, else the server revision the mirror names.
 """
 
 import base64
@@ -44,6 +46,7 @@ from backend.protocol.paths import NAME_MAX, PATH_MAX, check_name
 from cache.metadb import ROOT_INODE, MetaDB, Node
 from mountfs import acl
 from mountfs.content import Content, Revision
+from mountfs.durability import Durability
 from mountfs.errors import FsError
 from mountfs.published import STATUS_XATTR
 from mountfs.quota import Usage
@@ -66,35 +69,6 @@ def decode_name(raw: bytes) -> str:
         return check_name(unicodedata.normalize("NFC", raw.decode("utf-8")))
     except UnicodeDecodeError:
         raise InvalidPathError("name is not valid UTF-8") from None
-
-
-class GroupSync:
-    """Durability of the journal for acknowledgements, shared: concurrent closes wait for one
-    fsync that started after their commit instead of each paying for their own, and the
-    fsync runs in a worker thread so other requests are served meanwhile."""
-
-    def __init__(self, sync: Callable[[], None]) -> None:
-        self._sync = sync
-        self._requested = 0
-        self._covered = 0
-        self._busy = False
-        self._idle = trio.Event()
-
-    async def __call__(self) -> None:
-        self._requested += 1
-        ticket = self._requested
-        while self._covered < ticket:
-            if self._busy:
-                await self._idle.wait()
-                continue
-            self._busy, start = True, self._requested
-            try:
-                await trio.to_thread.run_sync(self._sync)
-                self._covered = max(self._covered, start)
-            finally:
-                self._busy = False
-                self._idle.set()
-                self._idle = trio.Event()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +121,7 @@ class VFS:
         self._flushed: dict[int, int] = {}
         self._mtimes: dict[int, int] = {}
         self.stale: set[int] = set()
-        self._durable = GroupSync(db.sync)
+        self.durability = Durability(content.dirty, db.sync, db.commits)
         self._recover()
 
     def _recover(self) -> None:
@@ -396,7 +370,8 @@ class VFS:
             await trio.to_thread.run_sync(self.content.dirty.preserve, inode)
         with self._db.transaction():
             self._db.update(inode, dirty=1, modified=1)
-        await self._durable()
+        if self.durability.power_safe(inode):
+            await self.durability.journal()
 
     def _read_dirty_copy(self, node: Node) -> None:
         """Handles open on the revision the new dirty copy starts from read the copy from now
@@ -671,11 +646,12 @@ class VFS:
         self._touch(handle.inode)
         return written
 
-    async def flush(self, fh: int) -> None:
-        """What fsync and close return: EDQUOT to a writer while the quota holds the upload
-        back (the data is safe in the cache all the same, and goes up once space is freed)."""
+    async def flush(self, fh: int, durable: bool = False) -> None:
+        """What close (and with `durable`, fsync) returns: EDQUOT to a writer while the quota
+        holds the upload back (the data is safe in the cache all the same, and goes up once
+        space is freed)."""
         handle = self._handle(fh)
-        await self.commit_content(handle.inode)
+        await self.commit_content(handle.inode, durable)
         if handle.writable and self.usage.over and self._db.has_pending_upload(handle.inode):
             raise QuotaExceeded("the quota is full: the upload waits in the cache for space")
 
@@ -693,15 +669,19 @@ class VFS:
             if node is not None and node.parent is None and handle.inode not in self._lookups:
                 self._purge(handle.inode)
 
-    async def commit_content(self, inode: int) -> None:
-        """Make written data durable and journal its upload: what close() promises. Holds
-        the content lock throughout, so a flush and the release right after it (or a change
-        starting on another handle) never interleave with an acknowledgement."""
+    async def commit_content(self, inode: int, durable: bool = False) -> None:
+        """Acknowledge written data and journal its upload: what close() promises, and with
+        `durable` what fsync() promises (mountfs/durability.py). Holds the content lock
+        throughout, so a flush and the release right after it (or a change starting on
+        another handle) never interleave with an acknowledgement."""
         async with self.content.lock(inode):
             generation = self._gens.get(inode, 0)
             if self._flushed.get(inode, 0) == generation:
+                if durable and not self.durability.power_safe(inode):
+                    await self.durability.fsync(inode)
                 return
-            await self.content.sync(inode)
+            if durable:
+                await self.durability.fsync_content(inode)
             node = self._db.get(inode)
             if node is None:
                 return
@@ -715,11 +695,13 @@ class VFS:
                 if node.parent is not None:
                     self._journal("upload", inode, {"path": self._db.path(inode)})
             # Before any await: the replayer may pick the entry up during the fsync, and must
-            # send this content, not the older one preserved for a crash until the fsync ends.
+            # send this content, not the older one preserved for a crash until it is durable.
             self.content.dirty.supersede_preserved(inode)
             self._flushed[inode] = generation
-            await self._durable()
-            self.content.dirty.drop_preserved(inode)
+            if durable:
+                await self.durability.acknowledged(inode)
+            else:
+                self.durability.closed(inode)
 
     # -- extended attributes ------------------------------------------------------------------
 

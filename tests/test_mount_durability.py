@@ -1,0 +1,135 @@
+"""What close() and fsync() promise (mountfs/durability.py): close() waits for no disk flush,
+fsync() flushes the file and then the journal, and a group commit flushes what close()
+acknowledged within a round. A power cut cannot be caused here, so the flushes themselves are
+what is observed: every os.fsync is recorded with the file it flushed. A crash of the mount
+process right after a close (what the page cache survives) is caused for real."""
+
+import os
+
+import pytest
+import trio
+
+from cache.dirty import DirtyFiles
+from cache.metadb import MetaDB
+from mountfs import durability as durability_module
+from mountfs.durability import Durability
+from tests.support import mount as mount_fixtures
+from tests.support.mount import MountFactory, server_file, wait_until
+from tests.support.server import ServerProcess
+
+drive_user = mount_fixtures.drive_user
+mount_factory = mount_fixtures.mount_factory
+
+
+@pytest.fixture
+def flushed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The base names of the files fsynced, in order."""
+    names: list[str] = []
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        names.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return names
+
+
+@pytest.fixture
+def parts(tmp_path) -> tuple[DirtyFiles, MetaDB, Durability]:
+    dirty = DirtyFiles(str(tmp_path / "dirty"))
+    db = MetaDB(str(tmp_path / "metadata.db"))
+    yield dirty, db, Durability(dirty, db.sync, db.commits)
+    db.close()
+
+
+def _write(dirty: DirtyFiles, inode: int, data: bytes) -> None:
+    dirty.create_empty(inode)
+    os.pwrite(dirty.fd(inode), data, 0)
+
+
+def test_close_flushes_nothing_until_the_group_commit(parts, flushed) -> None:
+    dirty, db, durability = parts
+    _write(dirty, 7, b"closed")
+    durability.closed(7)
+    assert not durability.power_safe(7)
+    assert flushed == []
+    trio.run(durability.group_commit)
+    assert flushed == ["7", "metadata.db-wal"]
+    assert durability.power_safe(7)
+    flushed.clear()
+    trio.run(durability.group_commit)
+    assert flushed == []  # nothing new: no round
+
+
+def test_a_commit_alone_is_flushed_by_the_next_round(parts, flushed) -> None:
+    _dirty, db, durability = parts
+    trio.run(durability.group_commit)
+    flushed.clear()
+    db.set_state("something", "changed")
+    trio.run(durability.group_commit)
+    assert flushed == ["metadata.db-wal"]
+
+
+def test_fsync_flushes_the_file_before_the_journal(parts, flushed) -> None:
+    dirty, _db, durability = parts
+    _write(dirty, 9, b"closed, then fsynced")
+    durability.closed(9)
+    trio.run(durability.fsync, 9)
+    assert flushed == ["9", "metadata.db-wal"]
+    assert durability.power_safe(9)
+
+
+def test_a_superseded_preserved_copy_goes_only_after_the_round(parts) -> None:
+    dirty, _db, durability = parts
+    _write(dirty, 3, b"acknowledged, not uploaded")
+    dirty.preserve(3)
+    dirty.supersede_preserved(3)
+    durability.closed(3)
+    assert os.path.exists(dirty.preserved_path(3))  # a power cut now would go back to it
+    trio.run(durability.group_commit)
+    assert not os.path.exists(dirty.preserved_path(3))
+
+
+def test_a_copy_preserved_again_before_the_round_is_kept(parts) -> None:
+    dirty, _db, durability = parts
+    _write(dirty, 4, b"first")
+    dirty.preserve(4)
+    dirty.supersede_preserved(4)
+    durability.closed(4)
+    dirty.preserve(4)  # a new change keeps the newer acknowledgement before it lands
+    trio.run(durability.group_commit)
+    assert dirty.has_preserved(4)
+
+
+def test_a_failed_round_is_tried_again(parts, monkeypatch) -> None:
+    dirty, _db, durability = parts
+    _write(dirty, 5, b"closed")
+    durability.closed(5)
+
+    def failing(paths) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(durability_module, "_fsync_files", failing)
+    with pytest.raises(OSError):
+        trio.run(durability.group_commit)
+    assert not durability.power_safe(5)
+    monkeypatch.undo()
+    trio.run(durability.group_commit)
+    assert durability.power_safe(5)
+
+
+def test_a_file_closed_just_before_the_mount_dies_is_kept_and_sent(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """kill -9 right after close(), before any group commit could run: the page cache and
+    the WAL keep what close() acknowledged."""
+    drive = mount_factory("a")
+    server.stop()  # nothing is uploaded before the crash
+    data = os.urandom(200_000)
+    (drive.path / "closed.bin").write_bytes(data)
+    drive.kill9()
+    server.start()
+    drive.mount()
+    assert (drive.path / "closed.bin").read_bytes() == data
+    wait_until(lambda: server_file(server, drive_user, "/closed.bin") == data, 30)
