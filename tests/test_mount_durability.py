@@ -49,7 +49,7 @@ def _write(dirty: DirtyFiles, inode: int, data: bytes) -> None:
 
 
 def test_close_flushes_nothing_until_the_group_commit(parts, flushed) -> None:
-    dirty, db, durability = parts
+    dirty, _db, durability = parts
     _write(dirty, 7, b"closed")
     durability.closed(7)
     assert not durability.power_safe(7)
