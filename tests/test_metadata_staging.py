@@ -3,12 +3,14 @@ completed by later uploads like any revision, and gone without a trace when refu
 consistency check runs after each test)."""
 
 import os
+from dataclasses import replace
 
 import pytest
 
+from backend.metadata.batch import Outcome
 from backend.metadata.service import MetadataService
 from backend.metadata.staging import STAGE_ABOVE
-from backend.metadata.types import BlockRef, CommitRequest, Principal
+from backend.metadata.types import BatchOp, BlockRef, CommitRequest, Principal
 from backend.protocol import errors
 from tests import postgres
 
@@ -57,3 +59,44 @@ def test_a_refused_staged_commit_leaves_nothing(
         metadata.commit(alice, request)
     with pytest.raises(errors.NotFound):
         metadata.stat(alice, "/lies")
+
+
+def _render(outcome: Outcome) -> dict:
+    """The shape of the API's answers, with what a commit's answer carries."""
+    if outcome.error is not None:
+        return {"status": outcome.error.status, "error": {"code": outcome.error.code}}
+    result = outcome.value
+    return {"status": 201, "body": {"missing": result.missing, "status": result.status}}
+
+
+def test_a_staged_commit_in_a_batch_lists_what_it_awaits(
+    metadata: MetadataService, alice: Principal
+) -> None:
+    """The awaited hashes are read after the batch's write transaction (half a million of
+    them held every writer of the server back), and still answer in full."""
+    request, hashes = _large("/big")
+    metadata.record_block(alice, hashes[0], SIZE, SIZE)
+    refused = BatchOp("mkdir", {"path": "/big/under", "mode": None, "mtime_ns": None,
+                                "parents": False, "attrs": {}})  # fmt: skip
+    commit = BatchOp("commit", {"request": request})
+    answers = metadata.apply_batch(alice, [commit, refused, commit], _render)
+    assert answers[1]["status"] == 409
+    for answer in (answers[0], answers[2]):  # the second lands beside it, a conflicted copy
+        assert answer["body"]["status"] == "pending"
+        assert sorted(answer["body"]["missing"]) == sorted(hashes[1:])
+
+
+def test_a_staged_commit_sent_again_lists_what_it_still_awaits(
+    metadata: MetadataService, alice: Principal
+) -> None:
+    request, hashes = _large("/again")
+    request = replace(request, commit_id="c-1")
+    assert len(metadata.commit(alice, request).missing) == COUNT
+    for start in range(0, COUNT - 2, 8000):
+        end = min(start + 8000, COUNT - 2)
+        metadata.record_blocks(alice, [(h, SIZE, SIZE) for h in hashes[start:end]])
+    again = metadata.commit(alice, request)
+    assert again.status == "pending" and sorted(again.missing) == sorted(hashes[COUNT - 2 :])
+    metadata.record_blocks(alice, [(h, SIZE, SIZE) for h in hashes[COUNT - 2 :]])
+    done = metadata.commit(alice, request)
+    assert done.status == "uploaded" and done.missing == []

@@ -28,7 +28,12 @@ from backend.db.models import BatchAnswer
 from backend.metadata import staging
 from backend.metadata.posix import link_in, mknod_in
 from backend.metadata.retention import Retention
-from backend.metadata.revisions import check_commit, commit_once, note_unused_commit_ids
+from backend.metadata.revisions import (
+    check_commit,
+    commit_once,
+    listed,
+    note_unused_commit_ids,
+)
 from backend.metadata.tree import (
     delete_in,
     mkdir_in,
@@ -38,7 +43,7 @@ from backend.metadata.tree import (
     symlink_in,
 )
 from backend.metadata.txn import Database, Txn
-from backend.metadata.types import BatchOp, CommitRequest, Principal
+from backend.metadata.types import BatchOp, CommitRequest, CommitResult, Principal
 from backend.protocol.errors import CirrusError, InvalidRequest
 
 MAX_BATCH_OPS = 1000
@@ -169,6 +174,8 @@ class Batches:
                     tx.connection.execute(_INSERT_ANSWERS, rows)
                     mine = {"namespace": tx.namespace_id, "client": client}
                     tx.connection.execute(_DROP_OLDEST, mine)
+        for index, result in run.awaiting.items():  # commits' answers are never kept
+            run.answers[index] = render(Outcome("commit", listed(self.db, result)))
         return run.answers
 
     def one(self, tx: Txn, who: Principal, op: BatchOp, commit: tuple | None) -> Any:
@@ -219,7 +226,8 @@ class _Run:
     given: dict[int, dict]
     render: Render
     stop_on_error: bool
-    answers: list[dict] = field(default_factory=list)
+    answers: list[dict] = field(default_factory=list)  # answers[i] is ops[i]'s
+    awaiting: dict[int, CommitResult] = field(default_factory=dict)  # listed after the batch
 
     def stretch(self, start: int, end: int) -> bool:
         """Apply ops[start:end], each answered in `answers`; True when stop_on_error ended
@@ -235,6 +243,8 @@ class _Run:
                     return False
             except CirrusError:
                 del self.answers[kept:]
+                for index in [i for i in self.awaiting if i >= kept]:
+                    del self.awaiting[index]
             # ops[start:index] went through before and do again; ops[index] was refused.
             if self.stretch(start, index):
                 return True
@@ -250,8 +260,13 @@ class _Run:
         if answer is None:
             value = self.batches.one(self.tx, self.who, op, self.commits.get(index))
             self.tx.session.flush()  # its changes now: a failing write is its own refusal
-            answer = self.render(Outcome(op.kind, value))
+            answer = self._rendered(index, value)
         return answer
+
+    def _rendered(self, index: int, value: Any) -> dict:
+        if isinstance(value, CommitResult) and value.awaiting is not None:
+            self.awaiting[index] = value
+        return self.render(Outcome(self.ops[index].kind, value))
 
     def _isolated(self, index: int) -> dict:
         """The answer of ops[index] applied in a savepoint of its own, refusal included."""
@@ -261,7 +276,7 @@ class _Run:
                 value = self.batches.one(self.tx, self.who, op, self.commits.get(index))
         except CirrusError as exc:
             return self.render(Outcome(op.kind, error=exc))
-        return self.render(Outcome(op.kind, value))
+        return self._rendered(index, value)
 
     def _answer(self, index: int, answer: dict) -> bool:
         """Keep the answer; True when it ends the batch (stop_on_error)."""

@@ -7,9 +7,10 @@ past the client's base_rev: it lands beside it as a conflicted copy, as Dropbox 
 """
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, false, insert, select, true
+from sqlalchemy import bindparam, exists, false, insert, select, true
 
 from backend.db.models import (
     DIR,
@@ -55,6 +56,8 @@ _IN_BATCH = 500
 _INSERT_REVISION = insert(Revision.__table__).returning(Revision.id)
 _INSERT_BLOCK_LIST = insert(RevisionBlock.__table__)
 _INSERT_PENDING = insert(PendingBlock.__table__)
+_AWAITED = select(PendingBlock.hash).where(PendingBlock.revision_id == bindparam("revision"))
+_AWAITS = select(exists().where(PendingBlock.revision_id == bindparam("revision")))
 _USED_COMMIT_IDS = select(Revision.commit_id).where(
     Revision.namespace_id == bindparam("namespace"),
     Revision.commit_id.in_(bindparam("ids", expanding=True)),
@@ -72,7 +75,8 @@ class Revisions:
         try:
             with self.db.write(who.namespace_id, who.author) as tx:
                 keep = self.retention.cap(tx)
-                return commit_once(tx, who, parts, request, blocks, keep, staged)
+                result = commit_once(tx, who, parts, request, blocks, keep, staged)
+            return listed(self.db, result)
         finally:
             if staged is not None:
                 staging.discard(self.db, who.namespace_id, staged)
@@ -179,13 +183,15 @@ def commit_in(
 ) -> CommitResult:
     """Record a checked commit inside an open write transaction, keeping `keep` versions;
     `staged`: the STAGING revision holding its block list already (staging.stage)."""
+    awaiting = None
     if staged is None:
         distinct = list(dict.fromkeys(b.hash for b in blocks))
         owned = tx.owned(distinct)
         _check_sizes(blocks, owned)
         missing = [h for h in distinct if h not in owned]
-    else:
-        missing = staging.awaited(tx, staged)
+    else:  # its awaited hashes are listed after the transaction
+        missing, awaiting = [], staged if _awaits(tx, staged) else None
+    pending = bool(missing) or awaiting is not None
     check_quota(tx, blocks)
     parent = tx.make_dirs(parts[:-1])
     name = parts[-1]
@@ -204,7 +210,7 @@ def commit_in(
     mtime_ns = tx.now_ns if request.mtime_ns is None else request.mtime_ns
     if node is None:  # a new file, inserted with its first revision shown unless pending
         mode = request.mode or DEFAULT_FILE_MODE
-        revision = (1, 0, 0) if missing else (1, 1, request.size)
+        revision = (1, 0, 0) if pending else (1, 1, request.size)
         node = tx.create(parent, name, FILE, mode, mtime_ns, revision=revision, attrs=attrs)
         entries_changed(tx, parent, attrs)
     else:
@@ -213,13 +219,27 @@ def commit_in(
         node.mtime_ns = mtime_ns
         stamp(tx, node, attrs)
         node.head_rev += 1
-        if not missing:
+        if not pending:
             node.rev, node.size = node.head_rev, request.size
     number = node.head_rev
-    _add_revision(tx, node, who, request, blocks, conflict, missing, staged)
+    _add_revision(tx, node, who, request, blocks, conflict, missing, pending, staged)
     prune_revisions(tx, node, keep)
     info = tx.journal(node)
-    return CommitResult(info, number, missing, conflict, info.path)
+    return CommitResult(info, number, missing, conflict, info.path, awaiting)
+
+
+def _awaits(tx: Txn, revision_id: int) -> bool:
+    return bool(tx.session.scalar(_AWAITS, {"revision": revision_id}))
+
+
+def listed(db: Database, result: CommitResult) -> CommitResult:
+    """The result with the hashes its revision awaits read into `missing`, in a read
+    transaction of its own (blocks that arrived meanwhile are no longer listed)."""
+    if result.awaiting is None:
+        return result
+    with db.read() as session:
+        missing = list(session.scalars(_AWAITED, {"revision": result.awaiting}))
+    return replace(result, missing=missing, awaiting=None)
 
 
 def _check_sizes(blocks: list[BlockRef], real_sizes: dict[str, int]) -> None:
@@ -241,10 +261,11 @@ def _add_revision(
     blocks: list[BlockRef],
     conflict: bool,
     missing: list[str],
+    pending: bool,
     staged: int | None,
 ) -> None:
     """Insert the node's newest revision (its head_rev), its block list and the hashes it
-    awaits (`missing`: PENDING until they arrive). Plain INSERTs on the session's
+    awaits (`missing`; `pending`: PENDING until they arrive). Plain INSERTs on the session's
     connection: no ORM object to flush, none of the ORM's bulk-insert machinery per row.
     A staged revision has its block list and pending hashes already: it is adopted."""
     row = {
@@ -255,7 +276,7 @@ def _add_revision(
         "mtime_ns": node.mtime_ns,
         "device": who.author,
         "created": tx.now_ns,
-        "status": PENDING if missing else UPLOADED,
+        "status": PENDING if pending else UPLOADED,
         "commit_id": request.commit_id,
         "conflict": conflict,
     }
@@ -282,10 +303,9 @@ def _add_revision(
 def _result_of(tx: Txn, revision: Revision) -> CommitResult:
     """The answer a repeated commit gets: the revision its first attempt made."""
     node = tx.session.get(Node, revision.node_id)
-    query = select(PendingBlock.hash).where(PendingBlock.revision_id == revision.id)
-    missing = list(tx.session.scalars(query))
+    awaiting = revision.id if _awaits(tx, revision.id) else None
     info = tx.info(node)
-    return CommitResult(info, revision.number, missing, revision.conflict, info.path)
+    return CommitResult(info, revision.number, [], revision.conflict, info.path, awaiting)
 
 
 def _conflicted_name(tx: Txn, parent: Node, name: str, author: str) -> str:

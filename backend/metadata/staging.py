@@ -107,13 +107,6 @@ def _stage_chunk(tx: Txn, revision_id: int, first_seq: int, blocks: list[BlockRe
     )
 
 
-def awaited(tx: Txn, revision_id: int) -> list[str]:
-    """The hashes a staged revision still awaits (its status when adopted follows)."""
-    return list(
-        tx.session.scalars(select(PendingBlock.hash).where(PendingBlock.revision_id == revision_id))
-    )
-
-
 def adopt(tx: Txn, revision_id: int, values: dict) -> None:
     """Make a staged revision the revision `values` describe (node_id, number, status, ...):
     one UPDATE however many blocks it has."""
