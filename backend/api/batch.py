@@ -8,9 +8,8 @@ have given, or its own error; see docs/api.md and backend/metadata/batch.py.
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
-from backend.api.bodies import large_json_post
+from backend.api.bodies import large_json_post, release
 from backend.api.deps import PrincipalDep, ServicesDep, check_path
 from backend.api.files import commit_answer, commit_request
 from backend.api.models import (
@@ -26,6 +25,7 @@ from backend.api.models import (
     SymlinkOp,
     XattrOp,
 )
+from backend.api.sliced_json import SlicedJSONResponse
 from backend.api.tree import move_answer, xattr_value
 from backend.metadata.batch import MAX_BATCH_OPS, Outcome
 from backend.metadata.types import BatchOp
@@ -35,7 +35,7 @@ router = APIRouter(prefix="/v1", tags=["batch"])
 
 
 @large_json_post(router, "/batch")
-def batch(who: PrincipalDep, services: ServicesDep, body: BatchIn) -> JSONResponse:
+def batch(who: PrincipalDep, services: ServicesDep, body: BatchIn) -> SlicedJSONResponse:
     """Apply the operations in order; `results` has one item per operation tried."""
     if len(body.ops) > MAX_BATCH_OPS:
         raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_OPS} operations")
@@ -43,8 +43,15 @@ def batch(who: PrincipalDep, services: ServicesDep, body: BatchIn) -> JSONRespon
     if blocks > MAX_BLOCKS_PER_FILE:
         raise PayloadTooLarge(f"a batch's commits name at most {MAX_BLOCKS_PER_FILE} blocks")
     ops = [_checked(op) for op in body.ops]
-    answers = services.metadata.apply_batch(who, ops, _answer, body.stop_on_error, body.client)
-    return JSONResponse({"results": answers})  # rendered in this worker thread, as a commit
+    try:
+        answers = services.metadata.apply_batch(who, ops, _answer, body.stop_on_error, body.client)
+        response = SlicedJSONResponse({"results": answers})  # rendered in this worker thread
+        release(a["body"]["missing"] for a in answers if "missing" in a.get("body", ()))
+        return response
+    finally:
+        commits = [op for op in body.ops if isinstance(op, CommitOp)]
+        release([op.blocks for op in commits])
+        release(op.args["request"].blocks for op in ops if op.kind == "commit")
 
 
 def _checked(op: BatchOpIn) -> BatchOp:

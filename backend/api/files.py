@@ -6,10 +6,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.bodies import body_limit, large_json_post
+from backend.api.bodies import body_limit, large_json_post, release
 from backend.api.deps import PrincipalDep, ServicesDep, check_path, declared_length
 from backend.api.download import file_response
 from backend.api.models import RAW_BODY, CommitIn, Mode, RestoreIn, Revision, TimeNs
+from backend.api.sliced_json import SlicedJSONResponse
 from backend.metadata.types import BlockRef, CommitRequest, CommitResult, iso_from_ns
 from backend.protocol.errors import InvalidRequest, PayloadTooLarge
 from backend.uploads import MAX_FILE_SIZE
@@ -111,10 +112,17 @@ def restore(who: PrincipalDep, services: ServicesDep, body: RestoreIn) -> dict:
 
 
 @large_json_post(router, "/commit", status_code=201)
-def commit(who: PrincipalDep, services: ServicesDep, body: CommitIn) -> JSONResponse:
+def commit(who: PrincipalDep, services: ServicesDep, body: CommitIn) -> SlicedJSONResponse:
     # Rendered here, in the worker thread: a large commit's answer lists up to 524,289
     # missing hashes, which FastAPI would otherwise encode on the event loop.
-    return JSONResponse(commit_answer(services.metadata.commit(who, commit_request(body))), 201)
+    request = commit_request(body)
+    try:
+        result = services.metadata.commit(who, request)
+        response = SlicedJSONResponse(commit_answer(result), 201)
+        release([result.missing])
+        return response
+    finally:
+        release([body.blocks, request.blocks])
 
 
 def commit_request(body: CommitIn) -> CommitRequest:
