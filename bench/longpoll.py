@@ -136,7 +136,10 @@ async def hold_and_wake(server: CirrusServer, token: str, count: int) -> dict[st
 
 def run(bench: Bench) -> None:
     """Start a fresh server, hold the polls, record the figures in the Cirrus column."""
-    server = CirrusServer(bench.scratch / "longpoll")
+    # The polls, the request that wakes them and a margin: the server's default cap on open
+    # connections is 10,000, the number of polls held by default.
+    room = ("--max-connections", str(bench.sizes.long_polls + 100))
+    server = CirrusServer(bench.scratch / "longpoll", room)
     try:
         server.start()
         token = server.create_user("polls")
