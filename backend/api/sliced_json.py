@@ -19,25 +19,36 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-def _encode(value: Any, out: list[str]) -> None:
+def _large(value: Any) -> bool:
+    """Whether a list longer than ITEMS_AT_ONCE is anywhere in `value`."""
     if isinstance(value, dict):
+        return any(_large(item) for item in value.values())
+    if isinstance(value, list):
+        return len(value) > ITEMS_AT_ONCE or any(_large(item) for item in value)
+    return False
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    """Only the containers that hold a long list are taken apart: the rest, such as every
+    answer of a mount's ordinary batch, is encoded by one json.dumps call each."""
+    if not _large(value):
+        out.append(_dumps(value))
+    elif isinstance(value, dict):
         out.append("{")
         for index, (key, item) in enumerate(value.items()):
             out.append(("," if index else "") + _dumps(str(key)) + ":")
             _encode(item, out)
         out.append("}")
-    elif isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
+    elif any(isinstance(item, dict | list) for item in value):
         out.append("[")
         for index, item in enumerate(value):
             if index:
                 out.append(",")
             _encode(item, out)
         out.append("]")
-    elif isinstance(value, list) and len(value) > ITEMS_AT_ONCE:
+    else:
         slices = range(0, len(value), ITEMS_AT_ONCE)
         out.append("[" + ",".join(_dumps(value[s : s + ITEMS_AT_ONCE])[1:-1] for s in slices) + "]")
-    else:
-        out.append(_dumps(value))
 
 
 class SlicedJSONResponse(JSONResponse):
