@@ -18,8 +18,9 @@ Blocks are zstd-compressed and decompressed in worker threads so that CPU work n
 the event loop; a downloaded block is checked against its name, so a corrupt store, proxy or
 disk is reported as `HashMismatch` and never reaches a reader. Batch fetches
 (`get_blocks`, the bulk of every cold read) do not go through httpx: each runs in a worker
-thread on blocking keep-alive connections of its own (`_BlockFetcher`), receiving the answer,
-decoding and verifying it there, so the event loop only waits for the result.
+thread on blocking keep-alive connections of its own (`_BlockLine`), receiving the answer,
+decoding and verifying it there, and so do block uploads (`put_blocks`: framed and sent in
+the thread), so the event loop only waits for the result.
 """
 
 import base64
@@ -34,7 +35,7 @@ import random
 import ssl
 import threading
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -165,11 +166,6 @@ def _pack(blocks: list[tuple[str, bytes | memoryview]]) -> list[bytes]:
     return parts
 
 
-async def _stream(parts: list[bytes]) -> AsyncIterator[bytes]:
-    for part in parts:
-        yield part
-
-
 def _unpack(hashes: list[str], body: bytes) -> dict[str, bytes]:
     """The verified blocks of a fetch answer, which must hold exactly the hashes asked for."""
     frames = unpack_batch(body, ServerUnreachable)
@@ -220,13 +216,16 @@ def _optional(**fields: Any) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
-class _BlockFetcher:
-    """`POST /v1/blocks/fetch` over blocking keep-alive connections, called in worker threads.
+class _BlockLine:
+    """`POST /v1/blocks/fetch` and `/v1/blocks/batch` over blocking keep-alive connections,
+    called in worker threads.
 
-    A cold read receives hundreds of MB/s. Through httpx on the trio thread every 64 KiB of
-    it took a trip through h11, httpcore and trio's scheduler, and that thread, which also
-    answers FUSE, was the bound. Here `read` takes the whole body in C with the GIL released,
-    and the blocks are decoded and verified in the same thread: the trio thread only waits.
+    A cold read receives hundreds of MB/s, and an upload sends as much. Through httpx on the
+    trio thread every 64 KiB of it took a trip through h11, httpcore and trio's scheduler,
+    and that thread, which also answers FUSE, was the bound: a large write waited behind its
+    own early upload. Here the body is sent and the answer taken whole in C with the GIL
+    released, and blocks are framed, or decoded and verified, in the same thread: the trio
+    thread only waits.
     """
 
     def __init__(
@@ -235,8 +234,8 @@ class _BlockFetcher:
         url = urllib.parse.urlsplit(base_url)
         self._tls = ssl.create_default_context() if url.scheme == "https" else None
         self._host, self._port = url.hostname or "", url.port
-        self._url = url.path.rstrip("/") + "/v1/blocks/fetch"
-        self._headers = {**headers, "Content-Type": "application/json", "Accept": BATCH_TYPE}
+        self._prefix = url.path.rstrip("/") + "/v1/blocks/"
+        self._headers = headers
         self._connect_timeout, self._timeout = timeout.connect, timeout.read
         self._connections = connections
         self._idle: list[http.client.HTTPConnection] = []
@@ -246,19 +245,37 @@ class _BlockFetcher:
     def fetch(self, hashes: list[str]) -> dict[str, bytes]:
         """The verified blocks named by `hashes` (64 at most), from one request."""
         body = json.dumps({"hashes": hashes}).encode("ascii")
+        headers = {"Content-Type": "application/json", "Accept": BATCH_TYPE}
+        return _unpack(hashes, self._post("fetch", [body], headers))
+
+    def store(self, blocks: list[tuple[str, bytes | memoryview]]) -> None:
+        """Frame (hash, plaintext) blocks and send them in one request."""
+        self._post("batch", _pack(blocks), {"Content-Type": BATCH_TYPE})
+
+    def _post(self, what: str, parts: list[bytes], headers: dict[str, str]) -> bytes:
+        """The answer's body, a refusal raised as the CirrusError it names."""
+        url = self._prefix + what
+        headers = {**self._headers, **headers, "Content-Length": str(sum(map(len, parts)))}
         while True:
-            connection, reused = self._take()
+            connection, reused = self._take(url)
+            cut_off = False
             try:
-                connection.request("POST", self._url, body, self._headers)
+                try:
+                    connection.request("POST", url, parts, headers)
+                except (ConnectionResetError, BrokenPipeError):
+                    # A server refusing a body (a 429, a 413) answers before reading it and
+                    # closes: its answer is there to read all the same.
+                    cut_off = True
                 response = connection.getresponse()
                 answer = response.read()
             except (OSError, http.client.HTTPException) as exc:
                 connection.close()
-                if reused and isinstance(exc, ConnectionResetError | BrokenPipeError):
+                reset = cut_off or isinstance(exc, ConnectionResetError | BrokenPipeError)
+                if reused and reset:
                     continue  # a kept-alive connection the server had closed meanwhile
                 detail = str(exc) or type(exc).__name__
-                raise ServerUnreachable(f"POST {self._url}: {detail}") from None
-            self._give(connection, response.will_close)
+                raise ServerUnreachable(f"POST {url}: {detail}") from None
+            self._give(connection, response.will_close or cut_off)
             break
         if response.status >= 400:
             try:
@@ -266,9 +283,9 @@ class _BlockFetcher:
             except ValueError:
                 refusal = None
             raise _refusal(response.status, refusal, response.getheader("Retry-After"))
-        return _unpack(hashes, answer)
+        return answer
 
-    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _take(self, url: str) -> tuple[http.client.HTTPConnection, bool]:
         """An idle connection (reused: True) or a new one."""
         with self._lock:
             if self._idle:
@@ -285,7 +302,7 @@ class _BlockFetcher:
             connection.connect()
         except OSError as exc:
             connection.close()
-            raise ServerUnreachable(f"POST {self._url}: {exc or type(exc).__name__}") from None
+            raise ServerUnreachable(f"POST {url}: {exc or type(exc).__name__}") from None
         connection.sock.settimeout(self._timeout)
         return connection, False
 
@@ -297,7 +314,7 @@ class _BlockFetcher:
         connection.close()
 
     def close(self) -> None:
-        """Close the idle connections; those in use close when their fetch returns."""
+        """Close the idle connections; those in use close when their request returns."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
@@ -331,11 +348,11 @@ class RemoteDrive:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
         )
-        self._fetcher = _BlockFetcher(base_url, headers, self._timeout, max_connections)
-        self._fetches = trio.CapacityLimiter(max_connections)
+        self._blocks = _BlockLine(base_url, headers, self._timeout, max_connections)
+        self._lines = trio.CapacityLimiter(max_connections)
 
     async def aclose(self) -> None:
-        self._fetcher.close()
+        self._blocks.close()
         await self._client.aclose()
 
     async def __aenter__(self) -> "RemoteDrive":
@@ -344,18 +361,11 @@ class RemoteDrive:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _send(
-        self, method: str, url: str, parts: list[bytes] | None = None, **kwargs: Any
-    ) -> httpx.Response:
-        """Send a request (a body in `parts` is streamed) and turn every failure into a
-        CirrusError; a 429 is waited out."""
-        return await wait_out_throttling(lambda: self._send_once(method, url, parts, **kwargs))
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send a request and turn every failure into a CirrusError; a 429 is waited out."""
+        return await wait_out_throttling(lambda: self._send_once(method, url, **kwargs))
 
-    async def _send_once(
-        self, method: str, url: str, parts: list[bytes] | None, **kwargs: Any
-    ) -> httpx.Response:
-        if parts is not None:
-            kwargs["content"] = _stream(parts)  # a fresh stream for each attempt
+    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
@@ -466,10 +476,12 @@ class RemoteDrive:
         server verifies every name and stores none of them if one is a lie."""
         if len(blocks) > MAX_BATCH_BLOCKS:
             raise InvalidRequest(f"send at most {MAX_BATCH_BLOCKS} blocks at once")
-        parts = await trio.to_thread.run_sync(_pack, blocks, limiter=self._cpu)
-        length = str(sum(map(len, parts)))
-        headers = {"Content-Type": BATCH_TYPE, "Content-Length": length}
-        await self._send("POST", "/blocks/batch", parts, headers=headers)
+        # Abandoned on cancellation, like a fetch: the thread touches only its connection.
+        await wait_out_throttling(
+            lambda: trio.to_thread.run_sync(
+                self._blocks.store, blocks, limiter=self._lines, abandon_on_cancel=True
+            )
+        )
 
     async def get_blocks(self, hashes: list[str]) -> dict[str, bytes]:
         """Download blocks by hash, up to 64 per request, each verified against its name."""
@@ -482,7 +494,7 @@ class RemoteDrive:
             found |= await wait_for_restores(
                 lambda batch=batch: wait_out_throttling(
                     lambda: trio.to_thread.run_sync(
-                        self._fetcher.fetch, batch, limiter=self._fetches, abandon_on_cancel=True
+                        self._blocks.fetch, batch, limiter=self._lines, abandon_on_cancel=True
                     )
                 )
             )

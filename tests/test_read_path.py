@@ -47,9 +47,9 @@ def test_a_range_read_of_an_unverified_block_is_a_miss(tmp_path: Path) -> None:
     assert reopened.read(name, 0, KIB, wait=False) == data[:KIB]
 
 
-def test_fetches_reuse_connections_the_server_closed_meanwhile(shared_server) -> None:
-    """The fetcher keeps connections alive between fetches; one the server has since closed
-    is replaced without the caller seeing an error."""
+def test_block_requests_reuse_connections_the_server_closed_meanwhile(shared_server) -> None:
+    """Block fetches and uploads keep connections alive between requests; one the server
+    has since closed is replaced without the caller seeing an error."""
     token = shared_server.create_user("reader")
     blocks = [os.urandom(100 * KIB + i) for i in range(10)]
     names = [block_hash(data) for data in blocks]
@@ -59,10 +59,15 @@ def test_fetches_reuse_connections_the_server_closed_meanwhile(shared_server) ->
         async with RemoteDrive(shared_server.url, token) as remote:
             await remote.put_blocks(list(zip(names, blocks, strict=True)))
             assert await remote.get_blocks(names) == expected
-            for connection in remote._fetcher._idle:  # what a server's idle timeout does
+            for connection in remote._blocks._idle:  # what a server's idle timeout does
                 connection.sock.shutdown(2)
             assert await remote.get_blocks(names[:3]) == {
                 name: expected[name] for name in names[:3]
             }
+            more = [os.urandom(200 * KIB) for _ in range(8)]  # larger than a socket buffer
+            for connection in remote._blocks._idle:
+                connection.sock.shutdown(2)
+            await remote.put_blocks([(block_hash(data), data) for data in more])
+            assert await remote.missing_blocks([block_hash(data) for data in more]) == []
 
     trio.run(main)
