@@ -42,6 +42,7 @@ from pathlib import Path
 import trio
 
 from backend.protocol.hashing import block_hash, is_block_hash
+from cache.filler import CacheFiller
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class BlockCache:
         self._root = str(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._load()
+        self.filler = CacheFiller(self)
 
     @property
     def total_bytes(self) -> int:
@@ -184,7 +186,8 @@ class BlockCache:
             os.close(fd)
 
     def close(self) -> None:
-        """Close the descriptors kept open for range reads."""
+        """Stop filling in the background, close the descriptors kept open for range reads."""
+        self.filler.close()
         with self._lock:
             for hash in list(self._fds):
                 self._close(hash)

@@ -22,9 +22,10 @@ under the chunker, whose view of it would otherwise be torn.
 Once the server holds a block, the block also goes to the clean block cache (the ones it had
 already as soon as /blocks/missing says so, the others once sent): the dirty copy is dropped
 after the upload, and without this a file just written would be fetched back block by block.
-The cache is filled by its own task, copying each block's range of the file in the kernel
-(`copy_file_range`), so no sender waits for it and no block is held in memory for it; as the
-file may change meanwhile, those copies are checked against their names when first read.
+The cache is filled in the background at the lowest CPU priority (cache/filler.py), copying
+each block's range of the file in the kernel (`copy_file_range`), so neither the upload nor
+its commit waits for it and no block is held in memory for it; as the file may change
+meanwhile, those copies are checked against their names when first read.
 One upload keeps at most CACHE_SHARE of the cache's size, so a huge file does not evict
 everything else; its first blocks are the ones kept.
 
@@ -32,9 +33,10 @@ Chunking reads the file a window at a time and hands on views of the window, not
 each byte is copied from the page cache once, into the window, until it is framed.
 
 A large file does not wait for its close: `EarlyUploads` runs the same pipeline over the
-part already written while the writer goes on, and the upload at close starts from the
-blocks the server holds by then (checked against the file's bytes first), so after the
-close only the tail is left to chunk and send.
+part already written while the writer goes on (unless the writer is faster than the upload
+could follow: then the early passes would only take its cores), and the upload at close
+starts from the blocks the server holds by then (checked against the file's bytes first),
+so after the close only the tail is left to chunk and send.
 """
 
 import logging
@@ -64,6 +66,12 @@ CACHE_SHARE = 0.5
 EARLY_BYTES = 32 * 1024 * 1024
 # Files whose early blocks are remembered at once (the oldest is forgotten beyond that).
 EARLY_FILES = 16
+# A writer faster than this (more than a gigabit link carries) is not sent behind early: the
+# upload could not keep up with it anyway, and on the same cores it would only slow the
+# writer. Its file goes at close, or early once it slows down or pauses. The rate is taken
+# over windows of EARLY_WINDOW_S.
+EARLY_WRITER_RATE = 128 * 1024 * 1024
+EARLY_WINDOW_S = 0.25
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +96,14 @@ def named_chunks(fd: int, size: int, start: int = 0, final: bool = True) -> Iter
 
 
 class _Keeper:
-    """Copies the blocks the server holds from the file into the clean cache, up to this
-    upload's share of it, in a task of its own: ranges queue up (they cost no memory) and
-    are copied in the kernel while the uploads go on."""
+    """Hands the blocks the server holds to the cache's filler, up to this upload's share of
+    the cache: they are copied from the file in the background (cache/filler.py), so the
+    upload never waits for them."""
 
     def __init__(self, cache: BlockCache, path: str) -> None:
-        self._cache = cache
-        self._path = path
+        self._filler = cache.filler
         self._left = int(cache.max_bytes * CACHE_SHARE)
-        self._send, self._receive = trio.open_memory_channel[list[Located]](float("inf"))
+        self._fd = self._filler.open(path)
 
     def keep(self, blocks: list[Located]) -> None:
         chosen: list[Located] = []
@@ -106,30 +113,13 @@ class _Keeper:
                 break
             self._left -= block[1]
             chosen.append(block)
-        if chosen:
-            self._send.send_nowait(chosen)
+        if chosen and self._fd is not None:
+            self._filler.submit(self._fd, chosen)
 
     def close(self) -> None:
-        self._send.close()
-
-    async def run(self) -> None:
-        async with self._receive:
-            async for ranges in self._receive:
-                await trio.to_thread.run_sync(self._copy_all, ranges)
-
-    def _copy_all(self, ranges: list[Located]) -> None:
-        try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:  # gone already: the file's readers fetch the blocks
-            log.debug("could not cache blocks of %s: %s", self._path, exc)
-            return
-        try:
-            for offset, size, name in ranges:
-                self._cache.copy_in(name, fd, offset, size)
-        except OSError as exc:  # the upload went through; a full disk costs a refetch
-            log.debug("could not cache uploaded blocks of %s: %s", self._path, exc)
-        finally:
-            os.close(fd)
+        if self._fd is not None:
+            self._filler.release(self._fd)
+            self._fd = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +200,11 @@ async def upload_blocks(
     an exception group), so callers can tell ContentChanged or ServerUnreachable apart.
     """
     keeper = _Keeper(blocks, path)
-    chunk = partial(_chunk, path, known, keeper.keep)
-    return await _pipeline(remote, limiter, chunk, keeper.keep, keeper.run, keeper.close)
+    try:
+        chunk = partial(_chunk, path, known, keeper.keep)
+        return await _pipeline(remote, limiter, chunk, keeper.keep)
+    finally:
+        keeper.close()
 
 
 async def _pipeline(
@@ -219,12 +212,9 @@ async def _pipeline(
     limiter: trio.CapacityLimiter,
     chunk: Callable[["trio.MemorySendChannel[list[Block]]"], T],
     held: Held,
-    beside: Callable[[], Awaitable[object]] | None = None,
-    sent: Callable[[], None] | None = None,
 ) -> T:
     """Run `chunk` in a worker thread and send what the server lacks of the groups it
-    emits; `held` hears of every block the server holds, `beside` runs along (until `sent`
-    is called, once every block is sent). Answers what `chunk` returns."""
+    emits; `held` hears of every block the server holds. Answers what `chunk` returns."""
     found_in, found_out = trio.open_memory_channel[list[Block]](1)
     checked_in, checked_out = trio.open_memory_channel[tuple[list[Block], set[str]]](1)
     batch_in, batch_out = trio.open_memory_channel[list[Block]](1)
@@ -242,24 +232,13 @@ async def _pipeline(
         async with found_in:
             result.append(await trio.to_thread.run_sync(chunk, found_in, limiter=limiter))
 
-    senders_left = UPLOAD_CONCURRENCY
-
-    async def sender(batches: "trio.MemoryReceiveChannel[list[Block]]") -> None:
-        nonlocal senders_left
-        await _send(remote, held, batches)
-        senders_left -= 1
-        if not senders_left and sent is not None:
-            sent()
-
     async with trio.open_nursery() as nursery:
-        if beside is not None:
-            nursery.start_soon(stage, beside)
         nursery.start_soon(stage, chunker)
         nursery.start_soon(stage, partial(_check, remote, found_out, checked_in))
         nursery.start_soon(stage, partial(_pack, held, checked_out, batch_in))
         async with batch_out:
             for _ in range(UPLOAD_CONCURRENCY):
-                nursery.start_soon(stage, partial(sender, batch_out.clone()))
+                nursery.start_soon(stage, partial(_send, remote, held, batch_out.clone()))
     if failures:
         raise failures[0]
     return result[0]
@@ -335,6 +314,11 @@ class _Early:
     pass_start: int = 0  # the bytes the running pass reads: [pass_start, pass_end)
     pass_end: int = 0
     scope: trio.CancelScope | None = None
+    window_start: float = 0.0  # the writer's pace: bytes written since window_start
+    window_bytes: int = 0
+    fast: bool = True  # the last window was written faster than EARLY_WRITER_RATE (or none yet)
+    waking: bool = False  # a check of the pace after a fast window is pending
+    taken: bool = False  # the upload at close took the prefix: no pass until the next write
 
     @property
     def end(self) -> int:
@@ -379,7 +363,20 @@ class EarlyUploads:
             state.cut(offset)
             state.resume_at = max(state.written, end) + EARLY_BYTES
         state.written = max(state.written, end)
+        state.taken = False
+        self._pace(state, end - offset)
         self._next_pass(inode, state)
+
+    def _pace(self, state: _Early, written: int) -> None:
+        """Note `written` bytes in the writer's pace; a window over, judge it."""
+        now = trio.current_time()
+        state.window_bytes += written
+        elapsed = now - state.window_start
+        if elapsed >= EARLY_WINDOW_S:
+            state.fast = state.window_bytes > EARLY_WRITER_RATE * elapsed
+            state.window_start, state.window_bytes = now, 0
+        elif state.window_bytes > EARLY_WRITER_RATE * EARLY_WINDOW_S:
+            state.fast = True  # over the rate already, however long the window goes on
 
     def truncated(self, inode: int, size: int) -> None:
         state = self._files.get(inode)
@@ -401,22 +398,36 @@ class EarlyUploads:
             return []
         if state.scope is not None:
             state.scope.cancel()
+        state.taken = True
         return list(state.prefix)
 
     def _track(self, inode: int) -> _Early:
         if len(self._files) >= EARLY_FILES:
             self.forget(next(iter(self._files)))
-        state = self._files[inode] = _Early()
+        state = self._files[inode] = _Early(window_start=trio.current_time())
         return state
 
     def _next_pass(self, inode: int, state: _Early) -> None:
-        """Start a pass when enough is written beyond what the server holds."""
+        """Start a pass when enough is written beyond what the server holds, unless the
+        writer is fast: then look again once it may have slowed down or paused."""
         if (
             state.scope is None
             and state.written >= state.resume_at
             and state.written - state.end >= EARLY_BYTES
         ):
-            self._start(inode, state)
+            if not state.fast:
+                self._start(inode, state)
+            elif not state.waking:
+                state.waking = True
+                self._nursery.start_soon(self._look_again, inode, state)
+
+    async def _look_again(self, inode: int, state: _Early) -> None:
+        """After a fast window: a writer that paused since counts as slow again."""
+        await trio.sleep(EARLY_WINDOW_S)
+        state.waking = False
+        if self._files.get(inode) is state and not state.taken:
+            self._pace(state, 0)
+            self._next_pass(inode, state)
 
     def _start(self, inode: int, state: _Early) -> None:
         state.scope = trio.CancelScope()

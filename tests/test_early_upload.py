@@ -9,12 +9,14 @@ import os
 import random
 from pathlib import Path
 
+import pytest
 import trio
 
 from backend.protocol.chunking import iter_chunks
 from backend.protocol.hashing import block_hash
 from cache.blockcache import BlockCache
 from cache.dirty import DirtyFiles
+from mountfs import upload
 from mountfs.upload import EARLY_BYTES, EarlyUploads, upload_blocks
 from tests.support import mount as mount_fixtures
 from tests.support.mount import MountProcess, account, server_file, wait_until
@@ -48,9 +50,16 @@ def expected_manifest(data: bytes) -> list[tuple[int, int, str]]:
     return [(c.offset, len(c.data), block_hash(c.data)) for c in iter_chunks(data)]
 
 
+@pytest.fixture
+def slow_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every writer counts as slow after a first, short window: early passes may start."""
+    monkeypatch.setattr(upload, "EARLY_WRITER_RATE", float("inf"))
+    monkeypatch.setattr(upload, "EARLY_WINDOW_S", 0.001)
+
+
 async def settle(early: EarlyUploads) -> None:
-    """Wait until no early pass runs any more."""
-    while any(state.scope is not None for state in early._files.values()):
+    """Wait until no early pass runs or is about to start any more."""
+    while any(state.scope is not None or state.waking for state in early._files.values()):
         await trio.sleep(0.01)
 
 
@@ -99,11 +108,13 @@ def appended(rng: random.Random, total: int, start: int = 0) -> list[tuple[str, 
     return [("write", start + at, rng.randbytes(MIB)) for at in range(0, total, MIB)]
 
 
+@pytest.mark.usefixtures("slow_writer")
 def test_a_file_written_in_order_is_mostly_sent_before_close(tmp_path: Path) -> None:
     rng = random.Random(1)
     run_writes(tmp_path, appended(rng, 3 * EARLY_BYTES + 5 * MIB))
 
 
+@pytest.mark.usefixtures("slow_writer")
 def test_a_rewrite_below_what_was_sent_early_reaches_the_manifest(tmp_path: Path) -> None:
     rng = random.Random(2)
     first = appended(rng, 2 * EARLY_BYTES)
@@ -112,6 +123,7 @@ def test_a_rewrite_below_what_was_sent_early_reaches_the_manifest(tmp_path: Path
     run_writes(tmp_path, [*first, *rewrite, *more])
 
 
+@pytest.mark.usefixtures("slow_writer")
 def test_a_truncation_below_what_was_sent_early_reaches_the_manifest(tmp_path: Path) -> None:
     rng = random.Random(3)
     first = appended(rng, 2 * EARLY_BYTES)
@@ -120,11 +132,58 @@ def test_a_truncation_below_what_was_sent_early_reaches_the_manifest(tmp_path: P
     run_writes(tmp_path, [*first, *cut, *more])
 
 
+@pytest.mark.usefixtures("slow_writer")
 def test_bytes_changed_without_notice_are_caught_at_close(tmp_path: Path) -> None:
     rng = random.Random(4)
     first = appended(rng, 2 * EARLY_BYTES)
     behind = [("behind", 5 * MIB, b"changed behind the early upload's back")]
     run_writes(tmp_path, [*first, *behind])
+
+
+def fast_writes(tmp_path: Path, take_at_once: bool) -> tuple[int, int]:
+    """Write 3 * EARLY_BYTES as fast as memory allows, then pause for a few windows (after
+    the upload at close took the file, if `take_at_once`): the bytes sent early while
+    writing, and by the end of the pause."""
+    dirty = DirtyFiles(str(tmp_path / "dirty"))
+    server = Server()
+    dirty.create_empty(INODE)
+    path = dirty.path(INODE)
+    data = memoryview(random.Random(6).randbytes(3 * EARLY_BYTES))
+    sent: list[int] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            early = EarlyUploads(server, dirty, nursery)
+            fd = os.open(path, os.O_RDWR)
+            try:
+                for at in range(0, 3 * EARLY_BYTES, MIB):
+                    os.pwrite(fd, data[at : at + MIB], at)
+                    early.wrote(INODE, at, at + MIB)
+                    await trio.lowlevel.checkpoint()  # passes could start here
+            finally:
+                os.close(fd)
+            sent.append(server.sent)
+            assert all(state.scope is None for state in early._files.values())
+            if take_at_once:
+                early.take(INODE)
+            await trio.sleep(4 * upload.EARLY_WINDOW_S)
+            await settle(early)
+            sent.append(server.sent)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return sent[0], sent[1]
+
+
+def test_a_fast_writer_is_not_slowed_by_early_passes_until_it_pauses(tmp_path: Path) -> None:
+    while_writing, after_pause = fast_writes(tmp_path, take_at_once=False)
+    assert while_writing == 0
+    assert after_pause >= EARLY_BYTES
+
+
+def test_no_early_pass_starts_once_the_close_took_the_file(tmp_path: Path) -> None:
+    while_writing, after_pause = fast_writes(tmp_path, take_at_once=True)
+    assert (while_writing, after_pause) == (0, 0)
 
 
 def test_a_large_file_written_in_two_phases_reaches_the_server_exactly(
