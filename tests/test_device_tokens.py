@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from backend.db import create_engine_for, migrate
 from backend.db.engine import alembic_config
+from backend.metadata import users
 from backend.metadata.service import MetadataService
 from backend.metadata.users import TOKEN_CACHE_S
 from backend.protocol.errors import InvalidRequest, Unauthorized
@@ -183,3 +184,11 @@ def test_a_mount_whose_token_is_revoked_goes_offline_and_keeps_its_changes(
     drive.token_file.write_text(login(server, login_code(server, "alice"), "laptop")["token"])
     drive.mount()
     wait_until(lambda: server_file(server, drive_user, "/after.txt") == b"kept", timeout=30)
+
+
+def test_no_secret_looks_like_a_command_line_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A login code pasted after `--code` must not be read as an option of its own."""
+    drawn = iter(["-UkmhmV9KcXf5EsCe", "Plain-secret_ok"])
+    monkeypatch.setattr(users.secrets, "token_urlsafe", lambda _nbytes: next(drawn))
+    assert users.new_secret() == "_UkmhmV9KcXf5EsCe"
+    assert users.new_secret() == "Plain-secret_ok"

@@ -7,7 +7,6 @@ code cannot be guessed, the login needs no password rules or rate limit. Revokin
 token leaves the user's other devices working.
 """
 
-import secrets
 import time
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from sqlalchemy import delete, select, update
 from backend.db.models import DEVICE_LEN, LoginCode, Token, User
 from backend.metadata.txn import Database
 from backend.metadata.types import iso_from_ns
-from backend.metadata.users import check_device, hash_token
+from backend.metadata.users import check_device, hash_token, new_secret
 from backend.protocol.errors import InvalidRequest, NotFound, Unauthorized
 
 LOGIN_CODE_TTL_S = 15 * 60
@@ -80,7 +79,7 @@ class Tokens:
     def create_login_code(self, user_name: str, ttl_s: int = LOGIN_CODE_TTL_S) -> str:
         if not 1 <= ttl_s <= MAX_LOGIN_CODE_TTL_S:
             raise InvalidRequest(f"a login code lives 1 s to {MAX_LOGIN_CODE_TTL_S} s")
-        code = secrets.token_urlsafe(32)
+        code = new_secret()
         now = time.time_ns()
         with self.db.write_session() as session:
             user_id = _user_id(session, user_name)
@@ -99,7 +98,7 @@ class Tokens:
         """Spend a login code on a new token named after the device (made unique among
         the user's live tokens by a suffix: "laptop", "laptop-2" ...)."""
         base = check_device(device) or DEFAULT_DEVICE
-        token = secrets.token_urlsafe(32)
+        token = new_secret()
         now = time.time_ns()
         with self.db.write_session() as session:
             found = session.execute(

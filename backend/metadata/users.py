@@ -27,6 +27,14 @@ INITIAL_TOKEN_NAME = "initial"
 _TOKEN_CACHE_MAX = 100_000
 
 
+def new_secret() -> str:
+    """256 random bits in URL-safe base64 for a token or login code. Never starting with
+    "-": people paste them after an option (`cirrus login URL --code CODE`), where one that
+    looks like an option is refused."""
+    secret = secrets.token_urlsafe(32)
+    return "_" + secret[1:] if secret.startswith("-") else secret
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -54,7 +62,7 @@ class Users:
     def create_user(self, name: str) -> str:
         if not isinstance(name, str) or not _USER_NAME.fullmatch(name):
             raise InvalidRequest("a user name has 1-64 letters, digits, '.', '_', '@' or '-'")
-        token = secrets.token_urlsafe(32)
+        token = new_secret()
         now = time.time_ns()
         with self.db.write_session() as session:
             if session.scalar(select(User.id).where(User.name == name)) is not None:
