@@ -2,10 +2,11 @@
 
 An upload hands the ranges of the blocks the server now holds to the filler, which copies
 them into the block cache in the kernel (`copy_file_range`) from one thread of its own at
-the lowest CPU priority (nice 19), once uploads have paused for FILLER_QUIET_S. So neither
-the upload nor a writer waits for, or competes with, the second copy of the data: the
-upload is on the server as soon as its blocks are, and the copies use time nobody else
-wants. A file is held open until its ranges are copied, so it can be deleted (the dirty copy
+the lowest CPU priority (nice 19), once uploads and writes have paused for FILLER_QUIET_S,
+and flushes each copy before the next: so neither the upload nor a writer waits for, or
+competes with, the second copy of the data (not for the CPU, nor for the kernel's budget of
+dirty pages, which throttles every writer once exceeded), and the copies use time nobody
+else wants. A file is held open until its ranges are copied, so it can be deleted (the dirty copy
 after its upload) or change meanwhile: `BlockCache.copy_in` checks a copied block against
 its name when it is first read. Copies still queued at unmount are dropped; the blocks are
 then fetched from the server when read.
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILLER_NICE = 19
-# Copies start once no upload has handed over blocks for this long: while an upload runs,
-# the copies would compete with it for the disk (its writes and the server's syncs).
+# Copies start once no upload has handed over blocks, and nothing was written, for this
+# long: the copies would compete with them for the disk.
 FILLER_QUIET_S = 1.0
 Range = tuple[int, int, str]  # (offset in the file, size, block hash)
 
@@ -43,7 +44,7 @@ class CacheFiller:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopping = False
-        self._last_submit = 0.0
+        self._last_busy = 0.0
 
     def open(self, path: str) -> int | None:
         """A descriptor of the file to copy ranges from (None when it is gone already); hand
@@ -54,8 +55,12 @@ class CacheFiller:
             log.debug("not caching the blocks of %s: %s", path, exc)
             return None
 
+    def hold_off(self) -> None:
+        """Something is being written: no copy starts for FILLER_QUIET_S."""
+        self._last_busy = time.monotonic()
+
     def submit(self, fd: int, ranges: Sequence[Range]) -> None:
-        self._last_submit = time.monotonic()
+        self.hold_off()
         self._start()
         self._queue.put((fd, ranges))
 
@@ -90,16 +95,17 @@ class CacheFiller:
             fd, ranges = item
             if ranges is None:
                 os.close(fd)
-            elif self._quiet():
+            else:
                 self._copy(fd, ranges)
         while not self._queue.empty():  # queued after the stop: close what they hold
             if (item := self._queue.get()) is not None and item[1] is None:
                 os.close(item[0])
 
     def _quiet(self) -> bool:
-        """Wait until uploads have been quiet for FILLER_QUIET_S; False when stopping."""
+        """Wait until uploads and writes have been quiet for FILLER_QUIET_S; False when
+        stopping."""
         while not self._stopping:
-            wait = self._last_submit + FILLER_QUIET_S - time.monotonic()
+            wait = self._last_busy + FILLER_QUIET_S - time.monotonic()
             if wait <= 0:
                 return True
             time.sleep(min(wait, 0.1))
@@ -108,6 +114,8 @@ class CacheFiller:
     def _copy(self, fd: int, ranges: Sequence[Range]) -> None:
         try:
             for offset, size, name in ranges:
-                self._cache.copy_in(name, fd, offset, size)
+                if not self._quiet():
+                    return
+                self._cache.copy_in(name, fd, offset, size, flush=True)
         except OSError as exc:  # the upload went through; a full disk costs a refetch
             log.debug("could not cache uploaded blocks: %s", exc)

@@ -255,6 +255,7 @@ class Content:
     def write(self, inode: int, offset: int, data: bytes) -> int:
         written = os.pwrite(self.dirty.fd(inode), data, offset)
         self.early.wrote(inode, offset, offset + written)
+        self._blocks.filler.hold_off()
         return written
 
     def truncate(self, inode: int, size: int) -> None:

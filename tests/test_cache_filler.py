@@ -2,6 +2,7 @@
 
 import os
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +97,20 @@ def test_a_file_gone_before_its_upload_ended_is_not_cached(
     tmp_path: Path, cache: BlockCache
 ) -> None:
     assert cache.filler.open(str(tmp_path / "gone")) is None
+
+
+def test_writes_hold_the_copies_off(
+    tmp_path: Path, cache: BlockCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the mount is written to, the copies wait: they would take the disk from it."""
+    monkeypatch.setattr(filler, "FILLER_QUIET_S", 0.3)
+    path, ranges = source_file(tmp_path)
+    fd = cache.filler.open(str(path))
+    assert fd is not None
+    cache.filler.submit(fd, ranges)
+    cache.filler.release(fd)
+    for _ in range(10):  # a writer going on for a second
+        cache.filler.hold_off()
+        time.sleep(0.1)
+        assert not any(cache.contains(name) for _o, _s, name in ranges)
+    wait_until(lambda: all(cache.contains(name) for _o, _s, name in ranges))
