@@ -316,7 +316,8 @@ class _Early:
     scope: trio.CancelScope | None = None
     window_start: float = 0.0  # the writer's pace: bytes written since window_start
     window_bytes: int = 0
-    fast: bool = True  # the last window was written faster than EARLY_WRITER_RATE (or none yet)
+    fast: bool = True  # the last window was written faster than EARLY_WRITER_RATE, or none
+    # was judged since the file was opened or the last pass ended
     waking: bool = False  # a check of the pace after a fast window is pending
     taken: bool = False  # the upload at close took the prefix: no pass until the next write
 
@@ -470,4 +471,9 @@ class EarlyUploads:
         if state.scope is scope:
             state.scope = None
             if self._files.get(inode) is state and not scope.cancel_called:
+                # A pass takes the writer's cores, so the windows it ran in may show a slow
+                # writer that is only slowed by it: the next pass waits for a window
+                # without one, or every pass would make the next one look justified.
+                state.fast = True
+                state.window_start, state.window_bytes = trio.current_time(), 0
                 self._next_pass(inode, state)

@@ -186,6 +186,42 @@ def test_no_early_pass_starts_once_the_close_took_the_file(tmp_path: Path) -> No
     assert (while_writing, after_pause) == (0, 0)
 
 
+def test_a_writer_that_speeds_up_after_an_early_pass_is_left_alone(tmp_path: Path) -> None:
+    """The windows an early pass ran in do not count as a slow writer: once it ends, the
+    writer shows its pace afresh, and a fast one is not made to share its cores again."""
+    dirty = DirtyFiles(str(tmp_path / "dirty"))
+    server = Server()
+    dirty.create_empty(INODE)
+    path = dirty.path(INODE)
+    data = memoryview(random.Random(7).randbytes(5 * EARLY_BYTES))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            early = EarlyUploads(server, dirty, nursery)
+            fd = os.open(path, os.O_RDWR)
+            try:
+                slow = 0
+                while not server.sent and slow < 3 * EARLY_BYTES:  # 64 MiB/s at most
+                    os.pwrite(fd, data[slow : slow + MIB], slow)
+                    early.wrote(INODE, slow, slow + MIB)
+                    slow += MIB
+                    await trio.sleep(1 / 64)
+                await settle(early)
+                sent = server.sent
+                assert sent > 0, "a slow writer got no early pass"
+                for at in range(slow, len(data), MIB):  # now as fast as memory allows
+                    os.pwrite(fd, data[at : at + MIB], at)
+                    early.wrote(INODE, at, at + MIB)
+                    await trio.lowlevel.checkpoint()
+                    assert server.sent == sent
+                    assert all(state.scope is None for state in early._files.values())
+            finally:
+                os.close(fd)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
 def test_a_large_file_written_in_two_phases_reaches_the_server_exactly(
     server: ServerProcess, drive_user: str, mount_factory: mount_fixtures.MountFactory
 ) -> None:
