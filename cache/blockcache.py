@@ -225,13 +225,11 @@ class BlockCache:
             return
         self._install(hash, partial(_write_all, data), len(data), verified=True)
 
-    def copy_in(self, hash: str, source: int, offset: int, size: int, flush: bool = False) -> None:
+    def copy_in(self, hash: str, source: int, offset: int, size: int) -> None:
         """Store the block that `size` bytes at `offset` of the open file `source` should
-        hold, copied in the kernel (`copy_file_range`: no trip through Python's memory), and
-        with `flush` written to the disk before this returns (a background copy then never
-        holds many dirty pages). The file may have changed since it was hashed, so the block
-        is checked against its name the first time it is read, like a block found on disk
-        at start."""
+        hold, copied in the kernel (`copy_file_range`: no trip through Python's memory).
+        The file may have changed since it was hashed, so the block is checked against its
+        name the first time it is read, like a block found on disk at start."""
         if not is_block_hash(hash):
             raise ValueError(f"not a block hash: {hash!r}")
         if size > self.max_bytes:
@@ -239,8 +237,7 @@ class BlockCache:
         if self.contains(hash):
             self._mark_used(hash, self._path(hash))
             return
-        copy = partial(_copy_range, source, offset, size, flush)
-        self._install(hash, copy, size, verified=False)
+        self._install(hash, partial(_copy_range, source, offset, size), size, verified=False)
 
     def _install(self, hash: str, fill: Callable[[int], object], size: int, verified: bool) -> None:
         """Write a block through `fill(fd)` to a temp file, rename it in place, index it."""
@@ -373,17 +370,15 @@ def _write_all(data: bytes | memoryview, target: int) -> None:
         view = view[os.write(target, view) :]
 
 
-def _copy_range(source: int, offset: int, size: int, flush: bool, target: int) -> None:
-    """Copy `size` bytes at `offset` of `source` to the start of `target` (then to the disk
-    with `flush`); OSError if the source ends first."""
+def _copy_range(source: int, offset: int, size: int, target: int) -> None:
+    """Copy `size` bytes at `offset` of `source` to the start of `target`; OSError if the
+    source ends first."""
     done = 0
     while done < size:
         copied = os.copy_file_range(source, target, size - done, offset + done, done)
         if copied == 0:
             raise OSError(f"the source ended {size - done} bytes short")
         done += copied
-    if flush:
-        os.fdatasync(target)
 
 
 def _unlink(path: Path) -> None:

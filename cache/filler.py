@@ -3,10 +3,9 @@
 An upload hands the ranges of the blocks the server now holds to the filler, which copies
 them into the block cache in the kernel (`copy_file_range`) from one thread of its own at
 the lowest CPU priority (nice 19), once uploads and writes have paused for FILLER_QUIET_S,
-and flushes each copy before the next: so neither the upload nor a writer waits for, or
-competes with, the second copy of the data (not for the CPU, nor for the kernel's budget of
-dirty pages, which throttles every writer once exceeded), and the copies use time nobody
-else wants. A file is held open until its ranges are copied, so it can be deleted (the dirty copy
+and stops between blocks when they start again: so neither the upload nor a writer waits
+for, or competes with, the second copy of the data, and the copies use time nobody else
+wants. A file is held open until its ranges are copied, so it can be deleted (the dirty copy
 after its upload) or change meanwhile: `BlockCache.copy_in` checks a copied block against
 its name when it is first read. Copies still queued at unmount are dropped; the blocks are
 then fetched from the server when read.
@@ -116,6 +115,6 @@ class CacheFiller:
             for offset, size, name in ranges:
                 if not self._quiet():
                     return
-                self._cache.copy_in(name, fd, offset, size, flush=True)
+                self._cache.copy_in(name, fd, offset, size)
         except OSError as exc:  # the upload went through; a full disk costs a refetch
             log.debug("could not cache uploaded blocks: %s", exc)

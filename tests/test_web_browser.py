@@ -223,6 +223,8 @@ def test_log_in_upload_browse_download_and_restore(
         assert downloaded(tmp_path / "downloads", "big.bin") == original
 
         browser.find_element(By.CSS_SELECTOR, "[aria-label='Delete big.bin']").click()
+        # The delete loads the folder again: a link found before that would go stale.
+        wait_for(browser, lambda d: not d.find_elements(By.LINK_TEXT, "big.bin"))
         browser.find_element(By.LINK_TEXT, "Trash").click()
         wait_for(
             browser,
