@@ -2,7 +2,7 @@
 
 Run by hand from the repository root, as root:
 
-    python -m bench.interleaved [--rounds 3] [--targets cirrus,pyfuse3] [--size 1G]
+    python -m bench.interleaved [--rounds 3] [--targets cirrus,pyfuse3] [--size-mib 1024]
 
 `python -m bench large` measures one target after another, so a machine that slows down
 halfway (a shared VM's neighbours, the host's writeback) favours whichever went first. Here
@@ -23,22 +23,28 @@ from bench.fio import run_fio
 from bench.stats import median
 from bench.targets import Target
 
-SIZES = {"G": 1024**3, "M": 1024**2}
+MIB = 1024 * 1024
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.interleaved", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--targets", default="cirrus,pyfuse3")
-    parser.add_argument("--size", default="1G", help="per file, as fio takes it: 1G, 512M")
-    return parser.parse_args(argv)
+    parser.add_argument("--targets", default="cirrus,pyfuse3", help=", ".join(TARGETS))
+    parser.add_argument("--size-mib", type=int, default=1024, help="per file")
+    args = parser.parse_args(argv)
+    unknown = set(args.targets.split(",")) - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if args.rounds < 1 or args.size_mib < 1:
+        parser.error("--rounds and --size-mib take positive numbers")
+    return args
 
 
-def write_round(target: Target, number: int, size: str) -> tuple[float, float]:
+def write_round(target: Target, number: int, size_mib: int) -> tuple[float, float]:
     """MB/s of one fio write, and seconds until the backend held the file."""
     name = f"interleaved-{number}.bin"
-    result = run_fio(target.root / name, "write", "1M", size, extra=["--end_fsync=1"])
-    lag = target.wait_synced({name: int(size[:-1]) * SIZES[size[-1]]}, 300)
+    result = run_fio(target.root / name, "write", "1M", f"{size_mib}M", extra=["--end_fsync=1"])
+    lag = target.wait_synced({name: size_mib * MIB}, 300)
     (target.root / name).unlink()
     return result.bytes_per_s / 1e6, lag
 
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             target.start()
         for number in range(args.rounds):
             for target in targets if number % 2 == 0 else reversed(targets):
-                rate, lag = write_round(target, number, args.size)
+                rate, lag = write_round(target, number, args.size_mib)
                 rates[target.name].append(rate)
                 print(f"round {number} {target.name}: {rate:,.0f} MB/s, held {lag:.2f} s after")
                 time.sleep(2)  # let the last upload's tail settle

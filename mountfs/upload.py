@@ -321,6 +321,11 @@ class _Early:
     waking: bool = False  # a check of the pace after a fast window is pending
     taken: bool = False  # the upload at close took the prefix: no pass until the next write
 
+    def judge_afresh(self) -> None:
+        """Count the writer as fast until a window from now on shows otherwise."""
+        self.fast = True
+        self.window_start, self.window_bytes = trio.current_time(), 0
+
     @property
     def end(self) -> int:
         return self.prefix[-1][0] + self.prefix[-1][1] if self.prefix else 0
@@ -405,7 +410,8 @@ class EarlyUploads:
     def _track(self, inode: int) -> _Early:
         if len(self._files) >= EARLY_FILES:
             self.forget(next(iter(self._files)))
-        state = self._files[inode] = _Early(window_start=trio.current_time())
+        state = self._files[inode] = _Early()
+        state.judge_afresh()
         return state
 
     def _next_pass(self, inode: int, state: _Early) -> None:
@@ -474,6 +480,5 @@ class EarlyUploads:
                 # A pass takes the writer's cores, so the windows it ran in may show a slow
                 # writer that is only slowed by it: the next pass waits for a window
                 # without one, or every pass would make the next one look justified.
-                state.fast = True
-                state.window_start, state.window_bytes = trio.current_time(), 0
+                state.judge_afresh()
                 self._next_pass(inode, state)
