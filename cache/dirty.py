@@ -56,11 +56,26 @@ class DirtyFiles:
         """Whether a preserved copy holds the acknowledged content (not a superseded one)."""
         return inode not in self._superseded and os.path.exists(self.preserved_path(inode))
 
-    def preserve(self, inode: int) -> None:
-        """Keep the dirty copy's current content as the preserved copy, durably (blocking:
-        run it in a worker thread). Called before the first change after an acknowledgement."""
-        self._clone(self.path(inode), self.preserved_path(inode), inode)
+    def preserve(self, inode: int, size: int) -> None:
+        """Keep the dirty copy's first `size` bytes (the acknowledged content: anything past
+        it was appended since) as the preserved copy, durably (blocking: run it in a worker
+        thread). Called before the first change below the acknowledged size."""
+        self._clone(self.path(inode), self.preserved_path(inode), inode, size)
         self._superseded.discard(inode)
+
+    def cut_to(self, inode: int, size: int) -> None:
+        """Cut a dirty copy grown past `size` back to it, durably (crash recovery: what was
+        appended after the last acknowledgement was never acknowledged)."""
+        try:
+            fd = os.open(self.path(inode), os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            if os.fstat(fd).st_size > size:
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def supersede_preserved(self, inode: int) -> None:
         """A newer acknowledgement was recorded: from now on the dirty copy is what an upload
@@ -84,14 +99,19 @@ class DirtyFiles:
         self._clone(self.preserved_path(inode), self.path(inode), inode)
         self._reopen(inode)
 
-    def _clone(self, source_path: str, target_path: str, inode: int) -> None:
-        """Durably replace `target_path` with a copy of `source_path` (reflink if possible)."""
+    def _clone(
+        self, source_path: str, target_path: str, inode: int, size: int | None = None
+    ) -> None:
+        """Durably replace `target_path` with a copy of `source_path`, or of its first `size`
+        bytes (reflink if possible)."""
         temp = self.temp_path(inode)
         with open(source_path, "rb") as source, open(temp, "wb") as target:
             try:
                 fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
             except OSError:
                 shutil.copyfileobj(source, target, 1 << 20)
+            if size is not None:
+                target.truncate(size)
             os.fsync(target.fileno())
         os.replace(temp, target_path)
         self._sync_dir()

@@ -77,12 +77,32 @@ class Durability:
         self._synced_commits = -1
         self._unsynced: set[int] = set()  # dirty copies acknowledged by close() only
         self._superseded: set[int] = set()  # preserved copies to drop once the WAL is synced
+        # Files grown since an acknowledgement that is on the disk, with nothing noted there
+        # since: the disk still holds that acknowledgement as their last word.
+        self._unnoted: set[int] = set()
 
     def power_safe(self, inode: int) -> bool:
         """Whether the inode's acknowledged content is on the disk, not only in the page
         cache: the first change after it must then note that durably before it lands, so
         that a power cut can never leave a half-written file as the acknowledged one."""
         return inode not in self._unsynced
+
+    def must_note(self, inode: int) -> bool:
+        """Whether a change below the acknowledged size must be noted on the disk before it
+        lands: the disk may hold an acknowledgement as the file's last word (an fsync or a
+        group commit put it there, and the appends since were not noted), and a power cut
+        must not leave that content half rewritten."""
+        return self.power_safe(inode) or inode in self._unnoted
+
+    def grew(self, inode: int) -> None:
+        """The file grew past its acknowledged size with nothing noted on the disk (nothing
+        need be: recovery cuts it back to that size)."""
+        if self.power_safe(inode):
+            self._unnoted.add(inode)
+
+    def noted(self, inode: int) -> None:
+        """The change under way is noted on the disk (or was, earlier in this cycle)."""
+        self._unnoted.discard(inode)
 
     def closed(self, inode: int) -> None:
         """close() acknowledged the dirty copy: the next group commit puts it on the disk,
@@ -106,6 +126,7 @@ class Durability:
         supersedes can go."""
         self._superseded.discard(inode)
         await self._journal()
+        self._unnoted.discard(inode)
         self._dirty.drop_preserved(inode)
 
     async def fsync(self, inode: int) -> None:
@@ -128,6 +149,7 @@ class Durability:
             self._superseded |= superseded
             raise
         self._synced_commits = commits
+        self._unnoted -= inodes
         for inode in superseded:
             self._dirty.drop_superseded(inode)
 

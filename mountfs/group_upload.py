@@ -30,11 +30,12 @@ Named = tuple[str, bytes | memoryview]  # a block and its name, as sent
 async def upload_files(
     remote: RemoteDrive,
     cache: BlockCache,
-    sources: dict[K, str],
+    sources: dict[K, tuple[str, int | None]],
     limiter: trio.CapacityLimiter,
 ) -> dict[K, Manifest]:
-    """Make sure the server holds every block of the files at `sources`; their manifests
-    (a file that could not be read whole is missing from the answer)."""
+    """Make sure the server holds every block of the files at `sources` (a path and how
+    many bytes of it, None for all); their manifests (a file that could not be read whole
+    is missing from the answer)."""
     chunked = await trio.to_thread.run_sync(_chunk_all, sources, limiter=limiter)
     blocks = {name: data for _manifest, named in chunked.values() for name, data in named}
     missing = await remote.missing_blocks(list(blocks)) if blocks else []
@@ -54,20 +55,20 @@ async def upload_files(
 
 
 def _chunk_all(
-    sources: dict[K, str],
+    sources: dict[K, tuple[str, int | None]],
 ) -> dict[K, tuple[Manifest, list[Named]]]:
     chunked = {}
-    for key, path in sources.items():
+    for key, (path, limit) in sources.items():
         try:
-            chunked[key] = _chunk(path)
+            chunked[key] = _chunk(path, limit)
         except (FileNotFoundError, FileShrank) as exc:
             log.debug("%s left to its own upload: %s", path, exc or "gone")
     return chunked
 
 
-def _chunk(path: str) -> tuple[Manifest, list[Named]]:
+def _chunk(path: str, limit: int | None) -> tuple[Manifest, list[Named]]:
     with open(path, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
+        size = os.fstat(file.fileno()).st_size if limit is None else limit
         named = list(named_chunks(file.fileno(), size))
     return Manifest(size, located(named)), [(name, data) for name, _offset, data in named]
 

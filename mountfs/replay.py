@@ -42,6 +42,7 @@ from backend.protocol.errors import (
 from backend.protocol.paths import InvalidPath, split_path
 from cache.blockcache import BlockCache
 from cache.metadb import ROOT_INODE, JournalEntry, MetaDB
+from mountfs.acknowledged import Source
 from mountfs.feed import Feed, remote_fields
 from mountfs.group_upload import upload_files
 from mountfs.kernel import Kernel
@@ -100,9 +101,8 @@ class Step:
 class PendingUpload:
     """An upload entry waiting for its blocks: the content it reads and its generation."""
 
-    source: str
+    source: Source
     generation: int
-    preserved: bool
     grouped: bool  # small: its blocks travel with the other small files of the batch
 
 
@@ -459,8 +459,7 @@ class Replayer:
             return self._local(entry)
         if not self._may_commit(entry, batch):
             return None
-        preserved = dirty.has_preserved(entry.inode)
-        source = dirty.preserved_path(entry.inode) if preserved else dirty.path(entry.inode)
+        source = self._vfs.acknowledged.source(node)
         grouped = node.size <= GROUP_FILE_BYTES
         if grouped and batch.group_bytes + node.size > GROUP_BYTES and not batch.empty:
             return None
@@ -468,7 +467,7 @@ class Replayer:
             return None
         batch.committing.add(entry.inode)
         generation = self._vfs.generation(entry.inode)
-        upload = PendingUpload(source, generation, preserved, grouped)
+        upload = PendingUpload(source, generation, grouped)
         if grouped:
             batch.group_bytes += node.size
         else:
@@ -494,14 +493,17 @@ class Replayer:
     async def _send_blocks(self, batch: Batch) -> None:
         """Upload the blocks of every file in the batch, then plan their commits."""
         uploads = [step for step in batch.steps if step.upload is not None]
-        grouped = {step.entry.seq: step.upload.source for step in uploads if step.upload.grouped}
+        grouped = {
+            step.entry.seq: (step.upload.source.path, step.upload.source.size)
+            for step in uploads
+            if step.upload.grouped
+        }
         manifests = await upload_files(self._remote, self._blocks, grouped, self._limiter)
         for step in uploads:
             entry, upload = step.entry, step.upload
             manifest = manifests.get(entry.seq)
-            changed = self._vfs.generation(entry.inode) != upload.generation
             generation = upload.generation
-            if manifest is None or (changed and not upload.preserved):
+            if manifest is None or not self._vfs.acknowledged.intact(upload.source):
                 uploaded = await self._upload_acknowledged(entry)
                 if uploaded is None:
                     continue  # settled locally: a deletion or newer upload says what's next
@@ -575,21 +577,23 @@ class Replayer:
         await self._committed(entry, answer.body(), generation, blocks)
 
     async def _upload_acknowledged(self, entry: JournalEntry) -> tuple[int, Manifest] | None:
-        """Send the blocks of the acknowledged content: the preserved copy when the file was
-        changed again since, else the dirty copy, which must then not change during the
-        upload (a change means a preserved copy now exists: try again with it). None when
-        the file went away (a deletion or a newer acknowledgement says what comes next)."""
-        dirty = self._vfs.content.dirty
+        """Send the blocks of the acknowledged content (mountfs/acknowledged.py): if the
+        source changed during the upload, a preserved copy now exists, or a newer
+        acknowledgement: try again. None when the file went away (a deletion or a newer
+        acknowledgement says what comes next)."""
+        acknowledged = self._vfs.acknowledged
         for attempt in range(UPLOAD_ATTEMPTS):
+            node = self._db.get(entry.inode)
+            if node is None:
+                return None
             generation = self._vfs.generation(entry.inode)
-            preserved = dirty.has_preserved(entry.inode)
-            source = dirty.preserved_path(entry.inode) if preserved else dirty.path(entry.inode)
+            source = acknowledged.source(node)
             try:
                 early = self._vfs.content.early.take(entry.inode)
                 manifest = await upload_blocks(
-                    self._remote, self._blocks, source, self._limiter, early
+                    self._remote, self._blocks, source.path, self._limiter, early, source.size
                 )
-                if preserved or self._vfs.generation(entry.inode) == generation:
+                if acknowledged.intact(source):
                     return generation, manifest
             except FileNotFoundError:
                 return None

@@ -165,15 +165,17 @@ def _still_there(fd: int, size: int, known: Sequence[Located]) -> list[Located]:
 
 def _chunk(
     path: str,
+    limit: int | None,
     known: Sequence[Located],
     held: Held,
     emit: "trio.MemorySendChannel[list[Block]]",
 ) -> Manifest:
-    """Cut the whole file into named blocks (in a worker thread), handing them on in groups;
-    the prefix of `known` the file still holds is taken as it is, not sent again."""
+    """Cut the file (its first `limit` bytes, when given) into named blocks in a worker
+    thread, handing them on in groups; the prefix of `known` the file still holds is taken
+    as it is, not sent again."""
     with open(path, "rb") as file:
         fd = file.fileno()
-        size = os.fstat(fd).st_size
+        size = os.fstat(fd).st_size if limit is None else limit
         blocks = _still_there(fd, size, known)
         if blocks:
             trio.from_thread.run_sync(held, blocks)
@@ -191,17 +193,19 @@ async def upload_blocks(
     path: str,
     limiter: trio.CapacityLimiter,
     known: Sequence[Located] = (),
+    size: int | None = None,
 ) -> Manifest:
-    """Chunk the file at `path` and make sure the server has every block; return the list.
-    `known` are blocks the server holds that the file began with a moment ago (sent early,
-    while it was written): those the file still holds are not chunked or sent again.
+    """Chunk the file at `path` (or its first `size` bytes) and make sure the server has
+    every block; return the list. `known` are blocks the server holds that the file began
+    with a moment ago (sent early, while it was written): those the file still holds are not
+    chunked or sent again.
 
     The first failure of any stage stops the others and is raised as it is (not wrapped in
     an exception group), so callers can tell ContentChanged or ServerUnreachable apart.
     """
     keeper = _Keeper(blocks, path)
     try:
-        chunk = partial(_chunk, path, known, keeper.keep)
+        chunk = partial(_chunk, path, size, known, keeper.keep)
         return await _pipeline(remote, limiter, chunk, keeper.keep)
     finally:
         keeper.close()

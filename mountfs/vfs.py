@@ -12,11 +12,14 @@ dirty copy changed under it.
 
 Crash semantics: what close()/fsync() acknowledged is never lost and never replaced by a
 partial write (close() against a crash of the mount process, fsync() and the group commit
-after it against a power cut too: mountfs/durability.py). The first change after an
-acknowledgement sets the node's `modified` flag (one transaction per write cycle, durable
-before the change when the acknowledgement is) and, when the acknowledged content is not
-uploaded yet, keeps it as a preserved copy first. After a crash, a modified dirty copy goes
-back to the acknowledged state: the preserved copy, else the server revision the mirror names.
+after it against a power cut too: mountfs/durability.py). Writes that only grow the file
+beyond its acknowledged size leave the acknowledged content in place as the dirty copy's
+prefix and cost nothing more (mountfs/acknowledged.py). The first change below that size
+sets the node's `modified` flag (one transaction per write cycle, durable before the change
+when the acknowledgement is, or when appends went unnoted) and, when the acknowledged content
+is not uploaded yet, keeps it as a preserved copy first. After a crash, a modified dirty copy
+goes back to the acknowledged state: the preserved copy, else the server revision the mirror
+names; an unmodified one is cut back to the acknowledged size.
 """
 
 import base64
@@ -45,6 +48,7 @@ from backend.protocol.limits import MAX_FILE_SIZE
 from backend.protocol.paths import NAME_MAX, PATH_MAX, check_name
 from cache.metadb import ROOT_INODE, MetaDB, Node
 from mountfs import acl
+from mountfs.acknowledged import Acknowledged
 from mountfs.content import Content, Revision
 from mountfs.durability import Durability
 from mountfs.errors import FsError
@@ -122,6 +126,7 @@ class VFS:
         self._mtimes: dict[int, int] = {}
         self.stale: set[int] = set()
         self.durability = Durability(content.dirty, db.sync, db.commits)
+        self.acknowledged = Acknowledged(content.dirty, self.generation)
         self._recover()
 
     def _recover(self) -> None:
@@ -134,8 +139,9 @@ class VFS:
             node = self._db.get(inode)
             if node is not None and node.modified:
                 self._restore_acknowledged(node)
-            else:
+            elif node is not None:
                 self.content.dirty.drop_preserved(inode)
+                self.content.dirty.cut_to(inode, node.size)  # appends not acknowledged
         for inode in self._db.dirty_inodes():
             node = self._db.get(inode)
             orphaned = node is not None and node.parent is not None
@@ -148,7 +154,7 @@ class VFS:
         dirty = self.content.dirty
         if dirty.has_preserved(node.inode):
             dirty.restore_preserved(node.inode)
-            self._db.update(node.inode, modified=0)
+            self._db.update(node.inode, modified=0, size=dirty.size(node.inode))
             dirty.drop_preserved(node.inode)
         else:
             dirty.remove(node.inode)
@@ -293,6 +299,7 @@ class VFS:
         self.content.dirty.remove(inode)
         for table in (self._gens, self._flushed, self._mtimes):
             table.pop(inode, None)
+        self.acknowledged.forget(inode)
 
     # -- attributes ---------------------------------------------------------------------------
 
@@ -345,33 +352,54 @@ class VFS:
         if size > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG, f"files hold at most {MAX_FILE_SIZE} bytes")
         async with self.content.lock(node.inode):
-            await self._begin_change(node.inode, keep=size > 0)
+            await self._begin_change(node.inode, keep=size > 0, start=size)
             self.content.truncate(node.inode, size)
             self._touch(node.inode)
         if commit:
             await self.commit_content(node.inode)
 
-    async def _start_writing(self, inode: int, keep: bool) -> None:
-        """Before the first change after an acknowledgement: give a clean file its dirty copy
-        (with its content when `keep`), keep acknowledged content that is not uploaded yet,
-        and note durably that the dirty copy is being changed."""
+    async def _start_writing(self, inode: int, keep: bool, start: int) -> None:
+        """Before the first change after an acknowledgement (`start` is the lowest byte it
+        touches): give a clean file its dirty copy (with its content when `keep`), keep
+        acknowledged content that is not uploaded yet, and note durably that the dirty copy
+        is being changed."""
         async with self.content.lock(inode):
-            await self._begin_change(inode, keep)
+            await self._begin_change(inode, keep, start)
 
-    async def _begin_change(self, inode: int, keep: bool) -> None:
+    async def _begin_change(self, inode: int, keep: bool, start: int) -> None:
         """The body of `_start_writing`, for callers that hold the content lock."""
         node = self.node(inode)
-        if node.dirty and node.modified:
+        if (node.dirty and node.modified) or self._grows(node, start, locked=True):
             return
         if not node.dirty:
             await self.content.materialise(node, keep)
             self._read_dirty_copy(node)
-        elif self._db.has_pending_upload(inode) and self.content.dirty.exists(inode):
-            await trio.to_thread.run_sync(self.content.dirty.preserve, inode)
+        else:
+            self.acknowledged.rewriting(inode)
+            if self._db.has_pending_upload(inode) and self.content.dirty.exists(inode):
+                preserve = self.content.dirty.preserve
+                await trio.to_thread.run_sync(preserve, inode, node.size)
         with self._db.transaction():
             self._db.update(inode, dirty=1, modified=1)
-        if self.durability.power_safe(inode):
+        if self.durability.must_note(inode):
             await self.durability.journal()
+        self.durability.noted(inode)
+
+    def _grows(self, node: Node, start: int, locked: bool = False) -> bool:
+        """Whether a change starting at `start` only grows an acknowledged dirty copy: its
+        acknowledged content stays the untouched prefix, so nothing needs keeping or noting.
+        Without the content lock, only while no change or acknowledgement holds it."""
+        inode = node.inode
+        if not node.dirty or node.modified or start < node.size:
+            return False
+        if not locked and self.content.lock(inode).locked():
+            return False
+        if not self.acknowledged.growing(inode):
+            if not self.content.dirty.exists(inode):
+                return False
+            self.acknowledged.grew(inode)
+            self.durability.grew(inode)
+        return True
 
     def _read_dirty_copy(self, node: Node) -> None:
         """Handles open on the revision the new dirty copy starts from read the copy from now
@@ -640,8 +668,8 @@ class VFS:
         if offset + len(data) > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG, f"files hold at most {MAX_FILE_SIZE} bytes")
         node = self.node(handle.inode)
-        if not (node.dirty and node.modified):
-            await self._start_writing(handle.inode, keep=True)
+        if not (node.dirty and node.modified) and not self._grows(node, offset):
+            await self._start_writing(handle.inode, keep=True, start=offset)
         written = self.content.write(handle.inode, offset, data)
         self._touch(handle.inode)
         return written
@@ -697,6 +725,7 @@ class VFS:
             # Before any await: the replayer may pick the entry up during the fsync, and must
             # send this content, not the older one preserved for a crash until it is durable.
             self.content.dirty.supersede_preserved(inode)
+            self.acknowledged.settled(inode)
             self._flushed[inode] = generation
             if durable:
                 await self.durability.acknowledged(inode)

@@ -80,10 +80,25 @@ def test_fsync_flushes_the_file_before_the_journal(parts, flushed) -> None:
     assert durability.power_safe(9)
 
 
+def test_appends_after_a_durable_acknowledgement_keep_the_next_rewrite_noted(parts) -> None:
+    dirty, _db, durability = parts
+    _write(dirty, 6, b"fsynced")
+    trio.run(durability.fsync, 6)
+    assert durability.must_note(6)  # the disk holds this acknowledgement as the last word
+    durability.grew(6)  # appends note nothing on the disk...
+    durability.closed(6)  # ...so an unsynced close after them does not either
+    assert not durability.power_safe(6)
+    assert durability.must_note(6)
+    durability.noted(6)
+    assert not durability.must_note(6)  # the change is noted: the rest of the cycle is free
+    trio.run(durability.group_commit)
+    assert durability.must_note(6)  # the round put the close on the disk: note again
+
+
 def test_a_superseded_preserved_copy_goes_only_after_the_round(parts) -> None:
     dirty, _db, durability = parts
     _write(dirty, 3, b"acknowledged, not uploaded")
-    dirty.preserve(3)
+    dirty.preserve(3, len(b"acknowledged, not uploaded"))
     dirty.supersede_preserved(3)
     durability.closed(3)
     assert os.path.exists(dirty.preserved_path(3))  # a power cut now would go back to it
@@ -94,10 +109,10 @@ def test_a_superseded_preserved_copy_goes_only_after_the_round(parts) -> None:
 def test_a_copy_preserved_again_before_the_round_is_kept(parts) -> None:
     dirty, _db, durability = parts
     _write(dirty, 4, b"first")
-    dirty.preserve(4)
+    dirty.preserve(4, 5)
     dirty.supersede_preserved(4)
     durability.closed(4)
-    dirty.preserve(4)  # a new change keeps the newer acknowledgement before it lands
+    dirty.preserve(4, 5)  # a new change keeps the newer acknowledgement before it lands
     trio.run(durability.group_commit)
     assert dirty.has_preserved(4)
 
