@@ -19,6 +19,7 @@ from .harness import env_int, report, wait_until
 from .workload import RevisionAudit, VersionedWriter, conflicted_copies, digest, known_versions
 
 NAMES = [f"file{i}.bin" for i in range(4)]
+LOGS = ["app.log"]  # grown line by line: appends after an acknowledgement, cut by a crash
 SYNC_TIMEOUT_S = 90.0
 VICTIMS = ("mount", "server", "both")
 
@@ -40,11 +41,12 @@ def current_problems(drive: Drive, writer: VersionedWriter) -> list[str]:
 
 def acceptable(writer: VersionedWriter, name: str, data: bytes | None) -> bool:
     """The newest acknowledged version or a later full one; or the empty file when a later
-    version's truncating open had begun (the truncation itself may have been acknowledged)."""
+    version's truncating open had begun (the truncation itself may have been acknowledged).
+    A log is never truncated: only its acknowledged lines or more will do."""
     if data is None:
         return False
-    if data == b"":
-        return writer.started[name] > writer.acked[name]
+    if data == b"" and name not in writer.logs:
+        return writer.started.get(name, 0) > writer.acked[name]
     return writer.written[name].get(digest(data), -1) >= writer.acked[name]
 
 
@@ -52,7 +54,7 @@ def torn_revisions(drive: Drive, writer: VersionedWriter, audit: RevisionAudit) 
     """Every downloadable revision of every file and conflicted copy must be a full version."""
     assert drive.view is not None
     problems = []
-    for name in NAMES:
+    for name in NAMES + LOGS:
         versions = known_versions([writer], name)
         for path in ["/" + name, *conflicted_copies(drive.view, "/", name)]:
             problems += audit.audit(path, versions)
@@ -85,7 +87,7 @@ def run_kill_cycles(drive: Drive, cycles: int, max_size: int) -> None:
         pytest.skip("kill -9 cycles need a real server and mount")
     seed = env_int("CIRRUS_TORTURE_SEED", random.randrange(2**32))
     rng = random.Random(seed)
-    writer = VersionedWriter(drive.root, "kill9", NAMES, max_size, seed)
+    writer = VersionedWriter(drive.root, "kill9", NAMES, max_size, seed, logs=LOGS)
     audit = RevisionAudit(drive.view)
     kills = {victim: 0 for victim in VICTIMS}
     for cycle in range(1, cycles + 1):

@@ -3,6 +3,8 @@
 Each version of a file is a whole file whose bytes are fixed by (writer tag, file name, version
 number): a header line naming it, then pseudo-random bytes. So any content found later on the
 server can be identified as exactly one full version, or as none (a torn or mixed write).
+A log (`logs`) grows instead: each version is the file as it was plus one more line, appended
+with O_APPEND, so its versions are the prefixes that end at a line.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class VersionedWriter:
     acked: dict[str, int] = field(default_factory=dict)
     started: dict[str, int] = field(default_factory=dict)
     acked_digests: dict[str, list[str]] = field(default_factory=dict)
+    logs: list[str] = field(default_factory=list)  # names grown by appends, not rewritten
     failures: int = 0
     number: int = 0
 
@@ -58,8 +61,13 @@ class VersionedWriter:
         Files are opened relative to a descriptor of the mount's root taken at start(): after
         the mount is killed and lazily unmounted, writes fail (ENOTCONN) instead of landing
         in the bare directory under the mount point and counting as acknowledged."""
-        name = self.rng.choice(self.names)
+        name = self.rng.choice(self.names + self.logs)
         self.number += 1
+        data = self._append_one(name) if name in self.logs else self._rewrite_one(name)
+        self.acked[name] = self.number
+        self.acked_digests.setdefault(name, []).append(digest(data))
+
+    def _rewrite_one(self, name: str) -> bytes:
         size = self.rng.choice([0, 100, 5000, self.rng.randrange(self.max_size)])
         data = version_bytes(self.tag, name, self.number, size)
         self.written.setdefault(name, {})[digest(data)] = self.number
@@ -74,8 +82,22 @@ class VersionedWriter:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        self.acked[name] = self.number
-        self.acked_digests.setdefault(name, []).append(digest(data))
+        return data
+
+    def _append_one(self, name: str) -> bytes:
+        """Append a line to the log as the mount shows it now (after a crash, that is the
+        acknowledged prefix), then fsync (mostly, like a logger) or only close."""
+        line = f"{self.tag} {name} line {self.number}\n".encode()
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644, dir_fd=self.root_fd)
+        try:
+            data = os.pread(fd, os.fstat(fd).st_size, 0) + line
+            self.written.setdefault(name, {})[digest(data)] = self.number
+            assert os.write(fd, line) == len(line)
+            if self.rng.random() < 0.7:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return data
 
     def run(self, pause_s: float) -> None:
         while not self.stop_event.is_set():
