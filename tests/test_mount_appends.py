@@ -5,24 +5,20 @@ real kill -9 crashes: what fsync() acknowledged comes back, unacknowledged appen
 off, a rewrite below the acknowledged size still goes back to it, and every revision the
 server gets while the writer appends on is a whole acknowledged prefix."""
 
-import contextlib
 import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from cache.dirty import DirtyFiles
 from mountfs.acknowledged import Acknowledged
 from tests.support import mount as mount_fixtures
-from tests.support.mount import MountFactory, server_file, wait_until
+from tests.support.crash import close_quietly, revisions
+from tests.support.mount import MountFactory, MountProcess, server_file, wait_until
 from tests.support.server import ServerProcess
 
 drive_user = mount_fixtures.drive_user
 mount_factory = mount_fixtures.mount_factory
-
-
-def history(server: ServerProcess, token: str, path: str) -> list[dict]:
-    with server.client(token) as client:
-        answer = client.get("/v1/files/history", params={"path": path, "limit": 1000})
-    return answer.raise_for_status().json()["revisions"]
 
 
 def revision(server: ServerProcess, token: str, path: str, rev: int) -> bytes:
@@ -31,9 +27,15 @@ def revision(server: ServerProcess, token: str, path: str, rev: int) -> bytes:
     return answer.raise_for_status().content
 
 
-def close_quietly(fd: int) -> None:
-    with contextlib.suppress(OSError):  # the mount behind it was killed
-        os.close(fd)
+def crash_while_open(drive: MountProcess, path: Path, flags: int, work: Callable[[int], None]):
+    """Open `path` on a mount whose server is away, do `work` with the descriptor, kill -9
+    the mount under it; then mount again (the caller starts the server)."""
+    fd = os.open(path, flags | os.O_CREAT, 0o644)
+    try:
+        work(fd)
+        drive.kill9()
+    finally:
+        close_quietly(fd)
 
 
 def test_appends_after_the_last_fsync_are_cut_off_by_a_crash(
@@ -42,16 +44,15 @@ def test_appends_after_the_last_fsync_are_cut_off_by_a_crash(
     drive = mount_factory("a")
     server.stop()  # nothing reaches the server: the acknowledged log lives in the cache only
     path = drive.path / "app.log"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        acknowledged = b"".join(b"line %d acknowledged\n" % n for n in range(50))
+    acknowledged = b"".join(b"line %d acknowledged\n" % n for n in range(50))
+
+    def log(fd: int) -> None:
         for n in range(50):
             os.write(fd, b"line %d acknowledged\n" % n)
             os.fsync(fd)
         os.write(fd, b"line 50 written, never fsynced\n")
-        drive.kill9()
-    finally:
-        close_quietly(fd)
+
+    crash_while_open(drive, path, os.O_WRONLY | os.O_APPEND, log)
     server.start()
     drive.mount()
     assert path.read_bytes() == acknowledged
@@ -65,20 +66,19 @@ def test_a_rewrite_after_appends_goes_back_to_the_acknowledged_prefix(
     server.stop()
     path = drive.path / "journal.db"
     acknowledged = os.urandom(200_000)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+
+    def rewrite(fd: int) -> None:
         os.write(fd, acknowledged)
         os.fsync(fd)
         os.pwrite(fd, b"appended, not acknowledged", len(acknowledged))
         os.pwrite(fd, b"torn page", 4096)  # below the acknowledged size: kept first
-        drive.kill9()
-    finally:
-        close_quietly(fd)
+
+    crash_while_open(drive, path, os.O_RDWR, rewrite)
     server.start()
     drive.mount()
     assert path.read_bytes() == acknowledged
     wait_until(lambda: server_file(server, drive_user, "/journal.db") == acknowledged, 30)
-    sizes = [r["size"] for r in history(server, drive_user, "/journal.db")]
+    sizes = [r["size"] for r in revisions(server, drive_user, "/journal.db")]
     assert sizes == [len(acknowledged)]
 
 
@@ -101,9 +101,9 @@ def test_every_revision_sent_while_the_log_grows_is_an_acknowledged_prefix(
         wait_until(lambda: server_file(server, drive_user, "/server.log") == whole, 30)
     finally:
         os.close(fd)
-    revisions = history(server, drive_user, "/server.log")
-    assert len(revisions) > 1  # sent while the writer went on, not once at the end
-    for rev in revisions:
+    kept = revisions(server, drive_user, "/server.log")
+    assert len(kept) > 1  # sent while the writer went on, not once at the end
+    for rev in kept:
         assert rev["size"] in boundaries  # cut at an fsync, never inside a line
         assert revision(server, drive_user, "/server.log", rev["rev"]) == whole[: rev["size"]]
     assert path.read_bytes() == whole

@@ -5,10 +5,10 @@ acknowledged (never to a partial write); a change the server refuses is dropped 
 shows the server's state instead.
 """
 
-import contextlib
 import os
 
 from tests.support import mount as mount_fixtures
+from tests.support.crash import close_quietly, revisions
 from tests.support.mount import MountFactory, server_file, server_stat, wait_until
 from tests.support.server import ServerProcess
 
@@ -20,22 +20,11 @@ def synced(path: os.PathLike) -> bool:
     return os.getxattr(path, "user.cirrus.status") == b"synced"
 
 
-def history(server: ServerProcess, token: str, path: str) -> list[dict]:
-    with server.client(token) as client:
-        answer = client.get("/v1/files/history", params={"path": path})
-    return answer.raise_for_status().json()["revisions"]
-
-
 def rewrite_without_closing(path: os.PathLike, data: bytes) -> int:
     """Start a new version (O_TRUNC) and write part of it; the descriptor stays open."""
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     os.write(fd, data)
     return fd
-
-
-def close_quietly(fd: int) -> None:
-    with contextlib.suppress(OSError):  # the mount behind it was killed
-        os.close(fd)
 
 
 def test_uploaded_version_comes_back_after_a_crash_mid_rewrite(
@@ -45,7 +34,7 @@ def test_uploaded_version_comes_back_after_a_crash_mid_rewrite(
     path = drive.path / "report.txt"
     path.write_bytes(b"acknowledged version\n" * 1000)
     wait_until(lambda: synced(path))
-    revisions = len(history(server, drive_user, "/report.txt"))
+    before = len(revisions(server, drive_user, "/report.txt"))
     fd = rewrite_without_closing(path, b"partial")
     try:
         drive.kill9()
@@ -55,7 +44,7 @@ def test_uploaded_version_comes_back_after_a_crash_mid_rewrite(
     assert path.read_bytes() == b"acknowledged version\n" * 1000
     wait_until(lambda: synced(path))
     assert server_file(server, drive_user, "/report.txt") == b"acknowledged version\n" * 1000
-    assert len(history(server, drive_user, "/report.txt")) == revisions
+    assert len(revisions(server, drive_user, "/report.txt")) == before
 
 
 def test_unsent_version_comes_back_after_a_crash_mid_rewrite(
@@ -76,7 +65,7 @@ def test_unsent_version_comes_back_after_a_crash_mid_rewrite(
     assert path.read_bytes() == acknowledged
     wait_until(lambda: server_file(server, drive_user, "/notes.bin") == acknowledged, 30)
     wait_until(lambda: synced(path))
-    assert [r["size"] for r in history(server, drive_user, "/notes.bin")] == [len(acknowledged)]
+    assert [r["size"] for r in revisions(server, drive_user, "/notes.bin")] == [len(acknowledged)]
 
 
 def test_folder_refused_by_the_server_gives_way_to_the_server_file(
