@@ -9,8 +9,10 @@ The server's output goes to `server.log_path`; `errors_logged()` finds traceback
 test can fail on a server-side bug that the HTTP answer alone would not show.
 """
 
+import functools
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +31,15 @@ COMMAND_TIMEOUT_S = 60.0
 def cirrus_executable() -> str:
     """The `cirrus` console script of the environment running the tests."""
     return str(Path(sys.executable).with_name("cirrus"))
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every client of the tests. httpx builds a new one for each client
+    (the CA bundle read, about 30 ms: more than a request to a local server), and a test that
+    polls the server with a fresh client each time paid that per poll. The tests speak plain
+    HTTP to 127.0.0.1, so the context is never used for a handshake."""
+    return ssl.create_default_context()
 
 
 def free_port() -> int:
@@ -89,9 +100,8 @@ class ServerProcess:
 
     def _healthy(self) -> bool:
         try:
-            return (
-                httpx.get(f"{self.url}/v1/health", timeout=1.0, trust_env=False).status_code == 200
-            )
+            url, tls = f"{self.url}/v1/health", tls_context()
+            return httpx.get(url, timeout=1.0, trust_env=False, verify=tls).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -150,6 +160,7 @@ class ServerProcess:
             headers["X-Cirrus-Device"] = device
         options.setdefault("timeout", 30.0)
         options.setdefault("trust_env", False)  # 127.0.0.1 only, never through a proxy
+        options.setdefault("verify", tls_context())
         return httpx.Client(base_url=self.url, headers=headers, **options)
 
     def log_tail(self, lines: int = 40) -> str:
