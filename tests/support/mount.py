@@ -164,7 +164,9 @@ MountFactory = Callable[..., MountProcess]
 
 @pytest.fixture
 def drive_user(server: ServerProcess) -> str:
-    return server.create_user("alice")
+    """A new user of the server, made in the tests' process (what `cirrus admin create-user`
+    does, which test_cli_server.py runs, without starting a process for every mount test)."""
+    return server.add_user("alice")
 
 
 @pytest.fixture
@@ -200,7 +202,7 @@ def module_drive(
 ) -> Iterator[tuple[MountProcess, str, ServerProcess]]:
     """A mount for a new user that a whole test module shares: always unmounted afterwards,
     and the module fails if the mount logged an unexpected error."""
-    token = server.create_user(user)
+    token = server.add_user(user)
     drive = MountProcess(server.url, token, base / "mnt", base / "cache", extra_args)
     try:
         drive.mount()
