@@ -105,11 +105,15 @@ class ServerProcess:
         except httpx.TransportError:
             return False
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM, then SIGKILL if it does not exit in time; return the exit status."""
+    def _close_metadata(self) -> None:
+        """Close add_user's connections to the database (before the server goes away)."""
         if self._metadata is not None:
             self._metadata.engine.dispose()
             self._metadata = None
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time; return the exit status."""
+        self._close_metadata()
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGTERM)
@@ -121,11 +125,21 @@ class ServerProcess:
 
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
+        self._close_metadata()
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(STOP_TIMEOUT_S)
 
     def create_user(self, name: str) -> str:
+        """Make a user and return the token: what `cirrus admin create-user` does on the
+        server's data. While the server runs (its database made and migrated) the user is made
+        in the tests' process (add_user), else by the command itself; test_cli_server.py
+        tests the command."""
+        if self.process is not None and self.process.poll() is None:
+            return self.add_user(name)
+        return self.create_user_command(name)
+
+    def create_user_command(self, name: str) -> str:
         """Run `cirrus admin create-user` on the server's data and return the token."""
         result = subprocess.run(
             [cirrus_executable(), "admin", "create-user", name, *self._storage_args()],
@@ -138,8 +152,8 @@ class ServerProcess:
         return result.stdout.strip().splitlines()[-1]
 
     def add_user(self, name: str) -> str:
-        """Create a user directly in the server's database: what create_user does, without
-        starting a process (tests that need many users)."""
+        """Create a user directly in the server's database: what `cirrus admin create-user`
+        does, without starting a process (the database must exist and be migrated)."""
         if self._metadata is None:
             from backend.db import create_engine_for
             from backend.metadata.service import MetadataService
