@@ -171,13 +171,14 @@ def test_upload_and_download_resume_after_a_kill(
     data = os.urandom(12 << 20)
     local = tmp_path / "big.bin"
     local.write_bytes(data)
-    args = ["--chunk-size", "512K", "--bwlimit", "6M"]
+    resume = ["--chunk-size", "512K"]
+    args = [*resume, "--bwlimit", "6M"]  # slow enough to be killed in the middle
     command = [cirrus_executable(), "upload", str(local), "/in/", *args]
     states = tmp_path / "state" / "cirrus" / "transfers"
     upload = subprocess.Popen(command, env=home, stderr=subprocess.DEVNULL)
     _kill_when(upload, lambda: _received(server, token, states) > 0)
     assert upload.returncode == -signal.SIGKILL
-    done = ok_json(home, "upload", str(local), "/in/", *args)
+    done = ok_json(home, "upload", str(local), "/in/", *resume)  # the rest at full speed
     assert done["remote"] == "/in/big.bin" and 0 < done["resumed_from"] < len(data)
     assert server_file(server, token, "/in/big.bin") == data
     assert not any(states.iterdir())  # the state file goes with the finished transfer
@@ -188,7 +189,7 @@ def test_upload_and_download_resume_after_a_kill(
     download = subprocess.Popen(command, env=home, stderr=subprocess.DEVNULL)
     _kill_when(download, lambda: part.exists() and part.stat().st_size > 0)
     assert download.returncode == -signal.SIGKILL and not target.exists()
-    got = ok_json(home, "download", "/in/big.bin", str(target), *args)
+    got = ok_json(home, "download", "/in/big.bin", str(target), *resume)
     assert 0 < got["resumed_from"] < len(data)
     assert target.read_bytes() == data and not part.exists()
 
