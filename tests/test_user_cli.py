@@ -212,18 +212,24 @@ def _received(server: ServerProcess, token: str, states: Path) -> int:
 def test_bad_input_is_one_line_errors(
     server: ServerProcess, drive_user: str, drive: MountProcess, home: dict, tmp_path: Path
 ) -> None:
-    fails(cli(home, "history", "/nothing.txt", cwd=drive.path), "history", "/nothing.txt")
     bad_token = tmp_path / "bad.token"
     bad_token.write_text("not-a-token")
-    wrong = cli(home, "history", "/a", "--server", server.url, "--token-file", str(bad_token))
-    fails(wrong, "history", "refused the token")
     gone = f"http://127.0.0.1:{free_port()}"
-    unreachable = cli(home, "status", "--server", gone, "--token-file", str(bad_token))
-    fails(unreachable, "status", f"cannot reach {gone}")
-    fails(cli(home, "history", "/x", cwd=tmp_path), "history", "no server")
-    fails(cli(home, "upload", str(tmp_path / "none"), "/x"), "upload", "No such file")
-    fails(cli(home, "download", "/missing", str(tmp_path), cwd=drive.path), "download", "/missing")
-    fails(cli(home, "restore", "/nothing", cwd=drive.path), "restore", "nothing")
+    refusals = [  # (arguments, where they run, the command, what its one line says)
+        (["history", "/nothing.txt"], drive.path, "history", "/nothing.txt"),
+        (["history", "/a", "--server", server.url, "--token-file", str(bad_token)], None,
+         "history", "refused the token"),
+        (["status", "--server", gone, "--token-file", str(bad_token)], None,
+         "status", f"cannot reach {gone}"),
+        (["history", "/x"], tmp_path, "history", "no server"),
+        (["upload", str(tmp_path / "none"), "/x"], None, "upload", "No such file"),
+        (["download", "/missing", str(tmp_path)], drive.path, "download", "/missing"),
+        (["restore", "/nothing"], drive.path, "restore", "nothing"),
+    ]  # fmt: skip
+    with ThreadPoolExecutor(4) as pool:  # none changes anything; each is a process
+        results = list(pool.map(lambda r: cli(home, *r[0], cwd=r[1]), refusals))
+    for (_args, _cwd, command, message), result in zip(refusals, results, strict=True):
+        fails(result, command, message)
     usage = cli(home, "history")
     assert usage.returncode == 2 and len(usage.stderr.splitlines()) == 1
 
