@@ -144,6 +144,14 @@ async def follow(
     return errors
 
 
+async def wait_sessions(balancer: HAProxy, count: int, timeout: float = 30.0) -> None:
+    """Return once the servers hold `count` requests between them (fail after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while (held := sum(balancer.sessions().values())) < count:
+        assert time.monotonic() < deadline, f"the servers hold {held} polls, not {count}"
+        await asyncio.sleep(0.1)
+
+
 def test_a_server_restarted_during_idle_polls_misses_no_change(
     servers, balancer, request: pytest.FixtureRequest
 ) -> None:
@@ -165,7 +173,7 @@ def test_a_server_restarted_during_idle_polls_misses_no_change(
             followers = [
                 asyncio.create_task(follow(client, cursor, names, wanted)) for names in seen
             ]
-            await asyncio.sleep(3)  # every poll is waiting on one of the servers
+            await wait_sessions(balancer, count)  # every poll is waiting on one of the servers
 
             async def change(name: str) -> None:
                 made = await client.post("/v1/tree/mkdir", json={"path": f"/{name}"})

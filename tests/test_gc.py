@@ -222,8 +222,11 @@ def test_stress_uploads_deletes_and_collections(tmp_path: Path, database_url: st
             finally:
                 client.close()
 
-        def collect() -> None:
-            while time.monotonic() < deadline:
+        writing = threading.Event()
+        writing.set()
+
+        def collect() -> None:  # while the writers write (collecting after them races nothing)
+            while writing.is_set() and time.monotonic() < deadline:
                 result = admin(
                     server, "gc", "--prune", "--grace", "0", "--max-history", "0", check=False
                 )
@@ -232,12 +235,14 @@ def test_stress_uploads_deletes_and_collections(tmp_path: Path, database_url: st
                 else:
                     freed.append(collected(result))
 
-        threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
-        threads.append(threading.Thread(target=collect))
-        for thread in threads:
+        writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+        collector = threading.Thread(target=collect)
+        for thread in [*writers, collector]:
             thread.start()
-        for thread in threads:
+        for thread in writers:
             thread.join(60)
+        writing.clear()
+        collector.join(60)
         assert not failures, failures[0]
         in_server = re.search(r"collected [1-9]", server.log_path.read_text())
         assert sum(freed) > 0 or in_server, "nothing was collected: the run raced nothing"

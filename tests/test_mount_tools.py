@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import tarfile
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -138,10 +139,12 @@ def test_rsync_a_then_incremental(d: Path, tmp_path: Path) -> None:
 def test_sqlite_database_on_the_mount(d: Path, tools_env: tuple) -> None:
     _drive, token, server = tools_env
     path = d / "app.db"
-    with sqlite3.connect(path) as db:
+    # `with connection` only commits: each is closed too, or its open file keeps the mount
+    # busy at unmount (the module's mount was then detached lazily and killed after 30 s).
+    with closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         db.executemany("INSERT INTO t (v) VALUES (?)", [(f"row {i}",) for i in range(2000)])
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         db.execute("UPDATE t SET v = 'changed' WHERE id % 10 = 0")
         db.execute("DELETE FROM t WHERE id > 1500")
     db = sqlite3.connect(path)

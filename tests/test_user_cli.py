@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -80,8 +81,10 @@ def write_uploaded(server: ServerProcess, token: str, drive: MountProcess, name:
 
 
 def test_every_command_has_help(home: dict) -> None:
-    for command in [*COMMANDS, "trash list", "trash restore", "trash purge"]:
-        result = cli(home, *command.split(), "--help")
+    commands = [*COMMANDS, "trash list", "trash restore", "trash purge"]
+    with ThreadPoolExecutor(4) as pool:  # each is a process of its own, mostly Python's start
+        results = list(pool.map(lambda command: cli(home, *command.split(), "--help"), commands))
+    for command, result in zip(commands, results, strict=True):
         assert result.returncode == 0 and result.stdout.startswith(f"usage: cirrus {command}")
 
 
@@ -168,13 +171,14 @@ def test_upload_and_download_resume_after_a_kill(
     data = os.urandom(12 << 20)
     local = tmp_path / "big.bin"
     local.write_bytes(data)
-    args = ["--chunk-size", "512K", "--bwlimit", "6M"]
+    resume = ["--chunk-size", "512K"]
+    args = [*resume, "--bwlimit", "6M"]  # slow enough to be killed in the middle
     command = [cirrus_executable(), "upload", str(local), "/in/", *args]
     states = tmp_path / "state" / "cirrus" / "transfers"
     upload = subprocess.Popen(command, env=home, stderr=subprocess.DEVNULL)
     _kill_when(upload, lambda: _received(server, token, states) > 0)
     assert upload.returncode == -signal.SIGKILL
-    done = ok_json(home, "upload", str(local), "/in/", *args)
+    done = ok_json(home, "upload", str(local), "/in/", *resume)  # the rest at full speed
     assert done["remote"] == "/in/big.bin" and 0 < done["resumed_from"] < len(data)
     assert server_file(server, token, "/in/big.bin") == data
     assert not any(states.iterdir())  # the state file goes with the finished transfer
@@ -185,7 +189,7 @@ def test_upload_and_download_resume_after_a_kill(
     download = subprocess.Popen(command, env=home, stderr=subprocess.DEVNULL)
     _kill_when(download, lambda: part.exists() and part.stat().st_size > 0)
     assert download.returncode == -signal.SIGKILL and not target.exists()
-    got = ok_json(home, "download", "/in/big.bin", str(target), *args)
+    got = ok_json(home, "download", "/in/big.bin", str(target), *resume)
     assert 0 < got["resumed_from"] < len(data)
     assert target.read_bytes() == data and not part.exists()
 
@@ -208,18 +212,24 @@ def _received(server: ServerProcess, token: str, states: Path) -> int:
 def test_bad_input_is_one_line_errors(
     server: ServerProcess, drive_user: str, drive: MountProcess, home: dict, tmp_path: Path
 ) -> None:
-    fails(cli(home, "history", "/nothing.txt", cwd=drive.path), "history", "/nothing.txt")
     bad_token = tmp_path / "bad.token"
     bad_token.write_text("not-a-token")
-    wrong = cli(home, "history", "/a", "--server", server.url, "--token-file", str(bad_token))
-    fails(wrong, "history", "refused the token")
     gone = f"http://127.0.0.1:{free_port()}"
-    unreachable = cli(home, "status", "--server", gone, "--token-file", str(bad_token))
-    fails(unreachable, "status", f"cannot reach {gone}")
-    fails(cli(home, "history", "/x", cwd=tmp_path), "history", "no server")
-    fails(cli(home, "upload", str(tmp_path / "none"), "/x"), "upload", "No such file")
-    fails(cli(home, "download", "/missing", str(tmp_path), cwd=drive.path), "download", "/missing")
-    fails(cli(home, "restore", "/nothing", cwd=drive.path), "restore", "nothing")
+    refusals = [  # (arguments, where they run, the command, what its one line says)
+        (["history", "/nothing.txt"], drive.path, "history", "/nothing.txt"),
+        (["history", "/a", "--server", server.url, "--token-file", str(bad_token)], None,
+         "history", "refused the token"),
+        (["status", "--server", gone, "--token-file", str(bad_token)], None,
+         "status", f"cannot reach {gone}"),
+        (["history", "/x"], tmp_path, "history", "no server"),
+        (["upload", str(tmp_path / "none"), "/x"], None, "upload", "No such file"),
+        (["download", "/missing", str(tmp_path)], drive.path, "download", "/missing"),
+        (["restore", "/nothing"], drive.path, "restore", "nothing"),
+    ]  # fmt: skip
+    with ThreadPoolExecutor(4) as pool:  # none changes anything; each is a process
+        results = list(pool.map(lambda r: cli(home, *r[0], cwd=r[1]), refusals))
+    for (_args, _cwd, command, message), result in zip(refusals, results, strict=True):
+        fails(result, command, message)
     usage = cli(home, "history")
     assert usage.returncode == 2 and len(usage.stderr.splitlines()) == 1
 

@@ -91,16 +91,24 @@ class HAProxy:
                 chunks.append(chunk)
         return b"".join(chunks).decode()
 
-    def server_states(self) -> dict[str, str]:
-        """Each server's state as the balancer sees it: UP, DOWN, or a transition."""
+    def _server_stats(self) -> dict[str, dict[str, str]]:
+        """The `show stat` fields of each server of the backend, by server name."""
         rows = self.admin("show stat").splitlines()
         header = rows[0].lstrip("# ").split(",")
-        states = {}
+        servers = {}
         for row in rows[1:]:
             fields = dict(zip(header, row.split(","), strict=False))
             if fields.get("pxname") == "cirrus_servers" and fields["svname"].startswith("cirrus"):
-                states[fields["svname"]] = fields["status"].split()[0]
-        return states
+                servers[fields["svname"]] = fields
+        return servers
+
+    def server_states(self) -> dict[str, str]:
+        """Each server's state as the balancer sees it: UP, DOWN, or a transition."""
+        return {name: f["status"].split()[0] for name, f in self._server_stats().items()}
+
+    def sessions(self) -> dict[str, int]:
+        """Each server's current sessions (requests it holds now, as an idle long poll)."""
+        return {name: int(f["scur"] or 0) for name, f in self._server_stats().items()}
 
     def wait_for_states(self, wanted: dict[str, str], timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

@@ -164,7 +164,9 @@ MountFactory = Callable[..., MountProcess]
 
 @pytest.fixture
 def drive_user(server: ServerProcess) -> str:
-    return server.create_user("alice")
+    """A new user of the server, made in the tests' process (what `cirrus admin create-user`
+    does, which test_cli_server.py runs, without starting a process for every mount test)."""
+    return server.add_user("alice")
 
 
 @pytest.fixture
@@ -199,12 +201,14 @@ def module_drive(
     server: ServerProcess, base: Path, user: str, extra_args: tuple[str, ...] = ()
 ) -> Iterator[tuple[MountProcess, str, ServerProcess]]:
     """A mount for a new user that a whole test module shares: always unmounted afterwards,
-    and the module fails if the mount logged an unexpected error."""
-    token = server.create_user(user)
+    and the module fails if the mount logged an unexpected error or did not end by itself
+    once unmounted (a file the tests left open keeps the mount busy until it is killed)."""
+    token = server.add_user(user)
     drive = MountProcess(server.url, token, base / "mnt", base / "cache", extra_args)
     try:
         drive.mount()
         yield drive, token, server
     finally:
-        drive.unmount()
+        exit_code = drive.unmount()
     assert drive.errors_logged() == [], drive.log_tail()
+    assert exit_code == 0, f"the mount ended with {exit_code} after the unmount"

@@ -9,8 +9,10 @@ The server's output goes to `server.log_path`; `errors_logged()` finds traceback
 test can fail on a server-side bug that the HTTP answer alone would not show.
 """
 
+import functools
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +31,15 @@ COMMAND_TIMEOUT_S = 60.0
 def cirrus_executable() -> str:
     """The `cirrus` console script of the environment running the tests."""
     return str(Path(sys.executable).with_name("cirrus"))
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every client of the tests. httpx builds a new one for each client
+    (the CA bundle read, about 30 ms: more than a request to a local server), and a test that
+    polls the server with a fresh client each time paid that per poll. The tests speak plain
+    HTTP to 127.0.0.1, so the context is never used for a handshake."""
+    return ssl.create_default_context()
 
 
 def free_port() -> int:
@@ -89,17 +100,20 @@ class ServerProcess:
 
     def _healthy(self) -> bool:
         try:
-            return (
-                httpx.get(f"{self.url}/v1/health", timeout=1.0, trust_env=False).status_code == 200
-            )
+            url, tls = f"{self.url}/v1/health", tls_context()
+            return httpx.get(url, timeout=1.0, trust_env=False, verify=tls).status_code == 200
         except httpx.TransportError:
             return False
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM, then SIGKILL if it does not exit in time; return the exit status."""
+    def _close_metadata(self) -> None:
+        """Close add_user's connections to the database (before the server goes away)."""
         if self._metadata is not None:
             self._metadata.engine.dispose()
             self._metadata = None
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time; return the exit status."""
+        self._close_metadata()
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGTERM)
@@ -111,11 +125,21 @@ class ServerProcess:
 
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
+        self._close_metadata()
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(STOP_TIMEOUT_S)
 
     def create_user(self, name: str) -> str:
+        """Make a user and return the token: what `cirrus admin create-user` does on the
+        server's data. While the server runs (its database made and migrated) the user is made
+        in the tests' process (add_user), else by the command itself; test_cli_server.py
+        tests the command."""
+        if self.process is not None and self.process.poll() is None:
+            return self.add_user(name)
+        return self.create_user_command(name)
+
+    def create_user_command(self, name: str) -> str:
         """Run `cirrus admin create-user` on the server's data and return the token."""
         result = subprocess.run(
             [cirrus_executable(), "admin", "create-user", name, *self._storage_args()],
@@ -128,8 +152,8 @@ class ServerProcess:
         return result.stdout.strip().splitlines()[-1]
 
     def add_user(self, name: str) -> str:
-        """Create a user directly in the server's database: what create_user does, without
-        starting a process (tests that need many users)."""
+        """Create a user directly in the server's database: what `cirrus admin create-user`
+        does, without starting a process (the database must exist and be migrated)."""
         if self._metadata is None:
             from backend.db import create_engine_for
             from backend.metadata.service import MetadataService
@@ -150,6 +174,7 @@ class ServerProcess:
             headers["X-Cirrus-Device"] = device
         options.setdefault("timeout", 30.0)
         options.setdefault("trust_env", False)  # 127.0.0.1 only, never through a proxy
+        options.setdefault("verify", tls_context())
         return httpx.Client(base_url=self.url, headers=headers, **options)
 
     def log_tail(self, lines: int = 40) -> str:

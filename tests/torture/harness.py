@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.server import tls_context
+
 # One entry of a tree snapshot: ("dir", mode) | ("file", mode, content) | ("symlink", target).
 Entry = tuple
 Snapshot = dict[str, Entry]
@@ -121,6 +123,7 @@ class ServerView:
             headers=headers,
             timeout=self.timeout_s,
             trust_env=False,
+            verify=tls_context(),
         )
 
     def list(self, path: str) -> list[dict]:
