@@ -3,6 +3,7 @@
 import contextlib
 import os
 
+from tests.support.lifecycle import history
 from tests.support.server import ServerProcess
 
 
@@ -15,5 +16,4 @@ def close_quietly(fd: int) -> None:
 def revisions(server: ServerProcess, token: str, path: str) -> list[dict]:
     """A drive file's revisions as the server lists them, newest first."""
     with server.client(token) as client:
-        answer = client.get("/v1/files/history", params={"path": path, "limit": 1000})
-    return answer.raise_for_status().json()["revisions"]
+        return history(client, path, limit=1000)["revisions"]

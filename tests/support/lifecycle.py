@@ -126,7 +126,8 @@ def delete(client: httpx.Client, path: str) -> None:
     assert response.status_code == 200, response.text
 
 
-def history(client: httpx.Client, path: str) -> dict:
-    response = client.get("/v1/files/history", params={"path": path})
+def history(client: httpx.Client, path: str, limit: int | None = None) -> dict:
+    params = {"path": path} if limit is None else {"path": path, "limit": limit}
+    response = client.get("/v1/files/history", params=params)
     assert response.status_code == 200, response.text
     return response.json()
