@@ -139,6 +139,7 @@ class VFS:
             node = self._db.get(inode)
             if node is not None and node.modified:
                 self._restore_acknowledged(node)
+                self._journal_attributes(node)
             elif node is not None:
                 self.content.dirty.drop_preserved(inode)
                 self.content.dirty.cut_to(inode, node.size)  # appends not acknowledged
@@ -147,6 +148,16 @@ class VFS:
             orphaned = node is not None and node.parent is not None
             if orphaned and not self._db.has_pending(inode) and self.content.dirty.exists(inode):
                 self._journal("upload", inode, {"path": self._db.path(inode)})
+
+    def _journal_attributes(self, node: Node) -> None:
+        """Journal the attributes of a node whose close never came: changes made while it
+        was being written were left to that close's upload (`_change_attributes`)."""
+        if node.parent is None:
+            return
+        attributes = (("mode", node.mode), ("mtime_ns", node.mtime_ns))
+        owner = (("uid", node.uid), ("gid", node.gid))
+        changes = {key: value for key, value in attributes + owner if value is not None}
+        self._journal("setattr", node.inode, {"path": self._db.path(node.inode), **changes})
 
     def _restore_acknowledged(self, node: Node) -> None:
         """Undo changes made after the last acknowledgement; each step can be redone if the
@@ -337,11 +348,23 @@ class VFS:
         return self.attrs(inode)
 
     def _change_attributes(self, inode: int, changes: dict) -> None:
-        """Apply attribute changes with a new ctime, and journal them for the server."""
+        """Apply attribute changes with a new ctime, and journal them for the server, unless
+        the file has writes not yet acknowledged: the upload its close journals carries the
+        mirror's attributes (tar sets mtime, owner and mode on every file it writes, before
+        closing it). A crash before that close journals them on restart (`_recover`)."""
+        if changes and self._carried_by_close(inode):
+            self._db.update(inode, ctime_ns=time.time_ns(), **changes)
+            return
         with self._db.transaction():
             self._db.update(inode, ctime_ns=time.time_ns(), **changes)
             if changes and self._db.get(inode).parent is not None:
                 self._journal("setattr", inode, {"path": self._db.path(inode), **changes})
+
+    def _carried_by_close(self, inode: int) -> bool:
+        """Whether a close still to come journals an upload of `inode`: it has writes not
+        acknowledged yet and a handle open for writing."""
+        unacknowledged = self._gens.get(inode, 0) != self._flushed.get(inode, 0)
+        return unacknowledged and self.has_writers(inode)
 
     async def _truncate(self, node: Node, size: int, commit: bool = True) -> None:
         """Truncate; `commit` journals the upload now (an open's O_TRUNC leaves it to close)."""

@@ -50,6 +50,19 @@ def test_purge_releases_references_and_usage(metadata: MetadataService, alice: P
         metadata.restore_from_trash(alice, item.id)
 
 
+def test_a_tree_deleted_bottom_up_is_one_item(metadata: MetadataService, alice: Principal) -> None:
+    """What `rm -rf` through a mount sends: files, then each folder once it is empty."""
+    metadata.record_blocks(alice, [(A, 100, 100)])
+    for path in ("/t/a/one", "/t/a/b/two", "/t/three", "/kept"):
+        commit(metadata, alice, path, A)
+    for path in ("/t/a/b/two", "/t/a/b", "/t/a/one", "/t/a", "/t/three", "/t"):
+        metadata.delete(alice, path, recursive=False)
+    (item,) = metadata.trash(alice)
+    assert (item.path, item.files, item.size) == ("/t", 3, 300)
+    assert metadata.restore_from_trash(alice, item.id).path == "/t"
+    assert metadata.trash(alice) == []
+
+
 def test_quota_refuses_only_new_blocks(metadata: MetadataService, alice: Principal) -> None:
     assert metadata.set_quota("alice", 250)
     assert not metadata.set_quota("nobody", 250)

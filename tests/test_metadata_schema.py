@@ -96,9 +96,21 @@ def test_upload_sessions_from_a_server_spool_restart_from_zero(database_url: str
 
 
 def _heads_before(revision: str) -> set[str]:
-    """The heads a database had before `revision` (a head today) was written."""
+    """The heads a database had before `revision` was written: of every migration but it
+    and those after it, the ones no other one follows."""
     script = ScriptDirectory.from_config(alembic_config())
-    return migration_heads() - {revision} | set(script.get_revision(revision).down_revision)
+    parents = {rev.revision: _down(rev.down_revision) for rev in script.walk_revisions()}
+    later = {revision}
+    while grown := {name for name, down in parents.items() if down & later} - later:
+        later |= grown
+    earlier = set(parents) - later
+    return earlier - set().union(*(parents[name] for name in earlier))
+
+
+def _down(down_revision: str | tuple[str, ...] | None) -> set[str]:
+    if down_revision is None:
+        return set()
+    return {down_revision} if isinstance(down_revision, str) else set(down_revision)
 
 
 def _old_drive_with_a_session(engine, revisions: list[str], session: str) -> None:

@@ -14,7 +14,8 @@ from cache.metadb import MetaDB
 from mountfs import durability as durability_module
 from mountfs.durability import Durability
 from tests.support import mount as mount_fixtures
-from tests.support.mount import MountFactory, server_file, wait_until
+from tests.support.crash import close_quietly
+from tests.support.mount import MountFactory, server_file, server_stat, wait_until
 from tests.support.server import ServerProcess
 
 drive_user = mount_fixtures.drive_user
@@ -148,3 +149,58 @@ def test_a_file_closed_just_before_the_mount_dies_is_kept_and_sent(
     drive.mount()
     assert (drive.path / "closed.bin").read_bytes() == data
     wait_until(lambda: server_file(server, drive_user, "/closed.bin") == data, 30)
+
+
+def _set_attributes_like_tar(fd: int) -> None:
+    """What tar does to each file it writes, before closing it."""
+    os.utime(fd, ns=(1_600_000_000 * 10**9, 1_500_000_000 * 10**9))
+    os.fchown(fd, 4321, 4321)
+    os.fchmod(fd, 0o640)
+
+
+def _has_tar_attributes(stat: dict | None) -> bool:
+    wanted = (0o640, 1_500_000_000 * 10**9, 4321, 4321)
+    return (
+        stat is not None
+        and (stat["mode"] & 0o7777, stat["mtime_ns"], stat["uid"], stat["gid"]) == wanted
+    )
+
+
+def test_attributes_set_while_writing_reach_the_server_with_the_close(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    drive = mount_factory("a")
+    fd = os.open(drive.path / "extracted.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"content")
+        _set_attributes_like_tar(fd)
+    finally:
+        os.close(fd)
+    stat = os.stat(drive.path / "extracted.txt")
+    assert (stat.st_mode & 0o7777, stat.st_uid, stat.st_mtime_ns) == (
+        0o640,
+        4321,
+        1_500_000_000 * 10**9,
+    )
+    wait_until(lambda: _has_tar_attributes(server_stat(server, drive_user, "/extracted.txt")), 30)
+    assert server_file(server, drive_user, "/extracted.txt") == b"content"
+
+
+def test_attributes_set_while_writing_survive_a_crash_before_the_close(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """The close that would have carried them never comes: the restart journals them."""
+    drive = mount_factory("a")
+    server.stop()
+    fd = os.open(drive.path / "cut.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"never acknowledged")
+        _set_attributes_like_tar(fd)
+        drive.kill9()
+    finally:
+        close_quietly(fd)
+    server.start()
+    drive.mount()
+    stat = os.stat(drive.path / "cut.txt")
+    assert (stat.st_size, stat.st_mode & 0o7777, stat.st_uid) == (0, 0o640, 4321)
+    wait_until(lambda: _has_tar_attributes(server_stat(server, drive_user, "/cut.txt")), 30)

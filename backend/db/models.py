@@ -219,6 +219,7 @@ Index(
 )
 Index("ix_nodes_parent", Node.parent_id)
 Index("ix_nodes_deleted_at", Node.deleted_at)
+Index("ix_nodes_trash", Node.trash_id)
 Index("ix_nodes_link", Node.link_id)
 
 

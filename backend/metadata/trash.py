@@ -23,7 +23,7 @@ keeps them (backend/lifecycle/trash.py).
 
 import os
 
-from sqlalchemy import delete, select, true, update
+from sqlalchemy import bindparam, delete, select, true, update
 
 from backend.db.models import DIR, FILE, Node, PendingBlock, Revision, RevisionBlock
 from backend.metadata.nodes import Tree, format_path
@@ -108,23 +108,34 @@ class Trash:
 
 def gather(tx: Txn, folder: Node) -> None:
     """Make the recently trashed children of a folder just deleted part of its item."""
-    since = tx.now_ns - GATHER_S * 10**9
-    query = select(Node.id).where(
-        Node.parent_id == folder.id,
-        Node.deleted == true(),
-        Node.trash_id == Node.id,
-        Node.deleted_at >= since,
-        Node.id != folder.id,
-        Node.deleted_by.is_(None) if tx.author is None else Node.deleted_by == tx.author,
-    )
-    children = list(tx.session.scalars(query))
+    params = {"folder": folder.id, "since": tx.now_ns - GATHER_S * 10**9, "author": tx.author}
+    children = list(tx.session.scalars(_GATHERED, params))
     for start in range(0, len(children), _IN_BATCH):
         ids = children[start : start + _IN_BATCH]
-        tx.session.execute(
-            update(Node)
-            .where(Node.namespace_id == tx.namespace_id, Node.trash_id.in_(ids))
-            .values(trash_id=folder.trash_id)
-        )
+        params = {"namespace": tx.namespace_id, "ids": ids, "item": folder.trash_id}
+        tx.session.execute(_REGATHER, params)
+
+
+# Built once: `rm -rf` gathers once per folder it deletes.
+_GATHERED = select(Node.id).where(
+    Node.parent_id == bindparam("folder"),
+    Node.deleted == true(),
+    Node.trash_id == Node.id,
+    Node.deleted_at >= bindparam("since"),
+    Node.id != bindparam("folder"),
+    Node.deleted_by.is_not_distinct_from(bindparam("author")),
+)
+_REGATHER = (
+    update(Node)
+    .where(
+        Node.namespace_id == bindparam("namespace"),
+        Node.trash_id.in_(bindparam("ids", expanding=True)),
+    )
+    .values(trash_id=bindparam("item"))
+    # Refresh only the matched rows in the session (by default every object it holds is
+    # tested against the criteria in Python).
+    .execution_options(synchronize_session="fetch")
+)
 
 
 def _item(tree: Tree, top: Node) -> TrashItem:
