@@ -263,6 +263,13 @@ class CirrusTarget(Target):
             "the Cirrus server to hold the upload",
         )
 
+    def wait_removed(self, folder: str, timeout: float) -> float:
+        assert self.api is not None
+        api = self.api
+        return procs.wait_until(
+            lambda: api.node("/" + folder) is None, timeout, 0.1, "the Cirrus server to delete"
+        )
+
     def stop(self) -> None:
         try:
             for mount in reversed(self.mounts):

@@ -47,6 +47,10 @@ class Target(ABC):
         """Seconds until the backend holds every file of `manifest` (0 for a local directory)."""
         return 0.0
 
+    def wait_removed(self, folder: str, timeout: float) -> float:
+        """Seconds until the backend no longer holds `folder` (0 for a local directory)."""
+        return 0.0
+
     def settle(self) -> None:
         """After a workload: leave no backlog that would slow the next one (nothing to do here)."""
         return None
@@ -169,6 +173,10 @@ class RcloneTarget(MountTarget):
         return procs.wait_until(
             lambda: holds(self.remote, manifest), timeout, 0.1, "rclone to upload"
         )
+
+    def wait_removed(self, folder: str, timeout: float) -> float:
+        gone = self.remote / folder
+        return procs.wait_until(lambda: not gone.exists(), timeout, 0.1, "rclone to delete")
 
 
 class PassthroughTarget(MountTarget):
