@@ -239,24 +239,50 @@ class BlockCache:
             return
         self._install(hash, partial(_copy_range, source, offset, size), size, verified=False)
 
+    def adopt(self, hash: str, size: int, source: str) -> bool:
+        """Take over the file at `source`, which should hold the block (the committed dirty
+        copy of a one-block file, about to be dropped): renamed in, no new file and no copy.
+        Checked against its name the first time it is read, like `copy_in`. False when it
+        is not taken (the caller deletes it)."""
+        if not is_block_hash(hash) or size > self.max_bytes:
+            return False
+        if self.contains(hash):
+            self._mark_used(hash, self._path(hash))
+            return False
+        try:
+            if os.stat(source).st_size != size:
+                return False
+            self._place(hash, partial(os.replace, source), size, verified=False)
+        except OSError:
+            return False
+        return True
+
     def _install(self, hash: str, fill: Callable[[int], object], size: int, verified: bool) -> None:
         """Write a block through `fill(fd)` to a temp file, rename it in place, index it."""
+
+        def write(path: Path) -> None:
+            temp = f"{path}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    fill(fd)
+                finally:
+                    os.close(fd)
+                os.replace(temp, path)
+            except BaseException:
+                _unlink(Path(temp))
+                raise
+
+        self._place(hash, write, size, verified)
+
+    def _place(self, hash: str, put: Callable[[Path], object], size: int, verified: bool) -> None:
+        """Have `put(path)` make the block's file, then index it and evict down to the cap."""
         path = self._path(hash)
         folder = path.parent
         if folder not in self._folders:
             folder.mkdir(exist_ok=True)
             self._folders.add(folder)
-        temp = f"{path}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                fill(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
-        except BaseException:
-            _unlink(Path(temp))
-            raise
+        put(path)
         with self._lock:
             self._total += size - self._index.get(hash, 0)
             self._index[hash] = size

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+from collections.abc import Callable
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
@@ -160,11 +161,13 @@ class DirtyFiles:
         except FileNotFoundError:
             return None
 
-    def remove(self, inode: int) -> None:
+    def remove(self, inode: int, keep: Callable[[str], bool] | None = None) -> None:
         """Drop the dirty copy and any preserved one (open descriptors keep reading the
-        unlinked file)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(inode))
+        unlinked file). `keep(path)` may take the copy over instead, by renaming it, when
+        no descriptor of ours is open on it (writes through one would change it there)."""
+        if keep is None or inode in self._fds or not keep(self.path(inode)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(inode))
         self.drop_preserved(inode)
 
     def _reopen(self, inode: int) -> None:

@@ -35,7 +35,10 @@ async def upload_files(
 ) -> dict[K, Manifest]:
     """Make sure the server holds every block of the files at `sources` (a path and how
     many bytes of it, None for all); their manifests (a file that could not be read whole
-    is missing from the answer)."""
+    is missing from the answer). The blocks go into the block cache too, so the files still
+    read locally once their dirty copies are dropped, except a whole file of one block: its
+    commit renames the file itself into the cache (mountfs/replay.py), which spares a new
+    file per small file."""
     chunked = await trio.to_thread.run_sync(_chunk_all, sources, limiter=limiter)
     blocks = {name: data for _manifest, named in chunked.values() for name, data in named}
     missing = await remote.missing_blocks(list(blocks)) if blocks else []
@@ -49,8 +52,13 @@ async def upload_files(
             batch, batch_bytes = [], 0
     if batch:
         await remote.put_blocks(batch)
-    # The dirty copies go once committed: keep the blocks so the files still read locally.
-    await trio.to_thread.run_sync(_keep, cache, blocks)
+    adopted = {
+        named[0][0]
+        for key, (_manifest, named) in chunked.items()
+        if len(named) == 1 and sources[key][1] is None
+    }
+    kept = {name: data for name, data in blocks.items() if name not in adopted}
+    await trio.to_thread.run_sync(_keep, cache, kept)
     return {key: manifest for key, (manifest, _named) in chunked.items()}
 
 

@@ -113,6 +113,7 @@ class Batch:
         self.steps: list[Step] = []
         self.committing: set[int] = set()  # an inode commits at most once per batch
         self.folded: set[int] = set()  # seqs of setattrs that commits in the batch carry
+        self.attempts: dict[int, dict] = {}  # entry args naming a commit attempt, by seq
         self.group_bytes = 0
         self.streaming = False  # a large file already streams its blocks in this batch
 
@@ -150,6 +151,9 @@ class Replayer:
                 break
             batch.steps.append(step)
         await self._send_blocks(batch)
+        with self._db.transaction():  # before the batch is sent: see _plan_commit
+            for seq, args in batch.attempts.items():
+                self._db.set_entry_args(seq, args)
         ops = [step.op for step in batch.steps if step.op is not None]
         client = self._db.get_state("client_id") or ""
         results = await self._remote.batch(ops, client) if ops else []
@@ -526,8 +530,9 @@ class Replayer:
     ) -> None:
         """Make `step` a commit of `manifest`, so that a lost answer (crash, cancelled
         unmount) never turns into a conflict with ourselves: the id of an attempt is recorded
-        before it is sent, and a later try with other content first settles that attempt
-        (the server repeats its answer if it landed) and then commits on top of it."""
+        before it is sent (with the batch's other attempts, in one transaction), and a later
+        try with other content first settles that attempt (the server repeats its answer if
+        it landed) and then commits on top of it."""
         entry = step.entry
         batch.committing.add(entry.inode)
         path = entry.args["path"]
@@ -550,8 +555,7 @@ class Replayer:
             # its folder): commit on top of that node where it is now, never at the entry's
             # old path (a commit there would create the moved folder again).
             base_rev, path = answer["rev"], answer.get("path", path)
-        with self._db.transaction():
-            self._db.set_entry_args(entry.seq, {**entry.args, "commit_id": commit_id})
+        batch.attempts[entry.seq] = {**entry.args, "commit_id": commit_id}
         step.op = {
             **self._posix(entry),
             **{key: sent[key] for key in ("uid", "gid", "atime_ns") if key in sent},
@@ -624,15 +628,27 @@ class Replayer:
         clean = self._vfs.generation(inode) == generation and self._settled(entry)
         # The acknowledged content is now revision `rev`: a crash recovery can go back to it.
         updates = {"remote_id": node["id"], "head_rev": answer["rev"], "rev": answer["rev"]}
-        self._db.put_blocklist(node["id"], answer["rev"], [tuple(b) for b in blocks])
         if clean:
             updates.update(size=node["size"], dirty=0, modified=0)
         last = self._db.next_entry_for(inode, entry.seq) is None
-        self._done(entry, self._foldable(entry, _applied(node)), **updates)
+        with self._db.transaction():
+            self._db.put_blocklist(node["id"], answer["rev"], [tuple(b) for b in blocks])
+            self._done(entry, self._foldable(entry, _applied(node)), **updates)
         if clean:
-            self._vfs.content.dirty.remove(inode)
+            self._drop_dirty_copy(inode, blocks)
         elif last:
             self._vfs.content.dirty.drop_preserved(inode)
+
+    def _drop_dirty_copy(self, inode: int, blocks: list) -> None:
+        """A committed dirty copy goes; that of a one-block file becomes the block in the
+        block cache, by a rename (the upload left it out of the cache for this:
+        mountfs/group_upload.py)."""
+        dirty = self._vfs.content.dirty
+        if len(blocks) != 1:
+            dirty.remove(inode)
+            return
+        _offset, size, name = blocks[0]
+        dirty.remove(inode, keep=partial(self._blocks.adopt, name, size))
 
     def _settled(self, entry: JournalEntry) -> bool:
         """Whether the dirty copy may go: no handle, no change under way (a truncation holds

@@ -124,6 +124,7 @@ class VFS:
         self._gens: dict[int, int] = {}
         self._flushed: dict[int, int] = {}
         self._mtimes: dict[int, int] = {}
+        self._held: dict[int, dict] = {}  # attributes set while writing, until the close
         self.stale: set[int] = set()
         self.durability = Durability(content.dirty, db.sync, db.commits)
         self.acknowledged = Acknowledged(content.dirty, self.generation)
@@ -139,7 +140,6 @@ class VFS:
             node = self._db.get(inode)
             if node is not None and node.modified:
                 self._restore_acknowledged(node)
-                self._journal_attributes(node)
             elif node is not None:
                 self.content.dirty.drop_preserved(inode)
                 self.content.dirty.cut_to(inode, node.size)  # appends not acknowledged
@@ -148,16 +148,6 @@ class VFS:
             orphaned = node is not None and node.parent is not None
             if orphaned and not self._db.has_pending(inode) and self.content.dirty.exists(inode):
                 self._journal("upload", inode, {"path": self._db.path(inode)})
-
-    def _journal_attributes(self, node: Node) -> None:
-        """Journal the attributes of a node whose close never came: changes made while it
-        was being written were left to that close's upload (`_change_attributes`)."""
-        if node.parent is None:
-            return
-        attributes = (("mode", node.mode), ("mtime_ns", node.mtime_ns))
-        owner = (("uid", node.uid), ("gid", node.gid))
-        changes = {key: value for key, value in attributes + owner if value is not None}
-        self._journal("setattr", node.inode, {"path": self._db.path(node.inode), **changes})
 
     def _restore_acknowledged(self, node: Node) -> None:
         """Undo changes made after the last acknowledgement; each step can be redone if the
@@ -182,6 +172,8 @@ class VFS:
     def attrs(self, inode: int) -> Node:
         """The node as the kernel should see it (a dirty copy's live size and mtime)."""
         node = self.node(inode)  # a fresh row: changing it changes nothing else
+        for key, value in self._held.get(inode, {}).items():
+            setattr(node, key, value)
         if node.dirty and (size := self.content.dirty.size_if_exists(inode)) is not None:
             node.size = size
             node.mtime_ns = self._mtimes.get(inode, node.mtime_ns)
@@ -308,7 +300,7 @@ class VFS:
             return
         self._db.delete(inode)
         self.content.dirty.remove(inode)
-        for table in (self._gens, self._flushed, self._mtimes):
+        for table in (self._gens, self._flushed, self._mtimes, self._held):
             table.pop(inode, None)
         self.acknowledged.forget(inode)
 
@@ -326,7 +318,7 @@ class VFS:
         """chmod, chown, truncate, utimes. The kernel checked who may (default_permissions)
         and computed the mode chown leaves (setuid/setgid cleared on files). Every call
         changes ctime; only what differs is journaled (tar chmods to the same mode)."""
-        node = self.node(inode)
+        node = self.attrs(inode)
         if size is not None:
             await self._truncate(node, size)
         changes: dict = {}
@@ -348,12 +340,13 @@ class VFS:
         return self.attrs(inode)
 
     def _change_attributes(self, inode: int, changes: dict) -> None:
-        """Apply attribute changes with a new ctime, and journal them for the server, unless
-        the file has writes not yet acknowledged: the upload its close journals carries the
-        mirror's attributes (tar sets mtime, owner and mode on every file it writes, before
-        closing it). A crash before that close journals them on restart (`_recover`)."""
-        if changes and self._carried_by_close(inode):
-            self._db.update(inode, ctime_ns=time.time_ns(), **changes)
+        """Apply attribute changes with a new ctime, and journal them for the server; on a
+        file with writes not yet acknowledged, hold them until its close, which acknowledges
+        them with the data (tar sets mtime, owner and mode on every file it writes, before
+        closing it: no commit and no journal entry each)."""
+        if self._carried_by_close(inode):
+            self._held[inode] = {**self._held.get(inode, {}), **changes}
+            self._held[inode]["ctime_ns"] = time.time_ns()
             return
         with self._db.transaction():
             self._db.update(inode, ctime_ns=time.time_ns(), **changes)
@@ -737,12 +730,11 @@ class VFS:
             if node is None:
                 return
             size = self.content.dirty.size(inode)
-            mtime_ns = self._mtimes.pop(inode, node.mtime_ns)
-            now = time.time_ns()
+            held = self._held.pop(inode, {})
+            mtime_ns = self._mtimes.pop(inode, held.pop("mtime_ns", node.mtime_ns))
+            held["ctime_ns"] = time.time_ns()
             with self._db.transaction():
-                self._db.update(
-                    inode, size=size, mtime_ns=mtime_ns, ctime_ns=now, dirty=1, modified=0
-                )
+                self._db.update(inode, size=size, mtime_ns=mtime_ns, dirty=1, modified=0, **held)
                 if node.parent is not None:
                     self._journal("upload", inode, {"path": self._db.path(inode)})
             # Before any await: the replayer may pick the entry up during the fsync, and must
@@ -772,7 +764,7 @@ class VFS:
 
     def setxattr(self, inode: int, raw: bytes, value: bytes | None, caller: Caller = ROOT) -> None:
         """Set (or with None remove) an attribute of a namespace the server keeps."""
-        node = self.node(inode)
+        node = self.attrs(inode)
         try:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:

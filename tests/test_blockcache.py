@@ -303,6 +303,27 @@ def test_block_copied_from_a_file_is_checked_when_first_read(tmp_path: Path) -> 
     assert cache.total_bytes == len(good_data)
 
 
+def test_an_adopted_file_becomes_the_block_and_is_checked_when_first_read(
+    tmp_path: Path,
+) -> None:
+    """A committed one-block dirty copy is renamed in, not copied; one changed since it was
+    hashed is caught at its first read, and one of another size is not taken at all."""
+    cache = BlockCache(tmp_path / "blocks", max_bytes=1024 * KIB)
+    (good, good_data), (bad, bad_data), (short, short_data) = (block(i, 3000) for i in (8, 9, 10))
+    for name, data in (("good", good_data), ("bad", b"changed" + bad_data[7:])):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "short").write_bytes(short_data[:-1])
+    assert cache.adopt(good, len(good_data), str(tmp_path / "good"))
+    assert cache.adopt(bad, len(bad_data), str(tmp_path / "bad"))
+    assert not cache.adopt(short, len(short_data), str(tmp_path / "short"))
+    assert not cache.adopt(good, len(good_data), str(tmp_path / "short"))  # already cached
+    assert not (tmp_path / "good").exists() and (tmp_path / "short").exists()
+    assert cache.read(good, 0, 4) is None  # not checked yet
+    assert cache.get(good) == good_data
+    assert cache.get(bad) is None and not cache.contains(bad)
+    assert cache.total_bytes == len(good_data)
+
+
 def test_evicted_block_is_no_longer_verified(tmp_path: Path) -> None:
     cache = BlockCache(tmp_path, max_bytes=2 * 4 * KIB)
     (first, _), *rest = [block(i) for i in range(3)]

@@ -9,6 +9,7 @@ import os
 import pytest
 import trio
 
+from backend.protocol.hashing import block_hash
 from cache.dirty import DirtyFiles
 from cache.metadb import MetaDB
 from mountfs import durability as durability_module
@@ -186,13 +187,38 @@ def test_attributes_set_while_writing_reach_the_server_with_the_close(
     assert server_file(server, drive_user, "/extracted.txt") == b"content"
 
 
-def test_attributes_set_while_writing_survive_a_crash_before_the_close(
+def test_attributes_set_while_writing_are_acknowledged_with_the_data(
     server: ServerProcess, drive_user: str, mount_factory: MountFactory
 ) -> None:
-    """The close that would have carried them never comes: the restart journals them."""
+    """fsync() acknowledges them with the data; a crash goes back to that acknowledgement,
+    attributes set since included."""
     drive = mount_factory("a")
     server.stop()
     fd = os.open(drive.path / "cut.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"acknowledged")
+        _set_attributes_like_tar(fd)
+        os.fsync(fd)
+        os.write(fd, b", then never acknowledged")
+        os.fchmod(fd, 0o604)
+        drive.kill9()
+    finally:
+        close_quietly(fd)
+    server.start()
+    drive.mount()
+    assert (drive.path / "cut.txt").read_bytes() == b"acknowledged"
+    stat = os.stat(drive.path / "cut.txt")
+    assert (stat.st_mode & 0o7777, stat.st_uid, stat.st_mtime_ns) == (0o640, 4321, 1_500 * 10**15)
+    wait_until(lambda: _has_tar_attributes(server_stat(server, drive_user, "/cut.txt")), 30)
+    assert server_file(server, drive_user, "/cut.txt") == b"acknowledged"
+
+
+def test_attributes_set_while_writing_go_back_with_the_data_on_a_crash(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    drive = mount_factory("a")
+    server.stop()
+    fd = os.open(drive.path / "gone.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, b"never acknowledged")
         _set_attributes_like_tar(fd)
@@ -201,6 +227,30 @@ def test_attributes_set_while_writing_survive_a_crash_before_the_close(
         close_quietly(fd)
     server.start()
     drive.mount()
-    stat = os.stat(drive.path / "cut.txt")
-    assert (stat.st_size, stat.st_mode & 0o7777, stat.st_uid) == (0, 0o640, 4321)
-    wait_until(lambda: _has_tar_attributes(server_stat(server, drive_user, "/cut.txt")), 30)
+    stat = os.stat(drive.path / "gone.txt")
+    assert (stat.st_size, stat.st_mode & 0o7777, stat.st_uid) == (0, 0o600, os.getuid())
+    wait_until(lambda: server_stat(server, drive_user, "/gone.txt") is not None, 30)
+    server_node = server_stat(server, drive_user, "/gone.txt")
+    assert (server_node["size"], server_node["mode"] & 0o7777) == (0, 0o600)
+
+
+def test_a_small_file_once_committed_is_read_from_its_block_in_the_cache(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """Its dirty copy becomes its block (a rename, mountfs/replay.py): it still reads with
+    the server away, and nothing is left in the dirty folder."""
+    drive = mount_factory("a")
+    contents = {f"small-{n}.txt": os.urandom(3000 + n) for n in range(3)}
+    for name, data in contents.items():
+        (drive.path / name).write_bytes(data)
+    for name, data in contents.items():
+        wait_until(lambda name=name, data=data: server_file(server, drive_user, f"/{name}") == data)
+    dirty = drive.cache_dir / "dirty"
+    wait_until(lambda: not any(dirty.iterdir()), 30)
+    cached = {path.name for path in (drive.cache_dir / "blocks").glob("*/*")}
+    assert {block_hash(data) for data in contents.values()} <= cached
+    drive.unmount()
+    server.stop()
+    drive.mount()
+    for name, data in contents.items():
+        assert (drive.path / name).read_bytes() == data
