@@ -10,6 +10,8 @@ counted in the next untar's time to sync).
 import os
 import subprocess
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from bench.context import Bench
@@ -41,31 +43,14 @@ def stat_tree(top: Path) -> int:
     return count
 
 
-def synced_after(bench: Bench, target: Target, files: dict[str, int]) -> float:
-    """Seconds until the backend holds the tree; the timeout (with a note) if it never does."""
+def waited(bench: Bench, target: Target, wait: Callable[[float], float], what: str) -> float:
+    """Seconds `wait(timeout)` took until the backend caught up; the timeout (with a note
+    saying `what` was not done) if it never did."""
     limit = bench.sizes.small_sync_timeout
     try:
-        return target.wait_synced(files, limit)
+        return wait(limit)
     except TimeoutError:
-        bench.table.note(
-            f"{target.name}: the untarred tree was not in sync after {limit:.0f} s; "
-            "the figure is that timeout"
-        )
-        return limit
-
-
-def removed_after(bench: Bench, target: Target, folder: str) -> float:
-    """Seconds until the backend no longer holds the deleted tree (the next run starts only
-    then, so its own sync is not measured behind this deletion); the timeout, noted, if
-    that never happens."""
-    limit = bench.sizes.small_sync_timeout
-    try:
-        return target.wait_removed(folder, limit)
-    except TimeoutError:
-        bench.table.note(
-            f"{target.name}: the deleted tree was still on the backend after {limit:.0f} s; "
-            "the figure is that timeout"
-        )
+        bench.table.note(f"{target.name}: {what} after {limit:.0f} s; the figure is that timeout")
         return limit
 
 
@@ -90,7 +75,9 @@ def measure(bench: Bench, target: Target, tar: Path) -> None:
         with timed() as untar:
             subprocess.run(["tar", "-xf", str(tar), "-C", str(dest)], check=True)
         rates.append(len(files) / untar.seconds)
-        lags.append(synced_after(bench, target, files))
+        lags.append(
+            waited(bench, target, partial(target.wait_synced, files), "the tree was not in sync")
+        )
         drop_kernel_caches()
         with timed() as walk:
             stat_tree(dest)
@@ -98,7 +85,9 @@ def measure(bench: Bench, target: Target, tar: Path) -> None:
         with timed() as rm:
             subprocess.run(["rm", "-rf", str(dest)], check=True)
         removals.append(rm.seconds)
-        deletion_lags.append(removed_after(bench, target, dest.name))
+        # The next run starts once the deletion reached the backend: its own sync is measured.
+        gone = partial(target.wait_removed, dest.name)
+        deletion_lags.append(waited(bench, target, gone, "the deleted tree was still there"))
     target.settle()
     label = f"{len(files):,} files"
     table = bench.table

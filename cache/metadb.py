@@ -185,6 +185,9 @@ class MetaDB:
         self._db.executescript(_INDEXES)
         self._depth = 0
         self._folder_paths: dict[int, str] = {ROOT_INODE: "/"}
+        # Whether any hard link was ever known: until then a file's link count needs no query.
+        query = "SELECT 1 FROM nodes WHERE link_inode IS NOT NULL LIMIT 1"
+        self._hard_links = self._db.execute(query).fetchone() is not None
         if self.get(ROOT_INODE) is None:
             now = time.time_ns()
             self._db.execute(
@@ -288,6 +291,7 @@ class MetaDB:
     def insert(self, parent: int, name: str, type: str, mode: int, **fields: Any) -> Node:
         now = time.time_ns()
         values = {"mtime_ns": now, "ctime_ns": now, **fields}
+        self._hard_links |= values.get("link_inode") is not None
         if "xattrs" in values:
             values["xattrs"] = json.dumps(values["xattrs"])
         columns = ["parent", "name", "type", "mode", *values]
@@ -304,6 +308,7 @@ class MetaDB:
             self._forget_paths()  # a folder whose path is not known has none known below it
         if "xattrs" in fields:
             fields["xattrs"] = json.dumps(fields["xattrs"])
+        self._hard_links |= fields.get("link_inode") is not None
         assignments = ", ".join(f"{name} = ?" for name in fields)
         self._db.execute(
             f"UPDATE nodes SET {assignments} WHERE inode = ?", (*fields.values(), inode)
@@ -378,6 +383,8 @@ class MetaDB:
                 "SELECT COUNT(*) FROM nodes WHERE parent = ? AND type = 'dir'", (node.inode,)
             )
             return 2 + row.fetchone()[0]
+        if not self._hard_links:
+            return int(node.parent is not None)
         links = self._db.execute(
             "SELECT COUNT(*) FROM nodes WHERE link_inode = ? AND parent IS NOT NULL",
             (node.inode,),
@@ -387,6 +394,8 @@ class MetaDB:
     def links(self, inode: int) -> list[Node]:
         """The attached hard links of a file, in the order the server promotes them (by its
         node id, then those it does not know yet)."""
+        if not self._hard_links:
+            return []
         rows = self._db.execute(
             f"SELECT {_NODE_COLUMNS} FROM nodes WHERE link_inode = ? AND parent IS NOT NULL "
             "ORDER BY remote_id IS NULL, remote_id, inode",
