@@ -7,14 +7,12 @@ server gets while the writer appends on is a whole acknowledged prefix."""
 
 import os
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 from cache.dirty import DirtyFiles
 from mountfs.acknowledged import Acknowledged
 from tests.support import mount as mount_fixtures
-from tests.support.crash import close_quietly, revisions
-from tests.support.mount import MountFactory, MountProcess, server_file, wait_until
+from tests.support.crash import crash_while_open, revisions
+from tests.support.mount import MountFactory, server_file, wait_until
 from tests.support.server import ServerProcess
 
 drive_user = mount_fixtures.drive_user
@@ -25,17 +23,6 @@ def revision(server: ServerProcess, token: str, path: str, rev: int) -> bytes:
     with server.client(token) as client:
         answer = client.get("/v1/files/content", params={"path": path, "rev": rev})
     return answer.raise_for_status().content
-
-
-def crash_while_open(drive: MountProcess, path: Path, flags: int, work: Callable[[int], None]):
-    """Open `path` on a mount whose server is away, do `work` with the descriptor, kill -9
-    the mount under it; then mount again (the caller starts the server)."""
-    fd = os.open(path, flags | os.O_CREAT, 0o644)
-    try:
-        work(fd)
-        drive.kill9()
-    finally:
-        close_quietly(fd)
 
 
 def test_appends_after_the_last_fsync_are_cut_off_by_a_crash(

@@ -15,7 +15,7 @@ from cache.metadb import MetaDB
 from mountfs import durability as durability_module
 from mountfs.durability import Durability
 from tests.support import mount as mount_fixtures
-from tests.support.crash import close_quietly
+from tests.support.crash import crash_while_open
 from tests.support.mount import MountFactory, server_file, server_stat, wait_until
 from tests.support.server import ServerProcess
 
@@ -152,6 +152,9 @@ def test_a_file_closed_just_before_the_mount_dies_is_kept_and_sent(
     wait_until(lambda: server_file(server, drive_user, "/closed.bin") == data, 30)
 
 
+_NEW_FOR_WRITING = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # how tar opens what it extracts
+
+
 def _set_attributes_like_tar(fd: int) -> None:
     """What tar does to each file it writes, before closing it."""
     os.utime(fd, ns=(1_600_000_000 * 10**9, 1_500_000_000 * 10**9))
@@ -171,7 +174,7 @@ def test_attributes_set_while_writing_reach_the_server_with_the_close(
     server: ServerProcess, drive_user: str, mount_factory: MountFactory
 ) -> None:
     drive = mount_factory("a")
-    fd = os.open(drive.path / "extracted.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(drive.path / "extracted.txt", _NEW_FOR_WRITING, 0o600)
     try:
         os.write(fd, b"content")
         _set_attributes_like_tar(fd)
@@ -194,16 +197,15 @@ def test_attributes_set_while_writing_are_acknowledged_with_the_data(
     attributes set since included."""
     drive = mount_factory("a")
     server.stop()
-    fd = os.open(drive.path / "cut.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
+
+    def write(fd: int) -> None:
         os.write(fd, b"acknowledged")
         _set_attributes_like_tar(fd)
         os.fsync(fd)
         os.write(fd, b", then never acknowledged")
         os.fchmod(fd, 0o604)
-        drive.kill9()
-    finally:
-        close_quietly(fd)
+
+    crash_while_open(drive, drive.path / "cut.txt", _NEW_FOR_WRITING, write, mode=0o600)
     server.start()
     drive.mount()
     assert (drive.path / "cut.txt").read_bytes() == b"acknowledged"
@@ -218,13 +220,12 @@ def test_attributes_set_while_writing_go_back_with_the_data_on_a_crash(
 ) -> None:
     drive = mount_factory("a")
     server.stop()
-    fd = os.open(drive.path / "gone.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
+
+    def write(fd: int) -> None:
         os.write(fd, b"never acknowledged")
         _set_attributes_like_tar(fd)
-        drive.kill9()
-    finally:
-        close_quietly(fd)
+
+    crash_while_open(drive, drive.path / "gone.txt", _NEW_FOR_WRITING, write, mode=0o600)
     server.start()
     drive.mount()
     stat = os.stat(drive.path / "gone.txt")

@@ -2,8 +2,11 @@
 
 import contextlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 from tests.support.lifecycle import history
+from tests.support.mount import MountProcess
 from tests.support.server import ServerProcess
 
 
@@ -11,6 +14,23 @@ def close_quietly(fd: int) -> None:
     """Close a descriptor of a mount that may have been killed under it."""
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+def crash_while_open(
+    drive: MountProcess,
+    path: Path,
+    flags: int,
+    work: Callable[[int], None],
+    mode: int = 0o644,
+) -> None:
+    """Open (or create with `mode`) `path` on a mount whose server is away, do `work` with the
+    descriptor, kill -9 the mount under it; then mount again (the caller starts the server)."""
+    fd = os.open(path, flags | os.O_CREAT, mode)
+    try:
+        work(fd)
+        drive.kill9()
+    finally:
+        close_quietly(fd)
 
 
 def revisions(server: ServerProcess, token: str, path: str) -> list[dict]:
