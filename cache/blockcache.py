@@ -210,6 +210,14 @@ class BlockCache:
             with contextlib.suppress(OSError):
                 os.utime(path)
 
+    def _refreshed(self, hash: str) -> bool:
+        """Whether the block is cached already (same name, same content: only its recency
+        changes, which this does)."""
+        if not self.contains(hash):
+            return False
+        self._mark_used(hash, self._path(hash))
+        return True
+
     def put(self, hash: str, data: bytes) -> None:
         """Store a block (atomically: temp file then rename), then evict down to the cap.
 
@@ -220,8 +228,7 @@ class BlockCache:
             raise ValueError(f"not a block hash: {hash!r}")
         if len(data) > self.max_bytes:
             return
-        if self.contains(hash):  # same name, same content: only the recency changes
-            self._mark_used(hash, self._path(hash))
+        if self._refreshed(hash):
             return
         self._install(hash, partial(_write_all, data), len(data), verified=True)
 
@@ -234,8 +241,7 @@ class BlockCache:
             raise ValueError(f"not a block hash: {hash!r}")
         if size > self.max_bytes:
             return
-        if self.contains(hash):
-            self._mark_used(hash, self._path(hash))
+        if self._refreshed(hash):
             return
         self._install(hash, partial(_copy_range, source, offset, size), size, verified=False)
 
@@ -246,8 +252,7 @@ class BlockCache:
         is not taken (the caller deletes it)."""
         if not is_block_hash(hash) or size > self.max_bytes:
             return False
-        if self.contains(hash):
-            self._mark_used(hash, self._path(hash))
+        if self._refreshed(hash):
             return False
         try:
             if os.stat(source).st_size != size:
