@@ -35,6 +35,7 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
 from selenium.common.exceptions import (  # noqa: E402
     StaleElementReferenceException,
     TimeoutException,
+    WebDriverException,
 )
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -93,10 +94,23 @@ def wait_for(driver: webdriver.Chrome, what: Callable[[webdriver.Chrome], object
             poll_frequency=0.2,
             ignored_exceptions=(StaleElementReferenceException,),  # the page was replaced
         )
-        return waiting.until(what)
+        return waiting.until(lambda d: _unless_replaced(what, d))
     except TimeoutException:
         shown = driver.current_url + "\n" + driver.find_element(By.TAG_NAME, "body").text
         raise AssertionError(f"the page did not get there in {WAIT_S}s:\n{shown}") from None
+
+
+def _unless_replaced(
+    what: Callable[[webdriver.Chrome], object], driver: webdriver.Chrome
+) -> object:
+    """`what`, or False (try again) when an element it holds was detached mid-call: chromedriver
+    reports that as a plain inspector error rather than a stale element."""
+    try:
+        return what(driver)
+    except WebDriverException as error:
+        if "does not belong to the document" in (error.msg or ""):
+            return False
+        raise
 
 
 def table_text(driver: webdriver.Chrome) -> str:
