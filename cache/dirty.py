@@ -19,6 +19,8 @@ import os
 import shutil
 from collections.abc import Callable
 
+from cache.spares import SpareFiles
+
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 
@@ -30,6 +32,7 @@ class DirtyFiles:
         os.makedirs(root, exist_ok=True)
         self._fds: dict[int, tuple[int, int]] = {}  # inode -> (fd, references)
         self._superseded: set[int] = set()  # preserved copies kept only until a sync
+        self.spares = SpareFiles(os.path.join(root, "spare"))
 
     def path(self, inode: int) -> str:
         return os.path.join(self._root, str(inode))
@@ -44,11 +47,24 @@ class DirtyFiles:
 
     def create_empty(self, inode: int) -> None:
         """An empty dirty copy, its descriptor kept for the handle about to be opened."""
-        fd = os.open(self.path(inode), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = self._open_spare(inode)
+        if fd < 0:
+            fd = os.open(self.path(inode), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         old, refs = self._fds.get(inode, (-1, 0))
         if old >= 0:
             os.close(old)
         self._fds[inode] = (fd, refs)
+
+    def _open_spare(self, inode: int) -> int:
+        """A spare file renamed into place as the dirty copy and opened, or -1 if none."""
+        spare = self.spares.take()
+        if spare is None:
+            return -1
+        try:
+            os.rename(spare, self.path(inode))
+        except FileNotFoundError:  # removed under us: make one instead
+            return -1
+        return os.open(self.path(inode), os.O_RDWR)
 
     def preserved_path(self, inode: int) -> str:
         return os.path.join(self._root, f"{inode}.acked")

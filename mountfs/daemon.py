@@ -176,6 +176,7 @@ async def _run_fuse(
         nursery.start_soon(_run_cancellable, engine.run, sync_scope)
         nursery.start_soon(_run_cancellable, vfs.durability.run, commit_scope)
         nursery.start_soon(_on_signals)
+        vfs.content.dirty.spares.start()
         ready(None)
         await pyfuse3.main()
         log.info("the FUSE session ended (unmounted or signalled); flushing")
@@ -184,6 +185,7 @@ async def _run_fuse(
             await kernel.unmounting(INVALIDATIONS_WAIT_SECONDS)
         pyfuse3.close(unmount=is_mounted(opts.mountpoint))
         vfs.content.dirty.close_all()
+        vfs.content.dirty.spares.stop()
     sync_scope.cancel()
     commit_scope.cancel()
     with trio.CancelScope(shield=True):
