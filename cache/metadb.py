@@ -114,6 +114,9 @@ _ADDED_COLUMNS = (
     ("link_inode", "INTEGER"),
 )
 
+# Rows kept by `MetaDB.get` (about 200 bytes each); all are dropped when it is full.
+_ROWS_KEPT = 50_000
+
 _NODE_COLUMNS = (
     "inode, remote_id, parent, name, type, mode, size, mtime_ns, ctime_ns, rev, head_rev, "
     "target, xattrs, dirty, conflict, modified, uid, gid, atime_ns, rdev, link_inode"
@@ -185,6 +188,9 @@ class MetaDB:
         self._db.executescript(_INDEXES)
         self._depth = 0
         self._folder_paths: dict[int, str] = {ROOT_INODE: "/"}
+        # Rows by inode as last read: a request reads its node several times (attributes
+        # before and after a change, its parent, the path), and the mount is the only writer.
+        self._rows: dict[int, tuple] = {}
         # Whether any hard link was ever known: until then a file's link count needs no query.
         query = "SELECT 1 FROM nodes WHERE link_inode IS NOT NULL LIMIT 1"
         self._hard_links = self._db.execute(query).fetchone() is not None
@@ -245,6 +251,7 @@ class MetaDB:
         except BaseException:
             self._db.execute("ROLLBACK")
             self._forget_paths()
+            self._rows.clear()
             raise
         else:
             self._db.execute("COMMIT")
@@ -257,10 +264,28 @@ class MetaDB:
         row = self._db.execute(
             f"SELECT {_NODE_COLUMNS} FROM nodes WHERE {where}", params
         ).fetchone()
-        return None if row is None else _node(row)
+        return None if row is None else _node(self._keep(row))
+
+    def _keep(self, row: tuple) -> tuple:
+        if len(self._rows) >= _ROWS_KEPT:
+            self._rows.clear()
+        self._rows[row[0]] = row
+        return row
+
+    def _row(self, inode: int) -> tuple | None:
+        row = self._rows.get(inode)
+        if row is None:
+            row = self._db.execute(
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE inode = ?", (inode,)
+            ).fetchone()
+            if row is not None:
+                self._keep(row)
+        return row
 
     def get(self, inode: int) -> Node | None:
-        return self._one("inode = ?", (inode,))
+        """The node (a fresh object: changing it changes nothing else)."""
+        row = self._row(inode)
+        return None if row is None else _node(row)
 
     def with_xattr(self, name: str) -> list[Node]:
         """The nodes carrying an extended attribute (a text search, then an exact check)."""
@@ -282,7 +307,7 @@ class MetaDB:
             "ORDER BY inode LIMIT ?",
             (parent, after_inode, limit),
         )
-        return [_node(row) for row in rows]
+        return [_node(self._keep(row)) for row in rows]
 
     def has_children(self, parent: int) -> bool:
         row = self._db.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (parent,))
@@ -309,6 +334,7 @@ class MetaDB:
         if "xattrs" in fields:
             fields["xattrs"] = json.dumps(fields["xattrs"])
         self._hard_links |= fields.get("link_inode") is not None
+        self._rows.pop(inode, None)
         assignments = ", ".join(f"{name} = ?" for name in fields)
         self._db.execute(
             f"UPDATE nodes SET {assignments} WHERE inode = ?", (*fields.values(), inode)
@@ -316,6 +342,7 @@ class MetaDB:
 
     def delete(self, inode: int) -> None:
         self._folder_paths.pop(inode, None)
+        self._rows.pop(inode, None)
         self._db.execute("DELETE FROM nodes WHERE inode = ?", (inode,))
 
     def _forget_paths(self) -> None:
@@ -336,13 +363,11 @@ class MetaDB:
         chain: list[tuple[int, str, bool]] = []
         current = inode
         while (known := self._folder_paths.get(current)) is None:
-            row = self._db.execute(
-                "SELECT parent, name, type FROM nodes WHERE inode = ?", (current,)
-            ).fetchone()
-            if row is None or row[0] is None:
+            row = self._row(current)
+            if row is None or row[2] is None:
                 raise LookupError(f"inode {inode} is not attached to the tree")
-            chain.append((current, row[1], row[2] == "dir"))
-            current = row[0]
+            chain.append((current, row[3], row[4] == "dir"))
+            current = row[2]
         path = known
         for current, name, is_dir in reversed(chain):
             path = f"{path.rstrip('/')}/{name}"
@@ -365,9 +390,8 @@ class MetaDB:
         while current is not None:
             if current == ancestor:
                 return True
-            row = self._db.execute("SELECT parent FROM nodes WHERE inode = ?", (current,))
-            found = row.fetchone()
-            current = None if found is None else found[0]
+            row = self._row(current)
+            current = None if row is None else row[2]
         return False
 
     def attached_remote_ids(self) -> list[int]:
