@@ -196,9 +196,12 @@ def delete_in(tx: Txn, path: str, recursive: bool, attrs: dict | None = None) ->
     if not parts:
         raise Forbidden("the root folder cannot be deleted")
     node = tx.lookup(parts)
-    if node.type == DIR and not recursive and tx.has_children(node):
-        raise NotEmpty(f"folder not empty: {path}")
-    doomed = tx.subtree(node)
+    if node.type == DIR and not recursive:
+        if tx.has_children(node):
+            raise NotEmpty(f"folder not empty: {path}")
+        doomed = [node]  # known empty: no walk (rm -rf sends one rmdir per folder)
+    else:
+        doomed = tx.subtree(node)
     parent = tx.session.get(Node, node.parent_id)
     ids = {victim.id for victim in doomed}
     for victim in reversed(doomed):  # children before their folder
