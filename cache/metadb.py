@@ -121,6 +121,8 @@ _NODE_COLUMNS = (
     "inode, remote_id, parent, name, type, mode, size, mtime_ns, ctime_ns, rev, head_rev, "
     "target, xattrs, dirty, conflict, modified, uid, gid, atime_ns, rdev, link_inode"
 )
+# Positions in a row of _NODE_COLUMNS that path walks read without making a Node.
+_PARENT, _NAME, _TYPE = 2, 3, 4
 
 
 @dataclass(slots=True)
@@ -364,10 +366,10 @@ class MetaDB:
         current = inode
         while (known := self._folder_paths.get(current)) is None:
             row = self._row(current)
-            if row is None or row[2] is None:
+            if row is None or row[_PARENT] is None:
                 raise LookupError(f"inode {inode} is not attached to the tree")
-            chain.append((current, row[3], row[4] == "dir"))
-            current = row[2]
+            chain.append((current, row[_NAME], row[_TYPE] == "dir"))
+            current = row[_PARENT]
         path = known
         for current, name, is_dir in reversed(chain):
             path = f"{path.rstrip('/')}/{name}"
@@ -391,7 +393,7 @@ class MetaDB:
             if current == ancestor:
                 return True
             row = self._row(current)
-            current = None if row is None else row[2]
+            current = None if row is None else row[_PARENT]
         return False
 
     def attached_remote_ids(self) -> list[int]:

@@ -1,5 +1,6 @@
-"""The mirror's server paths stay right while folders are renamed, moved and rolled back
-(every journaled operation names its path, and folder paths are remembered between calls)."""
+"""The mirror's server paths and kept rows stay right while folders are renamed, moved and
+rolled back (every journaled operation names its path, and folder paths and node rows are
+remembered between calls)."""
 
 from pathlib import Path
 
@@ -46,3 +47,27 @@ def test_paths_follow_renames_moves_and_rollbacks(db: MetaDB) -> None:
     db.update(b.inode, parent=None)
     with pytest.raises(LookupError):
         db.path(f.inode)
+
+
+def test_kept_rows_follow_updates_deletes_and_rollbacks(db: MetaDB) -> None:
+    """Rows read once are answered from memory afterwards: each answer is a fresh node, and
+    what an update, a delete or a rolled-back transaction changed is read again."""
+    f = db.insert(ROOT_INODE, "f.txt", "file", 0o644, xattrs={"user.k": "dg=="})
+    seen = db.get(f.inode)
+    seen.size, seen.xattrs["user.k"] = 99, "changed"
+    again = db.get(f.inode)
+    assert (again.size, again.xattrs) == (0, {"user.k": "dg=="})
+
+    db.update(f.inode, size=5, xattrs={})
+    assert (db.get(f.inode).size, db.get(f.inode).xattrs) == (5, {})
+
+    with pytest.raises(RuntimeError), db.transaction():
+        db.update(f.inode, size=7)
+        assert db.get(f.inode).size == 7
+        raise RuntimeError("undo the change")
+    assert db.get(f.inode).size == 5
+
+    assert [node.inode for node in db.children(ROOT_INODE)] == [f.inode]
+    db.delete(f.inode)
+    assert db.get(f.inode) is None
+    assert db.is_ancestor(ROOT_INODE, f.inode) is False
