@@ -262,11 +262,16 @@ class MetaDB:
 
     # -- nodes --------------------------------------------------------------------------------
 
-    def _one(self, where: str, params: tuple) -> Node | None:
+    def _select(self, where: str, params: tuple) -> tuple | None:
+        """The one row matching `where`, read from the database and kept."""
         row = self._db.execute(
             f"SELECT {_NODE_COLUMNS} FROM nodes WHERE {where}", params
         ).fetchone()
-        return None if row is None else _node(self._keep(row))
+        return None if row is None else self._keep(row)
+
+    def _one(self, where: str, params: tuple) -> Node | None:
+        row = self._select(where, params)
+        return None if row is None else _node(row)
 
     def _keep(self, row: tuple) -> tuple:
         if len(self._rows) >= _ROWS_KEPT:
@@ -276,13 +281,7 @@ class MetaDB:
 
     def _row(self, inode: int) -> tuple | None:
         row = self._rows.get(inode)
-        if row is None:
-            row = self._db.execute(
-                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE inode = ?", (inode,)
-            ).fetchone()
-            if row is not None:
-                self._keep(row)
-        return row
+        return self._select("inode = ?", (inode,)) if row is None else row
 
     def get(self, inode: int) -> Node | None:
         """The node (a fresh object: changing it changes nothing else)."""
