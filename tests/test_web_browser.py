@@ -113,14 +113,6 @@ def _unless_replaced(
         raise
 
 
-def table_text(driver: webdriver.Chrome) -> str:
-    """The first table's text, read in one script: an element handle found first can belong
-    to the page being replaced by the time its text is asked for."""
-    return driver.execute_script(
-        "const t = document.querySelector('table'); return t ? t.innerText : '';"
-    )
-
-
 def downloaded(folder: Path, name: str) -> bytes:
     """The file once the browser has finished writing it (bounded wait)."""
     target, deadline = folder / name, time.monotonic() + WAIT_S
@@ -177,7 +169,7 @@ def share_and_link(driver: webdriver.Chrome, server: ServerProcess, shots: Shots
     row = wait_for(driver, lambda d: open_share(d, "Reports <2026>"))
     Select(row.find_element(By.NAME, "access")).select_by_visible_text("Read and write")
     row.find_element(By.NAME, "user").send_keys("bob", Keys.ENTER)  # from the keyboard
-    wait_for(driver, lambda d: "read and write" in table_text(d))
+    wait_for(driver, lambda d: "read and write" in d.find_element(By.TAG_NAME, "table").text)
     driver.find_element(By.LINK_TEXT, "/Reports <2026>").click()
     row = wait_for(driver, lambda d: open_share(d, "notes.txt"))
     Select(row.find_element(By.NAME, "expires")).select_by_visible_text("1 day")
@@ -238,7 +230,7 @@ def test_log_in_upload_browse_download_and_restore(
         )
         shots.take("history")
         restore[0].click()
-        wait_for(browser, lambda d: "3 (current)" in table_text(d))
+        wait_for(browser, lambda d: "3 (current)" in d.find_element(By.TAG_NAME, "table").text)
         browser.find_element(By.LINK_TEXT, "My drive").click()
         wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, "Reports <2026>"))[0].click()
         wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, "big.bin"))[0].click()
