@@ -51,7 +51,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,6 +182,10 @@ class MetaDB:
 
     def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # The mount is the only user of its cache (a lock file says so: mountfs/daemon.py),
+        # so the database lock is taken once and kept, not taken and dropped with fcntl()
+        # calls in every transaction; the WAL index then lives in memory, not in a -shm file.
+        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._path = path
@@ -189,6 +193,8 @@ class MetaDB:
         self._migrate()
         self._db.executescript(_INDEXES)
         self._depth = 0
+        self._grouped = False  # a `group` is open: its transactions are savepoints
+        self._after_group: list[Callable[[], object]] = []
         self._folder_paths: dict[int, str] = {ROOT_INODE: "/"}
         # Rows by inode as last read: a request reads its node several times (attributes
         # before and after a change, its parent, the path), and the mount is the only writer.
@@ -238,7 +244,11 @@ class MetaDB:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group changes so they reach the disk together (nested uses join the outer one)."""
+        """Group changes so they reach the disk together (nested uses join the outer one;
+        directly inside a `group`, a transaction is a savepoint of it)."""
+        if self._depth == 1 and self._grouped:
+            yield from self._savepoint()
+            return
         if self._depth:
             self._depth += 1
             try:
@@ -251,14 +261,70 @@ class MetaDB:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
-            self._forget_paths()
-            self._rows.clear()
+            self._rollback("ROLLBACK")
             raise
         else:
             self._db.execute("COMMIT")
         finally:
             self._depth = 0
+
+    def _savepoint(self) -> Iterator[None]:
+        self._db.execute("SAVEPOINT step")
+        self._depth = 2
+        try:
+            yield
+        except BaseException:
+            self._rollback("ROLLBACK TO step")
+            raise
+        finally:
+            self._db.execute("RELEASE step")
+            self._depth = 1
+
+    def _rollback(self, statement: str) -> None:
+        self._db.execute(statement)
+        self._forget_paths()
+        self._rows.clear()
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Commit the transactions made inside once, at the end (or at `end_group`): each
+        is a savepoint that a failure rolls back alone. For bookkeeping that a crash may
+        lose (it is redone): the sync engine settling a batch's answers, not a change a
+        FUSE request acknowledges. Whoever opens a group ends it before anything else can
+        use the mirror (mountfs/replay.py ends it when its task yields)."""
+        if self._depth:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth, self._grouped = 1, True
+        try:
+            yield
+        finally:
+            self.end_group()
+
+    def end_group(self) -> None:
+        """Commit an open group now, then run what waited for it (`after_commit`)."""
+        if not self._grouped or self._depth != 1:
+            return
+        self._grouped, self._depth = False, 0
+        waiting, self._after_group = self._after_group, []
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._rollback("ROLLBACK")
+            raise
+        for action in waiting:
+            action()
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        """Run `action` once what was changed so far is committed: at once outside a group
+        (call it after the transaction), else when the group commits. For what must follow
+        the commit on the disk (dropping a dirty copy the mirror no longer needs)."""
+        if self._grouped:
+            self._after_group.append(action)
+        else:
+            action()
 
     # -- nodes --------------------------------------------------------------------------------
 

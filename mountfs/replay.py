@@ -158,16 +158,17 @@ class Replayer:
         client = self._db.get_state("client_id") or ""
         results = await self._remote.batch(ops, client) if ops else []
         tried = iter(results)
-        for step in batch.steps:
-            if step.folded:
-                continue
-            answer = None
-            if step.op is not None:
-                result = next(tried, None)
-                if result is None:  # the server stopped before it: it stays in the journal
-                    return
-                answer = Answer(result)
-            await self._settle(step, answer)
+        with _settled_together(self._db):
+            for step in batch.steps:
+                if step.folded:
+                    continue
+                answer = None
+                if step.op is not None:
+                    result = next(tried, None)
+                    if result is None:  # the server stopped before it: it stays journaled
+                        return
+                    answer = Answer(result)
+                await self._settle(step, answer)
 
     async def _settle(self, step: Step, answer: Answer | None) -> None:
         entry = step.entry
@@ -635,9 +636,9 @@ class Replayer:
             self._db.put_blocklist(node["id"], answer["rev"], [tuple(b) for b in blocks])
             self._done(entry, self._foldable(entry, _applied(node)), **updates)
         if clean:
-            self._drop_dirty_copy(inode, blocks)
+            self._db.after_commit(partial(self._drop_dirty_copy, inode, blocks))
         elif last:
-            self._vfs.content.dirty.drop_preserved(inode)
+            self._db.after_commit(partial(self._vfs.content.dirty.drop_preserved, inode))
 
     def _drop_dirty_copy(self, inode: int, blocks: list) -> None:
         """A committed dirty copy goes; that of a one-block file becomes the block in the
@@ -673,9 +674,37 @@ class Replayer:
             self._done(entry, remote_id=server["id"], head_rev=server["head_rev"], conflict=1)
             return
         self._done(entry, dirty=0, conflict=1, **remote_fields(server))
-        self._vfs.content.dirty.remove(inode)
+        self._db.after_commit(partial(self._vfs.content.dirty.remove, inode))
         self._vfs.stale.add(inode)
         self._kernel.forget_inode(inode)
+
+
+class _EndGroupOnYield(trio.abc.Instrument):
+    """Commits the mirror's open group as soon as `task` yields to the scheduler, before
+    any other task (a FUSE request) can run and find its changes in an uncommitted group."""
+
+    def __init__(self, db: MetaDB, task: trio.lowlevel.Task) -> None:
+        self._db = db
+        self._task = task
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self._task:
+            self._db.end_group()
+
+
+@contextlib.contextmanager
+def _settled_together(db: MetaDB) -> Iterator[None]:
+    """Settle a batch's answers in one commit of the mirror instead of one per entry, for
+    as long as settling runs without yielding (a settle that asks the server something
+    ends the group: the entries after it commit one by one). A crash loses only settled
+    answers, which the journal sends again and the server answers from its record."""
+    ender = _EndGroupOnYield(db, trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(ender)
+    try:
+        with db.group():
+            yield
+    finally:
+        trio.lowlevel.remove_instrument(ender)
 
 
 def _invalid_path(entry: JournalEntry) -> CirrusError | None:
