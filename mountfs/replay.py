@@ -6,8 +6,9 @@ consecutive entries travel together: the blocks of every file among them first (
 share one /blocks/missing and their /blocks/batch requests, mountfs/group_upload.py), then
 one POST /v1/batch with an operation per entry, which the server applies in order and stops
 at the first refusal or conflicted copy. The answers are then folded in entry by entry: each
-entry's mirror update and its removal from the journal commit together; the entries the
-server did not reach stay in the journal for the next batch.
+entry's mirror update and its removal from the journal go together (a savepoint), and the
+whole batch's settling is one commit of the mirror; the entries the server did not reach
+stay in the journal for the next batch.
 
 Retries are safe: every operation but a commit carries the entry's seq, so the server
 answers an operation it applied before (a batch whose answer was lost) with its first answer
