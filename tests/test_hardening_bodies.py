@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from backend.api import bodies
 from backend.api.bodies import _collector_paused
 from tests.support.hostile import memory_kib, raw_connection, send_until_refused
 from tests.support.server import ServerProcess
@@ -92,3 +93,22 @@ def test_the_garbage_collector_pauses_while_large_bodies_are_in_hand() -> None:
         assert not gc.isenabled(), "the other large body is still in hand"
         raise RuntimeError("a refused body")
     assert gc.isenabled()
+
+
+def test_freeing_many_small_lists_yields_the_gil_per_slice_not_per_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of one-block commits frees one short list per operation: the server yields
+    the GIL once per BLOCKS_AT_ONCE items freed, since each yield to a busy thread could
+    wait a whole switch interval. A single long list still yields every slice."""
+    yields: list[float] = []
+    monkeypatch.setattr(bodies.time, "sleep", yields.append)
+    small = [[object()] for _ in range(3 * bodies.BLOCKS_AT_ONCE)]
+    bodies.release(small)
+    assert all(not items for items in small)
+    assert len(yields) == 3
+    yields.clear()
+    long = [list(range(4 * bodies.BLOCKS_AT_ONCE))]
+    bodies.release(long)
+    assert long == [[]]
+    assert len(yields) == 4
