@@ -705,7 +705,9 @@ def _settled_together(db: MetaDB) -> Iterator[None]:
         with db.group():
             yield
     finally:
-        trio.lowlevel.remove_instrument(ender)
+        # Gone already if a commit in its hook failed: trio drops an instrument that raises.
+        with contextlib.suppress(KeyError):
+            trio.lowlevel.remove_instrument(ender)
 
 
 def _invalid_path(entry: JournalEntry) -> CirrusError | None:

@@ -92,3 +92,26 @@ def test_the_group_ends_when_the_settling_task_yields(tmp_path: Path) -> None:
     trio.run(main)
     db.close()
     assert _names(path) == {"first", "request", "second"}
+
+
+def test_a_failure_after_the_groups_commit_does_not_stop_the_settling(tmp_path: Path) -> None:
+    """What waited for the commit fails when the task yields (trio then drops the
+    instrument that ran it): the commit stands and the settling goes on."""
+    path = tmp_path / "metadata.db"
+    db = MetaDB(str(path))
+
+    def fails() -> None:
+        raise PermissionError("a dirty copy that cannot be removed")
+
+    async def main() -> None:
+        with _settled_together(db):
+            with db.transaction():
+                db.insert(ROOT_INODE, "settled", "file", 0o644)
+            db.after_commit(fails)
+            await trio.sleep(0)
+            with db.transaction():
+                db.insert(ROOT_INODE, "next", "file", 0o644)
+
+    trio.run(main)
+    db.close()
+    assert _names(path) == {"settled", "next"}
