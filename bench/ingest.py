@@ -2,10 +2,10 @@
 
 Run by hand from the repository root:
 
-    python -m bench.ingest [--size-mib 1024] [--concurrency 4] [--fetch]
+    python -m bench.ingest [--size-mib 1024] [--concurrency 2] [--batch-blocks 32] [--fetch]
 
 Batch bodies of fresh random blocks (~512 KiB, framed at zstd's fastest level as the mount
-frames incompressible data, ~8 MiB per request like the mount's uploader) are prepared first,
+frames incompressible data, ~16 MiB per request like the mount's uploader) are prepared first,
 so the client costs almost nothing while the clock runs; then `concurrency` threads post them
 to `/v1/blocks/batch` of a fresh server. With `--fetch` the same blocks are read back through
 `/v1/blocks/fetch` (8 per request, as the mount's read-ahead asks) after the page cache is
@@ -31,16 +31,15 @@ from bench.datapath import cpu_seconds, drop_caches
 
 MIB = 1024 * 1024
 BLOCK_BYTES = 512 * 1024
-BATCH_BLOCKS = 16
 FETCH_BLOCKS = 8
 T = TypeVar("T")
 
 
-def make_batches(size: int) -> list[tuple[list[str], bytes]]:
-    """(hashes, body) of batch uploads holding `size` bytes of fresh random blocks."""
+def make_batches(size: int, per_batch: int) -> list[tuple[list[str], bytes]]:
+    """(hashes, body) of batch uploads of `per_batch` fresh random blocks, `size` bytes in all."""
     batches = []
-    for _ in range(size // (BLOCK_BYTES * BATCH_BLOCKS)):
-        blocks = [os.urandom(BLOCK_BYTES) for _ in range(BATCH_BLOCKS)]
+    for _ in range(size // (BLOCK_BYTES * per_batch)):
+        blocks = [os.urandom(BLOCK_BYTES) for _ in range(per_batch)]
         named = [(block_hash(data), store_frame(data)) for data in blocks]
         batches.append(([name for name, _ in named], pack_batch(named)))
     return batches
@@ -62,10 +61,11 @@ def run_phase(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--batch-blocks", type=int, default=32)
     parser.add_argument("--fetch", action="store_true", help="also read the blocks back cold")
     args = parser.parse_args()
-    batches = make_batches(args.size_mib * MIB)
+    batches = make_batches(args.size_mib * MIB, args.batch_blocks)
     size = sum(len(names) for names, _ in batches) * BLOCK_BYTES
     with tempfile.TemporaryDirectory(prefix="cirrus-ingest-", dir="/var/tmp") as home:
         server = CirrusServer(Path(home))

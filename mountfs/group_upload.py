@@ -3,7 +3,7 @@
 One file at a time (mountfs/upload.py) costs every file a /blocks/missing round trip and a
 /blocks/batch request of its own; for a tree of small files those round trips are what
 bounds the rate. Here the files of a batch are chunked in one worker thread, asked about in
-one /blocks/missing and sent in shared /blocks/batch requests of up to ~8 MiB. Every block
+one /blocks/missing and sent in shared /blocks/batch requests of up to ~16 MiB. Every block
 is held in memory until it is sent, so the caller keeps the files few and small; a file that
 vanished or shrank while it was read is left out, and the caller sends it on its own.
 """

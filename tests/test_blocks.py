@@ -4,13 +4,21 @@ import os
 import random
 import stat
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from backend.blocks import FLAG_ZSTD, FORMAT_VERSION, BlockService, CorruptBlock, StoredBlock
+from backend.blocks import (
+    FLAG_ZSTD,
+    FORMAT_VERSION,
+    BlockService,
+    CorruptBlock,
+    StoredBlock,
+    _Threads,
+)
 from backend.blockstore.local import LocalBlockStore
 from backend.blockstore.memory import MemoryBlockStore
 from backend.blockstore.replicated import ReplicatedBlockStore
@@ -370,3 +378,29 @@ def test_master_key_file_of_wrong_length_is_refused_and_kept(
     with pytest.raises(ValueError, match=f"holds {len(content)} bytes"):
         load_or_create_master_key(path)
     assert path.read_bytes() == content
+
+
+def test_a_batch_is_worked_in_one_share_per_thread_and_keeps_its_order() -> None:
+    """Each thread takes a contiguous share of the items (one hand-over per thread, not
+    per item); results come back in item order, and the first failure in item order is
+    raised only once every item has run."""
+    threads = _Threads(3, "test-shares")
+    assert threads.each(lambda item: item * 10, list(range(10))) == [i * 10 for i in range(10)]
+    ran: list[tuple[int, str]] = []
+    first_of_each_share = threading.Barrier(3, timeout=10)
+
+    def work(item: int) -> int:
+        if item in (0, 4, 8):
+            first_of_each_share.wait()  # three threads at once, each at a share's start
+        ran.append((item, threading.current_thread().name))
+        if item in (5, 9):
+            raise ValueError(f"item {item}")
+        return item * 10
+
+    with pytest.raises(ValueError, match="item 5"):
+        threads.each(work, list(range(10)))
+    assert sorted(item for item, _name in ran) == list(range(10))
+    by_thread: dict[str, list[int]] = {}
+    for item, name in ran:
+        by_thread.setdefault(name, []).append(item)
+    assert sorted(by_thread.values()) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
