@@ -8,7 +8,7 @@ Batch bodies of fresh random blocks (~512 KiB, framed at zstd's fastest level as
 frames incompressible data, ~16 MiB per request like the mount's uploader) are prepared first,
 so the client costs almost nothing while the clock runs; then `concurrency` threads post them
 to `/v1/blocks/batch` of a fresh server. With `--fetch` the same blocks are read back through
-`/v1/blocks/fetch` (8 per request, as the mount's read-ahead asks) after the page cache is
+`/v1/blocks/fetch` (16 per request, as the mount's read-ahead asks) after the page cache is
 dropped (root only). The figures are the server's wall time and CPU seconds per phase, so a
 server change can be judged apart from the mount that shares the machine in a full run.
 """
@@ -31,7 +31,7 @@ from bench.datapath import cpu_seconds, drop_caches
 
 MIB = 1024 * 1024
 BLOCK_BYTES = 512 * 1024
-FETCH_BLOCKS = 8
+FETCH_BLOCKS = 16
 T = TypeVar("T")
 
 

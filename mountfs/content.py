@@ -35,12 +35,14 @@ from mountfs.upload import EarlyUploads
 
 log = logging.getLogger(__name__)
 
-# 32 blocks of 512 KiB ahead (16 MiB), 8 per request: four requests of 4 MiB in flight keep
+# 32 blocks of 512 KiB ahead (16 MiB), 16 per request: two requests of 8 MiB in flight keep
 # the server's cores and the connection busy while the reader consumes the blocks before
-# them; measured against 16 ahead by 4, the server spent 27% less CPU per GiB read (fewer
-# requests, each with its token and access checks) and the mount 18% less.
+# them. Measured against 16 ahead by 4, 8 per request spent 27% less server CPU per GiB
+# read (fewer requests, each with its token and access checks) and the mount 18% less;
+# 16 per request against 8 read 1 GiB cold 8% faster (medians of 6 rounds) and the server
+# answered 16-block requests with 10-15% less CPU.
 READ_AHEAD_BLOCKS = 32
-FETCH_BATCH = 8
+FETCH_BATCH = 16
 RECENT_BYTES = 32 * 1024 * 1024
 
 
