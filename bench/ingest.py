@@ -2,14 +2,15 @@
 
 Run by hand from the repository root:
 
-    python -m bench.ingest [--size-mib 1024] [--concurrency 2] [--batch-blocks 32] [--fetch]
+    python -m bench.ingest [--size-mib 1024] [--concurrency N] [--batch-blocks N] [--fetch]
 
 Batch bodies of fresh random blocks (~512 KiB, framed at zstd's fastest level as the mount
-frames incompressible data, ~16 MiB per request like the mount's uploader) are prepared first,
-so the client costs almost nothing while the clock runs; then `concurrency` threads post them
-to `/v1/blocks/batch` of a fresh server. With `--fetch` the same blocks are read back through
-`/v1/blocks/fetch` (16 per request, as the mount's read-ahead asks) after the page cache is
-dropped (root only). The figures are the server's wall time and CPU seconds per phase, so a
+frames incompressible data, as many per request as the mount's uploader sends: ~16 MiB) are
+prepared first, so the client costs almost nothing while the clock runs; then `concurrency`
+threads (by default as many as the mount's uploads in flight) post them to `/v1/blocks/batch`
+of a fresh server. With `--fetch` the same blocks are read back through `/v1/blocks/fetch`
+(as many per request as the mount's read-ahead asks) after the page cache is dropped (root
+only). The figures are the server's wall time and CPU seconds per phase, so a
 server change can be judged apart from the mount that shares the machine in a full run.
 """
 
@@ -28,10 +29,11 @@ from backend.blocks import BATCH_TYPE, pack_batch, store_frame
 from backend.protocol.hashing import block_hash
 from bench.cirrus import CirrusServer
 from bench.datapath import cpu_seconds, drop_caches
+from mountfs.content import FETCH_BATCH
+from mountfs.upload import BATCH_BYTES, UPLOAD_CONCURRENCY
 
 MIB = 1024 * 1024
 BLOCK_BYTES = 512 * 1024
-FETCH_BLOCKS = 16
 T = TypeVar("T")
 
 
@@ -61,8 +63,8 @@ def run_phase(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--batch-blocks", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=UPLOAD_CONCURRENCY)
+    parser.add_argument("--batch-blocks", type=int, default=BATCH_BYTES // BLOCK_BYTES)
     parser.add_argument("--fetch", action="store_true", help="also read the blocks back cold")
     args = parser.parse_args()
     batches = make_batches(args.size_mib * MIB, args.batch_blocks)
@@ -88,7 +90,7 @@ def main() -> None:
                 )
                 if args.fetch:
                     names = [name for hashes, _ in batches for name in hashes]
-                    asks = [names[i : i + FETCH_BLOCKS] for i in range(0, len(names), FETCH_BLOCKS)]
+                    asks = [names[i : i + FETCH_BATCH] for i in range(0, len(names), FETCH_BATCH)]
 
                     def fetch(hashes: list[str]) -> None:
                         client.post("/v1/blocks/fetch", json={"hashes": hashes}).raise_for_status()
