@@ -103,7 +103,10 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # Created after the columns they index exist (an older cache gets them in _migrate first).
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS nodes_by_link ON nodes(link_inode) WHERE link_inode IS NOT NULL;
+CREATE INDEX IF NOT EXISTS nodes_subfolders ON nodes(parent) WHERE type = 'dir';
 """
+# A folder's link count; `nodes_subfolders` answers it without reading its files.
+SUBFOLDER_COUNT = "SELECT COUNT(*) FROM nodes WHERE parent = ? AND type = 'dir'"
 # Columns added since the first schema: (name, definition), in the order they were added.
 _ADDED_COLUMNS = (
     ("modified", "INTEGER NOT NULL DEFAULT 0"),
@@ -468,12 +471,11 @@ class MetaDB:
 
     def nlink(self, node: Node) -> int:
         """Names of a node: a file's own and its hard links (0 once unlinked); a folder's
-        `.`, its name and each subfolder's `..`."""
+        `.`, its name and each subfolder's `..` (counted in `nodes_subfolders`, so a
+        folder of many files costs no more than an empty one: the kernel asks again after
+        every change inside it)."""
         if node.is_dir:
-            row = self._db.execute(
-                "SELECT COUNT(*) FROM nodes WHERE parent = ? AND type = 'dir'", (node.inode,)
-            )
-            return 2 + row.fetchone()[0]
+            return 2 + self._db.execute(SUBFOLDER_COUNT, (node.inode,)).fetchone()[0]
         if not self._hard_links:
             return int(node.parent is not None)
         links = self._db.execute(

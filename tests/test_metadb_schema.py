@@ -3,7 +3,7 @@
 import sqlite3
 from pathlib import Path
 
-from cache.metadb import MetaDB
+from cache.metadb import SUBFOLDER_COUNT, MetaDB
 
 # The nodes table as the first release created it (before `modified` and the POSIX columns).
 _OLD_NODES = """
@@ -40,3 +40,25 @@ def test_an_old_cache_gains_the_posix_columns(tmp_path: Path) -> None:
     finally:
         db.close()
     MetaDB(str(path)).close()  # opening again changes nothing
+    with sqlite3.connect(path) as raw:
+        indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
+    assert "nodes_subfolders" in indexes
+
+
+def test_a_folders_link_count_reads_its_subfolders_only(tmp_path: Path) -> None:
+    """The kernel asks for a folder's attributes after every change inside it: counting
+    its subfolders through all its files made `rm` in a large folder quadratic."""
+    path = tmp_path / "metadata.db"
+    db = MetaDB(str(path))
+    try:
+        folder = db.insert(1, "big", "dir", 0o755)
+        for number in range(50):
+            db.insert(folder.inode, f"f{number}", "file", 0o644)
+        for number in range(3):
+            db.insert(folder.inode, f"d{number}", "dir", 0o755)
+        assert db.nlink(db.get(folder.inode)) == 5
+    finally:
+        db.close()
+    with sqlite3.connect(path) as raw:
+        plan = raw.execute("EXPLAIN QUERY PLAN " + SUBFOLDER_COUNT, (folder.inode,)).fetchall()
+    assert "nodes_subfolders" in str(plan)
