@@ -11,7 +11,8 @@ as tar makes them), a `commit` of the file's blocks with its mode and mtime, or 
 folder is full. Every block is uploaded to a fresh server before the clock starts, so each
 commit lands `uploaded` at once, as the mount's do. One thread posts the batches in order,
 like the mount's replay; the figures are ops/s, the server's CPU seconds, and the change
-entries the server journaled per node.
+entries the server journaled per node. With `--delete` the tree is then deleted the way a
+mount replays `rm -rf`: one `delete` per name, each folder after its content, timed alike.
 """
 
 import argparse
@@ -62,6 +63,51 @@ def tar_ops(tar: Path) -> tuple[list[dict], dict[str, bytes]]:
     return ops + folders[::-1], blocks
 
 
+def delete_ops(ops: list[dict]) -> list[dict]:
+    """The deletions replaying `rm -rf` of what `ops` made: every name once, each folder
+    right after its content (a depth-first walk, as rm does)."""
+    children: dict[str, list[str]] = {}
+    for op in ops:
+        path = op.get("path", "")
+        if op["op"] != "setattr" and path != ROOT and path not in children.get(parent(path), []):
+            children.setdefault(parent(path), []).append(path)
+    order: list[str] = []
+
+    def walk(path: str) -> None:
+        for child in children.get(path, []):
+            walk(child)
+        order.append(path)
+
+    walk(ROOT)
+    return [{"op": "delete", "path": path} for path in order]
+
+
+def parent(path: str) -> str:
+    return path.rsplit("/", 1)[0]
+
+
+def apply(client: httpx.Client, pid: int, ops: list[dict], batch: int) -> tuple[float, float]:
+    """Post `ops` in batches of `batch`, in order; wall and server CPU seconds."""
+    cpu = cpu_seconds(pid)
+    started = time.perf_counter()
+    for start in range(0, len(ops), batch):
+        answer = client.post(
+            "/v1/batch", json={"ops": ops[start : start + batch], "client": "bench"}
+        )
+        answer.raise_for_status()
+        refused = [r for r in answer.json()["results"] if "error" in r]
+        if refused:
+            raise RuntimeError(f"the server refused {refused[0]}")
+    return time.perf_counter() - started, cpu_seconds(pid) - cpu
+
+
+def report(what: str, count: int, batch: int, wall: float, cpu: float) -> str:
+    return (
+        f"{count} {what} in batches of {batch}: {wall:.2f} s, {count / wall:,.0f} ops/s,"
+        f" server CPU {cpu:.2f} s ({cpu / count * 1e6:,.0f} µs/op)"
+    )
+
+
 def upload(client: httpx.Client, blocks: dict[str, bytes]) -> None:
     batch: list[tuple[str, bytes]] = []
     size = 0
@@ -95,9 +141,11 @@ def main() -> None:
         type=Path,
         help="write the server's pid here once the timed part starts (for py-spy)",
     )
+    parser.add_argument("--delete", action="store_true", help="then delete the tree, timed")
     args = parser.parse_args()
     ops, blocks = tar_ops(fetch_tarball(args.cache))
-    for seq, op in enumerate(ops):
+    deletions = delete_ops(ops)
+    for seq, op in enumerate(ops + deletions):
         if op["op"] != "commit":
             op["seq"] = seq
     with tempfile.TemporaryDirectory(prefix="cirrus-batch-", dir="/var/tmp") as home:
@@ -110,26 +158,18 @@ def main() -> None:
                 upload(client, blocks)
                 if args.profile_pid_file is not None:
                     args.profile_pid_file.write_text(str(server.proc.pid))
-                cpu = cpu_seconds(server.proc.pid)
-                started = time.perf_counter()
-                for start in range(0, len(ops), args.batch):
-                    body = {"ops": ops[start : start + args.batch], "client": "bench"}
-                    answer = client.post("/v1/batch", json=body)
-                    answer.raise_for_status()
-                    refused = [r for r in answer.json()["results"] if "error" in r]
-                    if refused:
-                        raise RuntimeError(f"the server refused {refused[0]}")
-                wall = time.perf_counter() - started
-                cpu = cpu_seconds(server.proc.pid) - cpu
+                wall, cpu = apply(client, server.proc.pid, ops, args.batch)
                 account = client.get("/v1/account").json()
                 nodes = count_nodes(client)
+                print(
+                    report("ops", len(ops), args.batch, wall, cpu)
+                    + f"; {account['cursor']} change entries for {nodes} nodes"
+                )
+                if args.delete:
+                    wall, cpu = apply(client, server.proc.pid, deletions, args.batch)
+                    print(report("deletions", len(deletions), args.batch, wall, cpu))
         finally:
             server.stop()
-    print(
-        f"{len(ops)} ops in batches of {args.batch}: {wall:.2f} s, {len(ops) / wall:,.0f} ops/s,"
-        f" server CPU {cpu:.2f} s ({cpu / len(ops) * 1e6:,.0f} µs/op);"
-        f" {account['cursor']} change entries for {nodes} nodes"
-    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from backend.metadata import batch as batch_module
 from backend.metadata.batch import Outcome
 from backend.metadata.revisions import commit_in
 from backend.metadata.service import MetadataService
-from backend.metadata.tree import mkdir_in
+from backend.metadata.tree import delete_in, mkdir_in
 from backend.metadata.types import BatchOp, BlockRef, CommitRequest, Principal
 from backend.protocol import errors
 from backend.protocol.hashing import block_hash
@@ -186,3 +186,38 @@ def test_a_refused_step_that_only_inserted_rows_is_undone(
     page = metadata.changes(alice, before, 100)
     assert [c.node.path for c in page.entries] == ["/d", "/d/x", "/d/y"]
     assert [c.cursor for c in page.entries] == [before + 1, before + 2, before + 3]
+
+
+def test_deletions_undone_by_a_refusal_are_undone_for_the_steps_after_it(
+    metadata: MetadataService, alice: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removals are plain UPDATEs the session is only told of: a rolled back step must
+    not leave its objects marked deleted, nor a folder's trash item holding its files."""
+
+    held = []  # objects of the session someone still refers to after the rollback
+
+    def delete_then_fail(tx, path, mode, mtime_ns, *_attrs):
+        held.append(tx.lookup(["d", "f"]))
+        delete_in(tx, "/d", True)
+        raise errors.NotFound("refused after deleting")
+
+    setup = [mkdir("/d/sub"), commit("/d/f", b"one", "c1"), commit("/d/sub/g", b"two", "c2")]
+    metadata.apply_batch(alice, setup, detailed)
+    monkeypatch.setattr(batch_module, "setattr_in", delete_then_fail)
+    before = metadata.current_cursor(alice.namespace_id)
+    ops = [
+        op("delete", path="/d/sub/g", recursive=False),  # done, undone, done again
+        op("delete", path="/d/sub", recursive=False),
+        op("setattr", path="/d", mode=1, mtime_ns=None),  # refused after deleting /d
+        op("move", src="/d/f", dst="/d/h", mode="noreplace"),
+    ]
+    answers = metadata.apply_batch(alice, ops, detailed)
+    assert answers == [{"ok": True}, {"ok": True}, {"error": "not_found"}, {"ok": True}]
+    assert [n.name for n in metadata.list_dir(alice, "/d")] == ["h"]
+    page = metadata.changes(alice, before, 100)
+    assert [(c.node.path, c.node.deleted) for c in page.entries] == [
+        ("/d/sub/g", True),
+        ("/d/sub", True),
+        ("/d/h", False),
+    ]
+    assert [(item.path, item.files) for item in metadata.trash(alice)] == [("/d/sub", 1)]

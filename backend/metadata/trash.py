@@ -113,7 +113,10 @@ def gather(tx: Txn, folder: Node) -> None:
     for start in range(0, len(children), _IN_BATCH):
         ids = children[start : start + _IN_BATCH]
         params = {"namespace": tx.namespace_id, "ids": ids, "item": folder.trash_id}
-        tx.session.execute(_REGATHER, params)
+        for (node_id,) in tx.connection.execute(_REGATHER, params):
+            node = tx.held(node_id)
+            if node is not None and "trash_id" in node.__dict__:
+                tx.written(node, trash_id=folder.trash_id)
 
 
 # Built once: `rm -rf` gathers once per folder it deletes.
@@ -126,16 +129,14 @@ _GATHERED = select(Node.id).where(
     Node.deleted_by.is_not_distinct_from(bindparam("author")),
 )
 _REGATHER = (
-    update(Node)
+    update(Node.__table__)
     .where(
-        Node.namespace_id == bindparam("namespace"),
-        Node.trash_id.in_(bindparam("ids", expanding=True)),
+        Node.__table__.c.namespace_id == bindparam("namespace"),
+        Node.__table__.c.trash_id.in_(bindparam("ids", expanding=True)),
     )
     .values(trash_id=bindparam("item"))
-    # Refresh only the matched rows in the session (by default every object it holds is
-    # tested against the criteria in Python).
-    .execution_options(synchronize_session="fetch")
-)
+    .returning(Node.__table__.c.id)
+)  # a plain UPDATE: the nodes it changes that the session holds are told by `gather`
 
 
 def _item(tree: Tree, top: Node) -> TrashItem:
