@@ -115,7 +115,7 @@ def gather(tx: Txn, folder: Node) -> None:
         params = {"namespace": tx.namespace_id, "ids": ids, "item": folder.trash_id}
         for (node_id,) in tx.connection.execute(_REGATHER, params):
             node = tx.held(node_id)
-            if node is not None and "trash_id" in node.__dict__:
+            if node is not None:
                 tx.written(node, trash_id=folder.trash_id)
 
 
