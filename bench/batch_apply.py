@@ -16,6 +16,7 @@ mount replays `rm -rf`: one `delete` per name, each folder after its content, ti
 """
 
 import argparse
+import posixpath
 import tarfile
 import tempfile
 import time
@@ -69,8 +70,9 @@ def delete_ops(ops: list[dict]) -> list[dict]:
     children: dict[str, list[str]] = {}
     for op in ops:
         path = op.get("path", "")
-        if op["op"] != "setattr" and path != ROOT and path not in children.get(parent(path), []):
-            children.setdefault(parent(path), []).append(path)
+        folder = posixpath.dirname(path)
+        if op["op"] != "setattr" and path != ROOT and path not in children.get(folder, []):
+            children.setdefault(folder, []).append(path)
     order: list[str] = []
 
     def walk(path: str) -> None:
@@ -80,10 +82,6 @@ def delete_ops(ops: list[dict]) -> list[dict]:
 
     walk(ROOT)
     return [{"op": "delete", "path": path} for path in order]
-
-
-def parent(path: str) -> str:
-    return path.rsplit("/", 1)[0]
 
 
 def apply(client: httpx.Client, pid: int, ops: list[dict], batch: int) -> tuple[float, float]:

@@ -38,12 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DIR_MODE = 0o755
 _INSERT_NODE = insert(Node.__table__).returning(Node.id)
 _INSERT_CHANGES = insert(ChangeEntry.__table__)
-_REMOVE_NODE = (
-    update(Node.__table__)
-    .where(Node.__table__.c.id == bindparam("node"))
-    .values(deleted=True, deleted_at=bindparam("at"), deleted_by=bindparam("by"),
-            trash_id=bindparam("item"))
-)  # fmt: skip
+# SET takes the columns the parameters name (`Txn.update_node`).
+_UPDATE_NODE = update(Node.__table__).where(Node.__table__.c.id == bindparam("node_id"))
 
 
 class Txn(Tree):
@@ -238,16 +234,18 @@ class Txn(Tree):
         """Mark one node deleted (into the trash, with the deletion of `top` when it goes
         along with a deleted folder) and journal the removal."""
         self.displaced(node)
-        item = (top or node).id
-        params = {"node": node.id, "at": self.now_ns, "by": self.author, "item": item}
-        self.connection.execute(_REMOVE_NODE, params)
-        self.written(node, deleted=True, deleted_at=self.now_ns, deleted_by=self.author,
-                     trash_id=item)  # fmt: skip
+        self.update_node(node, deleted=True, deleted_at=self.now_ns, deleted_by=self.author,
+                         trash_id=(top or node).id)  # fmt: skip
         return self.journal(node)
 
+    def update_node(self, node: Node, **values: Any) -> None:
+        """Write columns of a node with a plain UPDATE (an ORM flush per removed node cost
+        more than the rest of a deletion) and tell the session."""
+        self.connection.execute(_UPDATE_NODE, {"node_id": node.id, **values})
+        self.written(node, **values)
+
     def written(self, node: Node, **values: Any) -> None:
-        """Tell the session what a plain UPDATE (no ORM flush: one per removed node cost
-        more than the rest of a deletion) just wrote to a node it holds."""
+        """Tell the session what a plain UPDATE just wrote to a node it holds."""
         for key, value in values.items():
             set_committed_value(node, key, value)
         self._written.append(node)
