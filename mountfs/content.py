@@ -12,10 +12,12 @@ read, a hash and a thread hop; a range the page cache lacks is read in a worker 
 event loop never waits for the disk. On sequential reads the next READ_AHEAD_BLOCKS are
 fetched ahead in the background, FETCH_BATCH per request, several requests at once (each
 received and verified in a worker thread, mountfs/remote.py); a read of a block already on its
-way waits for it. A file being written
-has a dirty copy (cache/dirty.py) that reads and writes go to; opening a file for writing does
-not copy anything until the first write or a truncation that keeps data ("lazy
-materialisation"), so `open(O_TRUNC)` of a large file costs nothing.
+way waits for it, and a read spanning several blocks that are nowhere yet fetches them in one
+request. A sequential read is one that starts where the handle's last read ended, counted as
+reads arrive (mountfs/vfs.py): the kernel sends the next ranges before the first is answered.
+A file being written has a dirty copy (cache/dirty.py) that reads and writes go to; opening a
+file for writing does not copy anything until the first write or a truncation that keeps data
+("lazy materialisation"), so `open(O_TRUNC)` of a large file costs nothing.
 """
 
 import bisect
@@ -129,10 +131,13 @@ class Content:
             revision.index = await self._index(revision.remote_id, revision.rev)
         index = revision.index
         size = min(size, revision.size - offset)
-        if sequential:  # before waiting for this read's blocks: the first read of a file too
+        if sequential:  # before waiting for this read's blocks
             self._read_ahead(index, offset + size)
+        covering = index.covering(offset, size)
+        if len(covering) > 1:
+            self._fetch_together([name for _offset, _size, name in covering])
         parts = []
-        for block_offset, block_size, name in index.covering(offset, size):
+        for block_offset, block_size, name in covering:
             start = max(offset - block_offset, 0)
             stop = min(offset + size - block_offset, block_size)
             parts.append(await self._slice(name, start, stop))
@@ -196,15 +201,30 @@ class Content:
             return
         index.ahead_from = first
         coming = [name for _offset, _size, name in index.blocks[first : first + READ_AHEAD_BLOCKS]]
-        absent = [
+        absent = self._absent(coming)
+        if not absent or (len(absent) < FETCH_BATCH and absent[0] != coming[0]):
+            return
+        self._fetch(absent)
+
+    def _fetch_together(self, names: list[str]) -> None:
+        """The blocks one read spans that are nowhere yet: one request for them all, not one
+        each in turn (a 1 MiB read spans two or three blocks)."""
+        absent = self._absent(names)
+        if len(absent) > 1:
+            self._fetch(absent)
+
+    def _absent(self, names: list[str]) -> list[str]:
+        """The blocks of `names` neither in memory, on their way nor in the disk cache."""
+        return [
             name
-            for name in dict.fromkeys(coming)
+            for name in dict.fromkeys(names)
             if name not in self._recent
             and name not in self._fetching
             and not self._blocks.contains(name)
         ]
-        if not absent or (len(absent) < FETCH_BATCH and absent[0] != coming[0]):
-            return
+
+    def _fetch(self, absent: list[str]) -> None:
+        """Fetch blocks in the background, FETCH_BATCH per request; readers wait for them."""
         for start in range(0, len(absent), FETCH_BATCH):
             names = absent[start : start + FETCH_BATCH]
             fetch = _Fetch()
@@ -213,13 +233,14 @@ class Content:
             self._nursery.start_soon(self._prefetch, names, fetch)
 
     async def _prefetch(self, names: list[str], fetch: _Fetch) -> None:
-        """Fetch blocks for coming reads; a failure only means the reads fetch them later."""
+        """Fetch blocks for reads to come or waiting; a failure only means that each read
+        then fetches its block on its own."""
         try:
             fetch.data = await self._remote.get_blocks(names)
             for name, data in fetch.data.items():
                 self._remember(name, data)
         except Exception as exc:  # a background task must never take the mount down
-            log.debug("read-ahead of %d blocks failed: %s", len(names), exc)
+            log.debug("fetching %d blocks together failed: %s", len(names), exc)
         finally:
             for name in names:
                 if self._fetching.get(name) is fetch:

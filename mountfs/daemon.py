@@ -13,6 +13,7 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import pyfuse3
 import trio
@@ -26,6 +27,7 @@ from mountfs.feed import Feed
 from mountfs.fs import CirrusOperations
 from mountfs.kernel import Kernel
 from mountfs.quota import Usage
+from mountfs.readahead import raise_read_ahead
 from mountfs.remote import RemoteDrive, ServerUnreachable
 from mountfs.replay import Replayer
 from mountfs.sync import SyncEngine, Wakeup
@@ -177,6 +179,11 @@ async def _run_fuse(
         nursery.start_soon(_run_cancellable, vfs.durability.run, commit_scope)
         nursery.start_soon(_on_signals)
         vfs.content.dirty.spares.start()
+        nursery.start_soon(
+            partial(trio.to_thread.run_sync, abandon_on_cancel=True),
+            raise_read_ahead,
+            opts.mountpoint,
+        )
         ready(None)
         await pyfuse3.main()
         log.info("the FUSE session ended (unmounted or signalled); flushing")

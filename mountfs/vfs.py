@@ -662,10 +662,11 @@ class VFS:
         handle = self._handle(fh)
         if handle.next_offset < 0:
             self._accessed(handle.inode)
+        # Noted as the read arrives, not as it ends: the kernel's read-ahead sends the next
+        # ranges before the first is answered, and they are sequential all the same.
         sequential = offset == handle.next_offset
-        data = await self.content.read(handle.inode, handle.revision, offset, size, sequential)
-        handle.next_offset = offset + len(data)
-        return data
+        handle.next_offset = offset + size
+        return await self.content.read(handle.inode, handle.revision, offset, size, sequential)
 
     def _accessed(self, inode: int) -> None:
         """relatime, at a handle's first read: atime moves when it is not after the last
