@@ -104,6 +104,16 @@ class DirtyFiles:
             os.unlink(self.preserved_path(inode))
         self._superseded.discard(inode)
 
+    def has_preserved_file(self, inode: int) -> bool:
+        """Whether a preserved copy is on the disk, superseded or not."""
+        return os.path.exists(self.preserved_path(inode))
+
+    def drop_preserved_durably(self, inode: int) -> None:
+        """Drop the preserved copy and make its removal durable (blocking: run it in a
+        worker thread), so that no crash, power cut included, brings it back."""
+        self.drop_preserved(inode)
+        self._sync_dir()
+
     def drop_superseded(self, inode: int) -> None:
         """Drop the preserved copy once the acknowledgement superseding it is durable, unless
         a newer change preserved a copy again meanwhile."""

@@ -387,14 +387,21 @@ class VFS:
         node = self.node(inode)
         if (node.dirty and node.modified) or self._grows(node, start, locked=True):
             return
+        dirty = self.content.dirty
+        pending = node.dirty and self._db.has_pending_upload(inode)
+        if not pending and dirty.has_preserved_file(inode):
+            # The acknowledged content is the server's revision the mirror names: a preserved
+            # copy left on the disk holds an older version (superseded, its removal waiting
+            # for the durability of what superseded it, or left by a crash) and must not be
+            # what a crash during this change goes back to.
+            await trio.to_thread.run_sync(dirty.drop_preserved_durably, inode)
         if not node.dirty:
             await self.content.materialise(node, keep)
             self._read_dirty_copy(node)
         else:
             self.acknowledged.rewriting(inode)
-            if self._db.has_pending_upload(inode) and self.content.dirty.exists(inode):
-                preserve = self.content.dirty.preserve
-                await trio.to_thread.run_sync(preserve, inode, node.size)
+            if pending and dirty.exists(inode):
+                await trio.to_thread.run_sync(dirty.preserve, inode, node.size)
         with self._db.transaction():
             self._db.update(inode, dirty=1, modified=1)
         if self.durability.must_note(inode):

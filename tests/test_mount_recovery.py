@@ -90,3 +90,33 @@ def test_folder_refused_by_the_server_gives_way_to_the_server_file(
     assert os.listdir(drive.path) == ["plans"]
     assert server_stat(server, drive_user, "/plans")["type"] == "file"
     assert "refused" in drive.log_tail(200)
+
+
+def test_a_crash_never_goes_back_to_an_older_copy_left_on_the_disk(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """A preserved copy outlives the acknowledgement that superseded it for up to a second
+    (until that acknowledgement is durable), and a kill -9 between the mirror's commit and
+    the copy's removal leaves it behind. A change that starts while the server already
+    holds the acknowledged version, then a crash, must go back to that version, not to the
+    older copy. The leftover is made by hand: the window is too short to hit on purpose."""
+    drive = mount_factory("a")
+    path = drive.path / "ledger.txt"
+    acknowledged = b"acknowledged version\n" * 100
+    path.write_bytes(acknowledged)
+    wait_until(lambda: synced(path))
+    before = len(revisions(server, drive_user, "/ledger.txt"))
+    inode = path.stat().st_ino
+    drive.unmount()
+    (drive.cache_dir / "dirty" / f"{inode}.acked").write_bytes(b"an older version\n")
+    drive.mount()
+    fd = rewrite_without_closing(path, b"partial")
+    try:
+        drive.kill9()
+    finally:
+        close_quietly(fd)
+    drive.mount()
+    assert path.read_bytes() == acknowledged
+    wait_until(lambda: synced(path))
+    assert server_file(server, drive_user, "/ledger.txt") == acknowledged
+    assert len(revisions(server, drive_user, "/ledger.txt")) == before
