@@ -81,6 +81,15 @@ def local_owners(root: Path) -> dict[str, tuple[int, int, int]]:
     return owners
 
 
+def owner_diff(seen: dict[str, tuple], wanted: dict[str, tuple]) -> list[str]:
+    """The entries whose (uid, gid, link count) differ between two `local_owners` maps."""
+    return [
+        f"{rel}: {seen.get(rel)} instead of {wanted.get(rel)}"
+        for rel in sorted(seen.keys() | wanted.keys())
+        if seen.get(rel) != wanted.get(rel)
+    ]
+
+
 def describe_diff(expected: Snapshot, actual: Snapshot, limit: int = 20) -> list[str]:
     """Human-readable differences between two snapshots (empty when they are equal)."""
     lines: list[str] = []
