@@ -5,15 +5,11 @@ top, a conflict as a conflicted copy)."""
 import os
 
 from tests.support import mount as mount_fixtures
-from tests.support.mount import MountFactory, server_file, server_stat, wait_until
+from tests.support.mount import MountFactory, server_file, server_stat, synced, wait_until
 from tests.support.server import ServerProcess
 
 drive_user = mount_fixtures.drive_user
 mount_factory = mount_fixtures.mount_factory
-
-
-def synced(path) -> bool:
-    return os.getxattr(path, "user.cirrus.status") == b"synced"
 
 
 def test_an_offline_mount_recovers_from_a_trimmed_journal(

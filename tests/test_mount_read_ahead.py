@@ -10,7 +10,7 @@ import pytest
 
 from mountfs.readahead import READ_AHEAD_KB, setting_path
 from tests.support import mount as mount_fixtures
-from tests.support.mount import MountFactory, wait_until
+from tests.support.mount import MountFactory, synced, wait_until
 from tests.support.server import ServerProcess
 
 drive_user = mount_fixtures.drive_user
@@ -23,10 +23,6 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root may set the re
 def read_ahead_kb(mountpoint: Path) -> int:
     with open(setting_path(str(mountpoint))) as setting:
         return int(setting.read())
-
-
-def synced(path: Path) -> bool:
-    return os.getxattr(path, "user.cirrus.status") == b"synced"
 
 
 @as_root

@@ -9,17 +9,13 @@ import os
 import random
 
 from tests.support import mount as mount_fixtures
-from tests.support.mount import MountFactory, wait_until
+from tests.support.mount import MountFactory, synced, wait_until
 
 drive_user = mount_fixtures.drive_user
 mount_factory = mount_fixtures.mount_factory
 
 SIZE = 3 * 1024 * 1024  # several content-defined blocks
 HEAD = 64 * 1024
-
-
-def synced(path: os.PathLike) -> bool:
-    return os.getxattr(path, "user.cirrus.status") == b"synced"
 
 
 def test_an_open_reader_keeps_its_revision_when_another_client_commits(

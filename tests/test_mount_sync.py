@@ -6,17 +6,13 @@ import time
 from pathlib import Path
 
 from tests.support import mount as mount_fixtures
-from tests.support.mount import MountFactory, account, server_file, server_stat, wait_until
+from tests.support.mount import MountFactory, account, server_file, server_stat, synced, wait_until
 from tests.support.server import ServerProcess
 
 drive_user = mount_fixtures.drive_user
 mount_factory = mount_fixtures.mount_factory
 
 MIB = 1024 * 1024
-
-
-def synced(path: Path) -> bool:
-    return os.getxattr(path, "user.cirrus.status") == b"synced"
 
 
 def test_file_written_on_one_mount_is_read_on_another(mount_factory: MountFactory) -> None:

@@ -3,14 +3,13 @@ bucket holds only ciphertext, identical content is stored once and an edit sends
 not the file."""
 
 import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import mount as mount_fixtures
-from tests.support.mount import MountFactory, account, server_file, wait_until
+from tests.support.mount import MountFactory, account, server_file, synced, wait_until
 from tests.support.s3 import MotoServer
 from tests.support.server import ServerProcess
 
@@ -30,10 +29,6 @@ def server(tmp_path: Path, moto: MotoServer, s3_bucket: str) -> Iterator[ServerP
     finally:
         process.stop()
     assert process.errors_logged() == [], process.log_tail()
-
-
-def synced(path: Path) -> bool:
-    return os.getxattr(path, "user.cirrus.status") == b"synced"
 
 
 def pseudo_random(size: int, seed: bytes) -> bytes:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import mount as mount_fixtures
-from tests.support.mount import MountFactory, wait_until
+from tests.support.mount import MountFactory, synced, wait_until
 from tests.support.s3 import MotoServer, s3_credentials
 from tests.support.server import ServerProcess, cirrus_executable
 
@@ -63,10 +63,6 @@ def admin(server: ServerProcess, regions: list[MotoServer], *args: str) -> str:
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
-
-
-def synced(path: Path) -> bool:
-    return os.getxattr(path, "user.cirrus.status") == b"synced"
 
 
 def write_tree(root: Path, files: int, seed: str) -> dict[Path, bytes]:

@@ -146,6 +146,11 @@ def server_file(server: ServerProcess, token: str, path: str) -> bytes | None:
     return answer.content
 
 
+def synced(path: os.PathLike) -> bool:
+    """Whether the mount reports the file as on the server (its `user.cirrus.status`)."""
+    return os.getxattr(path, "user.cirrus.status") == b"synced"
+
+
 def server_stat(server: ServerProcess, token: str, path: str) -> dict | None:
     """A node's stat as the server answers it (None when absent, or when a folder on its
     path is a file for now, as it is while renames are still arriving)."""
