@@ -9,22 +9,29 @@ import os
 
 from tests.support import mount as mount_fixtures
 from tests.support.crash import close_quietly, revisions
-from tests.support.mount import MountFactory, server_file, server_stat, wait_until
+from tests.support.mount import (
+    MountFactory,
+    MountProcess,
+    server_file,
+    server_stat,
+    synced,
+    wait_until,
+)
 from tests.support.server import ServerProcess
 
 drive_user = mount_fixtures.drive_user
 mount_factory = mount_fixtures.mount_factory
 
 
-def synced(path: os.PathLike) -> bool:
-    return os.getxattr(path, "user.cirrus.status") == b"synced"
-
-
-def rewrite_without_closing(path: os.PathLike, data: bytes) -> int:
-    """Start a new version (O_TRUNC) and write part of it; the descriptor stays open."""
+def crash_mid_rewrite(drive: MountProcess, path: os.PathLike, data: bytes) -> None:
+    """Start a new version (O_TRUNC), write part of it and kill the mount with the
+    descriptor still open (closed afterwards, whatever happens)."""
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-    os.write(fd, data)
-    return fd
+    try:
+        os.write(fd, data)
+        drive.kill9()
+    finally:
+        close_quietly(fd)
 
 
 def test_uploaded_version_comes_back_after_a_crash_mid_rewrite(
@@ -35,11 +42,7 @@ def test_uploaded_version_comes_back_after_a_crash_mid_rewrite(
     path.write_bytes(b"acknowledged version\n" * 1000)
     wait_until(lambda: synced(path))
     before = len(revisions(server, drive_user, "/report.txt"))
-    fd = rewrite_without_closing(path, b"partial")
-    try:
-        drive.kill9()
-    finally:
-        close_quietly(fd)
+    crash_mid_rewrite(drive, path, b"partial")
     drive.mount()
     assert path.read_bytes() == b"acknowledged version\n" * 1000
     wait_until(lambda: synced(path))
@@ -55,11 +58,7 @@ def test_unsent_version_comes_back_after_a_crash_mid_rewrite(
     path = drive.path / "notes.bin"
     acknowledged = os.urandom(300_000)
     path.write_bytes(acknowledged)
-    fd = rewrite_without_closing(path, b"torn" * 100)
-    try:
-        drive.kill9()
-    finally:
-        close_quietly(fd)
+    crash_mid_rewrite(drive, path, b"torn" * 100)
     server.start()
     drive.mount()
     assert path.read_bytes() == acknowledged
@@ -110,11 +109,7 @@ def test_a_crash_never_goes_back_to_an_older_copy_left_on_the_disk(
     drive.unmount()
     (drive.cache_dir / "dirty" / f"{inode}.acked").write_bytes(b"an older version\n")
     drive.mount()
-    fd = rewrite_without_closing(path, b"partial")
-    try:
-        drive.kill9()
-    finally:
-        close_quietly(fd)
+    crash_mid_rewrite(drive, path, b"partial")
     drive.mount()
     assert path.read_bytes() == acknowledged
     wait_until(lambda: synced(path))
