@@ -15,6 +15,7 @@ acknowledgement is durable: until then a power cut would go back to it.
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -22,6 +23,10 @@ from collections.abc import Callable
 from cache.spares import SpareFiles
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+# What the copies of one inode are called: the dirty copy, the preserved one, a temporary.
+_SUFFIXES = ("", ".acked", ".part")
+
+log = logging.getLogger(__name__)
 
 
 class DirtyFiles:
@@ -195,6 +200,26 @@ class DirtyFiles:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(inode))
         self.drop_preserved(inode)
+
+    def sweep(self, needed: set[int]) -> None:
+        """Delete what a crash left behind and nothing reads: the dirty and preserved copies
+        of inodes not in `needed` (the mirror committed them clean, or dropped them, and
+        the crash came before the copies were deleted) and every unfinished temporary copy.
+        Called at start-up, before any request, once recovery has settled each file."""
+        freed = count = 0
+        with os.scandir(self._root) as entries:
+            for entry in entries:
+                stem, dot, suffix = entry.name.partition(".")
+                if not stem.isdigit() or dot + suffix not in _SUFFIXES:
+                    continue  # the spares' folder, or not ours
+                if int(stem) in needed and suffix != "part":
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    freed += entry.stat(follow_symlinks=False).st_size
+                    os.unlink(entry.path)
+                    count += 1
+        if count:
+            log.info("deleted %d copies (%d bytes) a crash left in the cache", count, freed)
 
     def _reopen(self, inode: int) -> None:
         if inode in self._fds:

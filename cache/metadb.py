@@ -427,6 +427,14 @@ class MetaDB:
     def dirty_inodes(self) -> list[int]:
         return [row[0] for row in self._db.execute("SELECT inode FROM nodes WHERE dirty = 1")]
 
+    def inodes_with_local_content(self) -> set[int]:
+        """The inodes whose dirty copy is read: dirty ones, and any with an upload pending."""
+        query = (
+            "SELECT inode FROM nodes WHERE dirty = 1 "
+            "UNION SELECT inode FROM journal WHERE op = 'upload'"
+        )
+        return {row[0] for row in self._db.execute(query)}
+
     def path(self, inode: int) -> str:
         """The server path of an attached node (walks up the parents to a folder whose path
         is known: every journaled operation names its path, and trees are deep)."""

@@ -132,8 +132,9 @@ class VFS:
 
     def _recover(self) -> None:
         """After a crash: drop nodes nobody holds any more, put files changed since their last
-        acknowledgement back to it, and queue the upload of acknowledged dirty copies that
-        have no pending entry (better sent late than silently diverging)."""
+        acknowledgement back to it, queue the upload of acknowledged dirty copies that have
+        no pending entry (better sent late than silently diverging), and delete the copies
+        left for files that are clean."""
         for inode in self._db.detached():
             self._purge(inode)
         for inode in self._db.dirty_inodes():
@@ -148,6 +149,7 @@ class VFS:
             orphaned = node is not None and node.parent is not None
             if orphaned and not self._db.has_pending(inode) and self.content.dirty.exists(inode):
                 self._journal("upload", inode, {"path": self._db.path(inode)})
+        self.content.dirty.sweep(self._db.inodes_with_local_content())
 
     def _restore_acknowledged(self, node: Node) -> None:
         """Undo changes made after the last acknowledgement; each step can be redone if the
