@@ -177,6 +177,35 @@ def test_tagged_operations_are_not_applied_twice_when_a_batch_is_resent(new_user
     assert resent[0]["status"] == 404  # seq 10 forgotten: applied (and refused) afresh
 
 
+def test_a_delete_naming_what_it_removes_refuses_to_remove_anything_else(new_user) -> None:
+    """A client that deleted a folder's content name by name sends one recursive delete
+    naming every node it deleted: what another client added meanwhile stops it whole."""
+    alice = new_user()
+    made = batch(alice, [
+        {"op": "mkdir", "path": "/tree/sub", "parents": True},
+        {"op": "symlink", "path": "/tree/sub/a", "target": "x"},
+        {"op": "symlink", "path": "/tree/b", "target": "x"},
+        {"op": "symlink", "path": "/tree/late", "target": "x"},
+    ])  # fmt: skip
+    ids = {stat(alice, path).json()["id"] for path in ("/tree", "/tree/sub", "/tree/sub/a")}
+    ids.add(made[2]["body"]["id"])  # /tree/b; /tree/late is someone else's, unseen
+    refused = batch(alice, [{"op": "delete", "path": "/tree", "recursive": True,
+                             "only": sorted(ids)}])  # fmt: skip
+    assert refused[0]["status"] == 409 and refused[0]["error"]["code"] == "not_empty"
+    assert stat(alice, "/tree/sub/a").status_code == 200
+    # Once deleted, a listed node may be gone already (an earlier attempt removed it).
+    done = batch(alice, [
+        {"op": "delete", "path": "/tree/late"},
+        {"op": "delete", "path": "/tree/sub/a"},
+        {"op": "delete", "path": "/tree", "recursive": True, "only": sorted(ids)},
+    ])  # fmt: skip
+    assert [r["status"] for r in done] == [200, 200, 200]
+    assert sorted(done[2]["body"]["deleted"]) == sorted(ids - {made[1]["body"]["id"]})
+    assert stat(alice, "/tree").status_code == 404
+    trash = alice.get("/v1/trash").json()["items"]
+    assert "/tree" in [item["path"] for item in trash]
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
@@ -192,6 +221,19 @@ def test_tagged_operations_are_not_applied_twice_when_a_batch_is_resent(new_user
         ({"ops": "mkdir"}, 400),
         ({"ops": [{"op": "mkdir", "path": "/ok", "seq": -1}]}, 400),
         ({"ops": [{"op": "mkdir", "path": "/ok"}], "client": "x" * 65}, 400),
+        (
+            {"ops": [{"op": "mkdir", "path": "/ok"}, {"op": "delete", "path": "/ok", "only": [0]}]},
+            400,
+        ),
+        (
+            {
+                "ops": [
+                    {"op": "mkdir", "path": "/ok"},
+                    {"op": "delete", "path": "/ok", "only": "all"},
+                ]
+            },
+            400,
+        ),
         ({"ops": [{"op": "mkdir", "path": f"/d{i}"} for i in range(1001)]}, 413),
     ],
 )

@@ -83,7 +83,8 @@ def _checked_plain(op: BatchOpIn) -> BatchOp:
     if isinstance(op, XattrOp):
         args = {"name": op.name, "value": xattr_value(op)}
         return BatchOp("xattr", {"path": check_path(op.path), **args}, op.seq)
-    args = {"path": check_path(op.path), "recursive": op.recursive}
+    only = None if op.only is None else frozenset(op.only)
+    args = {"path": check_path(op.path), "recursive": op.recursive, "only": only}
     return BatchOp("delete", args, op.seq)
 
 

@@ -15,6 +15,8 @@ from backend.uploads import MAX_FILE_SIZE
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_MISSING_QUERY = 10_000
 MAX_XATTR_VALUE = 64 * 1024
+# Node ids a batch's delete may name as all it removes (a client's run of deletions).
+MAX_DELETE_ONLY = 10_000
 # A file of MAX_FILE_SIZE cut at the smallest chunk size, plus its short tail.
 MAX_BLOCKS_PER_FILE = MAX_FILE_SIZE // MIN_CHUNK + 1
 
@@ -159,7 +161,15 @@ class MoveOp(MoveIn, Tagged):
 
 
 class DeleteOp(DeleteIn, Tagged):
+    """`only`: the ids of every node the delete may remove (the folder's included); if
+    anything else lives at or below the path, it is refused as `not_empty` and nothing
+    goes. A client that deleted a folder's content name by name sends it as one recursive
+    delete, and what another client added meanwhile is not deleted unseen."""
+
     op: Literal["delete"]
+    only: list[Annotated[int, Field(ge=1, le=INT64_MAX)]] | None = Field(
+        None, max_length=MAX_DELETE_ONLY
+    )
 
 
 class SetattrOp(SetattrIn, Tagged):

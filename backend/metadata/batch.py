@@ -191,7 +191,7 @@ class Batches:
             case "move":
                 return move_in(tx, args["src"], args["dst"], args["mode"], attrs)
             case "delete":
-                return delete_in(tx, args["path"], args["recursive"], attrs)
+                return delete_in(tx, args["path"], args["recursive"], attrs, args.get("only"))
             case "setattr":
                 return setattr_in(tx, args["path"], args["mode"], args["mtime_ns"], attrs)
             case "xattr":

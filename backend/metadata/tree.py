@@ -188,9 +188,16 @@ def symlink_in(
     return tx.journal(node)
 
 
-def delete_in(tx: Txn, path: str, recursive: bool, attrs: dict | None = None) -> list[int]:
+def delete_in(
+    tx: Txn,
+    path: str,
+    recursive: bool,
+    attrs: dict | None = None,
+    only: frozenset[int] | None = None,
+) -> list[int]:
     """Delete the node at path (with its subtree when recursive); the ids deleted (a file
-    that keeps another name outside the subtree moves there instead, see posix.unname)."""
+    that keeps another name outside the subtree moves there instead, see posix.unname).
+    With `only`, a node to delete that is not in it refuses the whole delete."""
     parts = parse_path(path)
     attrs = check_attrs(attrs)
     if not parts:
@@ -199,9 +206,11 @@ def delete_in(tx: Txn, path: str, recursive: bool, attrs: dict | None = None) ->
     if node.type == DIR and not recursive:
         if tx.has_children(node):
             raise NotEmpty(f"folder not empty: {path}")
-        doomed = [node]  # known empty: no walk (rm -rf sends one rmdir per folder)
+        doomed = [node]  # known empty: no walk
     else:
         doomed = tx.subtree(node)
+    if only is not None and any(victim.id not in only for victim in doomed):
+        raise NotEmpty(f"{path} holds what the delete does not name")
     parent = tx.session.get(Node, node.parent_id)
     ids = {victim.id for victim in doomed}
     for victim in reversed(doomed):  # children before their folder
