@@ -36,6 +36,7 @@ from backend.protocol.errors import (
     AlreadyExists,
     CirrusError,
     InvalidPathError,
+    NotEmpty,
     NotFound,
     QuotaExceeded,
     Unauthorized,
@@ -95,7 +96,7 @@ class Step:
     settle: Settle
     op: dict | None = None
     upload: "PendingUpload | None" = None
-    folded: bool = False  # a setattr the commit before it already carries
+    folded: bool = False  # settled by another step's answer (see Batch.folded, _join)
 
 
 @dataclass(slots=True)
@@ -142,6 +143,7 @@ class Replayer:
         self._blocks = blocks
         self._kernel = kernel
         self._limiter = trio.CapacityLimiter(2)
+        self._one_by_one: set[int] = set()  # rmdirs whose joined delete the server refused
 
     async def replay(self, entries: list[JournalEntry]) -> None:
         """Replay a prefix of `entries` (at least the first) in one batch request."""
@@ -151,6 +153,7 @@ class Replayer:
             if step is None:
                 break
             batch.steps.append(step)
+        self._join_deletions(batch)
         await self._send_blocks(batch)
         with self._db.transaction():  # before the batch is sent: see _plan_commit
             for seq, args in batch.attempts.items():
@@ -187,13 +190,35 @@ class Replayer:
         (the source of a move first, so a node moved back frees its new name)."""
         paths = [entry.args[key] for key in ("src", "path", "dst") if key in entry.args]
         found = {path: await self._server_node(path) for path in paths}
+        below = [await self._server_tree(path) for path in paths if self._comes_back(path, found)]
         with self._db.transaction():
             self._db.remove_entry(entry.seq)
             for path in paths:
                 self._align(path, found[path])
+            for nodes in below:
+                self._feed.apply_all(nodes)
             for inode in (entry.inode, entry.other):
                 if inode is not None:
                     self._vfs.collect(inode)
+
+    def _comes_back(self, path: str, found: dict[str, dict | None]) -> bool:
+        """Whether aligning `path` puts back a folder the mirror no longer has, in a folder
+        it has: its content went with it (an rmdir the server refused because another
+        client added something below), so the server's content below it comes back too."""
+        server = found[path]
+        if server is None or server["type"] != "dir" or self._db.at_path(path) is not None:
+            return False
+        return self._db.at_path(path.rsplit("/", 1)[0] or "/") is not None
+
+    async def _server_tree(self, path: str) -> list[dict]:
+        """Every node below a folder on the server, folders before their content."""
+        nodes: list[dict] = []
+        folders = [path]
+        while folders:
+            entries = await self._remote.list_dir(folders.pop())
+            nodes.extend(entries)
+            folders.extend(node["path"] for node in entries if node["type"] == "dir")
+        return nodes
 
     async def _server_node(self, path: str) -> dict | None:
         try:
@@ -301,6 +326,68 @@ class Replayer:
         between = [following.seq for following in self._setattrs_after(entry)]
         later = self._db.next_entry_for(entry.inode, between[-1] if between else entry.seq)
         return between if later is not None and later.op == "upload" else None
+
+    def _join_deletions(self, batch: Batch) -> None:
+        """Send a folder's rmdir and the deletions of everything below it right before it
+        (`rm -rf` journals one per name) as one recursive delete naming every node they
+        removed: the server then finds one path and fills one trash item instead of doing
+        so for every name. Anything else the server holds there refuses it, and the entries
+        go one by one the next time (`_settle_joined`)."""
+        steps = batch.steps
+        end = len(steps) - 1
+        while end > 0:
+            start = end
+            if self._joinable(steps[end]):
+                below = steps[end].entry.args["path"] + "/"
+                while start > 0 and _deletes_below(steps[start - 1], below):
+                    start -= 1
+                ids = self._deleted_ids(steps[start : end + 1])
+                if start < end and ids is not None:
+                    self._join(steps[start:end], steps[end], ids)
+            end = start - 1
+
+    def _joinable(self, step: Step) -> bool:
+        return (
+            step.entry.op == "rmdir"
+            and _sends_delete(step)
+            and step.entry.seq not in self._one_by_one
+        )
+
+    def _deleted_ids(self, steps: list[Step]) -> list[int] | None:
+        """The server's ids of the nodes these deletions removed; None when one has none
+        (never sent), is a hard link's name, or is a file that took another of its names."""
+        ids = []
+        for step in steps:
+            row = self._db.get(step.entry.inode)
+            if row is None or row.remote_id is None or row.parent is not None or row.is_link:
+                return None
+            ids.append(row.remote_id)
+        return ids
+
+    def _join(self, below: list[Step], folder: Step, ids: list[int]) -> None:
+        for step in below:
+            step.op, step.folded = None, True
+        # Its own tag (an rmdir carries no setattrs, so +1 is free): a joined delete the
+        # server refused is not answered from that refusal when sent alone again.
+        tag = folder.entry.seq * TAG_SPACE + 1
+        folder.op = {**folder.op, "recursive": True, "only": ids, "seq": tag}
+        folder.settle = partial(self._settle_joined, folder.entry, [s.entry for s in below])
+        log.debug("deleting %s with %d names below it at once", folder.op["path"], len(below))
+
+    async def _settle_joined(
+        self, entry: JournalEntry, below: list[JournalEntry], answer: Answer | None
+    ) -> None:
+        try:
+            answer.body()
+        except NotFound:
+            log.info("rmdir of %s: gone on the server", entry.args["path"])
+        except NotEmpty:
+            log.info("%s holds more on the server: deletions sent one by one", entry.args["path"])
+            self._one_by_one.update(other.seq for other in [*below, entry] if other.op == "rmdir")
+            return  # the server stopped there: every entry of the batch from here stays
+        self._done(entry, [other.seq for other in below])
+        for other in below:
+            self._vfs.collect(other.inode)
 
     # -- planning: one method per journal operation -------------------------------------------
 
@@ -720,6 +807,16 @@ def _invalid_path(entry: JournalEntry) -> CirrusError | None:
             except InvalidPath as exc:
                 return InvalidPathError(str(exc))
     return None
+
+
+def _sends_delete(step: Step) -> bool:
+    return step.op is not None and not step.folded and step.op["op"] == "delete"
+
+
+def _deletes_below(step: Step, prefix: str) -> bool:
+    """Whether `step` sends the deletion of a name below the folder path `prefix`."""
+    deletion = step.entry.op in ("unlink", "rmdir") and _sends_delete(step)
+    return deletion and step.entry.args["path"].startswith(prefix)
 
 
 async def _refuse(error: CirrusError, _answer: Answer | None) -> None:
