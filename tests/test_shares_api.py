@@ -208,3 +208,22 @@ def test_the_share_attribute_is_the_servers(pair: tuple) -> None:
     forged = {"path": "/attr", "name": "trusted.cirrus.share", "value": "d3JpdGU="}
     assert bob.post("/v1/tree/xattr", json=forged).status_code == 403
     assert upload(bob, "/attr/x.txt", b"x").status_code == 403
+
+
+def test_a_delete_naming_its_nodes_leaves_a_share_to_the_names_deleted_in_it(pair: tuple) -> None:
+    """A recursive delete naming every node it removes (what a mount sends for `rm -rf`)
+    is refused when a share's mount lies below: the names deleted inside the share must
+    be deleted in the owner's drive, one by one."""
+    alice, bob, bob_name = pair
+    assert upload(alice, "/proj/a.txt", b"from alice").status_code == 201
+    assert share(alice, "/proj", bob_name, "write").status_code == 201
+    assert bob.post("/v1/tree/mkdir", json={"path": "/work"}).status_code == 201
+    moved = bob.post("/v1/tree/move", json={"from": "/proj", "to": "/work/proj"})
+    assert moved.status_code == 200, moved.text
+    ids = [bob.get("/v1/tree/stat", params={"path": path}).json()["id"]
+           for path in ("/work", "/work/proj", "/work/proj/a.txt")]  # fmt: skip
+    answer = bob.post("/v1/batch", json={"ops": [
+        {"op": "delete", "path": "/work", "recursive": True, "only": ids}]})  # fmt: skip
+    assert answer.json()["results"][0]["error"]["code"] == "not_empty"
+    assert content(alice, "/proj/a.txt") == b"from alice"
+    assert names(bob, "/work") == ["proj"]

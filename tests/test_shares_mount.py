@@ -4,12 +4,13 @@ unsynced edits (they end as a conflicted copy in the recipient's own drive)."""
 
 import errno
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.mount import MountProcess, server_file, wait_until
+from tests.support.mount import MountProcess, server_file, server_stat, wait_until
 from tests.support.server import ServerProcess
 
 
@@ -121,3 +122,27 @@ def test_revoke_with_unsynced_edits(server: ServerProcess, two: tuple) -> None:
     assert server_file(server, bob_token, f"/{copy.name}/t.txt") == b"bob's unsynced edit"
     assert server_file(server, alice_token, "/team/t.txt") == b"original"
     assert server_file(server, alice_token, "/team/new.txt") is None
+
+
+def test_rm_rf_of_a_folder_holding_a_share_deletes_the_owners_files(
+    server: ServerProcess, two: tuple
+) -> None:
+    """The recipient's `rm -rf` of a folder the share's mount was moved into deletes the
+    files inside the share in the owner's drive, then leaves the share, as the names were
+    deleted (the whole tree is not sent as one delete: the share's content is elsewhere)."""
+    alice_token, alice, bob_token, bob = two
+    (alice.path / "proj").mkdir()
+    (alice.path / "proj" / "a.txt").write_bytes(b"from alice")
+    wait_until(lambda: server_file(server, alice_token, "/proj/a.txt") == b"from alice")
+    share(server, alice_token, "/proj", "bob", "write")
+    wait_until(lambda: read(bob.path / "proj" / "a.txt") == b"from alice", timeout=5)
+    (bob.path / "work").mkdir()
+    (bob.path / "work" / "notes.txt").write_bytes(b"bob's")
+    (bob.path / "proj").rename(bob.path / "work" / "proj")
+    wait_until(lambda: server_file(server, bob_token, "/work/notes.txt") == b"bob's")
+    wait_until(lambda: server_stat(server, bob_token, "/work/proj") is not None)
+    shutil.rmtree(bob.path / "work")
+    wait_until(lambda: server_stat(server, bob_token, "/work") is None, timeout=10)
+    assert server_file(server, alice_token, "/proj/a.txt") is None
+    assert server_stat(server, alice_token, "/proj")["type"] == "dir"
+    wait_until(lambda: os.listdir(alice.path / "proj") == [], timeout=5)

@@ -22,6 +22,7 @@ from backend.metadata.posix import (
     stamp,
     unname,
 )
+from backend.metadata.sharing import SHARE_XATTR
 from backend.metadata.trash import gather
 from backend.metadata.txn import DEFAULT_DIR_MODE, Database, Txn
 from backend.metadata.types import MoveMode, NodeInfo, Principal
@@ -209,7 +210,7 @@ def delete_in(
         doomed = [node]  # known empty: no walk
     else:
         doomed = tx.subtree(node)
-    if only is not None and any(victim.id not in only for victim in doomed):
+    if only is not None and any(_not_named(victim, only) for victim in doomed):
         raise NotEmpty(f"{path} holds what the delete does not name")
     parent = tx.session.get(Node, node.parent_id)
     ids = {victim.id for victim in doomed}
@@ -219,6 +220,13 @@ def delete_in(
         gather(tx, node)
     entries_changed(tx, parent, attrs)
     return [victim.id for victim in reversed(doomed)]
+
+
+def _not_named(victim: Node, only: frozenset[int]) -> bool:
+    """Whether a delete naming `only` must leave `victim` alone: not named, or the mount of
+    a share (its content is in the owner's drive: the names the client deleted in it are
+    deleted there one by one, as the owner's trash expects)."""
+    return victim.id not in only or SHARE_XATTR in (victim.xattrs or {})
 
 
 def setattr_in(
