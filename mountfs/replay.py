@@ -32,6 +32,7 @@ from typing import Any
 import blake3
 import trio
 
+from backend.metadata.sharing import SHARE_XATTR
 from backend.protocol.errors import (
     AlreadyExists,
     CirrusError,
@@ -341,9 +342,11 @@ class Replayer:
                 below = steps[end].entry.args["path"] + "/"
                 while start > 0 and _deletes_below(steps[start - 1], below):
                     start -= 1
-                ids = self._deleted_ids(steps[start : end + 1])
-                if start < end and ids is not None:
-                    self._join(steps[start:end], steps[end], ids)
+            ids = self._deleted_ids(steps[start : end + 1]) if start < end else None
+            if ids is None:  # the folders inside may still go at once
+                end -= 1
+                continue
+            self._join(steps[start:end], steps[end], ids)
             end = start - 1
 
     def _joinable(self, step: Step) -> bool:
@@ -355,11 +358,14 @@ class Replayer:
 
     def _deleted_ids(self, steps: list[Step]) -> list[int] | None:
         """The server's ids of the nodes these deletions removed; None when one has none
-        (never sent), is a hard link's name, or is a file that took another of its names."""
+        (never sent), is a hard link's name, is a file that took another of its names, or
+        is a share's mount (the server would refuse: what is below is the owner's)."""
         ids = []
         for step in steps:
             row = self._db.get(step.entry.inode)
             if row is None or row.remote_id is None or row.parent is not None or row.is_link:
+                return None
+            if SHARE_XATTR in row.xattrs:
                 return None
             ids.append(row.remote_id)
         return ids

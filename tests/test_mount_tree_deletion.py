@@ -79,3 +79,22 @@ def test_what_another_client_added_stops_the_deletion_at_once(
     assert os.listdir(top / "sub") == ["new.txt"]
     assert (top / "sub" / "new.txt").read_bytes() == b"added elsewhere"
     assert "holds more on the server" in drive.log_path.read_text()
+
+
+def test_a_folder_inside_goes_at_once_when_the_whole_tree_cannot(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """A name the server never had (created and deleted offline) cannot be named in a
+    joined delete: the tree's top goes name by name, the folder beside it at once."""
+    drive = mount_factory("a")
+    top = drive.path / "project"
+    make_tree(top)
+    wait_until(lambda: synced(top / "c.txt") and synced(top / "sub/deeper/b.txt"))
+    server.stop()
+    (top / "draft.txt").write_text("never sent")
+    shutil.rmtree(top)
+    server.start()
+    wait_until(lambda: server_stat(server, drive_user, "/project") is None, 30)
+    log = drive.log_path.read_text()
+    assert "deleting /project with" not in log
+    assert "deleting /project/sub with 3 names below it at once" in log
