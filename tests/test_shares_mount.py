@@ -45,13 +45,20 @@ def read(path: Path) -> bytes | None:
         return None
 
 
-def test_share_round_trip_and_rename(server: ServerProcess, two: tuple, tmp_path: Path) -> None:
-    alice_token, alice, bob_token, bob = two
+def share_proj(
+    server: ServerProcess, alice_token: str, alice: MountProcess, bob: MountProcess
+) -> None:
+    """Alice writes /proj/a.txt and shares /proj with bob, read-write; bob's mount shows it."""
     (alice.path / "proj").mkdir()
     (alice.path / "proj" / "a.txt").write_bytes(b"from alice")
     wait_until(lambda: server_file(server, alice_token, "/proj/a.txt") == b"from alice")
     share(server, alice_token, "/proj", "bob", "write")
     wait_until(lambda: read(bob.path / "proj" / "a.txt") == b"from alice", timeout=5)
+
+
+def test_share_round_trip_and_rename(server: ServerProcess, two: tuple, tmp_path: Path) -> None:
+    alice_token, alice, bob_token, bob = two
+    share_proj(server, alice_token, alice, bob)
     (bob.path / "proj" / "b.txt").write_bytes(b"from bob")
     wait_until(lambda: read(alice.path / "proj" / "b.txt") == b"from bob", timeout=5)
     (bob.path / "proj").rename(bob.path / "from-alice")
@@ -131,11 +138,7 @@ def test_rm_rf_of_a_folder_holding_a_share_deletes_the_owners_files(
     files inside the share in the owner's drive, then leaves the share, as the names were
     deleted (the whole tree is not sent as one delete: the share's content is elsewhere)."""
     alice_token, alice, bob_token, bob = two
-    (alice.path / "proj").mkdir()
-    (alice.path / "proj" / "a.txt").write_bytes(b"from alice")
-    wait_until(lambda: server_file(server, alice_token, "/proj/a.txt") == b"from alice")
-    share(server, alice_token, "/proj", "bob", "write")
-    wait_until(lambda: read(bob.path / "proj" / "a.txt") == b"from alice", timeout=5)
+    share_proj(server, alice_token, alice, bob)
     (bob.path / "work").mkdir()
     (bob.path / "work" / "notes.txt").write_bytes(b"bob's")
     (bob.path / "proj").rename(bob.path / "work" / "proj")
