@@ -272,6 +272,16 @@ class BlockService:
         _check_hash(hash)
         return self.store.exists(hash)
 
+    def prepare_reads(self, hashes: Sequence[str]) -> None:
+        """Ask the store to make archived blocks readable, all at once; BlockRestoring
+        (503 with Retry-After) while any is being restored."""
+        for hash in hashes:
+            _check_hash(hash)
+        try:
+            self.store.prepare_reads(hashes)
+        except StoreUnavailable as exc:
+            raise StorageUnavailable(f"the block store does not answer: {exc}") from None
+
     def delete(self, hash: str) -> None:
         self.delete_many([hash])
 

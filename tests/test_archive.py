@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.protocol.hashing import block_hash
+from backend.protocol.chunking import MAX_CHUNK
 from tests.support.lifecycle import admin, collected
 from tests.support.mount import MountProcess, wait_until
 from tests.support.s3 import MotoServer
@@ -107,23 +107,24 @@ def test_a_glacier_archive_answers_503_then_the_mount_waits(
         started, tmp_path / "server", "--archive", archive, "--archive-after-days", "0", *FAST
     )
     token = server.create_user("alice")
-    one, two = os.urandom(150 * KIB), os.urandom(150 * KIB)
+    # one is longer than the largest block; two may be cut in two too (once in 50).
+    one, two = os.urandom(MAX_CHUNK + 150 * KIB), os.urandom(150 * KIB)
     with server.client(token) as client:
         upload(client, "/one.bin", one)
         upload(client, "/two.bin", two)
-        hashes = {block_hash(one), block_hash(two)}
+        of_one = block_hashes(client, "/one.bin")
+        first, hashes = of_one[0], {*of_one, *block_hashes(client, "/two.bin")}
         keys = {f"cold/{h}" for h in hashes}
         wait_until(lambda: keys <= moto.keys(s3_bucket), timeout=30)
         wait_until(lambda: not hashes & files_under(server.data_dir / "blocks"), timeout=30)
-        head = moto.client().head_object(Bucket=s3_bucket, Key=f"cold/{block_hash(one)}")
+        head = moto.client().head_object(Bucket=s3_bucket, Key=f"cold/{first}")
         assert head["StorageClass"] == "GLACIER"
 
-        answer = client.get(f"/v1/blocks/{block_hash(one)}")
-        assert answer.status_code == 503
-        assert answer.json()["error"]["code"] == "restoring"
-        assert int(answer.headers["Retry-After"]) > 0
-        assert content(client, "/one.bin").status_code == 200  # restored (moto: at once)
-        assert content(client, "/one.bin").content == one
+        for answer in (client.get(f"/v1/blocks/{first}"), content(client, "/one.bin")):
+            assert answer.status_code == 503  # the block, then the file's other blocks
+            assert answer.json()["error"]["code"] == "restoring"
+            assert int(answer.headers["Retry-After"]) > 0
+        assert content(client, "/one.bin").content == one  # all restored (moto: at once)
 
     drive = MountProcess(server.url, token, tmp_path / "mnt", tmp_path / "cache")
     try:

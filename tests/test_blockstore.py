@@ -14,8 +14,10 @@ from backend.blockstore.local import LocalBlockStore
 from backend.blockstore.memory import MemoryBlockStore
 from backend.blockstore.registry import SCHEMES, open_store, register_scheme
 from backend.blockstore.replicated import ReplicatedBlockStore
-from backend.protocol.errors import InvalidRequest
+from backend.blockstore.tiered import TieredBlockStore
+from backend.protocol.errors import BlockRestoring, InvalidRequest
 from backend.protocol.hashing import block_hash
+from tests.support.s3 import MotoServer
 
 StoreFactory = Callable[[Path], BlockStore]
 
@@ -112,6 +114,26 @@ def test_held_names_the_objects_the_check_accepts_with_their_sizes(store: BlockS
     store.put_many([(key(40), b"good"), (key(41), b"bad!!")])
     held = store.held([key(40), key(41), key(42)], lambda name, data: data == b"good")
     assert held == {key(40): 4}
+
+
+def test_objects_read_at_once_need_no_preparing(store: BlockStore) -> None:
+    store.put(key(45), b"hot")
+    store.prepare_reads([key(45), key(46)])  # an absent key is the read's to report
+    assert store.get(key(45)) == b"hot"
+
+
+def test_a_glacier_store_restores_every_object_asked_for_at_once(
+    moto: MotoServer, s3_bucket: str
+) -> None:
+    cold = open_store(moto.store_url(s3_bucket, "cold", storage_class="GLACIER"))
+    tiered = TieredBlockStore(MemoryBlockStore(), cold)
+    tiered.hot.put(key(47), b"hot copy")
+    cold.put_many([(key(48), b"one"), (key(49), b"two")])
+    with pytest.raises(BlockRestoring, match="2 archived blocks") as restoring:
+        tiered.prepare_reads([key(47), key(48), key(49)])
+    assert restoring.value.retry_after > 0
+    tiered.prepare_reads([key(47), key(48), key(49)])  # moto restores at once
+    assert [tiered.get(key(n)) for n in (47, 48, 49)] == [b"hot copy", b"one", b"two"]
 
 
 def test_empty_and_large_objects_round_trip(store: BlockStore) -> None:

@@ -76,10 +76,12 @@ def matches_etag(if_none_match: str | None, etag: str) -> bool:
 
 
 def _stream(service: BlockService, blocks: BlockList, first: int, last: int) -> Iterator[bytes]:
-    """The bytes first..last, block by block. The first block is read before the answer
-    starts, so a block that cannot be read now (being restored from the archive: 503
-    with Retry-After) is a proper error answer rather than a cut-off body."""
+    """The bytes first..last, block by block. Before the answer starts, the archived
+    blocks are prepared (their restores asked for together) and the first block is read,
+    so a block that cannot be read now (being restored from the archive: 503 with
+    Retry-After) is a proper error answer rather than a cut-off body."""
     wanted = [b for b in blocks.blocks if b.offset + b.size - 1 >= first and b.offset <= last]
+    service.prepare_reads(sorted({b.hash for b in wanted} & blocks.archived))
     head = _read(service, wanted[0]) if wanted else b""
 
     def pieces() -> Iterator[bytes]:

@@ -69,6 +69,14 @@ class BlockStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def prepare_reads(self, keys: Sequence[str]) -> None:
+        """Make keys readable before a reader commits to them (a download's first byte).
+
+        A store whose objects need a restore first (an archive class) asks for the restore
+        of every one not readable yet, all at once, and raises BlockRestoring while any is
+        still restoring; the default has nothing to do.
+        """
+
     def keys(self) -> Iterator[str]:
         """Every key in the store, in no particular order."""
 

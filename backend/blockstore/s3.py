@@ -164,12 +164,39 @@ class S3BlockStore(BlockStore):
                 raise self._restore(key, name) from None
             raise
 
+    def prepare_reads(self, keys: Sequence[str]) -> None:
+        """One HEAD per object (in parallel requests), and a restore asked for each one
+        neither restored nor being restored, so a file's blocks restore together rather
+        than one per attempt; BlockRestoring while any is not readable yet."""
+        if not self.needs_restore or not keys:
+            return
+        waiting = [found for found in self._pool.map(self._readable_or_restore, keys) if found]
+        if waiting:
+            raise BlockRestoring(
+                f"{len(waiting)} archived blocks are being restored", waiting[0].retry_after
+            )
+
+    def _readable_or_restore(self, key: str) -> BlockRestoring | None:
+        name = self._key(key)
+        try:
+            with _unavailable(self):
+                head = self.client.head_object(Bucket=self.bucket, Key=name)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return None  # the read itself reports it
+            raise
+        restored = 'ongoing-request="false"' in head.get("Restore", "")
+        if head.get("StorageClass") not in RESTORE_CLASSES or restored:
+            return None
+        return self._restore(key, name)
+
     def _restore(self, key: str, name: str) -> BlockRestoring:
         """Ask for a restore of an archived object (again is harmless) and say how long."""
         try:
-            self.client.restore_object(
-                Bucket=self.bucket, Key=name, RestoreRequest={"Days": RESTORE_DAYS}
-            )
+            with _unavailable(self):
+                self.client.restore_object(
+                    Bucket=self.bucket, Key=name, RestoreRequest={"Days": RESTORE_DAYS}
+                )
         except ClientError as exc:
             if _code(exc) != "RestoreAlreadyInProgress":
                 raise

@@ -57,6 +57,10 @@ class TieredBlockStore(BlockStore):
                 raise failure from None
             raise
 
+    def prepare_reads(self, keys: Sequence[str]) -> None:
+        """Only the keys the hot store lacks are read from the archive."""
+        self.archive.prepare_reads([key for key in keys if not self.hot.exists(key)])
+
     def delete(self, key: str) -> None:
         self.hot.delete(key)
         self.archive.delete(key)

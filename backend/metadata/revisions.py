@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from sqlalchemy import bindparam, exists, false, insert, select, true
 
 from backend.db.models import (
+    ARCHIVE,
     DIR,
     FILE,
     PENDING,
     UPLOADED,
+    Block,
     Node,
     PendingBlock,
     Revision,
@@ -116,7 +118,10 @@ class Revisions:
             if rev is None and node.rev == 0:
                 return BlockList(node.id, 0, 0, [])
             revision = _revision(tree, node, node.rev if rev is None else rev)
-            return BlockList(node.id, revision.number, revision.size, _blocks_of(tree, revision))
+            return BlockList(
+                node.id, revision.number, revision.size, _blocks_of(tree, revision),
+                _archived_of(tree, revision),
+            )  # fmt: skip
 
     def history(self, who: Principal, path: str, limit: int) -> list[RevisionInfo]:
         parts = parse_path(path)
@@ -435,3 +440,13 @@ def _blocks_of(tree: Tree, revision: Revision) -> list[BlockRef]:
         .order_by(RevisionBlock.seq)
     )
     return [BlockRef(b.hash, b.size, b.offset) for b in tree.session.scalars(query)]
+
+
+def _archived_of(tree: Tree, revision: Revision) -> frozenset[str]:
+    """The revision's blocks kept in the archive tier, which a download prepares first."""
+    query = (
+        select(RevisionBlock.hash)
+        .join(Block, Block.hash == RevisionBlock.hash)
+        .where(RevisionBlock.revision_id == revision.id, Block.tier == ARCHIVE)
+    )
+    return frozenset(tree.session.scalars(query))

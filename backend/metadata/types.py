@@ -95,6 +95,7 @@ class BlockList:
     rev: int
     size: int
     blocks: list[BlockRef]
+    archived: frozenset[str] = frozenset()  # hashes of blocks kept in the archive tier
 
 
 @dataclass(frozen=True, slots=True)
