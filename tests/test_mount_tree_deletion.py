@@ -51,6 +51,27 @@ def test_a_tree_deleted_offline_is_deleted_on_the_server_at_once(
     assert not top.exists()
 
 
+def test_a_tree_of_hundreds_of_names_goes_in_one_operation(
+    server: ServerProcess, drive_user: str, mount_factory: MountFactory
+) -> None:
+    """More names than a batch of other entries holds: deletions travel in larger batches."""
+    drive = mount_factory("a")
+    top = drive.path / "big"
+    below = []
+    for folder in ("one", "two", "three"):
+        os.makedirs(top / folder)
+        for n in range(110):
+            (top / folder / f"{n}.txt").write_text(f"{folder} {n}")
+            below.append(f"{folder}/{n}.txt")
+        below.append(folder)
+    wait_until(lambda: synced(top / "three" / "109.txt"), 60)  # the journal goes in order
+    server.stop()
+    shutil.rmtree(top)
+    server.start()
+    wait_until(lambda: server_stat(server, drive_user, "/big") is None, 60)
+    assert f"deleting /big with {len(below)} names below it at once" in drive.log_path.read_text()
+
+
 def test_what_another_client_added_stops_the_deletion_at_once(
     server: ServerProcess, drive_user: str, mount_factory: MountFactory
 ) -> None:
