@@ -59,8 +59,10 @@ class _Fetch:
 class BlockIndex:
     """A revision's block list with a search by offset."""
 
-    def __init__(self, blocks: list[tuple[int, int, str]]) -> None:
+    def __init__(self, blocks: list[tuple[int, int, str]], key: tuple[int, int]) -> None:
         self.blocks = blocks
+        self.key = key  # (the server's node id, revision)
+        self.restore_asked = False
         self._starts = [offset for offset, _size, _hash in blocks]
         # Where read-ahead last looked (a block number): the kernel reads 128 KiB at a time,
         # and looking again before the reader reaches the next block finds nothing new.
@@ -135,13 +137,25 @@ class Content:
             self._read_ahead(index, offset + size)
         covering = index.covering(offset, size)
         if len(covering) > 1:
-            self._fetch_together([name for _offset, _size, name in covering])
+            self._fetch_together(index, [name for _offset, _size, name in covering])
         parts = []
         for block_offset, block_size, name in covering:
             start = max(offset - block_offset, 0)
             stop = min(offset + size - block_offset, block_size)
-            parts.append(await self._slice(name, start, stop))
+            parts.append(await self._slice(index, name, start, stop))
         return b"".join(parts)
+
+    async def _ask_restore(self, index: BlockIndex) -> None:
+        """A block of this revision is being restored from the archive: ask for the others
+        too, once, so that a reader waits for one restore rather than one per read-ahead."""
+        if index.restore_asked:
+            return
+        index.restore_asked = True
+        log.info("file %d is archived: asking the server to restore all of it", index.key[0])
+        try:
+            await self._remote.prepare(*index.key)
+        except Exception as exc:  # the read itself keeps waiting for its own blocks
+            log.debug("asking for the restore of file %d failed: %s", index.key[0], exc)
 
     async def _index(self, remote_id: int, rev: int) -> BlockIndex:
         key = (remote_id, rev)
@@ -152,10 +166,10 @@ class Content:
                 answer = await self._remote.block_list(remote_id, rev)
                 blocks = [(b["offset"], b["size"], b["hash"]) for b in answer["blocks"]]
                 self._db.put_blocklist(remote_id, rev, blocks)
-            index = self._indexes[key] = BlockIndex(blocks)
+            index = self._indexes[key] = BlockIndex(blocks, key)
         return index
 
-    async def _slice(self, name: str, start: int, stop: int) -> bytes:
+    async def _slice(self, index: BlockIndex, name: str, start: int, stop: int) -> bytes:
         """Bytes [start, stop) of a block: from memory, a pread of the disk cache, or else
         the whole block loaded (verifying it, or fetching it) and kept in memory."""
         data = self._recent.get(name)
@@ -166,9 +180,9 @@ class Content:
                 piece = await trio.to_thread.run_sync(self._blocks.read, name, start, stop - start)
             if piece is not None:
                 return piece
-        return (await self._block(name))[start:stop]
+        return (await self._block(index, name))[start:stop]
 
-    async def _block(self, name: str) -> bytes:
+    async def _block(self, index: BlockIndex, name: str) -> bytes:
         """The whole block: from memory, a batch on its way, the disk cache or the server."""
         data = self._recent.get(name)
         if data is not None:
@@ -179,7 +193,9 @@ class Content:
             await fetch.done.wait()
             data = fetch.data.get(name)
         if data is None:  # get_or_fetch tries the disk cache first, in a worker thread
-            data = await self._blocks.get_or_fetch(name, partial(self._remote.get_block, name))
+            restoring = partial(self._ask_restore, index)
+            fetch_one = partial(self._remote.get_block, name, restoring)
+            data = await self._blocks.get_or_fetch(name, fetch_one)
         self._remember(name, data)
         return data
 
@@ -204,14 +220,14 @@ class Content:
         absent = self._absent(coming)
         if not absent or (len(absent) < FETCH_BATCH and absent[0] != coming[0]):
             return
-        self._fetch(absent)
+        self._fetch(index, absent)
 
-    def _fetch_together(self, names: list[str]) -> None:
+    def _fetch_together(self, index: BlockIndex, names: list[str]) -> None:
         """The blocks one read spans that are nowhere yet: one request for them all, not one
         each in turn (a 1 MiB read spans two or three blocks)."""
         absent = self._absent(names)
         if len(absent) > 1:
-            self._fetch(absent)
+            self._fetch(index, absent)
 
     def _absent(self, names: list[str]) -> list[str]:
         """The blocks of `names` neither in memory, on their way nor in the disk cache."""
@@ -223,20 +239,20 @@ class Content:
             and not self._blocks.contains(name)
         ]
 
-    def _fetch(self, absent: list[str]) -> None:
+    def _fetch(self, index: BlockIndex, absent: list[str]) -> None:
         """Fetch blocks in the background, FETCH_BATCH per request; readers wait for them."""
         for start in range(0, len(absent), FETCH_BATCH):
             names = absent[start : start + FETCH_BATCH]
             fetch = _Fetch()
             for name in names:
                 self._fetching[name] = fetch
-            self._nursery.start_soon(self._prefetch, names, fetch)
+            self._nursery.start_soon(self._prefetch, index, names, fetch)
 
-    async def _prefetch(self, names: list[str], fetch: _Fetch) -> None:
+    async def _prefetch(self, index: BlockIndex, names: list[str], fetch: _Fetch) -> None:
         """Fetch blocks for reads to come or waiting; a failure only means that each read
         then fetches its block on its own."""
         try:
-            fetch.data = await self._remote.get_blocks(names)
+            fetch.data = await self._remote.get_blocks(names, partial(self._ask_restore, index))
             for name, data in fetch.data.items():
                 self._remember(name, data)
         except Exception as exc:  # a background task must never take the mount down
@@ -271,7 +287,7 @@ class Content:
         temp = self.dirty.temp_path(node.inode)
         with open(temp, "wb") as out:
             for _offset, _size, name in index.blocks:
-                data = await self._block(name)
+                data = await self._block(index, name)
                 await trio.to_thread.run_sync(out.write, data)
         self.dirty.install(node.inode, temp)
 

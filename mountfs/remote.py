@@ -133,15 +133,21 @@ async def wait_out_throttling(send: Callable[[], Awaitable[T]]) -> T:
             delay = min(delay * 2, exc.retry_after)
 
 
-async def wait_for_restores(fetch: Callable[[], Awaitable[T]]) -> T:
+async def wait_for_restores(
+    fetch: Callable[[], Awaitable[T]], restoring: Callable[[], Awaitable[None]] | None = None
+) -> T:
     """fetch(), again and again while the server answers that a block is being restored
     from a cold archive class: a read waits (like a slow disk) instead of failing. Asks
-    again after 1 s, 2 s, 4 s ... up to the server's Retry-After or RESTORE_POLL_MAX_S."""
+    again after 1 s, 2 s, 4 s ... up to the server's Retry-After or RESTORE_POLL_MAX_S.
+    `restoring` runs at the first such answer (the reader's file asks for all its blocks)."""
     delay = 1.0
     while True:
         try:
             return await fetch()
         except BlockRestoring as exc:
+            if restoring is not None:
+                await restoring()
+                restoring = None
             wait = min(delay, exc.retry_after, RESTORE_POLL_MAX_S)
             log.warning("%s; asking again in %.0f s", exc.message, wait)
             await trio.sleep(wait)
@@ -458,6 +464,12 @@ class RemoteDrive:
         params = _optional(id=node_id, rev=rev)
         return await self._json("GET", "/files/blocks", params=params)
 
+    async def prepare(self, node_id: int, rev: int) -> None:
+        """Ask the server to restore every archived block of a revision at once; a 503
+        restoring (the expected answer) is not an error here."""
+        with contextlib.suppress(BlockRestoring):
+            await self._json("POST", "/files/prepare", params=_optional(id=node_id, rev=rev))
+
     async def missing_blocks(self, hashes: list[str]) -> list[str]:
         """Return the hashes the server lacks for this user, asking in batches it accepts."""
         missing: list[str] = []
@@ -483,8 +495,11 @@ class RemoteDrive:
             )
         )
 
-    async def get_blocks(self, hashes: list[str]) -> dict[str, bytes]:
-        """Download blocks by hash, up to 64 per request, each verified against its name."""
+    async def get_blocks(
+        self, hashes: list[str], restoring: Callable[[], Awaitable[None]] | None = None
+    ) -> dict[str, bytes]:
+        """Download blocks by hash, up to 64 per request, each verified against its name
+        (`restoring`: as for wait_for_restores)."""
         wanted = [_check_hash(name) for name in dict.fromkeys(hashes)]
         found: dict[str, bytes] = {}
         for start in range(0, len(wanted), MAX_BATCH_BLOCKS):
@@ -496,14 +511,17 @@ class RemoteDrive:
                     lambda: trio.to_thread.run_sync(
                         self._blocks.fetch, batch, limiter=self._lines, abandon_on_cancel=True
                     )
-                )
+                ),
+                restoring,
             )
         return found
 
-    async def get_block(self, hash: str) -> bytes:
+    async def get_block(
+        self, hash: str, restoring: Callable[[], Awaitable[None]] | None = None
+    ) -> bytes:
         """Download one block and verify it against its name (HashMismatch otherwise)."""
         _check_hash(hash)
-        response = await wait_for_restores(lambda: self._send("GET", f"/blocks/{hash}"))
+        response = await wait_for_restores(lambda: self._send("GET", f"/blocks/{hash}"), restoring)
         return await trio.to_thread.run_sync(
             _decode_block, hash, response.content, limiter=self._cpu
         )

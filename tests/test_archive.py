@@ -18,6 +18,7 @@ from tests.support.s3 import MotoServer
 from tests.support.server import ServerProcess, cirrus_executable
 
 KIB = 1024
+MIB = 1024 * KIB
 FAST = ("--archive-interval", "0.2", "--replication-interval", "0.2")
 
 
@@ -107,8 +108,8 @@ def test_a_glacier_archive_answers_503_then_the_mount_waits(
         started, tmp_path / "server", "--archive", archive, "--archive-after-days", "0", *FAST
     )
     token = server.create_user("alice")
-    # one is longer than the largest block; two may be cut in two too (once in 50).
-    one, two = os.urandom(MAX_CHUNK + 150 * KIB), os.urandom(150 * KIB)
+    # one is longer than the largest block; two spans more blocks than the mount reads ahead.
+    one, two = os.urandom(MAX_CHUNK + 150 * KIB), os.urandom(32 * MIB)
     with server.client(token) as client:
         upload(client, "/one.bin", one)
         upload(client, "/two.bin", two)
@@ -125,14 +126,22 @@ def test_a_glacier_archive_answers_503_then_the_mount_waits(
             assert answer.json()["error"]["code"] == "restoring"
             assert int(answer.headers["Retry-After"]) > 0
         assert content(client, "/one.bin").content == one  # all restored (moto: at once)
+        prepared = client.post("/v1/files/prepare", params={"path": "/one.bin"})
+        assert prepared.status_code == 200, prepared.text
+        assert prepared.json()["archived"] == len(set(of_one))
 
     drive = MountProcess(server.url, token, tmp_path / "mnt", tmp_path / "cache")
     try:
         drive.mount()
         assert (drive.path / "two.bin").read_bytes() == two  # waited for the restore
-        assert "being restored" in drive.log_path.read_text()
+        log = drive.log_path.read_text()
+        assert "being restored" in log and "asking the server to restore all of it" in log
     finally:
         drive.unmount()
+    # The first blocks' 503 made the mount ask for the whole file: the blocks read ahead
+    # later were restored already (at most the two first fetches were refused).
+    refused = server.log_path.read_text().count('"POST /v1/blocks/fetch HTTP/1.1" 503')
+    assert 1 <= refused <= 2
 
 
 def test_kill_9_in_the_middle_of_moves_loses_nothing(

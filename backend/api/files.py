@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -11,7 +11,7 @@ from backend.api.deps import PrincipalDep, ServicesDep, check_path, declared_len
 from backend.api.download import file_response
 from backend.api.models import RAW_BODY, CommitIn, Mode, RestoreIn, Revision, TimeNs
 from backend.api.sliced_json import SlicedJSONResponse
-from backend.metadata.types import BlockRef, CommitRequest, CommitResult, iso_from_ns
+from backend.metadata.types import BlockList, BlockRef, CommitRequest, CommitResult, iso_from_ns
 from backend.protocol.errors import InvalidRequest, PayloadTooLarge
 from backend.uploads import MAX_FILE_SIZE
 
@@ -47,35 +47,46 @@ async def upload(
     return JSONResponse(node.to_json(), status_code=201)
 
 
-@router.get("/content", response_class=Response)
-def download(
+def _revision_blocks(
     who: PrincipalDep,
     services: ServicesDep,
     path: str | None = None,
     id: NodeId | None = None,
     rev: Revision | None = None,
+) -> BlockList:
+    """The block list of the file (by path or id) at its current revision or `rev`."""
+    return services.metadata.block_list(who, *_path_or_id(path, id), rev)
+
+
+RevisionBlocks = Annotated[BlockList, Depends(_revision_blocks)]
+
+
+@router.get("/content", response_class=Response)
+def download(
+    services: ServicesDep,
+    blocks: RevisionBlocks,
     range: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    blocks = services.metadata.block_list(who, *_path_or_id(path, id), rev)
     return file_response(services.blocks, blocks, range, if_none_match)
 
 
 @router.get("/blocks")
-def block_list(
-    who: PrincipalDep,
-    services: ServicesDep,
-    path: str | None = None,
-    id: NodeId | None = None,
-    rev: Revision | None = None,
-) -> dict:
-    blocks = services.metadata.block_list(who, *_path_or_id(path, id), rev)
+def block_list(blocks: RevisionBlocks) -> dict:
     return {
         "id": blocks.id,
         "rev": blocks.rev,
         "size": blocks.size,
         "blocks": [{"hash": b.hash, "offset": b.offset, "size": b.size} for b in blocks.blocks],
     }
+
+
+@router.post("/prepare")
+def prepare(services: ServicesDep, blocks: RevisionBlocks) -> dict:
+    """Ask for the restore of every archived block of a revision at once (a reader met the
+    first one): 200 once all are readable, else 503 restoring with Retry-After."""
+    services.blocks.prepare_reads(sorted(blocks.archived))
+    return {"id": blocks.id, "rev": blocks.rev, "archived": len(blocks.archived)}
 
 
 @router.get("/history")
