@@ -62,7 +62,7 @@ class BlockIndex:
     def __init__(self, blocks: list[tuple[int, int, str]], key: tuple[int, int]) -> None:
         self.blocks = blocks
         self.key = key  # (the server's node id, revision)
-        self.restore_asked = False
+        self.restore_asked: trio.Event | None = None  # set once the server has answered
         self._starts = [offset for offset, _size, _hash in blocks]
         # Where read-ahead last looked (a block number): the kernel reads 128 KiB at a time,
         # and looking again before the reader reaches the next block finds nothing new.
@@ -147,15 +147,19 @@ class Content:
 
     async def _ask_restore(self, index: BlockIndex) -> None:
         """A block of this revision is being restored from the archive: ask for the others
-        too, once, so that a reader waits for one restore rather than one per read-ahead."""
-        if index.restore_asked:
+        too, once, so that a reader waits for one restore rather than one per read-ahead.
+        Other readers meeting a restoring block meanwhile wait for that answer first."""
+        if index.restore_asked is not None:
+            await index.restore_asked.wait()
             return
-        index.restore_asked = True
+        index.restore_asked = trio.Event()
         log.info("file %d is archived: asking the server to restore all of it", index.key[0])
         try:
             await self._remote.prepare(*index.key)
         except Exception as exc:  # the read itself keeps waiting for its own blocks
             log.debug("asking for the restore of file %d failed: %s", index.key[0], exc)
+        finally:
+            index.restore_asked.set()
 
     async def _index(self, remote_id: int, rev: int) -> BlockIndex:
         key = (remote_id, rev)
