@@ -94,7 +94,7 @@ class Revisions:
         with self.db.write(who.namespace_id, who.author) as tx:
             node = _file_or_deleted_at(tx, parts)  # restoring a deleted file undeletes it
             revision = _revision(tx, node, rev)
-            blocks = _blocks_of(tx, revision)
+            blocks, _archived = _blocks_of(tx, revision)
             request = CommitRequest(
                 path=path,
                 base_rev=node.head_rev,
@@ -118,10 +118,8 @@ class Revisions:
             if rev is None and node.rev == 0:
                 return BlockList(node.id, 0, 0, [])
             revision = _revision(tree, node, node.rev if rev is None else rev)
-            return BlockList(
-                node.id, revision.number, revision.size, _blocks_of(tree, revision),
-                _archived_of(tree, revision),
-            )  # fmt: skip
+            blocks, archived = _blocks_of(tree, revision)
+            return BlockList(node.id, revision.number, revision.size, blocks, archived)
 
     def history(self, who: Principal, path: str, limit: int) -> list[RevisionInfo]:
         parts = parse_path(path)
@@ -433,20 +431,15 @@ def _revision(tree: Tree, node: Node, number: object) -> Revision:
     return revision
 
 
-def _blocks_of(tree: Tree, revision: Revision) -> list[BlockRef]:
+def _blocks_of(tree: Tree, revision: Revision) -> tuple[list[BlockRef], frozenset[str]]:
+    """The revision's blocks in order, and those the archive tier keeps (which a download
+    prepares first), in one query."""
     query = (
-        select(RevisionBlock)
+        select(RevisionBlock.hash, RevisionBlock.size, RevisionBlock.offset, Block.tier)
+        .outerjoin(Block, Block.hash == RevisionBlock.hash)
         .where(RevisionBlock.revision_id == revision.id)
         .order_by(RevisionBlock.seq)
     )
-    return [BlockRef(b.hash, b.size, b.offset) for b in tree.session.scalars(query)]
-
-
-def _archived_of(tree: Tree, revision: Revision) -> frozenset[str]:
-    """The revision's blocks kept in the archive tier, which a download prepares first."""
-    query = (
-        select(RevisionBlock.hash)
-        .join(Block, Block.hash == RevisionBlock.hash)
-        .where(RevisionBlock.revision_id == revision.id, Block.tier == ARCHIVE)
-    )
-    return frozenset(tree.session.scalars(query))
+    rows = tree.session.execute(query).all()
+    archived = frozenset(hash for hash, _size, _offset, tier in rows if tier == ARCHIVE)
+    return [BlockRef(hash, size, offset) for hash, size, offset, _tier in rows], archived
