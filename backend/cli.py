@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backend.config import DEFAULT_HOST, DEFAULT_PORT, LOG_LEVELS, ServerConfig
+from backend.heap import reuse_freed_buffers
 from backend.limits_cli import add_limit_options
 
 if TYPE_CHECKING:
@@ -273,6 +274,7 @@ def serve_command(args: argparse.Namespace) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)  # a line per credential lookup
     signal.signal(signal.SIGTERM, _exit_cleanly)
     _raise_open_file_limit()
+    reuse_freed_buffers()
     from backend.api.app import create_app, open_services
 
     try:

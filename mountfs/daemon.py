@@ -18,6 +18,7 @@ from functools import partial
 import pyfuse3
 import trio
 
+from backend.heap import reuse_freed_buffers
 from backend.protocol.errors import CirrusError, Unauthorized
 from cache.blockcache import MAX_OPEN_FILES, BlockCache
 from cache.dirty import DirtyFiles
@@ -59,6 +60,7 @@ class MountOptions:
 
 def run(opts: MountOptions, ready: Callable[[str | None], None]) -> str | None:
     """Serve the mount in this process; the reason when it could not mount, else None."""
+    reuse_freed_buffers()
     try:
         trio.run(serve, opts, ready)
     except BaseException as exc:
