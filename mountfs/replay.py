@@ -116,7 +116,7 @@ class Batch:
         self.steps: list[Step] = []
         self.committing: set[int] = set()  # an inode commits at most once per batch
         self.folded: set[int] = set()  # seqs of setattrs that commits in the batch carry
-        self.attempts: dict[int, dict] = {}  # entry args naming a commit attempt, by seq
+        self.attempts: dict[int, dict] = {}  # entry args naming an attempt (commit, mkdir), by seq
         self.group_bytes = 0
         self.streaming = False  # a large file already streams its blocks in this batch
 
@@ -437,15 +437,21 @@ class Replayer:
         return {**self._posix(entry), **op, "seq": entry.seq * TAG_SPACE + len(set(carried))}
 
     async def _plan_mkdir(self, entry: JournalEntry, batch: Batch) -> Step:
+        """A first attempt carries the folder's next setattrs. A folder that is there already
+        (an earlier attempt made it and its answer was lost) keeps its attributes, so after a
+        first attempt they go as their own operations, in their places: left for the next
+        batch, they would come after what follows them in this one (a rename of the folder
+        above, and the server would refuse them for a path that is gone)."""
         args = entry.args
         sent = self._merged(entry, {"mode": args["mode"], "mtime_ns": args["mtime_ns"]}, set())
-        carried = self._fold(batch, entry, sent)
+        retry = bool(args.get("attempted"))
+        carried = set() if retry else self._fold(batch, entry, sent)
+        batch.attempts[entry.seq] = {**args, "attempted": True}
         op = {"op": "mkdir", "path": args["path"], **sent, "parents": True}
 
         async def settle(answer: Answer | None) -> None:
             node = answer.body()
-            # A folder that was there already kept its attributes: its setattrs follow.
-            folded = self._foldable(entry, _applied(node)) if answer.created else []
+            folded = self._foldable(entry, _applied(node)) if answer.created and not retry else []
             self._done(entry, folded, remote_id=node["id"])
 
         return Step(entry, settle, self._tagged(entry, op, carried))
