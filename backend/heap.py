@@ -24,8 +24,8 @@ TRIM_THRESHOLD = 64 << 20
 
 
 def reuse_freed_buffers() -> bool:
-    """Set the allocator's thresholds; False (and nothing changed) where the C library has
-    no mallopt or refuses the values (musl, other systems)."""
+    """Set the allocator's thresholds; False where the C library has no mallopt or refuses
+    a value (musl, other systems), which then keeps its own behaviour for that setting."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

@@ -446,7 +446,8 @@ class Replayer:
         sent = self._merged(entry, {"mode": args["mode"], "mtime_ns": args["mtime_ns"]}, set())
         retry = bool(args.get("attempted"))
         carried = set() if retry else self._fold(batch, entry, sent)
-        batch.attempts[entry.seq] = {**args, "attempted": True}
+        if not retry:
+            batch.attempts[entry.seq] = {**args, "attempted": True}
         op = {"op": "mkdir", "path": args["path"], **sent, "parents": True}
 
         async def settle(answer: Answer | None) -> None:

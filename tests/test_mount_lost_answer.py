@@ -18,7 +18,6 @@ from tests.support.mount import MountProcess, server_stat, wait_until
 from tests.support.server import ServerProcess
 
 NOBODY = 65534
-Sock = socket.socket
 
 
 class AnswerDropper:
